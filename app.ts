@@ -1,0 +1,37 @@
+import type { FastifyInstance } from 'fastify'
+import errorsPlugin from './plugins/errors.js'
+import authPlugin, { type ApiKeyEntry } from './plugins/auth.js'
+import metricsPlugin, { type MetricsOptions } from './plugins/metrics.js'
+import geminiClientPlugin, { type GeminiClientOptions } from './plugins/gemini-client.js'
+import streamRoute from './routes/stream.js'
+
+export const DEFAULT_MODEL = 'gemini-2.0-flash-exp'
+
+export interface GatewayOptions {
+  /** Raw user keys accepted in X-API-Key. */
+  apiKeys?: readonly string[]
+  /** Raw admin keys (higher rate limit). */
+  adminApiKeys?: readonly string[]
+  /** Keys stored as SHA-256 hashes, with a name and a role. */
+  keyEntries?: readonly ApiKeyEntry[]
+  gemini: GeminiClientOptions
+  /** Model used when a request names none. Default `gemini-2.0-flash-exp`. */
+  defaultModel?: string
+  metrics?: MetricsOptions
+}
+
+/**
+ * The whole gateway as one encapsulated plugin: its hooks, error handler and decorators stay inside,
+ * so a host app can register it under a prefix without its own routes changing.
+ */
+export default async function streamGateway (app: FastifyInstance, options: GatewayOptions): Promise<void> {
+  await app.register(errorsPlugin)
+  await app.register(authPlugin, {
+    apiKeys: options.apiKeys ?? [],
+    adminApiKeys: options.adminApiKeys ?? [],
+    keyEntries: options.keyEntries ?? []
+  })
+  await app.register(metricsPlugin, options.metrics ?? {})
+  await app.register(geminiClientPlugin, options.gemini)
+  await app.register(streamRoute, { defaultModel: options.defaultModel ?? DEFAULT_MODEL })
+}

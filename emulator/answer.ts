@@ -1,0 +1,148 @@
+// Deterministic answers for the emulator.
+//
+// A "token" is a whitespace-separated word. An answer is a pseudo-random list of English-ish words
+// seeded by a hash of the prompt and the sampling options, so the same request always gets the same
+// text and a different prompt gets a different one. At fixed positions the text carries the
+// characters that break naive SSE/JSON framing: a newline, a blank line, a double quote, a
+// backslash, non-ASCII letters and an emoji (a UTF-16 surrogate pair).
+
+export interface GenerationOptions {
+  maxOutputTokens?: number
+  temperature?: number
+  topP?: number
+  topK?: number
+}
+
+export interface AnswerPace {
+  chunkCount: number
+  defaultMaxTokens: number
+}
+
+export type FinishReason = 'STOP' | 'MAX_TOKENS'
+
+export interface Answer {
+  /** Text deltas, one a stream event; concatenated they give the whole answer. */
+  deltas: string[]
+  promptTokens: number
+  completionTokens: number
+  /** 'MAX_TOKENS' when the request's maxOutputTokens set the length, else 'STOP'. */
+  finishReason: FinishReason
+}
+
+/** No answer is longer than this many words, whatever maxOutputTokens says. */
+export const MAX_ANSWER_TOKENS = 4096
+
+const VOCABULARY = [
+  'the', 'a', 'of', 'and', 'to', 'in', 'is', 'that', 'for', 'it', 'as', 'with', 'on', 'by', 'this',
+  'light', 'sky', 'blue', 'water', 'river', 'stone', 'signal', 'stream', 'model', 'answer', 'token',
+  'gateway', 'server', 'client', 'packet', 'window', 'garden', 'mountain', 'ocean', 'cloud', 'engine',
+  'quiet', 'bright', 'gentle', 'rapid', 'simple', 'careful', 'distant', 'early', 'late', 'warm',
+  'cold', 'small', 'large', 'green', 'golden', 'hidden', 'open', 'steady', 'curious', 'honest',
+  'runs', 'flows', 'carries', 'returns', 'waits', 'listens', 'builds', 'measures', 'follows',
+  'explains', 'shows', 'keeps', 'moves', 'turns', 'grows', 'holds', 'reads', 'writes', 'sends',
+  'because', 'while', 'after', 'before', 'under', 'over', 'between', 'through', 'across', 'without',
+  'every', 'some', 'many', 'few', 'each', 'other', 'first', 'last', 'next', 'same',
+  'scattering', 'wavelength', 'protocol', 'latency', 'buffer', 'pattern', 'question', 'reason',
+  'evening', 'morning', 'harbor', 'lantern', 'meadow', 'thunder', 'whisper', 'journey', 'compass',
+]
+const NON_ASCII_WORDS = ['café', 'naïve', 'résumé', '—', 'über', 'Zürich', 'façade', 'señor']
+const EMOJI = ['🚀', '✨', '🌍', '🙂']
+const POSITION_CYCLE = 16
+
+/** Tokens in a text: whitespace-separated words, at least 1 for any non-empty text. */
+export function countTokens (text: string): number {
+  if (text.length === 0) return 0
+  return Math.max(1, countWords(text))
+}
+
+export function countWords (text: string): number {
+  let words = 0
+  for (const w of text.split(/\s+/)) if (w.length > 0) words++
+  return words
+}
+
+/** How many words an answer has for a requested maxOutputTokens. */
+export function answerLength (maxOutputTokens: number | undefined, defaultMaxTokens: number): number {
+  const requested = maxOutputTokens ?? defaultMaxTokens
+  return Math.min(Math.max(1, Math.floor(requested)), MAX_ANSWER_TOKENS)
+}
+
+/**
+ * The deterministic answer for a prompt and generation options, as the text deltas a stream sends.
+ * With n words and chunkCount c, there are min(n, c) deltas of near-equal word counts.
+ */
+export function answerFor (
+  prompt: string,
+  generationConfig: GenerationOptions | undefined,
+  pace: AnswerPace
+): Answer {
+  const cfg = generationConfig ?? {}
+  const n = answerLength(cfg.maxOutputTokens, pace.defaultMaxTokens)
+  const seed = hash32(JSON.stringify([
+    prompt, cfg.temperature ?? null, cfg.topP ?? null, cfg.topK ?? null, cfg.maxOutputTokens ?? null
+  ]))
+  const random = mulberry32(seed)
+  const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)] as T
+
+  const words: string[] = []
+  const separators: string[] = [] // separators[i] goes before words[i]; separators[0] is ''
+  let capitalize = true
+  for (let i = 0; i < n; i++) {
+    const k = i % POSITION_CYCLE
+    let word = pick(VOCABULARY)
+    if (k === 1) word = `"${word}"`
+    else if (k === 2) word = pick(NON_ASCII_WORDS)
+    else if (k === 3) word = `${word}\\${pick(VOCABULARY)}`
+    else if (k === 4) word = `${word}${pick(EMOJI)}`
+    if (capitalize && /^[a-z]/.test(word)) word = word[0]!.toUpperCase() + word.slice(1)
+    capitalize = false
+    const endsSentence = i === n - 1 || (k > 4 && random() < 0.15)
+    if (endsSentence) {
+      word += '.'
+      capitalize = true
+    }
+    words.push(word)
+    separators.push(i === 0 ? '' : k === 0 ? '\n\n' : k === 2 ? '\n' : ' ')
+  }
+
+  const eventCount = Math.min(Math.max(1, Math.floor(pace.chunkCount)), n)
+  const base = Math.floor(n / eventCount)
+  const extra = n % eventCount
+  const deltas: string[] = []
+  let next = 0
+  for (let e = 0; e < eventCount; e++) {
+    const size = base + (e < extra ? 1 : 0)
+    let delta = ''
+    for (let i = next; i < next + size; i++) delta += separators[i]! + words[i]!
+    next += size
+    deltas.push(delta)
+  }
+
+  const limited = cfg.maxOutputTokens !== undefined && cfg.maxOutputTokens <= MAX_ANSWER_TOKENS
+  return {
+    deltas,
+    promptTokens: countTokens(prompt),
+    completionTokens: n,
+    finishReason: limited ? 'MAX_TOKENS' : 'STOP'
+  }
+}
+
+/** FNV-1a over UTF-16 code units, 32 bits. */
+function hash32 (text: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return h >>> 0
+}
+
+function mulberry32 (seed: number): () => number {
+  let a = seed
+  return () => {
+    a = (a + 0x6d2b79f5) | 0
+    let t = Math.imul(a ^ (a >>> 15), 1 | a)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}

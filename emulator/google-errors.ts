@@ -1,0 +1,44 @@
+// Google-style error bodies: {"error":{"code","message","status"[,"details"]}}.
+
+import { STATUS_CODES } from 'node:http'
+
+const KNOWN: Record<number, { status: string; message: string }> = {
+  400: { status: 'INVALID_ARGUMENT', message: 'Request contains an invalid argument.' },
+  401: { status: 'UNAUTHENTICATED', message: 'Request had invalid authentication credentials.' },
+  403: { status: 'PERMISSION_DENIED', message: 'The caller does not have permission' },
+  404: { status: 'NOT_FOUND', message: 'Requested entity was not found.' },
+  409: { status: 'ABORTED', message: 'The operation was aborted.' },
+  429: { status: 'RESOURCE_EXHAUSTED', message: 'Resource has been exhausted (e.g. check quota).' },
+  499: { status: 'CANCELLED', message: 'The operation was cancelled.' },
+  500: { status: 'INTERNAL', message: 'An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting' },
+  501: { status: 'UNIMPLEMENTED', message: 'Operation is not implemented, or supported, or enabled.' },
+  503: { status: 'UNAVAILABLE', message: 'The model is overloaded. Please try again later.' },
+  504: { status: 'DEADLINE_EXCEEDED', message: 'Deadline expired before operation could complete.' }
+}
+
+/** The google.rpc status name Google pairs with an HTTP code. */
+export function googleStatusFor (code: number): string {
+  const known = KNOWN[code]
+  if (known) return known.status
+  if (code >= 400 && code < 500) return 'INVALID_ARGUMENT'
+  if (code >= 500 && code < 600) return 'INTERNAL'
+  return 'UNKNOWN'
+}
+
+export function googleMessageFor (code: number): string {
+  return KNOWN[code]?.message ?? STATUS_CODES[code] ?? `HTTP ${code}`
+}
+
+export interface GoogleError {
+  error: { code: number; message: string; status: string; details?: unknown[] }
+}
+
+export function googleError (code: number, message?: string, status?: string, details?: unknown[]): GoogleError {
+  const error: GoogleError['error'] = {
+    code,
+    message: message ?? googleMessageFor(code),
+    status: status ?? googleStatusFor(code)
+  }
+  if (details) error.details = details
+  return { error }
+}

@@ -1,0 +1,90 @@
+import { createHash } from 'node:crypto'
+import fp from 'fastify-plugin'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+
+export type Role = 'user' | 'admin'
+
+/** A configured key, stored only as its SHA-256 so raw keys need not live in config files. */
+export interface ApiKeyEntry {
+  name: string
+  sha256: string
+  role: Role
+}
+
+export interface Caller {
+  /** Stable, non-secret identity: the entry's name, or a prefix of the key's hash. */
+  id: string
+  role: Role
+}
+
+export type AuthFailure = 'missing' | 'invalid'
+
+export interface AuthOptions {
+  apiKeys?: readonly string[]
+  adminApiKeys?: readonly string[]
+  keyEntries?: readonly ApiKeyEntry[]
+}
+
+export const UNAUTHORIZED_BODY = { error: 'Unauthorized: API key is missing.' }
+export const FORBIDDEN_BODY = { error: 'Forbidden: Invalid API key.' }
+
+export function sha256Hex (value: string): string {
+  return createHash('sha256').update(value).digest('hex')
+}
+
+function buildKeyTable (options: AuthOptions): Map<string, Caller> {
+  const table = new Map<string, Caller>()
+  const addRaw = (key: string, role: Role): void => {
+    const hash = sha256Hex(key)
+    table.set(hash, { id: `key-${hash.slice(0, 12)}`, role })
+  }
+  for (const key of options.apiKeys ?? []) addRaw(key, 'user')
+  for (const entry of options.keyEntries ?? []) {
+    table.set(entry.sha256.toLowerCase(), { id: entry.name, role: entry.role })
+  }
+  // Admin last: a key listed in both lists is an admin key.
+  for (const key of options.adminApiKeys ?? []) addRaw(key, 'admin')
+  return table
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller: Caller | null
+    authFailure: AuthFailure | null
+  }
+  interface FastifyInstance {
+    /** Resolves `request.caller` from X-API-Key without rejecting, so later hooks can key on it. */
+    identifyCaller: (request: FastifyRequest) => Promise<void>
+    /** Rejects requests that `identifyCaller` could not identify, with the contract's 401/403 bodies. */
+    requireCaller: (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined>
+  }
+}
+
+export default fp<AuthOptions>(async function authPlugin (app, options) {
+  const table = buildKeyTable(options)
+  if (table.size === 0) {
+    throw new Error('auth: no API keys configured (options "apiKeys", "adminApiKeys" or "keyEntries")')
+  }
+
+  app.decorateRequest('caller', null)
+  app.decorateRequest('authFailure', null)
+
+  app.decorate('identifyCaller', async function identifyCaller (request: FastifyRequest) {
+    const presented = request.headers['x-api-key']
+    if (typeof presented !== 'string' || presented.trim() === '') {
+      request.authFailure = 'missing'
+      return
+    }
+    // Looking up the hash, not the key, keeps the comparison time independent of how much of a key matches.
+    const caller = table.get(sha256Hex(presented))
+    if (caller === undefined) request.authFailure = 'invalid'
+    else request.caller = caller
+  })
+
+  app.decorate('requireCaller', async function requireCaller (request: FastifyRequest, reply: FastifyReply) {
+    if (request.caller !== null) return undefined
+    return request.authFailure === 'missing'
+      ? await reply.code(401).send(UNAUTHORIZED_BODY)
+      : await reply.code(403).send(FORBIDDEN_BODY)
+  })
+}, { name: 'amrikyy-auth', fastify: '5.x' })

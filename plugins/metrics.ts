@@ -1,0 +1,171 @@
+import fp from 'fastify-plugin'
+import fastifyMetricsModule from 'fastify-metrics'
+import promClient, { type Counter, type Gauge, type Histogram, Registry } from 'prom-client'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Usage } from '../schemas/stream.js'
+
+export type StreamOutcome = 'completed' | 'failed' | 'cancelled'
+
+export interface MetricsOptions {
+  /** Path of the Prometheus text endpoint; null serves none (scrape `registry` yourself). Default `/api/metrics`. */
+  endpoint?: string | null
+  /** Registry the gateway's metrics live in. Default: a registry of its own, so several apps in one process never collide. */
+  registry?: Registry
+  /** Node process metrics (CPU, memory, event loop). Default true; turn off when the host already collects them into this registry. */
+  defaultMetrics?: boolean
+  /** Fastify route duration metrics. Default true. */
+  routeMetrics?: boolean
+  /** Requests to the endpoint must carry `Authorization: Bearer <token>` when set. */
+  bearerToken?: string | undefined
+  /** Distinct `agent` label values kept before new ones are counted as `other`. Default 100. */
+  maxAgents?: number
+  /** Distinct `model` label values kept before new ones are counted as `other`. Default 20. */
+  maxModels?: number
+}
+
+export interface StreamLabels {
+  agent?: string | undefined
+  model: string
+}
+
+/** Records one stream; `end` counts only its first call, so every stream lands in exactly one outcome. */
+export interface StreamRecorder {
+  chunkSent: () => void
+  end: (outcome: StreamOutcome, usage?: Usage) => void
+}
+
+export interface GatewayMetrics {
+  registry: Registry
+  beginStream: (labels: StreamLabels) => StreamRecorder
+  upstreamError: (status: number | string) => void
+  rateLimited: () => void
+}
+
+/** Caps a label's cardinality: the first `max` distinct values are kept, later ones become `other`. */
+export class BoundedLabel {
+  private readonly seen = new Set<string>()
+  constructor (private readonly max: number) {}
+
+  value (raw: string): string {
+    if (this.seen.has(raw)) return raw
+    if (this.seen.size >= this.max) return 'other'
+    this.seen.add(raw)
+    return raw
+  }
+}
+
+// fastify-metrics is CommonJS with `exports.default`: imported from ESM, the plugin is one level down.
+const fastifyMetrics = fastifyMetricsModule.default
+
+const DURATION_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600]
+const FIRST_CHUNK_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+function positiveInteger (name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isInteger(value) || value < 1) throw new Error(`metrics: option "${name}" must be a positive integer`)
+  return value
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    gatewayMetrics: GatewayMetrics
+  }
+}
+
+export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
+  const registry = options.registry ?? new Registry()
+  const agents = new BoundedLabel(positiveInteger('maxAgents', options.maxAgents, 100))
+  const models = new BoundedLabel(positiveInteger('maxModels', options.maxModels, 20))
+  const endpoint = options.endpoint === undefined ? '/api/metrics' : options.endpoint
+  const registers = [registry]
+  const streamLabels = ['agent', 'model']
+
+  const chunksSent: Counter = new promClient.Counter({ name: 'amrikyy_stream_chunks_sent_total', help: 'Chunk events written to clients', labelNames: streamLabels, registers })
+  const outcomes: Record<StreamOutcome, Counter> = {
+    completed: new promClient.Counter({ name: 'amrikyy_stream_sessions_completed_total', help: 'Streams that ended with a completion event', labelNames: streamLabels, registers }),
+    failed: new promClient.Counter({ name: 'amrikyy_stream_sessions_failed_total', help: 'Streams that ended with an error (500 or error event)', labelNames: streamLabels, registers }),
+    cancelled: new promClient.Counter({ name: 'amrikyy_stream_sessions_cancelled_total', help: 'Streams whose client disconnected before the end', labelNames: streamLabels, registers })
+  }
+  const active: Gauge = new promClient.Gauge({ name: 'amrikyy_active_streams', help: 'Streams in progress', labelNames: streamLabels, registers })
+  const duration: Histogram = new promClient.Histogram({ name: 'amrikyy_stream_duration_seconds', help: 'Whole stream duration, by outcome', labelNames: [...streamLabels, 'outcome'], buckets: DURATION_BUCKETS, registers })
+  const firstChunk: Histogram = new promClient.Histogram({ name: 'amrikyy_stream_time_to_first_chunk_seconds', help: 'Time from request to the first chunk event', labelNames: streamLabels, buckets: FIRST_CHUNK_BUCKETS, registers })
+  const tokens: Counter = new promClient.Counter({ name: 'amrikyy_stream_tokens_total', help: 'Tokens reported by Gemini for completed streams', labelNames: [...streamLabels, 'type'], registers })
+  const upstreamErrors: Counter = new promClient.Counter({ name: 'amrikyy_upstream_errors_total', help: 'Failed Gemini calls, by HTTP status or failure kind', labelNames: ['status'], registers })
+  const rateLimited: Counter = new promClient.Counter({ name: 'amrikyy_rate_limited_total', help: 'Requests refused with 429', registers })
+  const authFailures: Counter = new promClient.Counter({ name: 'amrikyy_auth_failures_total', help: 'Requests refused for a missing or invalid API key', labelNames: ['reason'], registers })
+
+  const metrics: GatewayMetrics = {
+    registry,
+    beginStream (labels) {
+      const agent = agents.value(labels.agent ?? 'unknown')
+      const model = models.value(labels.model)
+      // Resolve label children once, so the per-chunk path is a plain increment.
+      const chunks = chunksSent.labels(agent, model)
+      const activeChild = active.labels(agent, model)
+      const started = performance.now()
+      let firstChunkSeen = false
+      let ended = false
+      activeChild.inc()
+      return {
+        chunkSent () {
+          chunks.inc()
+          if (!firstChunkSeen) {
+            firstChunkSeen = true
+            firstChunk.labels(agent, model).observe((performance.now() - started) / 1000)
+          }
+        },
+        end (outcome, usage) {
+          if (ended) return
+          ended = true
+          activeChild.dec()
+          outcomes[outcome].labels(agent, model).inc()
+          duration.labels(agent, model, outcome).observe((performance.now() - started) / 1000)
+          if (usage !== undefined) {
+            tokens.labels(agent, model, 'prompt').inc(usage.promptTokens)
+            tokens.labels(agent, model, 'completion').inc(usage.completionTokens)
+          }
+        }
+      }
+    },
+    upstreamError (status) { upstreamErrors.labels(String(status)).inc() },
+    rateLimited () { rateLimited.inc() }
+  }
+  app.decorate('gatewayMetrics', metrics)
+
+  app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
+    if (request.authFailure !== null && request.authFailure !== undefined && (reply.statusCode === 401 || reply.statusCode === 403)) {
+      authFailures.labels(request.authFailure).inc()
+    }
+  })
+
+  const token = options.bearerToken
+  await app.register(fastifyMetrics, {
+    // A client whose `register` is our registry keeps fastify-metrics off prom-client's global one.
+    promClient: { ...promClient, register: registry },
+    name: 'amrikyyFastifyMetrics',
+    endpoint: endpoint === null
+      ? null
+      : {
+          url: endpoint,
+          method: 'GET',
+          logLevel: 'warn',
+          exposeHeadRoute: false,
+          ...(token === undefined || token === ''
+            ? {}
+            : {
+                onRequest: async (request: FastifyRequest, reply: FastifyReply) => {
+                  if (request.headers.authorization !== `Bearer ${token}`) {
+                    return await reply.code(401).send({ error: 'Unauthorized: metrics token is missing or invalid.' })
+                  }
+                  return undefined
+                }
+              }),
+          handler: async () => undefined
+        },
+    defaultMetrics: { enabled: options.defaultMetrics ?? true, register: registry },
+    routeMetrics: {
+      enabled: options.routeMetrics ?? true,
+      overrides: { histogram: { registers }, summary: { registers } }
+    }
+  })
+}, { name: 'amrikyy-metrics', fastify: '5.x', dependencies: ['amrikyy-auth'] })

@@ -1,0 +1,145 @@
+import { request as httpRequest, type IncomingMessage } from 'node:http'
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { Test } from 'tap'
+import streamGateway, { type GatewayOptions } from '../../app.js'
+import { GeminiEmulator, type EmulatorOptions } from '../../emulator/server.js'
+
+export const USER_KEY = 'test-user-key-0123456789'
+export const ADMIN_KEY = 'test-admin-key-0123456789'
+
+export async function startEmulator (t: Test, options: EmulatorOptions = {}): Promise<GeminiEmulator> {
+  const emulator = await GeminiEmulator.start(options)
+  t.teardown(async () => { await emulator.close() })
+  return emulator
+}
+
+export interface RunningGateway {
+  app: FastifyInstance
+  url: string
+}
+
+/** Builds the gateway as a host would, ready for `inject`, closed on teardown. */
+export async function buildGateway (t: Test, upstreamUrl: string, overrides: Partial<GatewayOptions> = {}): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, forceCloseConnections: true })
+  await app.register(streamGateway, {
+    apiKeys: [USER_KEY],
+    adminApiKeys: [ADMIN_KEY],
+    gemini: { apiKey: 'upstream-secret-key', baseUrl: upstreamUrl },
+    ...overrides
+  })
+  t.teardown(async () => { await app.close() })
+  await app.ready()
+  return app
+}
+
+/** The gateway listening on an ephemeral loopback port, streaming from `emulator`. */
+export async function startGateway (t: Test, emulator: GeminiEmulator, overrides: Partial<GatewayOptions> = {}): Promise<RunningGateway> {
+  const app = await buildGateway(t, emulator.url, overrides)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('gateway is not listening on TCP')
+  return { app, url: `http://127.0.0.1:${address.port}` }
+}
+
+export async function postStream (url: string, body: unknown, headers: Record<string, string> = { 'x-api-key': USER_KEY }): Promise<Response> {
+  return await fetch(`${url}/api/stream`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body)
+  })
+}
+
+/** Parses a complete SSE body made of `data:` events (comment lines ignored). */
+export function parseEvents (body: string): unknown[] {
+  return body.split('\n\n').filter(block => block.trim() !== '').flatMap(block => {
+    const data = block.split('\n').filter(line => line.startsWith('data: ')).map(line => line.slice(6))
+    return data.length === 0 ? [] : [JSON.parse(data.join('\n')) as unknown]
+  })
+}
+
+export function chunkEvent (chunk: string, index: number): string {
+  return `data: ${JSON.stringify({ chunk, index })}\n\n`
+}
+
+export function expectedStreamBody (deltas: readonly string[], usage: { promptTokens: number, completionTokens: number }): string {
+  return deltas.map((delta, i) => chunkEvent(delta, i + 1)).join('') +
+    `data: ${JSON.stringify({
+      complete: true,
+      totalChunks: deltas.length,
+      fullText: deltas.join(''),
+      usage: { promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, totalTokens: usage.promptTokens + usage.completionTokens }
+    })}\n\n`
+}
+
+export interface OpenStream {
+  response: IncomingMessage
+  /** Resolves with the body text once it contains `marker`. */
+  waitFor: (marker: string) => Promise<string>
+  received: () => string
+  disconnect: () => void
+}
+
+/** A streaming POST over node:http whose socket the test can cut at any moment. */
+export async function openStream (url: string, body: unknown, apiKey = USER_KEY): Promise<OpenStream> {
+  const payload = JSON.stringify(body)
+  return await new Promise((resolve, reject) => {
+    const req = httpRequest(`${url}/api/stream`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': apiKey, 'content-length': Buffer.byteLength(payload) }
+    }, response => {
+      let text = ''
+      const waiters: Array<{ marker: string, resolve: (text: string) => void }> = []
+      response.setEncoding('utf8')
+      response.on('data', (piece: string) => {
+        text += piece
+        for (const waiter of waiters.filter(w => text.includes(w.marker))) {
+          waiters.splice(waiters.indexOf(waiter), 1)
+          waiter.resolve(text)
+        }
+      })
+      response.on('error', () => {})
+      resolve({
+        response,
+        received: () => text,
+        waitFor: async marker => await new Promise(resolve => {
+          if (text.includes(marker)) resolve(text)
+          else waiters.push({ marker, resolve })
+        }),
+        disconnect: () => { req.destroy() }
+      })
+    })
+    req.on('error', reject)
+    req.end(payload)
+  })
+}
+
+/** Sends a request and destroys the socket without waiting for any answer. */
+export async function postAndHangUp (url: string, body: unknown, afterMs: number): Promise<void> {
+  const payload = JSON.stringify(body)
+  const req = httpRequest(`${url}/api/stream`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': USER_KEY, 'content-length': Buffer.byteLength(payload) }
+  })
+  req.on('error', () => {})
+  req.end(payload)
+  await new Promise(resolve => setTimeout(resolve, afterMs))
+  req.destroy()
+}
+
+export async function within<T> (ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`${what} did not happen within ${ms} ms`)) }, ms) })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+export async function waitUntil (check: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`)
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+}
