@@ -1,0 +1,585 @@
+// The Gemini emulator, driven by the real @google/genai SDK and raw HTTP over loopback sockets.
+
+import t from 'tap'
+import { Agent, request as httpRequest } from 'node:http'
+import { ApiError, GoogleGenAI, type GenerateContentResponse } from '@google/genai'
+import {
+  GeminiEmulator,
+  answerFor,
+  countTokens,
+  type EmulatorOptions,
+  type RecordedRequest
+} from '../emulator/server.js'
+
+const MODEL = 'gemini-2.0-flash'
+const PACE = { chunkCount: 8, defaultMaxTokens: 64 }
+
+type Test = Parameters<Parameters<typeof t.test>[1]>[0]
+
+async function startEmulator (t: Test, options: EmulatorOptions = {}): Promise<GeminiEmulator> {
+  const emulator = await GeminiEmulator.start(options)
+  t.teardown(() => emulator.close())
+  return emulator
+}
+
+function sdk (emulator: GeminiEmulator, apiVersion?: string): GoogleGenAI {
+  return new GoogleGenAI({ apiKey: 'k', ...(apiVersion ? { apiVersion } : {}), httpOptions: { baseUrl: emulator.url } })
+}
+
+/** Text of a chunk's first part, without the SDK's .text getter (which warns on non-text parts). */
+function partText (chunk: GenerateContentResponse): string | undefined {
+  return chunk.candidates?.[0]?.content?.parts?.[0]?.text
+}
+
+async function collect (stream: AsyncGenerator<GenerateContentResponse>): Promise<{ chunks: GenerateContentResponse[]; error: unknown }> {
+  const chunks: GenerateContentResponse[] = []
+  try {
+    for await (const chunk of stream) chunks.push(chunk)
+  } catch (error) {
+    return { chunks, error }
+  }
+  return { chunks, error: undefined }
+}
+
+async function streamOf (emulator: GeminiEmulator, prompt: string): Promise<{ chunks: GenerateContentResponse[]; error: unknown }> {
+  return await collect(await sdk(emulator).models.generateContentStream({ model: MODEL, contents: prompt }))
+}
+
+/** Rejects when the promise does not settle within ms. */
+async function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms)
+  })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+async function rawPost (emulator: GeminiEmulator, path: string, body: string, headers: Record<string, string> = { 'x-goog-api-key': 'k' }): Promise<Response> {
+  return await fetch(emulator.url + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body })
+}
+
+const userPrompt = (text: string): string => JSON.stringify({ contents: [{ parts: [{ text }], role: 'user' }] })
+
+t.test('answerFor is deterministic, word-counted and carries framing-hostile characters', async t => {
+  const a = answerFor('Why is the sky blue?', undefined, PACE)
+  const text = a.deltas.join('')
+  t.equal(a.deltas.length, 8)
+  t.equal(a.promptTokens, 5)
+  t.equal(a.completionTokens, 64)
+  t.equal(text.split(/\s+/).length, 64)
+  t.equal(a.finishReason, 'STOP')
+  t.strictSame(answerFor('Why is the sky blue?', undefined, PACE), a, 'same inputs, same answer')
+  t.not(answerFor('Why is the sea blue?', undefined, PACE).deltas.join(''), text, 'different prompt, different text')
+  t.not(answerFor('Why is the sky blue?', { temperature: 0.5 }, PACE).deltas.join(''), text, 'temperature changes the text')
+  t.ok(text.includes('\n'), 'a newline')
+  t.ok(text.includes('\n\n'), 'a blank line (an SSE delimiter if a gateway forgets to escape)')
+  t.ok(text.includes('"'), 'a double quote')
+  t.ok(text.includes('\\'), 'a backslash')
+  t.ok(/[^\x00-\x7f]/.test(text), 'non-ASCII')
+  t.ok(/\p{Extended_Pictographic}/u.test(text), 'an emoji')
+  t.equal(text.trim(), text, 'no leading or trailing whitespace')
+  for (const delta of a.deltas.slice(1)) t.match(delta, /^\s\S/, 'each later delta starts with the separator before its first word')
+
+  const five = answerFor('hi', { maxOutputTokens: 5 }, PACE)
+  t.equal(five.deltas.length, 5, 'fewer words than chunkCount: one word per event')
+  t.equal(five.deltas.join('').split(/\s+/).length, 5)
+  t.equal(five.completionTokens, 5)
+  t.equal(five.finishReason, 'MAX_TOKENS')
+  for (const ch of ['"', '\n', '\\']) t.ok(five.deltas.join('').includes(ch), `a 5-word answer still has ${JSON.stringify(ch)}`)
+
+  const capped = answerFor('hi', { maxOutputTokens: 10_000 }, { chunkCount: 3, defaultMaxTokens: 64 })
+  t.equal(capped.completionTokens, 4096)
+  t.equal(capped.deltas.join('').split(/\s+/).length, 4096)
+  t.strictSame(capped.deltas.map(d => d.trim().split(/\s+/).length), [1366, 1365, 1365])
+  t.equal(capped.finishReason, 'STOP', 'the 4096 cap is not maxOutputTokens')
+
+  t.equal(countTokens(''), 0)
+  t.equal(countTokens('   '), 1, 'a non-empty prompt is at least one token')
+  t.equal(countTokens(' one  two\nthree\t'), 3)
+})
+
+t.test('SDK stream, default apiVersion (v1beta) and v1: deltas, finishReason, cumulative usage', async t => {
+  const emulator = await startEmulator(t)
+  for (const apiVersion of [undefined, 'v1']) {
+    const prompt = `Why is the sky blue? (${apiVersion ?? 'default'})`
+    const expected = answerFor(prompt, undefined, PACE)
+    const { chunks, error } = await collect(await sdk(emulator, apiVersion).models.generateContentStream({ model: MODEL, contents: prompt }))
+    t.equal(error, undefined)
+    t.strictSame(chunks.map(c => c.text), expected.deltas, 'each chunk is one delta')
+    t.strictSame(chunks.map(c => c.candidates?.[0]?.finishReason), [...Array(7).fill(undefined), 'STOP'])
+    t.strictSame(chunks.map(c => c.candidates?.[0]?.content?.role), Array(8).fill('model'))
+    t.strictSame(chunks.map(c => c.candidates?.[0]?.index), Array(8).fill(0))
+    const last = chunks.at(-1)!
+    t.strictSame({ ...last.usageMetadata }, { promptTokenCount: 7, candidatesTokenCount: 64, totalTokenCount: 71 })
+    t.strictSame(chunks.map(c => c.usageMetadata?.candidatesTokenCount), [8, 16, 24, 32, 40, 48, 56, 64])
+    t.equal(new Set(chunks.map(c => c.responseId)).size, 1, 'one responseId')
+    t.match(last.responseId, /^[A-Za-z0-9_-]{22}$/)
+    t.strictSame(chunks.map(c => c.modelVersion), Array(8).fill(MODEL))
+    t.equal(last.sdkHttpResponse?.headers?.['content-type'], 'text/event-stream')
+  }
+  t.strictSame(emulator.requests.map(r => r.path), [
+    `/v1beta/models/${MODEL}:streamGenerateContent?alt=sse`,
+    `/v1/models/${MODEL}:streamGenerateContent?alt=sse`
+  ])
+  t.strictSame(emulator.requests.map(r => [r.rpc, r.model, r.apiVersion, r.status, r.finished, r.clientClosedEarly, r.chunksSent]), [
+    ['streamGenerateContent', MODEL, 'v1beta', 200, true, false, 8],
+    ['streamGenerateContent', MODEL, 'v1', 200, true, false, 8]
+  ])
+  const first = emulator.requests[0]!
+  t.equal(first.headers['x-goog-api-key'], 'k')
+  t.equal(first.headers['user-agent'], `google-genai-sdk/2.32.0 gl-node/${process.version}`)
+  t.equal(first.prompt, 'Why is the sky blue? (default)')
+  t.strictSame(first.body, { contents: [{ parts: [{ text: 'Why is the sky blue? (default)' }], role: 'user' }] })
+  t.equal(emulator.openStreams(), 0)
+})
+
+t.test('raw HTTP shows the exact SSE framing', async t => {
+  const emulator = await startEmulator(t)
+  const res = await rawPost(emulator, '/v1beta/models/models/m:streamGenerateContent', userPrompt('frame me'))
+  t.equal(res.status, 200)
+  t.equal(res.headers.get('content-type'), 'text/event-stream')
+  const body = await res.text()
+  const expected = answerFor('frame me', undefined, PACE)
+  t.ok(body.endsWith('}\r\n\r\n'))
+  t.notMatch(body, /\[DONE\]|^event:/m)
+  const events = body.split('\r\n\r\n')
+  t.equal(events.pop(), '', 'nothing after the last delimiter')
+  t.equal(events.length, 8)
+  const parsed = events.map(e => {
+    t.match(e, /^data: \{[^\r\n]*\}$/, 'one single-line data: field per event')
+    return JSON.parse(e.slice('data: '.length)) as { responseId: string }
+  })
+  const responseId = parsed[0]!.responseId
+  t.strictSame(parsed[0], {
+    candidates: [{ content: { parts: [{ text: expected.deltas[0] }], role: 'model' }, index: 0 }],
+    usageMetadata: { promptTokenCount: 2, candidatesTokenCount: 8, totalTokenCount: 10 },
+    modelVersion: 'm',
+    responseId
+  })
+  t.strictSame(parsed[7], {
+    candidates: [{ content: { parts: [{ text: expected.deltas[7] }], role: 'model' }, finishReason: 'STOP', index: 0 }],
+    usageMetadata: { promptTokenCount: 2, candidatesTokenCount: 64, totalTokenCount: 66 },
+    modelVersion: 'm',
+    responseId
+  })
+  t.equal(emulator.requests[0]!.model, 'm', 'a doubled models/ prefix is tolerated')
+})
+
+t.test('determinism and generationConfig through the SDK', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const textOf = async (contents: string, config?: Record<string, unknown>): Promise<{ text: string; last: GenerateContentResponse }> => {
+    const { chunks, error } = await collect(await ai.models.generateContentStream({ model: MODEL, contents, ...(config ? { config } : {}) }))
+    t.equal(error, undefined)
+    return { text: chunks.map(c => c.text).join(''), last: chunks.at(-1)! }
+  }
+  const a1 = await textOf('same prompt')
+  const a2 = await textOf('same prompt')
+  const b = await textOf('other prompt')
+  t.equal(a1.text, a2.text)
+  t.not(a1.text, b.text)
+
+  const config = { temperature: 0.2, topP: 0.9, topK: 40, maxOutputTokens: 5, systemInstruction: 'Be terse.' }
+  const short = await textOf('count to five', config)
+  t.equal(short.text, answerFor('count to five', config, PACE).deltas.join(''))
+  t.equal(short.text.split(/\s+/).length, 5)
+  t.equal(short.last.candidates?.[0]?.finishReason, 'MAX_TOKENS')
+  t.strictSame({ ...short.last.usageMetadata }, { promptTokenCount: 3, candidatesTokenCount: 5, totalTokenCount: 8 })
+  t.strictSame(emulator.requests[3]!.body, {
+    contents: [{ parts: [{ text: 'count to five' }], role: 'user' }],
+    systemInstruction: { parts: [{ text: 'Be terse.' }], role: 'user' },
+    generationConfig: { temperature: 0.2, topP: 0.9, topK: 40, maxOutputTokens: 5 }
+  })
+})
+
+t.test('multi-turn prompt text joins all text parts with newlines', async t => {
+  const emulator = await startEmulator(t)
+  const contents = [
+    { role: 'user', parts: [{ text: 'first question' }] },
+    { role: 'model', parts: [{ text: 'an answer' }] },
+    { role: 'user', parts: [{ text: 'second' }, { text: 'part' }] }
+  ]
+  const { chunks } = await collect(await sdk(emulator).models.generateContentStream({ model: `models/${MODEL}`, contents }))
+  const prompt = 'first question\nan answer\nsecond\npart'
+  t.equal(emulator.requests[0]!.prompt, prompt)
+  t.equal(emulator.requests[0]!.model, MODEL)
+  t.equal(chunks.map(c => c.text).join(''), answerFor(prompt, undefined, PACE).deltas.join(''))
+  t.equal(chunks.at(-1)!.usageMetadata?.promptTokenCount, 6)
+})
+
+t.test('generateContent, countTokens and models.list through the SDK', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const res = await ai.models.generateContent({ model: MODEL, contents: 'unary please', config: { maxOutputTokens: 12 } })
+  const expected = answerFor('unary please', { maxOutputTokens: 12 }, PACE)
+  t.equal(res.text, expected.deltas.join(''))
+  t.equal(res.candidates?.[0]?.finishReason, 'MAX_TOKENS')
+  t.strictSame({ ...res.usageMetadata }, { promptTokenCount: 2, candidatesTokenCount: 12, totalTokenCount: 14 })
+  t.equal(res.modelVersion, MODEL)
+
+  const count = await ai.models.countTokens({ model: MODEL, contents: 'one two three four' })
+  t.equal(count.totalTokens, 4)
+
+  const pager = await ai.models.list({ config: { pageSize: 3 } })
+  const names: string[] = []
+  for await (const m of pager) names.push(m.name ?? '')
+  t.strictSame(names, ['models/gemini-2.5-pro', 'models/gemini-2.5-flash', 'models/gemini-2.0-flash', 'models/gemini-2.0-flash-exp', 'models/gemini-2.0-flash-lite'])
+  t.strictSame(pager.page.map(m => m.supportedActions), [['generateContent', 'countTokens'], ['generateContent', 'countTokens']])
+
+  t.strictSame(emulator.requests.map(r => [r.method, r.path, r.rpc, r.status]), [
+    ['POST', `/v1beta/models/${MODEL}:generateContent`, 'generateContent', 200],
+    ['POST', `/v1beta/models/${MODEL}:countTokens`, 'countTokens', 200],
+    ['GET', '/v1beta/models?pageSize=3', 'list', 200],
+    ['GET', '/v1beta/models?pageSize=3&pageToken=page-3', 'list', 200]
+  ])
+  t.strictSame(emulator.requests[1]!.body, { contents: [{ parts: [{ text: 'one two three four' }], role: 'user' }] })
+})
+
+t.test('Google-style errors: unknown path, bad JSON, missing and wrong API key', async t => {
+  const emulator = await startEmulator(t, { apiKey: 'right' })
+  const notFound = await rawPost(emulator, '/v1beta/nothing/here', '{}', { 'x-goog-api-key': 'right' })
+  t.equal(notFound.status, 404)
+  t.equal(notFound.headers.get('content-type'), 'application/json; charset=UTF-8')
+  t.strictSame(await notFound.json(), { error: { code: 404, message: 'Method or path not found: POST /v1beta/nothing/here', status: 'NOT_FOUND' } })
+
+  const badJson = await rawPost(emulator, `/v1beta/models/${MODEL}:streamGenerateContent`, '{"contents": [', { 'x-goog-api-key': 'right' })
+  t.equal(badJson.status, 400)
+  t.match(await badJson.json(), { error: { code: 400, status: 'INVALID_ARGUMENT', message: /^Invalid JSON payload received\./ } })
+
+  const noContents = await rawPost(emulator, `/v1beta/models/${MODEL}:generateContent`, '{}', { 'x-goog-api-key': 'right' })
+  t.strictSame(await noContents.json(), { error: { code: 400, message: '* GenerateContentRequest.contents: contents is not specified', status: 'INVALID_ARGUMENT' } })
+
+  const noKey = await rawPost(emulator, `/v1beta/models/${MODEL}:streamGenerateContent`, userPrompt('x'), {})
+  t.equal(noKey.status, 403)
+  t.match(await noKey.json(), { error: { code: 403, status: 'PERMISSION_DENIED' } })
+
+  const wrong = await sdk(emulator).models.generateContentStream({ model: MODEL, contents: 'x' }).then(() => undefined, (e: unknown) => e)
+  t.ok(wrong instanceof ApiError)
+  t.equal((wrong as ApiError).status, 400)
+  t.match(JSON.parse((wrong as ApiError).message), {
+    error: { code: 400, status: 'INVALID_ARGUMENT', message: 'API key not valid. Please pass a valid API key.', details: [{ reason: 'API_KEY_INVALID' }] }
+  })
+
+  const ok = await new GoogleGenAI({ apiKey: 'right', httpOptions: { baseUrl: emulator.url } }).models.countTokens({ model: MODEL, contents: 'a b' })
+  t.equal(ok.totalTokens, 2)
+  t.strictSame(emulator.requests.map(r => r.status), [404, 400, 400, 403, 400, 200])
+})
+
+t.test('faults as the SDK sees them', async t => {
+  const emulator = await startEmulator(t)
+  const full = (prompt: string): string[] => answerFor(prompt, undefined, PACE).deltas
+
+  t.test('http-error: the await rejects with ApiError', async t => {
+    emulator.addFault({ kind: 'http-error', status: 429 })
+    const err = await sdk(emulator).models.generateContentStream({ model: MODEL, contents: 'p' }).then(() => undefined, (e: unknown) => e)
+    t.ok(err instanceof ApiError)
+    t.equal((err as ApiError).status, 429)
+    t.strictSame(JSON.parse((err as ApiError).message), { error: { code: 429, message: 'Resource has been exhausted (e.g. check quota).', status: 'RESOURCE_EXHAUSTED' } })
+    t.equal(emulator.requests.at(-1)!.status, 429)
+
+    emulator.addFault({ kind: 'http-error', status: 503, body: 'upstream overloaded', contentType: 'text/plain', headers: { 'retry-after': '7' } })
+    const raw = await rawPost(emulator, `/v1beta/models/${MODEL}:streamGenerateContent`, userPrompt('p'))
+    t.equal(raw.status, 503)
+    t.equal(raw.headers.get('retry-after'), '7')
+    t.equal(await raw.text(), 'upstream overloaded')
+  })
+
+  t.test('stream-error after 2 chunks: 2 chunks then ApiError', async t => {
+    emulator.addFault({ kind: 'stream-error', afterChunks: 2, code: 500 })
+    const { chunks, error } = await streamOf(emulator, 'p')
+    t.strictSame(chunks.map(c => c.text), full('p').slice(0, 2))
+    t.ok(error instanceof ApiError)
+    t.equal((error as ApiError).status, 500)
+    const body = '{"error":{"code":500,"message":"An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting","status":"INTERNAL"}}'
+    t.equal((error as ApiError).message, `got status: INTERNAL. ${body}`)
+    t.equal(emulator.requests.at(-1)!.chunksSent, 2)
+  })
+
+  t.test('drop after 2 chunks: TypeError terminated', async t => {
+    emulator.addFault({ kind: 'drop', afterChunks: 2 })
+    const { chunks, error } = await streamOf(emulator, 'p')
+    t.strictSame(chunks.map(c => c.text), full('p').slice(0, 2))
+    t.ok(error instanceof TypeError)
+    t.equal((error as Error).message, 'terminated')
+    const rec = emulator.requests.at(-1)!
+    await rec.closed
+    t.strictSame([rec.finished, rec.clientClosedEarly, rec.chunksSent], [false, false, 2])
+    t.equal(emulator.requests.length, 3, 'no continuation hop (no continuationToken is ever sent)')
+  })
+
+  t.test('drop after 0 chunks: headers went out, so still terminated', async t => {
+    emulator.addFault({ kind: 'drop', afterChunks: 0 })
+    const { chunks, error } = await streamOf(emulator, 'p')
+    t.equal(chunks.length, 0)
+    t.equal((error as Error).message, 'terminated')
+  })
+
+  t.test('malformed-json: SyntaxError after the good chunks', async t => {
+    emulator.addFault({ kind: 'malformed-json', afterChunks: 3 })
+    const { chunks, error } = await streamOf(emulator, 'p')
+    t.equal(chunks.length, 3)
+    t.ok(error instanceof SyntaxError)
+  })
+
+  t.test('unterminated: Incomplete JSON segment', async t => {
+    emulator.addFault({ kind: 'unterminated', afterChunks: 1 })
+    const { chunks, error } = await streamOf(emulator, 'p')
+    t.strictSame(chunks.map(c => c.text), full('p').slice(0, 1))
+    t.equal((error as Error).message, 'Incomplete JSON segment at the end')
+  })
+
+  t.test('done-sentinel: every chunk, then SyntaxError', async t => {
+    emulator.addFault({ kind: 'done-sentinel' })
+    const { chunks, error } = await streamOf(emulator, 'p')
+    t.strictSame(chunks.map(c => c.text), full('p'))
+    t.ok(error instanceof SyntaxError)
+    t.match((error as Error).message, /\[DONE\]/)
+  })
+
+  t.test('blocked: one chunk with promptFeedback and no text', async t => {
+    emulator.addFault({ kind: 'blocked' })
+    const { chunks, error } = await streamOf(emulator, 'bad words here')
+    t.equal(error, undefined)
+    t.equal(chunks.length, 1)
+    t.equal(chunks[0]!.promptFeedback?.blockReason, 'SAFETY')
+    t.equal(chunks[0]!.candidates, undefined)
+    t.equal(chunks[0]!.text, undefined)
+    t.strictSame({ ...chunks[0]!.usageMetadata }, { promptTokenCount: 3, totalTokenCount: 3 })
+  })
+
+  t.test('no-usage: the whole text, no usageMetadata anywhere', async t => {
+    emulator.addFault({ kind: 'no-usage' })
+    const { chunks, error } = await streamOf(emulator, 'p')
+    t.equal(error, undefined)
+    t.strictSame(chunks.map(c => c.text), full('p'))
+    t.strictSame(chunks.map(c => c.usageMetadata), Array(8).fill(undefined))
+  })
+
+  t.test('non-text-part: a functionCall event among the text events', async t => {
+    emulator.addFault({ kind: 'non-text-part' })
+    const { chunks, error } = await streamOf(emulator, 'p')
+    t.equal(error, undefined)
+    t.equal(chunks.length, 9)
+    t.strictSame(chunks[1]!.functionCalls, [{ name: 'lookup', args: {} }])
+    t.strictSame(chunks.filter((_c, i) => i !== 1).map(partText), full('p'))
+    t.equal(chunks[8]!.candidates?.[0]?.finishReason, 'STOP')
+  })
+
+  t.test('empty-200: zero chunks, no error', async t => {
+    emulator.addFault({ kind: 'empty-200' })
+    const { chunks, error } = await streamOf(emulator, 'p')
+    t.equal(error, undefined)
+    t.equal(chunks.length, 0)
+    t.equal(emulator.requests.at(-1)!.status, 200)
+  })
+
+  t.test('unary generateContent: http-error and stream-error become ApiErrors, blocked has promptFeedback', async t => {
+    const ai = sdk(emulator)
+    emulator.addFault({ kind: 'http-error', status: 500 })
+    emulator.addFault({ kind: 'stream-error', afterChunks: 1, code: 503 })
+    emulator.addFault({ kind: 'blocked' })
+    for (const status of [500, 503]) {
+      const err = await ai.models.generateContent({ model: MODEL, contents: 'u' }).then(() => undefined, (e: unknown) => e)
+      t.equal((err as ApiError).status, status)
+    }
+    const blocked = await ai.models.generateContent({ model: MODEL, contents: 'u' })
+    t.equal(blocked.promptFeedback?.blockReason, 'SAFETY')
+    t.equal(blocked.text, undefined)
+  })
+
+  t.test('every applied fault is recorded', async t => {
+    t.strictSame(emulator.requests.map(r => r.fault?.kind), [
+      'http-error', 'http-error', 'stream-error', 'drop', 'drop', 'malformed-json', 'unterminated', 'done-sentinel',
+      'blocked', 'no-usage', 'non-text-part', 'empty-200', 'http-error', 'stream-error', 'blocked'
+    ])
+  })
+})
+
+t.test('addFault: match, times, FIFO order, rpc, clearFaults', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const status = async (prompt: string, rpc: 'stream' | 'unary' = 'stream'): Promise<number> => {
+    try {
+      if (rpc === 'unary') await ai.models.generateContent({ model: MODEL, contents: prompt })
+      else await collect(await ai.models.generateContentStream({ model: MODEL, contents: prompt }))
+      return 200
+    } catch (e) {
+      return (e as ApiError).status
+    }
+  }
+  emulator.addFault({ kind: 'http-error', status: 500 }, { match: 'boom', times: 2 })
+  emulator.addFault({ kind: 'http-error', status: 429 }, { match: /^rate/ })
+  emulator.addFault({ kind: 'http-error', status: 503 })
+  t.equal(await status('no match'), 503, 'the first matching entry in FIFO order: the catch-all')
+  t.equal(await status('a boom b'), 500)
+  t.equal(await status('rate limited'), 429)
+  t.equal(await status('rate limited'), 200, 'times defaults to 1')
+  t.equal(await status('boom again'), 500)
+  t.equal(await status('boom third'), 200, 'times: 2 is used up')
+
+  emulator.addFault({ kind: 'http-error', status: 400 }, { times: Infinity, rpc: 'generateContent' })
+  t.equal(await status('x'), 200, 'a generateContent-only fault leaves streams alone')
+  t.equal(await status('x', 'unary'), 400)
+  t.equal(await status('y', 'unary'), 400)
+  t.equal(await status('z', 'unary'), 400, 'Infinity never runs out')
+  emulator.clearFaults()
+  t.equal(await status('z', 'unary'), 200)
+  t.throws(() => emulator.addFault({ kind: 'drop', afterChunks: -1 }), /afterChunks must be an integer >= 0/)
+  t.throws(() => emulator.addFault({ kind: 'blocked' }, { times: 0 }), /times must be a positive integer or Infinity/)
+
+  emulator.reset()
+  t.equal(emulator.requests.length, 0)
+  await emulator.waitForRequests(0)
+  await t.rejects(emulator.waitForRequests(1, 50), /waitForRequests: 0 of 1 requests after 50 ms/)
+})
+
+t.test('cancellation: abort after the first chunk closes the upstream request', async t => {
+  const emulator = await startEmulator(t, { chunkDelayMs: 100 })
+  const controller = new AbortController()
+  const stream = await sdk(emulator).models.generateContentStream({ model: MODEL, contents: 'cancel me', config: { abortSignal: controller.signal } })
+  const first = await stream.next()
+  t.equal(first.done, false)
+  t.equal(emulator.openStreams(), 1)
+  const abortedAt = performance.now()
+  controller.abort()
+  const next = await within(stream.next().then(() => undefined, (e: unknown) => e), 1000, 'next() after abort')
+  t.equal((next as Error).name, 'AbortError')
+  const rec = emulator.requests[0]!
+  await within(rec.closed, 1000, 'recorded closed')
+  t.ok(rec.endedAt! - abortedAt < 1000)
+  t.strictSame([rec.clientClosedEarly, rec.finished, rec.status], [true, false, 200])
+  t.ok(rec.chunksSent >= 1 && rec.chunksSent < 8, `stopped early (${rec.chunksSent} chunks)`)
+  t.equal(emulator.openStreams(), 0)
+  const sent = rec.chunksSent
+  await new Promise(resolve => setTimeout(resolve, 250))
+  t.equal(rec.chunksSent, sent, 'nothing more is generated after the client left')
+})
+
+t.test('stall-headers then abort: closed early, no status', async t => {
+  const emulator = await startEmulator(t)
+  emulator.addFault({ kind: 'stall-headers' })
+  const controller = new AbortController()
+  const pending = sdk(emulator).models.generateContentStream({ model: MODEL, contents: 'wait', config: { abortSignal: controller.signal } })
+  const settled = pending.then(() => undefined, (e: unknown) => e)
+  await emulator.waitForRequests(1)
+  t.equal(emulator.openStreams(), 1)
+  controller.abort()
+  t.equal(((await within(settled, 1000, 'the await')) as Error).name, 'AbortError')
+  const rec = emulator.requests[0]!
+  await within(rec.closed, 1000, 'recorded closed')
+  t.strictSame([rec.clientClosedEarly, rec.finished, rec.status, rec.chunksSent], [true, false, undefined, 0])
+  t.equal(emulator.openStreams(), 0)
+
+  emulator.addFault({ kind: 'stall-headers', ms: 120 })
+  const started = performance.now()
+  const { chunks } = await streamOf(emulator, 'p')
+  t.ok(performance.now() - started >= 110, 'headers held back for ms')
+  t.equal(chunks.length, 8)
+})
+
+t.test('stall: pauses after afterChunks until releaseStalls, then completes', async t => {
+  const emulator = await startEmulator(t)
+  emulator.addFault({ kind: 'stall', afterChunks: 2 })
+  const stream = await sdk(emulator).models.generateContentStream({ model: MODEL, contents: 'stall me' })
+  const texts: string[] = []
+  texts.push((await stream.next()).value!.text!)
+  texts.push((await stream.next()).value!.text!)
+  const third = stream.next()
+  const early = await Promise.race([third.then(() => 'chunk'), new Promise(resolve => setTimeout(resolve, 150, 'stalled'))])
+  t.equal(early, 'stalled')
+  t.equal(emulator.requests[0]!.chunksSent, 2)
+  emulator.releaseStalls()
+  texts.push((await third).value!.text!)
+  for await (const chunk of stream) texts.push(chunk.text!)
+  t.strictSame(texts, answerFor('stall me', undefined, PACE).deltas)
+  await emulator.requests[0]!.closed
+  t.strictSame([emulator.requests[0]!.finished, emulator.requests[0]!.chunksSent], [true, 8])
+
+  emulator.addFault({ kind: 'stall', afterChunks: 0, ms: 120 })
+  const started = performance.now()
+  const { chunks } = await streamOf(emulator, 'p')
+  t.ok(performance.now() - started >= 110)
+  t.equal(chunks.length, 8)
+})
+
+t.test('pace: chunkCount and chunkDelayMs, setPace and reset', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 3, chunkDelayMs: 0, defaultMaxTokens: 10 })
+  t.equal((await streamOf(emulator, 'p')).chunks.length, 3)
+  emulator.setPace({ chunkCount: 5, chunkDelayMs: 30 })
+  const started = performance.now()
+  const { chunks } = await streamOf(emulator, 'p')
+  t.strictSame(chunks.map(c => c.text), answerFor('p', undefined, { chunkCount: 5, defaultMaxTokens: 10 }).deltas)
+  t.ok(performance.now() - started >= 4 * 30 - 5, '4 delays between 5 events')
+  emulator.reset()
+  t.equal((await streamOf(emulator, 'p')).chunks.length, 3)
+  t.throws(() => emulator.setPace({ chunkCount: 0 }), /chunkCount must be a positive integer/)
+})
+
+t.test('keep-alive: several requests over one socket', async t => {
+  const emulator = await startEmulator(t)
+  for (const prompt of ['one', 'two', 'three']) {
+    const { chunks, error } = await streamOf(emulator, prompt)
+    t.equal(error, undefined)
+    t.equal(chunks.map(c => c.text).join(''), answerFor(prompt, undefined, PACE).deltas.join(''))
+  }
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  const localPorts: number[] = []
+  for (const prompt of ['a', 'b', 'c']) {
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest(`${emulator.url}/v1/models/m:streamGenerateContent?alt=sse`, {
+        method: 'POST', agent, headers: { 'X-Goog-Api-Key': 'k', 'content-type': 'application/json' }
+      }, res => {
+        let text = ''
+        res.setEncoding('utf8')
+        res.on('data', (d: string) => { text += d })
+        res.on('end', () => resolve(text))
+      })
+      req.on('error', reject)
+      req.end(userPrompt(prompt), () => localPorts.push(req.socket?.localPort ?? -1))
+    })
+    t.equal(body.split('\r\n\r\n').length, 9)
+  }
+  t.equal(new Set(localPorts).size, 1, 'one socket for all three requests')
+  t.equal(emulator.requests.slice(-3).every(r => r.headers['x-goog-api-key'] === 'k'), true, 'header names are case-insensitive')
+})
+
+t.test('X-Server-Timeout ends a request with DEADLINE_EXCEEDED', async t => {
+  const emulator = await startEmulator(t, { chunkDelayMs: 100 })
+  emulator.addFault({ kind: 'stall-headers' })
+  const before = await rawPost(emulator, `/v1beta/models/${MODEL}:streamGenerateContent`, userPrompt('p'), { 'x-goog-api-key': 'k', 'X-Server-Timeout': '0.1' })
+  t.equal(before.status, 504)
+  t.strictSame(await before.json(), { error: { code: 504, message: 'Deadline expired before operation could complete.', status: 'DEADLINE_EXCEEDED' } })
+
+  const during = await rawPost(emulator, `/v1beta/models/${MODEL}:streamGenerateContent`, userPrompt('p'), { 'x-goog-api-key': 'k', 'X-Server-Timeout': '0.25' })
+  t.equal(during.status, 200)
+  const events = (await during.text()).split('\r\n\r\n')
+  t.equal(events.pop(), '')
+  t.equal(events.length, 4, '3 events at 0, 100, 200 ms, then the error')
+  t.equal(events.at(-1), 'data: {"error":{"code":504,"message":"Deadline expired before operation could complete.","status":"DEADLINE_EXCEEDED"}}')
+})
+
+t.test('close() ends stalled streams so nothing hangs', async t => {
+  const emulator = await GeminiEmulator.start()
+  emulator.addFault({ kind: 'stall', afterChunks: 1 })
+  const stream = await sdk(emulator).models.generateContentStream({ model: MODEL, contents: 'p' })
+  t.equal((await stream.next()).done, false)
+  const rest = collect(stream)
+  await within(emulator.close(), 1000, 'close()')
+  const { error } = await within(rest, 1000, 'the client stream')
+  t.equal((error as Error).message, 'terminated')
+  const rec: RecordedRequest = emulator.requests[0]!
+  await within(rec.closed, 100, 'closed')
+  t.equal(rec.finished, false)
+  t.equal(emulator.openStreams(), 0)
+})
+
+t.test('start() validates options', async t => {
+  await t.rejects(GeminiEmulator.start({ chunkCount: 0 }), /GeminiEmulator: chunkCount must be a positive integer, got 0/)
+  await t.rejects(GeminiEmulator.start({ port: 70000 }), /port must be an integer from 0 to 65535/)
+  await t.rejects(GeminiEmulator.start({ defaultMaxTokens: 5000 }), /defaultMaxTokens must be an integer from 1 to 4096/)
+})
