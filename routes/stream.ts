@@ -3,7 +3,7 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { StreamRequest, type Usage } from '../schemas/stream.js'
-import { UpstreamError, toUpstreamError, type GenerationDelta } from '../plugins/gemini-client.js'
+import { UpstreamError, toUpstreamError, type GenerationDelta } from '../gemini/types.js'
 import type { StreamOutcome } from '../plugins/metrics.js'
 
 export interface StreamRouteOptions {
