@@ -14,9 +14,8 @@ async function main (): Promise<void> {
     process.exit(1)
   }
   const emulator = await GeminiEmulator.start({ ...options, logger: line => process.stdout.write(`${line}\n`) })
-  process.stdout.write(`gemini-emulator listening on ${emulator.url} ; point the gateway at it with ` +
-    `GEMINI_BASE_URL=${emulator.url} (SDK: httpOptions: { baseUrl: '${emulator.url}' }), ` +
-    `API key: ${options.apiKey === undefined ? 'any non-empty' : 'EMULATOR_API_KEY'}\n`)
+  process.stdout.write(`gemini-emulator listening on ${emulator.url} - use GEMINI_BASE_URL=${emulator.url} ` +
+    `(SDK: httpOptions.baseUrl) with ${options.apiKey === undefined ? 'any non-empty API key' : 'the key in EMULATOR_API_KEY'}\n`)
 
   let stopping = false
   const stop = (signal: NodeJS.Signals): void => {

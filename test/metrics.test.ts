@@ -1,0 +1,124 @@
+import type { AddressInfo } from 'node:net'
+import t from 'tap'
+import { answerFor } from '../emulator/server.js'
+import { buildGateway, openStream, postAndHangUp, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
+import { Exposition, promtoolCheck } from './support/prometheus.js'
+
+const PACE = { chunkCount: 5, defaultMaxTokens: 20 }
+const MODEL = 'gemini-2.0-flash-exp'
+
+t.test('every stream lands in exactly one outcome and the scrape says so exactly', async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startGateway(t, emulator)
+  const labels = { agent: 'mix', model: MODEL }
+
+  const completedPrompts = ['one two three', 'four five', 'six']
+  for (const prompt of completedPrompts) {
+    const body = await (await postStream(url, { prompt, agent: 'mix' })).text()
+    t.match(body, /"complete":true/)
+  }
+
+  emulator.addFault({ kind: 'http-error', status: 503 })
+  t.equal((await postStream(url, { prompt: 'fails before headers', agent: 'mix' })).status, 500)
+
+  emulator.addFault({ kind: 'stream-error', afterChunks: 2, code: 500 })
+  t.match(await (await postStream(url, { prompt: 'fails mid stream', agent: 'mix' })).text(), /"recoverable":true/)
+
+  emulator.addFault({ kind: 'stall-headers' })
+  await postAndHangUp(url, { prompt: 'leaves before the first chunk', agent: 'mix' }, 100)
+  await within(1000, emulator.requests.at(-1)!.closed, 'upstream closed')
+
+  emulator.addFault({ kind: 'stall', afterChunks: 1 })
+  const leaving = await openStream(url, { prompt: 'leaves after the first chunk', agent: 'mix' })
+  await leaving.waitFor('"index":1}')
+  leaving.disconnect()
+  await within(1000, emulator.requests.at(-1)!.closed, 'upstream closed')
+  await waitUntil(() => emulator.openStreams() === 0, 1000, 'emulator idle')
+
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+
+  t.equal(scrape.value('amrikyy_stream_sessions_completed_total', labels), 3)
+  t.equal(scrape.value('amrikyy_stream_sessions_failed_total', labels), 2)
+  t.equal(scrape.value('amrikyy_stream_sessions_cancelled_total', labels), 2)
+  t.equal(scrape.value('amrikyy_active_streams', labels), 0)
+  t.equal(scrape.value('amrikyy_stream_chunks_sent_total', labels), 3 * 5 + 2 + 1)
+  t.equal(scrape.value('amrikyy_stream_duration_seconds_count', { ...labels, outcome: 'completed' }), 3)
+  t.equal(scrape.value('amrikyy_stream_duration_seconds_count', { ...labels, outcome: 'failed' }), 2)
+  t.equal(scrape.value('amrikyy_stream_duration_seconds_count', { ...labels, outcome: 'cancelled' }), 2)
+  t.equal(scrape.value('amrikyy_stream_time_to_first_chunk_seconds_count', labels), 5, 'once per stream that sent a chunk')
+  const promptTokens = completedPrompts.map(prompt => answerFor(prompt, undefined, PACE).promptTokens).reduce((a, b) => a + b)
+  t.equal(scrape.value('amrikyy_stream_tokens_total', { ...labels, type: 'prompt' }), promptTokens)
+  t.equal(scrape.value('amrikyy_stream_tokens_total', { ...labels, type: 'completion' }), 3 * 20)
+  t.equal(scrape.value('amrikyy_upstream_errors_total', { status: '503' }), 1)
+  t.equal(scrape.value('amrikyy_upstream_errors_total', { status: '500' }), 1)
+  t.equal(scrape.value('http_request_duration_seconds_count', { route: '/api/stream' }), 0, 'streams are not timed as one request')
+  t.ok(scrape.families().has('process_cpu_seconds_total'), 'Node process metrics are exported')
+})
+
+t.test('the exposition is valid Prometheus text', async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startGateway(t, emulator)
+  await (await postStream(url, { prompt: 'p', agent: 'valid' })).text()
+  emulator.addFault({ kind: 'http-error', status: 429 })
+  await (await postStream(url, { prompt: 'p' })).text()
+  const response = await fetch(`${url}/api/metrics`)
+  t.equal(response.status, 200)
+  t.match(response.headers.get('content-type'), /^text\/plain; version=0\.0\.4/)
+  const text = await response.text()
+  t.doesNotThrow(() => new Exposition(text))
+  const check = await promtoolCheck(text)
+  t.test('promtool check metrics', { skip: check === undefined ? 'promtool is not installed (Debian package prometheus; .ci/run installs it)' : false }, async t => {
+    t.equal(check?.parseError, false, check?.output ?? '')
+    // prom-client's own Node metrics break a naming lint (nodejs_active_handles_total is a gauge); ours must not.
+    t.same(check?.lintProblems.filter(problem => problem.includes('amrikyy_')), [])
+  })
+})
+
+t.test('label cardinality stays bounded under a flood of 10,000 agent names', async t => {
+  // Nothing listens upstream: every stream fails at once, which still records its labels, and keeps the flood fast.
+  const app = await buildGateway(t, 'http://127.0.0.1:9', { metrics: { maxAgents: 5 }, rateLimit: false })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < 10_000) {
+      const agent = `agent-${next++}`
+      const response = await postStream(url, { prompt: 'p', agent })
+      if (response.status !== 500) throw new Error(`unexpected status ${response.status}`)
+      await response.text()
+    }
+  }
+  await Promise.all(Array.from({ length: 16 }, worker))
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+  const agents = scrape.labelSets('amrikyy_stream_sessions_failed_total').map(labels => labels.agent)
+  t.equal(agents.length, 6, 'five names kept, the rest counted as other')
+  t.ok(agents.includes('other'))
+  t.equal(scrape.value('amrikyy_stream_sessions_failed_total'), 10_000)
+  t.equal(scrape.value('amrikyy_stream_sessions_failed_total', { agent: 'other' }), 9_995)
+  t.equal(scrape.value('amrikyy_active_streams'), 0)
+  for (const name of ['amrikyy_stream_sessions_failed_total', 'amrikyy_active_streams', 'amrikyy_stream_duration_seconds_count']) {
+    t.equal(scrape.labelSets(name).length, 6, name)
+  }
+})
+
+t.test('agent names past the bound are counted as other over the wire', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 1, defaultMaxTokens: 1 })
+  const { url } = await startGateway(t, emulator, { metrics: { maxAgents: 2 } })
+  for (const agent of ['a1', 'a2', 'a3', 'a4']) await (await postStream(url, { prompt: 'p', agent })).text()
+  await (await postStream(url, { prompt: 'p' })).text()
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+  t.same(scrape.labelSets('amrikyy_stream_sessions_completed_total').map(labels => labels.agent).sort(), ['a1', 'a2', 'other'])
+  t.equal(scrape.value('amrikyy_stream_sessions_completed_total', { agent: 'other' }), 3, 'a3, a4 and the agent-less request')
+})
+
+t.test('METRICS_TOKEN protects the endpoint', async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startGateway(t, emulator, { metrics: { bearerToken: 's3cret-token' } })
+  const anonymous = await fetch(`${url}/api/metrics`)
+  t.equal(anonymous.status, 401)
+  t.equal(await anonymous.text(), '{"error":"Unauthorized: metrics token is missing or invalid."}')
+  t.equal((await fetch(`${url}/api/metrics`, { headers: { authorization: 'Bearer wrong' } })).status, 401)
+  const allowed = await fetch(`${url}/api/metrics`, { headers: { authorization: 'Bearer s3cret-token' } })
+  t.equal(allowed.status, 200)
+  t.match(await allowed.text(), /# TYPE amrikyy_active_streams gauge/)
+})
