@@ -6,6 +6,12 @@ export const TOO_MANY_REQUESTS_BODY = {
   error: 'Too Many Requests',
   message: 'You have exceeded the request limit. Please try again later.'
 }
+/** Code of the error the rate limiter throws when it fails closed because its shared store cannot be reached. */
+export const RATE_LIMIT_UNAVAILABLE_CODE = 'AMRIKYY_RATE_LIMIT_UNAVAILABLE'
+export const RATE_LIMIT_UNAVAILABLE_BODY = {
+  error: 'Service Unavailable',
+  message: 'Rate limiting is unavailable; try again later.'
+}
 
 interface ValidationIssue {
   keyword: string
@@ -52,6 +58,7 @@ export default fp(async function errorsPlugin (app) {
     }
     const status = error.statusCode ?? 500
     if (status === 429) return await reply.code(429).send(TOO_MANY_REQUESTS_BODY)
+    if (error.code === RATE_LIMIT_UNAVAILABLE_CODE) return await reply.code(503).send(RATE_LIMIT_UNAVAILABLE_BODY)
     if (status >= 400 && status < 500) {
       return await reply.code(status).send({ error: error.message })
     }
