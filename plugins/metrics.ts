@@ -1,7 +1,8 @@
 import fp from 'fastify-plugin'
 import fastifyMetricsModule from 'fastify-metrics'
 import promClient, { type Counter, type Gauge, type Histogram, Registry } from 'prom-client'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { Usage } from '../schemas/stream.js'
 
 export type StreamOutcome = 'completed' | 'failed' | 'cancelled'
@@ -138,34 +139,37 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
     }
   })
 
-  const token = options.bearerToken
   await app.register(fastifyMetrics, {
     // A client whose `register` is our registry keeps fastify-metrics off prom-client's global one.
     promClient: { ...promClient, register: registry },
     name: 'amrikyyFastifyMetrics',
-    endpoint: endpoint === null
-      ? null
-      : {
-          url: endpoint,
-          method: 'GET',
-          logLevel: 'warn',
-          exposeHeadRoute: false,
-          ...(token === undefined || token === ''
-            ? {}
-            : {
-                onRequest: async (request: FastifyRequest, reply: FastifyReply) => {
-                  if (request.headers.authorization !== `Bearer ${token}`) {
-                    return await reply.code(401).send({ error: 'Unauthorized: metrics token is missing or invalid.' })
-                  }
-                  return undefined
-                }
-              }),
-          handler: async () => undefined
-        },
+    endpoint: null,
     defaultMetrics: { enabled: options.defaultMetrics ?? true, register: registry },
     routeMetrics: {
       enabled: options.routeMetrics ?? true,
       overrides: { histogram: { registers }, summary: { registers } }
     }
   })
+  if (endpoint !== null) await app.register(metricsEndpoint, { registry, path: endpoint, bearerToken: options.bearerToken })
 }, { name: 'amrikyy-metrics', fastify: '5.x', dependencies: ['amrikyy-auth'] })
+
+export interface MetricsEndpointOptions {
+  registry: Registry
+  path: string
+  bearerToken?: string | undefined
+}
+
+function digest (value: string): Buffer {
+  return createHash('sha256').update(value).digest()
+}
+
+/** Serves a registry as Prometheus text; also usable on its own listener (METRICS_PORT). */
+export const metricsEndpoint: FastifyPluginAsync<MetricsEndpointOptions> = async (app, { registry, path, bearerToken }) => {
+  const expected = bearerToken === undefined || bearerToken === '' ? undefined : digest(`Bearer ${bearerToken}`)
+  app.get(path, { logLevel: 'warn', exposeHeadRoute: false, config: { disableMetrics: true } }, async (request, reply) => {
+    if (expected !== undefined && !timingSafeEqual(digest(request.headers.authorization ?? ''), expected)) {
+      return await reply.code(401).send({ error: 'Unauthorized: metrics token is missing or invalid.' })
+    }
+    return await reply.type(registry.contentType).send(await registry.metrics())
+  })
+}

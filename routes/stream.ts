@@ -1,171 +1,74 @@
-import { once } from 'node:events'
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { StreamRequest, type Usage } from '../schemas/stream.js'
-import { UpstreamError, toUpstreamError, type GenerationDelta } from '../gemini/types.js'
-import type { StreamOutcome } from '../plugins/metrics.js'
+import { StreamRequest } from '../schemas/stream.js'
+import { SHUTTING_DOWN_MESSAGE } from '../plugins/lifecycle.js'
+import { StreamRelay, type RelaySettings, type RetryPolicy, type StreamTimeouts } from './stream-relay.js'
+
+export type { RetryPolicy, StreamTimeouts }
 
 export interface StreamRouteOptions {
   defaultModel: string
+  timeouts?: Partial<StreamTimeouts>
+  /** Milliseconds of silence before an SSE comment keeps proxies from closing the stream; 0 disables. Default 15000. */
+  heartbeatMs?: number
+  retry?: Partial<RetryPolicy>
+}
+
+export const DEFAULT_RELAY_SETTINGS: RelaySettings = {
+  timeouts: { firstChunkMs: 60_000, idleMs: 30_000, totalMs: 600_000 },
+  heartbeatMs: 15_000,
+  retry: { attempts: 3, baseDelayMs: 250, maxDelayMs: 4_000, maxTotalWaitMs: 10_000 }
 }
 
 /** Room for a maximal prompt even when every character is escaped. */
 const BODY_LIMIT = 256 * 1024
 
-const SSE_HEADERS = {
-  'content-type': 'text/event-stream',
-  'cache-control': 'no-cache, no-transform',
-  connection: 'keep-alive',
-  'x-accel-buffering': 'no'
+function checked (name: string, value: number | undefined, fallback: number, min: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isInteger(value) || value < min) throw new Error(`stream route: option "${name}" must be an integer >= ${min}`)
+  return value
 }
 
-/** Finish reasons that mean the answer is whole; any other one means Gemini cut it short. */
-const COMPLETE_FINISH_REASONS = new Set(['STOP', 'MAX_TOKENS'])
-
-const CLIENT_GONE = Symbol('client gone')
-
-function chunkEvent (text: string, index: number): string {
-  return `data: {"chunk":${JSON.stringify(text)},"index":${index}}\n\n`
-}
-
-function dataEvent (payload: object): string {
-  return `data: ${JSON.stringify(payload)}\n\n`
-}
-
-/** Settles with the next delta, or with CLIENT_GONE as soon as the signal aborts, without waiting on the read. */
-async function nextOrGone (iterator: AsyncIterator<GenerationDelta>, gone: Promise<typeof CLIENT_GONE>): Promise<IteratorResult<GenerationDelta> | typeof CLIENT_GONE> {
-  const next = iterator.next()
-  // An aborted read may settle much later, or never (nodejs/node#56917): never leave it unhandled.
-  next.catch(() => {})
-  return await Promise.race([next, gone])
-}
-
-async function writeEvent (raw: ServerResponse, event: string, gone: Promise<typeof CLIENT_GONE>): Promise<void> {
-  if (raw.write(event)) return
-  // A slow reader: pull nothing more from upstream until the socket drains.
-  await Promise.race([once(raw, 'drain'), gone])
+export function relaySettings (options: StreamRouteOptions): RelaySettings {
+  const { timeouts, retry, heartbeatMs } = DEFAULT_RELAY_SETTINGS
+  return {
+    timeouts: {
+      firstChunkMs: checked('timeouts.firstChunkMs', options.timeouts?.firstChunkMs, timeouts.firstChunkMs, 1),
+      idleMs: checked('timeouts.idleMs', options.timeouts?.idleMs, timeouts.idleMs, 1),
+      totalMs: checked('timeouts.totalMs', options.timeouts?.totalMs, timeouts.totalMs, 1)
+    },
+    heartbeatMs: checked('heartbeatMs', options.heartbeatMs, heartbeatMs, 0),
+    retry: {
+      attempts: checked('retry.attempts', options.retry?.attempts, retry.attempts, 1),
+      baseDelayMs: checked('retry.baseDelayMs', options.retry?.baseDelayMs, retry.baseDelayMs, 0),
+      maxDelayMs: checked('retry.maxDelayMs', options.retry?.maxDelayMs, retry.maxDelayMs, 0),
+      maxTotalWaitMs: checked('retry.maxTotalWaitMs', options.retry?.maxTotalWaitMs, retry.maxTotalWaitMs, 0)
+    }
+  }
 }
 
 const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, options) => {
+  const settings = relaySettings(options)
   app.setValidatorCompiler(TypeBoxValidatorCompiler)
   // The contract speaks JSON only; Fastify would otherwise hand a text/plain body to validation.
   app.removeContentTypeParser('text/plain')
   const rateLimitHooks = app.hasDecorator('rateLimitCaller') ? [app.rateLimitCaller] : []
+
+  async function refuseWhileDraining (_request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+    if (!app.lifecycle.draining) return undefined
+    return await reply.code(503).header('connection', 'close').send({ error: 'Service Unavailable', message: SHUTTING_DOWN_MESSAGE })
+  }
 
   app.post('/api/stream', {
     schema: { body: StreamRequest },
     bodyLimit: BODY_LIMIT,
     // fastify-metrics would time a whole stream as one request and miss disconnects; we record our own.
     config: { disableMetrics: true },
-    onRequest: [app.identifyCaller, ...rateLimitHooks, app.requireCaller]
+    onRequest: [refuseWhileDraining, app.identifyCaller, ...rateLimitHooks, app.requireCaller]
   }, async function streamHandler (request, reply) {
     const { prompt, options: generation, agent } = request.body
     const model = request.body.model ?? options.defaultModel
-    const raw = reply.raw
-    const recorder = app.gatewayMetrics.beginStream({ agent, model })
-    const upstream = new AbortController()
-
-    let clientGone = false
-    const gone = new Promise<typeof CLIENT_GONE>(resolve => {
-      raw.once('close', () => {
-        if (raw.writableFinished) return
-        clientGone = true
-        upstream.abort()
-        resolve(CLIENT_GONE)
-      })
-    })
-
-    let headersSent = false
-    let index = 0
-    let fullText = ''
-    let usage: Usage | undefined
-    let finishReason: string | undefined
-    let blockReason: string | undefined
-
-    const finish = (outcome: StreamOutcome, finalUsage?: Usage): void => {
-      recorder.end(outcome, finalUsage)
-      if (outcome === 'cancelled') {
-        request.log.info({ chunksSent: index }, 'client disconnected; upstream call aborted')
-      }
-    }
-
-    const fail = async (error: UpstreamError): Promise<FastifyReply | undefined> => {
-      app.gatewayMetrics.upstreamError(error.status ?? 'network')
-      request.log.warn({ upstreamStatus: error.status, chunksSent: index, reason: error.message }, 'upstream stream failed')
-      finish('failed')
-      if (!headersSent) {
-        return await reply.code(500).send({ error: 'Failed to start stream', message: error.message })
-      }
-      raw.end(dataEvent({ error: error.message, recoverable: error.recoverable }))
-      return reply
-    }
-
-    const startSse = (): void => {
-      reply.hijack()
-      headersSent = true
-      raw.writeHead(200, { ...reply.getHeaders(), ...SSE_HEADERS } as OutgoingHttpHeaders)
-      raw.flushHeaders()
-    }
-
-    const cancel = (): FastifyReply => {
-      if (!headersSent) reply.hijack()
-      finish('cancelled')
-      return reply
-    }
-
-    try {
-      const iterator = await Promise.race([app.gemini.streamGenerate({ model, prompt, options: generation }, upstream.signal), gone])
-      if (iterator === CLIENT_GONE) return cancel()
-      for (;;) {
-        const result = await nextOrGone(iterator, gone)
-        if (result === CLIENT_GONE) return cancel()
-        if (result.done === true) break
-        const delta = result.value
-        if (delta.usage !== undefined) usage = delta.usage
-        if (delta.finishReason !== undefined) finishReason = delta.finishReason
-        if (delta.blockReason !== undefined) blockReason = delta.blockReason
-        if (delta.text === '') continue
-        if (!headersSent) startSse()
-        index++
-        fullText += delta.text
-        recorder.chunkSent()
-        await writeEvent(raw, chunkEvent(delta.text, index), gone)
-        if (clientGone) return cancel()
-      }
-    } catch (error) {
-      if (clientGone) return cancel()
-      return await fail(toUpstreamError(error, ''))
-    }
-
-    if (blockReason !== undefined) {
-      return await fail(new UpstreamError(`Gemini blocked the prompt: ${blockReason}`, { recoverable: false }))
-    }
-    if (finishReason === undefined) {
-      return await fail(new UpstreamError('Gemini ended the stream before the answer was complete', { recoverable: true }))
-    }
-    if (!COMPLETE_FINISH_REASONS.has(finishReason)) {
-      return await fail(new UpstreamError(`Gemini stopped generating: ${finishReason}`, { recoverable: false }))
-    }
-
-    if (usage === undefined) {
-      // Gemini normally reports usage on its last event; when it does not, ask it to count rather than guess.
-      try {
-        const [promptTokens, completionTokens] = await Promise.all([
-          app.gemini.countTokens(model, prompt, upstream.signal),
-          fullText === '' ? 0 : app.gemini.countTokens(model, fullText, upstream.signal)
-        ])
-        usage = { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens }
-      } catch (error) {
-        if (clientGone) return cancel()
-        request.log.warn({ reason: toUpstreamError(error, '').message }, 'could not count tokens; completion sent without usage')
-      }
-    }
-    if (clientGone) return cancel()
-    if (!headersSent) startSse()
-    raw.end(dataEvent({ complete: true, totalChunks: index, fullText, ...(usage === undefined ? {} : { usage }) }))
-    finish('completed', usage)
-    return reply
+    return await new StreamRelay(app, request, reply, { model, prompt, options: generation }, agent, settings).run()
   })
 }
 

@@ -9,7 +9,7 @@ const MODEL = 'gemini-2.0-flash-exp'
 
 t.test('every stream lands in exactly one outcome and the scrape says so exactly', async t => {
   const emulator = await startEmulator(t, PACE)
-  const { url } = await startGateway(t, emulator)
+  const { url } = await startGateway(t, emulator, { stream: { retry: { attempts: 1 } } })
   const labels = { agent: 'mix', model: MODEL }
 
   const completedPrompts = ['one two three', 'four five', 'six']
@@ -76,7 +76,7 @@ t.test('the exposition is valid Prometheus text', async t => {
 
 t.test('label cardinality stays bounded under a flood of 10,000 agent names', async t => {
   // Nothing listens upstream: every stream fails at once, which still records its labels, and keeps the flood fast.
-  const app = await buildGateway(t, 'http://127.0.0.1:9', { metrics: { maxAgents: 5 }, rateLimit: false })
+  const app = await buildGateway(t, 'http://127.0.0.1:9', { metrics: { maxAgents: 5 }, rateLimit: false, stream: { retry: { attempts: 1 } } })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
   let next = 0

@@ -77,7 +77,8 @@ t.test('counts tokens with countTokens when the upstream reports no usage', asyn
 
 t.test('upstream errors before the first chunk answer 500 without leaking secrets', async t => {
   const emulator = await startEmulator(t, PACE)
-  const { url } = await startGateway(t, emulator)
+  // One try only: retries have their own tests.
+  const { url } = await startGateway(t, emulator, { stream: { retry: { attempts: 1 } } })
 
   emulator.addFault({ kind: 'http-error', status: 429, body: { error: { code: 429, message: 'Resource has been exhausted (e.g. check quota).', status: 'RESOURCE_EXHAUSTED' } } })
   let response = await postStream(url, { prompt: 'p' })

@@ -2,6 +2,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
 import streamGateway, { type GatewayOptions } from '../../app.js'
+import { genReqId } from '../../plugins/request-id.js'
 import { GeminiEmulator, type EmulatorOptions } from '../../emulator/server.js'
 
 export const USER_KEY = 'test-user-key-0123456789'
@@ -20,7 +21,7 @@ export interface RunningGateway {
 
 /** Builds the gateway as a host would, ready for `inject`, closed on teardown. */
 export async function buildGateway (t: Test, upstreamUrl: string, overrides: Partial<GatewayOptions> = {}): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, forceCloseConnections: true })
+  const app = Fastify({ logger: false, forceCloseConnections: true, genReqId })
   await app.register(streamGateway, {
     apiKeys: [USER_KEY],
     adminApiKeys: [ADMIN_KEY],

@@ -1,0 +1,296 @@
+import { once } from 'node:events'
+import type { OutgoingHttpHeaders } from 'node:http'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { UpstreamError, toUpstreamError, type GenerationDelta, type GenerationRequest } from '../gemini/types.js'
+import type { StreamRecorder } from '../plugins/metrics.js'
+import type { Usage } from '../schemas/stream.js'
+
+export interface StreamTimeouts {
+  /** From the request to the first chunk event. */
+  firstChunkMs: number
+  /** Between two upstream events once the answer started. */
+  idleMs: number
+  /** The whole stream. */
+  totalMs: number
+}
+
+export interface RetryPolicy {
+  /** Tries in all, the first one included. */
+  attempts: number
+  baseDelayMs: number
+  maxDelayMs: number
+  /** Upper bound of all back-off waits of one request; a longer Retry-After ends the retries. */
+  maxTotalWaitMs: number
+}
+
+export interface RelaySettings {
+  timeouts: StreamTimeouts
+  /** An SSE comment is sent when nothing was written for this long; 0 turns heartbeats off. */
+  heartbeatMs: number
+  retry: RetryPolicy
+}
+
+type Stop =
+  | { kind: 'client-gone' }
+  | { kind: 'timeout', message: string }
+  | { kind: 'shutdown', message: string }
+
+const STOPPED = Symbol('stopped')
+
+const SSE_HEADERS = {
+  'content-type': 'text/event-stream',
+  'cache-control': 'no-cache, no-transform',
+  connection: 'keep-alive',
+  'x-accel-buffering': 'no'
+}
+
+const HEARTBEAT = ': ping\n\n'
+
+/** Finish reasons that mean the answer is whole; any other one means Gemini cut it short. */
+const COMPLETE_FINISH_REASONS = new Set(['STOP', 'MAX_TOKENS'])
+
+function chunkEvent (text: string, index: number): string {
+  // Same bytes as JSON.stringify({ chunk, index }) without building the object on the hot path.
+  return `data: {"chunk":${JSON.stringify(text)},"index":${index}}\n\n`
+}
+
+function dataEvent (payload: object): string {
+  return `data: ${JSON.stringify(payload)}\n\n`
+}
+
+function seconds (ms: number): string {
+  return `${Math.round(ms / 100) / 10} s`
+}
+
+/**
+ * Relays one Gemini stream to one client as SSE: retries the upstream while nothing reached the
+ * client, stops everything on disconnect, timeout or shutdown, honours backpressure, and ends
+ * every stream with exactly one completion or error (event or JSON answer) and one metric outcome.
+ */
+export class StreamRelay {
+  private readonly upstream = new AbortController()
+  private readonly recorder: StreamRecorder
+  private stopped: Stop | undefined
+  private readonly stopSignal: Promise<typeof STOPPED>
+  private signalStop: () => void = () => {}
+  private headersSent = false
+  private wroteSinceHeartbeat = false
+  private index = 0
+  private fullText = ''
+  private usage: Usage | undefined
+  private finishReason: string | undefined
+  private blockReason: string | undefined
+  private readonly timers: NodeJS.Timeout[] = []
+  private idleTimer: NodeJS.Timeout | undefined
+  private firstChunkTimer: NodeJS.Timeout | undefined
+  private waitedMs = 0
+
+  constructor (
+    private readonly app: FastifyInstance,
+    private readonly request: FastifyRequest,
+    private readonly reply: FastifyReply,
+    private readonly generation: GenerationRequest,
+    agent: string | undefined,
+    private readonly settings: RelaySettings
+  ) {
+    this.recorder = app.gatewayMetrics.beginStream({ agent, model: generation.model })
+    this.stopSignal = new Promise(resolve => { this.signalStop = () => { resolve(STOPPED) } })
+  }
+
+  private stop (reason: Stop): void {
+    if (this.stopped !== undefined) return
+    this.stopped = reason
+    this.upstream.abort()
+    this.signalStop()
+  }
+
+  /** Settles with `work`, or with STOPPED as soon as the relay stops, without waiting on `work`. */
+  private async orStop<T> (work: Promise<T>): Promise<T | typeof STOPPED> {
+    // An aborted read may settle much later, or never (nodejs/node#56917): never leave it unhandled.
+    work.catch(() => {})
+    return await Promise.race([work, this.stopSignal])
+  }
+
+  private armTimers (): void {
+    const { firstChunkMs, idleMs, totalMs } = this.settings.timeouts
+    const after = (ms: number, fire: () => void): NodeJS.Timeout => {
+      const timer = setTimeout(fire, ms)
+      this.timers.push(timer)
+      return timer
+    }
+    after(totalMs, () => { this.stop({ kind: 'timeout', message: `Gemini did not finish the answer within ${seconds(totalMs)}` }) })
+    this.firstChunkTimer = after(firstChunkMs, () => { this.stop({ kind: 'timeout', message: `Gemini sent no answer within ${seconds(firstChunkMs)}` }) })
+    this.idleTimer = after(idleMs, () => {
+      // Armed from the start but only meaningful once chunks flow; before that the first-chunk timer rules.
+      if (this.index > 0) this.stop({ kind: 'timeout', message: `Gemini went silent for ${seconds(idleMs)}` })
+      else this.idleTimer?.refresh()
+    })
+    if (this.settings.heartbeatMs > 0) {
+      const heartbeat = setInterval(() => { this.heartbeat() }, this.settings.heartbeatMs)
+      this.timers.push(heartbeat)
+    }
+  }
+
+  private heartbeat (): void {
+    if (this.stopped !== undefined) return
+    if (this.wroteSinceHeartbeat) {
+      this.wroteSinceHeartbeat = false
+      return
+    }
+    // A slow first token must not look like a dead connection to proxies with idle timeouts.
+    if (!this.headersSent) this.startSse()
+    this.reply.raw.write(HEARTBEAT)
+  }
+
+  private startSse (): void {
+    this.reply.hijack()
+    this.headersSent = true
+    this.reply.raw.writeHead(200, { ...this.reply.getHeaders(), ...SSE_HEADERS } as OutgoingHttpHeaders)
+    this.reply.raw.flushHeaders()
+  }
+
+  private async write (event: string): Promise<void> {
+    this.wroteSinceHeartbeat = true
+    if (this.reply.raw.write(event)) return
+    // A slow reader: pull nothing more from upstream until the socket drains.
+    await this.orStop(once(this.reply.raw, 'drain'))
+  }
+
+  private resetAnswer (): void {
+    this.usage = undefined
+    this.finishReason = undefined
+    this.blockReason = undefined
+  }
+
+  /** Waits before another try when the error and the policy allow one; false when they do not. */
+  private async backOff (error: UpstreamError, attempt: number): Promise<boolean> {
+    const { attempts, baseDelayMs, maxDelayMs, maxTotalWaitMs } = this.settings.retry
+    if (!error.retryable || this.index > 0 || attempt >= attempts) return false
+    const exponential = Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1))
+    // Full jitter spreads the retries of many clients hit by the same outage.
+    const delay = error.retryAfterMs ?? Math.round(exponential / 2 + Math.random() * exponential / 2)
+    if (this.waitedMs + delay > maxTotalWaitMs) return false
+    this.waitedMs += delay
+    this.request.log.info({ attempt, delayMs: delay, upstreamStatus: error.status }, 'retrying Gemini call')
+    let timer: NodeJS.Timeout | undefined
+    await this.orStop(new Promise(resolve => { timer = setTimeout(resolve, delay) }))
+    clearTimeout(timer)
+    return this.stopped === undefined
+  }
+
+  async run (): Promise<FastifyReply> {
+    const raw = this.reply.raw
+    raw.once('close', () => { if (!raw.writableFinished) this.stop({ kind: 'client-gone' }) })
+    const untrack = this.app.lifecycle.track({ interrupt: message => { this.stop({ kind: 'shutdown', message }) } })
+    this.armTimers()
+    try {
+      return await this.relay()
+    } finally {
+      for (const timer of this.timers) clearTimeout(timer)
+      untrack()
+    }
+  }
+
+  private async relay (): Promise<FastifyReply> {
+    let iterator: AsyncIterator<GenerationDelta> | undefined
+    let attempt = 1
+    for (;;) {
+      try {
+        if (iterator === undefined) {
+          const opened = await this.orStop(this.app.gemini.streamGenerate(this.generation, this.upstream.signal))
+          if (opened === STOPPED) break
+          iterator = opened
+        }
+        const result = await this.orStop(iterator.next())
+        if (result === STOPPED || result.done === true) break
+        this.idleTimer?.refresh()
+        const delta = result.value
+        if (delta.usage !== undefined) this.usage = delta.usage
+        if (delta.finishReason !== undefined) this.finishReason = delta.finishReason
+        if (delta.blockReason !== undefined) this.blockReason = delta.blockReason
+        if (delta.text === '') continue
+        if (this.index === 0) {
+          clearTimeout(this.firstChunkTimer)
+          if (!this.headersSent) this.startSse()
+        }
+        this.index++
+        this.fullText += delta.text
+        this.recorder.chunkSent()
+        await this.write(chunkEvent(delta.text, this.index))
+        if (this.stopped !== undefined) break
+      } catch (caught) {
+        if (this.stopped !== undefined) break
+        const error = toUpstreamError(caught, '')
+        this.app.gatewayMetrics.upstreamError(error.status ?? 'network')
+        if (await this.backOff(error, attempt)) {
+          attempt++
+          iterator = undefined
+          this.resetAnswer()
+          continue
+        }
+        if (this.stopped !== undefined) break
+        return await this.fail(error)
+      }
+    }
+    if (this.stopped !== undefined) return await this.onStopped(this.stopped)
+    return await this.complete()
+  }
+
+  private async complete (): Promise<FastifyReply> {
+    if (this.blockReason !== undefined) {
+      return await this.fail(new UpstreamError(`Gemini blocked the prompt: ${this.blockReason}`, { recoverable: false }))
+    }
+    if (this.finishReason === undefined) {
+      return await this.fail(new UpstreamError('Gemini ended the stream before the answer was complete', { recoverable: true }))
+    }
+    if (!COMPLETE_FINISH_REASONS.has(this.finishReason)) {
+      return await this.fail(new UpstreamError(`Gemini stopped generating: ${this.finishReason}`, { recoverable: false }))
+    }
+    if (this.usage === undefined) {
+      // Gemini normally reports usage on its last event; when it does not, ask it to count rather than guess.
+      try {
+        const { model, prompt } = this.generation
+        const counted = await this.orStop(Promise.all([
+          this.app.gemini.countTokens(model, prompt, this.upstream.signal),
+          this.fullText === '' ? 0 : this.app.gemini.countTokens(model, this.fullText, this.upstream.signal)
+        ]))
+        if (counted === STOPPED) return await this.onStopped(this.stopped ?? { kind: 'client-gone' })
+        const [promptTokens, completionTokens] = counted
+        this.usage = { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens }
+      } catch (error) {
+        if (this.stopped !== undefined) return await this.onStopped(this.stopped)
+        this.request.log.warn({ reason: toUpstreamError(error, '').message }, 'could not count tokens; completion sent without usage')
+      }
+    }
+    if (!this.headersSent) this.startSse()
+    const usage = this.usage
+    this.reply.raw.end(dataEvent({ complete: true, totalChunks: this.index, fullText: this.fullText, ...(usage === undefined ? {} : { usage }) }))
+    this.recorder.end('completed', usage)
+    return this.reply
+  }
+
+  private async fail (error: UpstreamError, statusBeforeHeaders = 500, bodyBeforeHeaders?: object): Promise<FastifyReply> {
+    this.request.log.warn({ upstreamStatus: error.status, chunksSent: this.index, reason: error.message }, 'stream failed')
+    this.recorder.end('failed')
+    if (!this.headersSent) {
+      return await this.reply.code(statusBeforeHeaders).send(bodyBeforeHeaders ?? { error: 'Failed to start stream', message: error.message })
+    }
+    this.reply.raw.end(dataEvent({ error: error.message, recoverable: error.recoverable }))
+    return this.reply
+  }
+
+  private async onStopped (stop: Stop): Promise<FastifyReply> {
+    switch (stop.kind) {
+      case 'client-gone':
+        if (!this.headersSent) this.reply.hijack()
+        this.recorder.end('cancelled')
+        this.request.log.info({ chunksSent: this.index }, 'client disconnected; upstream call aborted')
+        return this.reply
+      case 'timeout':
+        this.app.gatewayMetrics.upstreamError('timeout')
+        return await this.fail(new UpstreamError(stop.message, { recoverable: true }))
+      case 'shutdown':
+        return await this.fail(new UpstreamError(stop.message, { recoverable: true }), 503, { error: 'Service Unavailable', message: stop.message })
+    }
+  }
+}

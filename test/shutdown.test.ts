@@ -1,0 +1,96 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import t, { type Test } from 'tap'
+import { USER_KEY, openStream, parseEvents, postStream, startEmulator, within } from './support/gateway.js'
+
+// `npm test` builds dist/ before running tap; the process entry is tested as operators run it.
+const SERVER = fileURLToPath(new URL('../dist/server.js', import.meta.url))
+const UPSTREAM_KEY = 'upstream-secret-key-for-shutdown'
+
+interface RunningServer {
+  child: ChildProcess
+  url: string
+  output: () => string
+  exited: Promise<number | null>
+}
+
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const address = probe.address()
+      probe.close(() => { typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port')) })
+    })
+  })
+}
+
+async function startServerProcess (t: Test, env: Record<string, string>): Promise<RunningServer> {
+  const child = spawn(process.execPath, [SERVER], {
+    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', API_KEYS: USER_KEY, GEMINI_API_KEY: UPSTREAM_KEY, ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let output = ''
+  child.stdout?.on('data', (data: Buffer) => { output += data.toString() })
+  child.stderr?.on('data', (data: Buffer) => { output += data.toString() })
+  const exited = new Promise<number | null>(resolve => { child.once('exit', code => { resolve(code) }) })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const url = await within(10_000, new Promise<string>((resolve, reject) => {
+    const look = (): void => {
+      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
+      if (match?.[1] !== undefined) resolve(match[1])
+    }
+    child.stdout?.on('data', look)
+    void exited.then(code => { reject(new Error(`server exited with ${code}: ${output}`)) })
+  }), 'server start')
+  return { child, url, output: () => output, exited }
+}
+
+t.test('SIGTERM drains: open streams finish or are cut at the deadline, new ones get 503, exit 0', { skip: existsSync(SERVER) ? false : 'dist/server.js is missing: run npm run build' }, async t => {
+  const emulator = await startEmulator(t, { chunkCount: 10, chunkDelayMs: 60, defaultMaxTokens: 20 })
+  emulator.addFault({ kind: 'stall', afterChunks: 1 }, { match: 'stuck' })
+  const server = await startServerProcess(t, { GEMINI_BASE_URL: emulator.url, SHUTDOWN_TIMEOUT_MS: '1500' })
+
+  t.same(await (await fetch(`${server.url}/health/ready`)).json(), { status: 'ready', openStreams: 0 })
+  const finishing = await openStream(server.url, { prompt: 'finishes in time' })
+  const stuck = await openStream(server.url, { prompt: 'stuck' })
+  await Promise.all([finishing.waitFor('"index":1}'), stuck.waitFor('"index":1}')])
+
+  const signalledAt = Date.now()
+  server.child.kill('SIGTERM')
+  await new Promise(resolve => setTimeout(resolve, 100))
+  const ready = await fetch(`${server.url}/health/ready`)
+  t.equal(ready.status, 503)
+  t.same(await ready.json(), { status: 'draining', openStreams: 2 })
+  const refused = await postStream(server.url, { prompt: 'too late' })
+  t.equal(refused.status, 503)
+  t.equal(await refused.text(), '{"error":"Service Unavailable","message":"The gateway is shutting down; retry the request"}')
+  t.equal((await fetch(`${server.url}/health/live`)).status, 200, 'still alive while draining')
+
+  t.match(await within(3000, finishing.waitFor('"complete":true'), 'finishing stream'), /"totalChunks":10/)
+  const cut = await within(3000, stuck.waitFor('"recoverable"'), 'cut stream')
+  t.same(parseEvents(cut).at(-1), { error: 'The gateway is shutting down; retry the request', recoverable: true })
+  t.ok(Date.now() - signalledAt >= 1400, 'the stuck stream was given the whole deadline')
+
+  t.equal(await within(5000, server.exited, 'exit'), 0)
+  const stuckUpstream = emulator.requests.find(request => request.prompt === 'stuck')
+  await within(1000, stuckUpstream!.closed, 'stuck upstream closed')
+  t.equal(stuckUpstream?.clientClosedEarly, true)
+  t.equal(emulator.openStreams(), 0)
+  t.notOk(server.output().includes(USER_KEY), 'client keys never reach the log')
+  t.notOk(server.output().includes(UPSTREAM_KEY), 'the Gemini key never reaches the log')
+  t.match(server.output(), /"reqId":"[^"]+".*"msg":"stream failed"/, 'the cut stream is logged with its request id')
+})
+
+t.test('METRICS_PORT moves the scrape endpoint off the public listener', { skip: existsSync(SERVER) ? false : 'dist/server.js is missing: run npm run build' }, async t => {
+  const emulator = await startEmulator(t, { chunkCount: 2, defaultMaxTokens: 4 })
+  const metricsPort = await freePort()
+  const server = await startServerProcess(t, { GEMINI_BASE_URL: emulator.url, METRICS_PORT: String(metricsPort), METRICS_TOKEN: 'scrape-token' })
+  await (await postStream(server.url, { prompt: 'p', agent: 'ops' })).text()
+  t.equal((await fetch(`${server.url}/api/metrics`)).status, 404, 'not on the public port')
+  t.equal((await fetch(`http://127.0.0.1:${metricsPort}/api/metrics`)).status, 401, 'the token still applies')
+  const scrape = await (await fetch(`http://127.0.0.1:${metricsPort}/api/metrics`, { headers: { authorization: 'Bearer scrape-token' } })).text()
+  t.match(scrape, /amrikyy_stream_sessions_completed_total\{agent="ops",model="gemini-2.0-flash-exp"\} 1/)
+  server.child.kill('SIGTERM')
+  t.equal(await within(5000, server.exited, 'exit'), 0)
+})
