@@ -1,0 +1,230 @@
+import { readdir, readFile } from 'node:fs/promises'
+import t from 'tap'
+import parsePrometheusTextFormat, { type PrometheusFamily } from 'parse-prometheus-text-format'
+import { parse as parseYaml } from 'yaml'
+import { openStream, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
+
+const ROOT = new URL('../', import.meta.url)
+const DASHBOARD_FILE = 'deploy/grafana/dashboards/amrikyy-gateway.json'
+
+/** Metrics that only move once rate limiting runs; they are checked against the code that registers them. */
+const RATE_LIMIT_METRICS = new Set(['amrikyy_rate_limited_total', 'amrikyy_rate_limit_store_errors_total'])
+
+/** The panels issue 4 asks for, by title. */
+const REQUIRED_PANELS = [
+  'Active streams',
+  'Stream rate by outcome',
+  'Chunk rate',
+  'Stream duration percentiles (completed)',
+  'Time to first chunk percentiles',
+  'Tokens per agent and model',
+  'Upstream errors by status',
+  'Rate limited (429)',
+  'Auth failures by reason'
+]
+
+interface DatasourceRef { type?: string, uid?: string }
+interface Target { expr?: string, datasource?: DatasourceRef }
+interface Panel { title: string, type: string, datasource?: DatasourceRef, targets?: Target[] }
+interface Variable { name: string, datasource?: DatasourceRef, definition?: string, query?: string | { query?: string } }
+interface Dashboard { uid: string, panels: Panel[], templating: { list: Variable[] } }
+
+async function readText (path: string): Promise<string> {
+  return await readFile(new URL(path, ROOT), 'utf8')
+}
+
+async function readYaml<T> (path: string): Promise<T> {
+  // Compose files share settings through YAML merge keys (`<<: *gateway`), which YAML 1.2 leaves out by default.
+  return parseYaml(await readText(path), { merge: true }) as T
+}
+
+const PROMQL_KEYWORDS = new Set(['by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'bool', 'and', 'or', 'unless', 'offset', 'atan2', 'inf', 'nan'])
+
+/**
+ * The metric names a PromQL expression selects. String literals, range and subquery brackets, label
+ * matchers, grouping label lists and numbers (durations included) are removed first; of the identifiers
+ * left, those followed by `(` are functions or aggregations, and the rest, keywords aside, are metric names.
+ */
+function metricNamesIn (expr: string): string[] {
+  const stripped = expr
+    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`/g, ' ')
+    .replace(/\[[^\]]*\]/g, ' ')
+    .replace(/\{[^}]*\}/g, ' ')
+    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' ')
+    .replace(/(?<![\w:])\d[\w.]*/g, ' ')
+  const names = new Set<string>()
+  for (const match of stripped.matchAll(/[a-zA-Z_:][a-zA-Z0-9_:]*/g)) {
+    const identifier = match[0]
+    const rest = stripped.slice((match.index ?? 0) + identifier.length)
+    if (/^\s*\(/.test(rest) || PROMQL_KEYWORDS.has(identifier.toLowerCase())) continue
+    names.add(identifier)
+  }
+  return [...names]
+}
+
+/** Grafana's `label_values(selector, label)` variable query: the selector is PromQL. */
+function variableSelector (variable: Variable): string {
+  const query = typeof variable.query === 'string' ? variable.query : variable.query?.query ?? variable.definition ?? ''
+  const match = /^\s*label_values\(\s*(.*?)\s*,\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)\s*$/.exec(query)
+  if (match === null) throw new Error(`variable ${variable.name}: not a label_values(selector, label) query: ${query}`)
+  return match[1] ?? ''
+}
+
+/** The family a sample name belongs to: histogram and summary series carry `_bucket`, `_sum`, `_count`. */
+function familyOf (name: string, families: Map<string, PrometheusFamily>): PrometheusFamily | undefined {
+  const direct = families.get(name)
+  if (direct !== undefined) return direct
+  const suffix = /_(bucket|sum|count)$/.exec(name)
+  if (suffix === null) return undefined
+  const family = families.get(name.slice(0, -suffix[0].length))
+  if (family === undefined) return undefined
+  if (family.type === 'HISTOGRAM' || (family.type === 'SUMMARY' && suffix[1] !== 'bucket')) return family
+  return undefined
+}
+
+/** Every `name: '...'` of a metric the plugins register, read from their source. */
+async function metricNamesRegisteredInPlugins (): Promise<Set<string>> {
+  const names = new Set<string>()
+  for (const file of (await readdir(new URL('plugins/', ROOT))).filter(file => file.endsWith('.ts'))) {
+    const source = await readText(`plugins/${file}`)
+    for (const match of source.matchAll(/\bname:\s*'([a-zA-Z_:][a-zA-Z0-9_:]*)'/g)) names.add(match[1] ?? '')
+  }
+  return names
+}
+
+function sampleTotal (family: PrometheusFamily | undefined): number {
+  return (family?.metrics ?? []).reduce((sum, sample) => sum + Number(sample.value ?? 0), 0)
+}
+
+t.test('metricNamesIn finds metric names and nothing else', async t => {
+  t.same(metricNamesIn('histogram_quantile(0.95, sum by (le) (rate(amrikyy_stream_duration_seconds_bucket{agent=~"$agent", outcome="completed"}[$__rate_interval])))'),
+    ['amrikyy_stream_duration_seconds_bucket'])
+  t.same(metricNamesIn('sum by (agent, model, type) (rate(amrikyy_stream_tokens_total{model=~"a(b)"}[5m])) * 60'), ['amrikyy_stream_tokens_total'])
+  t.same(metricNamesIn('a_total / on (instance) group_left (job) b_total offset 5m > bool 0'), ['a_total', 'b_total'])
+  t.same(metricNamesIn('process_resident_memory_bytes{job="amrikyy-gateway"}'), ['process_resident_memory_bytes'])
+  t.same(metricNamesIn('rate(x_total[1m:30s]) * 1e3 + y2_total'), ['x_total', 'y2_total'])
+})
+
+t.test('every metric the dashboard queries exists in a real scrape of the gateway', async t => {
+  const dashboard = JSON.parse(await readText(DASHBOARD_FILE)) as Dashboard
+  const emulator = await startEmulator(t, { chunkCount: 4, defaultMaxTokens: 12 })
+  const { url } = await startGateway(t, emulator)
+
+  // One stream of each outcome, and one refused key, so every family the dashboard reads has samples.
+  t.match(await (await postStream(url, { prompt: 'completes', agent: 'dash' })).text(), /"complete":true/)
+  // Every attempt fails, however many times the gateway retries a 503.
+  emulator.addFault({ kind: 'http-error', status: 503 }, { match: 'fails before the first chunk', times: Infinity })
+  t.equal((await postStream(url, { prompt: 'fails before the first chunk', agent: 'dash' })).status, 500)
+  emulator.addFault({ kind: 'stall', afterChunks: 1 })
+  const leaving = await openStream(url, { prompt: 'leaves after the first chunk', agent: 'dash' })
+  await within(5000, leaving.waitFor('"index":1}'), 'first chunk')
+  leaving.disconnect()
+  await within(5000, emulator.requests.at(-1)!.closed, 'upstream closed after the disconnect')
+  t.equal((await postStream(url, { prompt: 'no key' }, {})).status, 401)
+  await waitUntil(() => emulator.openStreams() === 0, 5000, 'emulator idle')
+
+  const scrape = await fetch(`${url}/api/metrics`)
+  t.equal(scrape.status, 200)
+  const families = new Map(parsePrometheusTextFormat(await scrape.text()).map(family => [family.name, family]))
+  t.equal(sampleTotal(families.get('amrikyy_stream_sessions_completed_total')), 1)
+  t.equal(sampleTotal(families.get('amrikyy_stream_sessions_failed_total')), 1)
+  t.equal(sampleTotal(families.get('amrikyy_stream_sessions_cancelled_total')), 1)
+  t.equal(sampleTotal(families.get('amrikyy_auth_failures_total')), 1)
+  t.equal(sampleTotal(families.get('amrikyy_active_streams')), 0)
+
+  const queries = [
+    ...dashboard.panels.flatMap(panel => (panel.targets ?? []).map(target => ({ where: `panel "${panel.title}"`, expr: target.expr ?? '' }))),
+    ...dashboard.templating.list.map(variable => ({ where: `variable $${variable.name}`, expr: variableSelector(variable) }))
+  ]
+  t.ok(queries.length >= REQUIRED_PANELS.length, 'the dashboard has queries')
+  const registered = await metricNamesRegisteredInPlugins()
+  const checked = new Set<string>()
+  for (const { where, expr } of queries) {
+    const names = metricNamesIn(expr)
+    t.ok(names.length > 0, `${where} selects a metric: ${expr}`)
+    for (const name of names) {
+      checked.add(name)
+      if (RATE_LIMIT_METRICS.has(name)) {
+        t.ok(registered.has(name), `${where}: ${name} is registered by a plugin`)
+        continue
+      }
+      const family = familyOf(name, families)
+      t.ok(family !== undefined, `${where}: ${name} is in the scrape`)
+      t.ok((family?.metrics.length ?? 0) > 0, `${where}: ${name} has samples`)
+    }
+  }
+  t.ok([...RATE_LIMIT_METRICS].every(name => checked.has(name)), 'the dashboard shows the 429s and the rate-limit store errors')
+})
+
+t.test('the dashboard has the panels ops need, all on the provisioned datasource', async t => {
+  const dashboard = JSON.parse(await readText(DASHBOARD_FILE)) as Dashboard
+  const provisioning = await readYaml<{ datasources: Array<{ uid: string, type: string, url: string }> }>('deploy/grafana/provisioning/datasources/prometheus.yml')
+  t.equal(provisioning.datasources.length, 1)
+  const datasource = provisioning.datasources[0]!
+  t.equal(datasource.type, 'prometheus')
+
+  const titles = dashboard.panels.map(panel => panel.title)
+  for (const title of REQUIRED_PANELS) t.ok(titles.includes(title), `panel "${title}"`)
+  t.equal(new Set(titles).size, titles.length, 'panel titles are unique')
+
+  for (const panel of dashboard.panels) {
+    t.equal(panel.datasource?.uid, datasource.uid, `panel "${panel.title}" uses the provisioned datasource`)
+    t.ok((panel.targets ?? []).length > 0, `panel "${panel.title}" has queries`)
+    for (const target of panel.targets ?? []) t.equal(target.datasource?.uid, datasource.uid, `a query of "${panel.title}" uses the provisioned datasource`)
+  }
+  for (const variable of dashboard.templating.list) t.equal(variable.datasource?.uid, datasource.uid, `variable $${variable.name} uses the provisioned datasource`)
+
+  const exprsOf = (title: string): string => (dashboard.panels.find(panel => panel.title === title)?.targets ?? []).map(target => target.expr).join('\n')
+  t.match(exprsOf('Stream duration percentiles (completed)'), /histogram_quantile\(0\.95, sum by \(le\) \(rate\(amrikyy_stream_duration_seconds_bucket/)
+  t.match(exprsOf('Time to first chunk percentiles'), /histogram_quantile\(0\.95, sum by \(le\) \(rate\(amrikyy_stream_time_to_first_chunk_seconds_bucket/)
+  for (const outcome of ['completed', 'failed', 'cancelled']) t.match(exprsOf('Stream rate by outcome'), `amrikyy_stream_sessions_${outcome}_total`)
+  t.match(exprsOf('Tokens per agent and model'), /sum by \(agent, model, type\)/)
+})
+
+interface ComposeService {
+  build?: unknown
+  image?: string
+  environment?: Record<string, string | null>
+  volumes?: string[]
+  ports?: string[]
+  depends_on?: Record<string, { condition: string }> | string[]
+}
+
+t.test('compose, nginx, Prometheus and Grafana files point at each other', async t => {
+  const compose = await readYaml<{ services: Record<string, ComposeService> }>('docker-compose.yml')
+  const prometheus = await readYaml<{ scrape_configs: Array<{ job_name: string, metrics_path?: string, static_configs: Array<{ targets: string[] }> }> }>('deploy/prometheus.yml')
+  const dashboards = await readYaml<{ providers: Array<{ options: { path: string } }> }>('deploy/grafana/provisioning/dashboards/amrikyy.yml')
+  const nginx = await readText('deploy/nginx.conf')
+  const dashboard = await readText(DASHBOARD_FILE)
+
+  const gateways = Object.entries(compose.services).filter(([, service]) => service.environment?.NODE_ENV === 'production' && service.build !== undefined)
+  t.same(gateways.map(([name]) => name), ['gateway-1', 'gateway-2'], 'two gateway replicas built from the Dockerfile')
+  const gatewayAddresses = gateways.map(([name, service]) => `${name}:${service.environment?.PORT ?? ''}`)
+
+  const job = prometheus.scrape_configs.find(config => config.job_name === 'amrikyy-gateway')
+  t.ok(job, 'a scrape job for the gateway')
+  t.equal(job?.metrics_path, '/api/metrics')
+  t.same(job?.static_configs.flatMap(config => config.targets), gatewayAddresses, 'Prometheus scrapes each replica directly')
+  t.match(dashboard, 'job=\\"amrikyy-gateway\\"', 'the dashboard filters on the scrape job name')
+
+  const upstream = /upstream amrikyy_gateway \{([^}]*)\}/.exec(nginx)?.[1] ?? ''
+  t.same([...upstream.matchAll(/^\s*server\s+(\S+)/gm)].map(match => match[1]), gatewayAddresses, 'nginx balances over both replicas')
+  t.match(upstream, /keepalive \d+;/)
+  for (const directive of ['proxy_buffering off;', 'proxy_cache off;', 'proxy_http_version 1.1;', "proxy_set_header Connection '';", 'proxy_read_timeout 1h;']) {
+    t.ok(nginx.includes(directive), `nginx: ${directive}`)
+  }
+
+  const emulator = compose.services.emulator
+  const emulatorUrl = `http://emulator:${emulator?.environment?.EMULATOR_PORT ?? ''}`
+  for (const [name, service] of gateways) {
+    t.equal(service.environment?.GEMINI_BASE_URL, `\${GEMINI_BASE_URL:-${emulatorUrl}}`, `${name} streams from the emulator unless told otherwise`)
+    t.equal(service.environment?.REDIS_URL, 'redis://redis:6379', `${name} shares Redis`)
+  }
+  t.ok(compose.services.redis, 'a Redis service')
+  t.ok(compose.services.nginx?.volumes?.includes('./deploy/nginx.conf:/etc/nginx/nginx.conf:ro'), 'nginx runs deploy/nginx.conf')
+  t.ok(compose.services.nginx?.ports?.includes('8080:80'))
+  t.ok(compose.services.prometheus?.volumes?.includes('./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro'), 'Prometheus runs deploy/prometheus.yml')
+  const grafanaVolumes = compose.services.grafana?.volumes ?? []
+  t.ok(grafanaVolumes.includes('./deploy/grafana/provisioning:/etc/grafana/provisioning:ro'), 'Grafana reads the provisioning files')
+  t.ok(grafanaVolumes.includes(`./deploy/grafana/dashboards:${dashboards.providers[0]?.options.path ?? ''}:ro`), 'the dashboards folder is mounted where the provider looks')
+})

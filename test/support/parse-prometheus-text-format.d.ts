@@ -1,0 +1,20 @@
+// The package ships no types: the shapes below are what its parser returns (every value stays a string).
+declare module 'parse-prometheus-text-format' {
+  export interface PrometheusSample {
+    labels?: Record<string, string>
+    value?: string
+    buckets?: Record<string, string>
+    quantiles?: Record<string, string>
+    count?: string
+    sum?: string
+  }
+
+  export interface PrometheusFamily {
+    name: string
+    help: string
+    type: 'COUNTER' | 'GAUGE' | 'HISTOGRAM' | 'SUMMARY' | 'UNTYPED'
+    metrics: PrometheusSample[]
+  }
+
+  export default function parsePrometheusTextFormat (text: string): PrometheusFamily[]
+}
