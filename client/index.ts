@@ -1,0 +1,261 @@
+// A dependency-free client for the gateway's POST /api/stream, for Node 20+ and browsers alike:
+// only fetch, ReadableStream, TextDecoder and AbortSignal are used.
+
+import { SseParser, type SseEvent } from './sse-parser.js'
+import { ConnectionError, GatewayError, StreamError, errorForResponse } from './errors.js'
+
+export {
+  BadRequestError, ConnectionError, ForbiddenError, GatewayError, RateLimitedError,
+  StreamError, StreamStartError, UnauthorizedError, parseRetryAfter, type StreamErrorKind
+} from './errors.js'
+export { SseParser, type SseEvent } from './sse-parser.js'
+
+export interface GenerationOptions {
+  temperature?: number
+  topP?: number
+  topK?: number
+  maxOutputTokens?: number
+}
+
+export interface StreamPromptOptions {
+  /** The gateway's origin, e.g. http://localhost:5000 (a path prefix is kept). */
+  baseUrl: string
+  /** Sent as X-API-Key; omitted when undefined. */
+  apiKey?: string | undefined
+  prompt: string
+  model?: string | undefined
+  options?: GenerationOptions | undefined
+  agent?: string | undefined
+  /** Aborting it closes the connection; iteration and `completion` then reject with its reason. */
+  signal?: AbortSignal | undefined
+}
+
+export interface ChunkEvent {
+  chunk: string
+  index: number
+}
+
+export interface Usage {
+  promptTokens: number
+  completionTokens: number
+  totalTokens: number
+}
+
+export interface CompletionEvent {
+  complete: true
+  totalChunks: number
+  fullText: string
+  /** Absent only when the gateway could not count tokens. */
+  usage?: Usage
+}
+
+/** One streamed answer: iterate it for the chunks, await `completion` for the final event. */
+export interface PromptStream extends AsyncIterable<ChunkEvent> {
+  /** Resolves with the completion event; rejects with the same error the iteration throws. */
+  readonly completion: Promise<CompletionEvent>
+  /** Closes the connection; iteration and `completion` reject with `reason`. */
+  abort: (reason?: unknown) => void
+}
+
+type Settled = { ok: true } | { ok: false, error: unknown }
+
+function streamUrl (baseUrl: string): string {
+  return `${baseUrl.replace(/\/+$/, '')}/api/stream`
+}
+
+function abortReason (signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('The stream was aborted', 'AbortError')
+}
+
+/** A promise that rejects when `signal` aborts; never left unhandled. */
+function whenAborted (signal: AbortSignal): Promise<never> {
+  const aborted = new Promise<never>((_resolve, reject) => {
+    if (signal.aborted) reject(abortReason(signal))
+    else signal.addEventListener('abort', () => { reject(abortReason(signal)) }, { once: true })
+  })
+  aborted.catch(() => {})
+  return aborted
+}
+
+/**
+ * Races a body read with the abort signal: on Node 20 a read of a fetch body aborted after it fully
+ * arrived can hang forever (nodejs/node#56917), so an abort must never wait on the read itself.
+ */
+async function raceAbort<T> (operation: Promise<T>, aborted: Promise<never>): Promise<T> {
+  operation.catch(() => {})
+  return await Promise.race([operation, aborted])
+}
+
+/** Node's fetch says only "fetch failed" and keeps the reason (ECONNREFUSED, ...) in `cause`. */
+function failureDetail (error: unknown): string {
+  if (!(error instanceof Error)) return String(error)
+  return error.cause instanceof Error ? error.cause.message : error.message
+}
+
+function parseEventData (event: SseEvent): unknown {
+  try {
+    return JSON.parse(event.data)
+  } catch (error) {
+    throw new StreamError(`The gateway sent an event that is not JSON: ${event.data.slice(0, 200)}`, { kind: 'malformed', recoverable: false, body: event.data, cause: error })
+  }
+}
+
+type ContractEvent =
+  | { type: 'chunk', event: ChunkEvent }
+  | { type: 'complete', event: CompletionEvent }
+  | { type: 'ignored' }
+
+function classify (payload: unknown): ContractEvent {
+  if (typeof payload !== 'object' || payload === null) return { type: 'ignored' }
+  const record = payload as Record<string, unknown>
+  if (typeof record.chunk === 'string' && typeof record.index === 'number') {
+    return { type: 'chunk', event: { chunk: record.chunk, index: record.index } }
+  }
+  if (record.complete === true) return { type: 'complete', event: payload as CompletionEvent }
+  if (typeof record.error === 'string') {
+    throw new StreamError(record.error, { kind: 'error-event', recoverable: record.recoverable === true, body: payload })
+  }
+  // Events the contract may add later are skipped rather than failing old clients.
+  return { type: 'ignored' }
+}
+
+/** Streams one prompt through the gateway. The request starts at once; chunks are buffered until read. */
+export function streamPrompt (request: StreamPromptOptions): PromptStream {
+  const controller = new AbortController()
+  const external = request.signal
+  const forwardAbort = (): void => { controller.abort(external === undefined ? undefined : abortReason(external)) }
+  if (external?.aborted === true) forwardAbort()
+  else external?.addEventListener('abort', forwardAbort, { once: true })
+
+  const chunks: ChunkEvent[] = []
+  let settled: Settled | undefined
+  let wakeReader: (() => void) | undefined
+  const wake = (): void => {
+    const resolve = wakeReader
+    wakeReader = undefined
+    resolve?.()
+  }
+
+  async function run (): Promise<CompletionEvent> {
+    const signal = controller.signal
+    const aborted = whenAborted(signal)
+    const url = streamUrl(request.baseUrl)
+    const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'text/event-stream' }
+    if (request.apiKey !== undefined) headers['x-api-key'] = request.apiKey
+    const body = JSON.stringify({
+      prompt: request.prompt,
+      ...(request.model === undefined ? {} : { model: request.model }),
+      ...(request.options === undefined ? {} : { options: request.options }),
+      ...(request.agent === undefined ? {} : { agent: request.agent })
+    })
+
+    let response: Response
+    try {
+      response = await raceAbort(fetch(url, { method: 'POST', headers, body, signal }), aborted)
+    } catch (error) {
+      if (signal.aborted) throw abortReason(signal)
+      throw new ConnectionError(`Could not reach the gateway at ${url}: ${failureDetail(error)}`, { cause: error })
+    }
+
+    if (!response.ok) {
+      let text = ''
+      try {
+        text = await raceAbort(response.text(), aborted)
+      } catch {
+        if (signal.aborted) throw abortReason(signal)
+      }
+      throw errorForResponse(response.status, response.headers, text)
+    }
+    const contentType = response.headers.get('content-type') ?? ''
+    if (!contentType.startsWith('text/event-stream') || response.body === null) {
+      await response.body?.cancel().catch(() => {})
+      throw new GatewayError(`Expected an event stream, got HTTP ${response.status} ${contentType === '' ? 'without a content type' : contentType}`, { status: response.status })
+    }
+
+    const reader = response.body.getReader()
+    const parser = new SseParser()
+    const release = (): void => { reader.cancel().catch(() => {}) }
+    try {
+      for (;;) {
+        let read: Awaited<ReturnType<typeof reader.read>>
+        try {
+          read = await raceAbort(reader.read(), aborted)
+        } catch (error) {
+          if (signal.aborted) throw abortReason(signal)
+          throw new StreamError('The connection to the gateway broke before the stream completed', { kind: 'truncated', recoverable: true, status: response.status, cause: error })
+        }
+        const events = read.done ? parser.end() : parser.feed(read.value)
+        for (const event of events) {
+          if (event.event !== 'message') continue
+          const outcome = classify(parseEventData(event))
+          if (outcome.type === 'chunk') {
+            chunks.push(outcome.event)
+            wake()
+          } else if (outcome.type === 'complete') {
+            return outcome.event
+          }
+        }
+        if (read.done) break
+      }
+    } finally {
+      release()
+    }
+    throw new StreamError('The stream ended before the completion event', { kind: 'truncated', recoverable: true, status: response.status })
+  }
+
+  const completion = run().then(
+    event => {
+      settled = { ok: true }
+      return event
+    },
+    (error: unknown) => {
+      settled = { ok: false, error }
+      throw error
+    }
+  ).finally(() => {
+    external?.removeEventListener('abort', forwardAbort)
+    wake()
+  })
+  // A caller that only iterates must not crash Node with an unhandled rejection of `completion`.
+  completion.catch(() => {})
+
+  let iterating = false
+  let iterationOver = false
+
+  const iterator: AsyncIterator<ChunkEvent> = {
+    async next () {
+      for (;;) {
+        if (iterationOver) return { done: true, value: undefined }
+        if (controller.signal.aborted && settled?.ok !== true) {
+          // Whoever aborted wants no more text, not the chunks still buffered.
+          iterationOver = true
+          throw settled?.ok === false ? settled.error : abortReason(controller.signal)
+        }
+        const chunk = chunks.shift()
+        if (chunk !== undefined) return { done: false, value: chunk }
+        if (settled !== undefined) {
+          iterationOver = true
+          if (settled.ok) return { done: true, value: undefined }
+          throw settled.error
+        }
+        await new Promise<void>(resolve => { wakeReader = resolve })
+      }
+    },
+    async return () {
+      iterationOver = true
+      // Leaving the loop early means nobody wants the rest: close the connection.
+      if (settled === undefined) controller.abort(new DOMException('The consumer stopped reading the stream', 'AbortError'))
+      return { done: true, value: undefined }
+    }
+  }
+
+  return {
+    completion,
+    abort: (reason?: unknown) => { controller.abort(reason) },
+    [Symbol.asyncIterator] () {
+      if (iterating) throw new TypeError('A PromptStream can be iterated only once')
+      iterating = true
+      return iterator
+    }
+  }
+}
