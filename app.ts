@@ -2,8 +2,11 @@ import type { FastifyInstance } from 'fastify'
 import errorsPlugin from './plugins/errors.js'
 import authPlugin, { type ApiKeyEntry } from './plugins/auth.js'
 import metricsPlugin, { type MetricsOptions } from './plugins/metrics.js'
+import rateLimitPlugin, { type RateLimitOptions } from './plugins/rate-limit.js'
 import geminiClientPlugin, { type GeminiClientOptions } from './plugins/gemini-client.js'
-import streamRoute from './routes/stream.js'
+import lifecyclePlugin, { type GatewayLifecycle } from './plugins/lifecycle.js'
+import requestIdPlugin from './plugins/request-id.js'
+import streamRoute, { type StreamRouteOptions } from './routes/stream.js'
 
 export const DEFAULT_MODEL = 'gemini-2.0-flash-exp'
 
@@ -18,6 +21,12 @@ export interface GatewayOptions {
   /** Model used when a request names none. Default `gemini-2.0-flash-exp`. */
   defaultModel?: string
   metrics?: MetricsOptions
+  /** Per-key limits on `/api/stream` (100 / 1000 admin per 15 minutes unless set); `false` turns limiting off. */
+  rateLimit?: RateLimitOptions | false
+  /** Timeouts, heartbeats and upstream retries of each stream. */
+  stream?: Omit<StreamRouteOptions, 'defaultModel'>
+  /** Pass one to drain the gateway's streams on shutdown (`lifecycle.drain(deadlineMs)`). */
+  lifecycle?: GatewayLifecycle
 }
 
 /**
@@ -26,12 +35,15 @@ export interface GatewayOptions {
  */
 export default async function streamGateway (app: FastifyInstance, options: GatewayOptions): Promise<void> {
   await app.register(errorsPlugin)
+  await app.register(requestIdPlugin)
+  await app.register(lifecyclePlugin, options.lifecycle === undefined ? {} : { lifecycle: options.lifecycle })
   await app.register(authPlugin, {
     apiKeys: options.apiKeys ?? [],
     adminApiKeys: options.adminApiKeys ?? [],
     keyEntries: options.keyEntries ?? []
   })
   await app.register(metricsPlugin, options.metrics ?? {})
+  if (options.rateLimit !== false) await app.register(rateLimitPlugin, options.rateLimit ?? {})
   await app.register(geminiClientPlugin, options.gemini)
-  await app.register(streamRoute, { defaultModel: options.defaultModel ?? DEFAULT_MODEL })
+  await app.register(streamRoute, { ...options.stream, defaultModel: options.defaultModel ?? DEFAULT_MODEL })
 }

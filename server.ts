@@ -2,7 +2,14 @@ import { randomBytes } from 'node:crypto'
 import Fastify, { type FastifyInstance } from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import configPlugin, { splitList, type Env } from './plugins/config.js'
+import { Registry } from 'prom-client'
 import streamGateway, { type GatewayOptions } from './app.js'
+import { GatewayLifecycle } from './plugins/lifecycle.js'
+import { metricsEndpoint } from './plugins/metrics.js'
+import { genReqId } from './plugins/request-id.js'
+import healthRoute from './routes/health.js'
+import playgroundRoute from './routes/playground.js'
+import { loadKeysFile } from './keys-file.js'
 
 /** A misconfiguration the operator must fix; printed without a stack trace. */
 export class ConfigError extends Error {
@@ -31,12 +38,13 @@ async function chooseUpstream (app: FastifyInstance, env: Env): Promise<Upstream
   return { gemini: { apiKey: 'emulator', baseUrl: emulator.url }, close: async () => { await emulator.close() } }
 }
 
-function chooseKeys (env: Env): Pick<GatewayOptions, 'apiKeys' | 'adminApiKeys'> {
+async function chooseKeys (env: Env): Promise<Pick<GatewayOptions, 'apiKeys' | 'adminApiKeys' | 'keyEntries'>> {
   const apiKeys = splitList(env.API_KEYS)
   const adminApiKeys = splitList(env.ADMIN_API_KEYS)
-  if (apiKeys.length > 0 || adminApiKeys.length > 0) return { apiKeys, adminApiKeys }
+  const keyEntries = env.API_KEYS_FILE === undefined ? [] : await loadKeysFile(env.API_KEYS_FILE)
+  if (apiKeys.length > 0 || adminApiKeys.length > 0 || keyEntries.length > 0) return { apiKeys, adminApiKeys, keyEntries }
   if (env.NODE_ENV === 'production') {
-    throw new ConfigError('API_KEYS (or ADMIN_API_KEYS) must be set when NODE_ENV=production: the gateway never runs open')
+    throw new ConfigError('API_KEYS, ADMIN_API_KEYS or API_KEYS_FILE must be set when NODE_ENV=production: the gateway never runs open')
   }
   const generated = randomBytes(24).toString('base64url')
   const host = env.HOST === '0.0.0.0' || env.HOST === '::' ? 'localhost' : env.HOST
@@ -55,6 +63,7 @@ function chooseKeys (env: Env): Pick<GatewayOptions, 'apiKeys' | 'adminApiKeys'>
 
 export async function startServer (): Promise<FastifyInstance> {
   const app = Fastify({
+    genReqId,
     logger: {
       level: process.env.LOG_LEVEL ?? 'info',
       redact: ['req.headers["x-api-key"]', 'req.headers.authorization']
@@ -66,18 +75,46 @@ export async function startServer (): Promise<FastifyInstance> {
 
   const upstream = await chooseUpstream(app, env)
   app.addHook('onClose', upstream.close)
+  const lifecycle = new GatewayLifecycle()
+  const registry = new Registry()
+  await app.register(healthRoute, { lifecycle })
   await app.register(streamGateway, {
-    ...chooseKeys(env),
-    gemini: upstream.gemini,
+    lifecycle,
+    ...await chooseKeys(env),
+    gemini: { ...upstream.gemini, client: env.GEMINI_CLIENT },
     defaultModel: env.DEFAULT_MODEL,
-    metrics: { bearerToken: env.METRICS_TOKEN }
+    // With METRICS_PORT the scrape endpoint lives on its own listener, off the public port.
+    metrics: { registry, bearerToken: env.METRICS_TOKEN, endpoint: env.METRICS_PORT === undefined ? '/api/metrics' : null },
+    stream: {
+      heartbeatMs: env.HEARTBEAT_INTERVAL_MS,
+      timeouts: { firstChunkMs: env.STREAM_FIRST_CHUNK_TIMEOUT_MS, idleMs: env.STREAM_IDLE_TIMEOUT_MS, totalMs: env.STREAM_TOTAL_TIMEOUT_MS },
+      retry: { attempts: env.UPSTREAM_RETRY_ATTEMPTS }
+    },
+    rateLimit: {
+      max: env.RATE_LIMIT_MAX,
+      adminMax: env.RATE_LIMIT_ADMIN_MAX,
+      timeWindow: env.RATE_LIMIT_WINDOW,
+      redis: env.REDIS_URL,
+      onRedisError: env.RATE_LIMIT_ON_REDIS_ERROR
+    }
   })
+  if (env.PLAYGROUND ?? env.NODE_ENV !== 'production') await app.register(playgroundRoute)
 
-  closeWithGrace({ delay: 30_000 }, async ({ err }) => {
+  const metricsServer = env.METRICS_PORT === undefined ? undefined : Fastify({ logger: false })
+  if (metricsServer !== undefined) {
+    await metricsServer.register(metricsEndpoint, { registry, path: '/api/metrics', bearerToken: env.METRICS_TOKEN })
+    app.addHook('onClose', async () => { await metricsServer.close() })
+  }
+
+  closeWithGrace({ delay: env.SHUTDOWN_TIMEOUT_MS + 10_000 }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'closing after an error')
+    app.log.info({ signal, openStreams: lifecycle.openStreams, deadlineMs: env.SHUTDOWN_TIMEOUT_MS }, 'draining open streams before exit')
+    const drained = await lifecycle.drain(env.SHUTDOWN_TIMEOUT_MS)
+    app.log.info(drained, 'streams drained; closing')
     await app.close()
   })
   await app.listen({ port: env.PORT, host: env.HOST })
+  if (metricsServer !== undefined) await metricsServer.listen({ port: env.METRICS_PORT, host: env.HOST })
   return app
 }
 

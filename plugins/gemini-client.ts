@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { createSdkGeminiClient } from '../gemini/sdk-client.js'
+import { createRestGeminiClient } from '../gemini/rest-client.js'
 import type { GeminiClient, GeminiClientOptions } from '../gemini/types.js'
 
 export * from '../gemini/types.js'
@@ -14,5 +15,15 @@ export default fp<GeminiClientOptions>(async function geminiClientPlugin (app, o
   if (typeof options.apiKey !== 'string' || options.apiKey === '') {
     throw new Error('gemini-client: option "apiKey" must be a non-empty string')
   }
-  app.decorate('gemini', createSdkGeminiClient(options))
+  const choice = options.client ?? 'rest'
+  if (choice !== 'sdk' && choice !== 'rest') {
+    throw new Error('gemini-client: option "client" must be "sdk" or "rest"')
+  }
+  if (choice === 'rest') {
+    const client = createRestGeminiClient(options)
+    app.addHook('onClose', async () => { await client.close() })
+    app.decorate('gemini', client)
+  } else {
+    app.decorate('gemini', createSdkGeminiClient(options))
+  }
 }, { name: 'amrikyy-gemini-client', fastify: '5.x' })

@@ -1,0 +1,304 @@
+// The benchmark: three paths to the same emulator (direct, bare proxy, gateway), driven at several
+// concurrencies with the paths interleaved run by run, every stream's bytes checked.
+
+import { cpus, totalmem, release } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { AnswerPace } from '../emulator/answer.js'
+import { GATEWAY_CLIENT_KEY, startEmulatorProcess, type GatewayProcessOptions, startGatewayProcess, startProxyProcess, type Child } from './children.js'
+import { expectedStream, gatewayBodyProblem, upstreamBodyProblem, type ExpectedStream } from './expect.js'
+import { keepAliveAgent, percentile, runLoad, type StreamSample, type StreamTarget } from './load.js'
+import { cpuMs, sampleRss, ticksPerSecond } from './procfs.js'
+
+export type PathName = 'direct' | 'proxy' | 'gateway'
+export const PATHS: readonly PathName[] = ['direct', 'proxy', 'gateway']
+
+export const MODEL = 'gemini-2.0-flash-exp'
+const WARMUP_CONCURRENCY = 10
+
+export interface UpstreamPace extends AnswerPace {
+  chunkDelayMs: number
+}
+
+export interface ScenarioConfig {
+  name: string
+  pace: UpstreamPace
+  concurrencies: number[]
+  /** Timed streams per run at each concurrency. */
+  streamsPerRun: (concurrency: number) => number
+  runs: number
+}
+
+export interface BenchConfig {
+  scenarios: ScenarioConfig[]
+  /**
+   * The pace the byte checks assume. Normally each scenario's own; a test sets a different one to
+   * prove that a wrong stream is caught.
+   */
+  checkPace?: AnswerPace
+  /** Distinct prompts cycled through; each has its own answer. */
+  promptVariety?: number
+  /** Unmeasured streams per path before the first run. Default 500. */
+  warmupStreams?: number
+  /** Gateway process options (another build's script, extra env or node flags). */
+  gateway?: GatewayProcessOptions
+  log?: (line: string) => void
+}
+
+export interface RunMeasure {
+  streams: number
+  ttfcP50Ms: number
+  ttfcP99Ms: number
+  totalP50Ms: number
+  totalP99Ms: number
+  streamsPerSecond: number
+  /** CPU of the serving process (emulator for direct, proxy, gateway) per timed stream. */
+  cpuMsPerStream: number
+  /** Highest RSS of the serving process sampled during the run, in MiB. */
+  peakRssMiB: number
+}
+
+export type MeasureName = keyof RunMeasure
+
+export interface Spread { median: number, min: number, max: number }
+
+export interface CellReport {
+  path: PathName
+  concurrency: number
+  runs: RunMeasure[]
+  summary: Record<MeasureName, Spread>
+}
+
+export interface RatioReport {
+  concurrency: number
+  /** gateway CPU per stream / proxy CPU per stream (medians). */
+  cpuPerStreamGatewayOverProxy: number
+  /** gateway streams/s / proxy streams/s (medians). */
+  throughputGatewayOverProxy: number
+  /** Median TTFC p50: gateway minus direct, and gateway minus proxy, in ms. */
+  ttfcP50GatewayMinusDirectMs: number
+  ttfcP50GatewayMinusProxyMs: number
+  ttfcP50ProxyMinusDirectMs: number
+  /** Median whole-stream p50: gateway minus direct, in ms. */
+  totalP50GatewayMinusDirectMs: number
+}
+
+export interface CheckReport {
+  streamsChecked: number
+  wrongStreams: number
+  /** The first few problems, each naming path, concurrency and what was wrong. */
+  problems: string[]
+}
+
+export interface ScenarioReport {
+  name: string
+  pace: UpstreamPace
+  runs: number
+  cells: CellReport[]
+  ratios: RatioReport[]
+  checks: CheckReport
+}
+
+export interface MachineFacts {
+  cpuModel: string
+  cores: number
+  memoryGiB: number
+  node: string
+  kernel: string
+  clockTicksPerSecond: number
+}
+
+export interface BenchReport {
+  startedAt: string
+  machine: MachineFacts
+  scenarios: ScenarioReport[]
+}
+
+export function machineFacts (): MachineFacts {
+  const list = cpus()
+  return {
+    cpuModel: list[0]?.model.trim() ?? 'unknown',
+    cores: list.length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30 * 10) / 10,
+    node: process.version,
+    kernel: release(),
+    clockTicksPerSecond: ticksPerSecond()
+  }
+}
+
+export function promptFor (i: number, variety: number): string {
+  return `bench prompt ${i % variety}: why is the sky blue?`
+}
+
+export function upstreamRequestBody (prompt: string): string {
+  // What the SDK sends for a bare prompt with a config object (see gemini-wire-protocol.md §2.3).
+  return JSON.stringify({ contents: [{ parts: [{ text: prompt }], role: 'user' }], generationConfig: {} })
+}
+
+export function targetFor (path: PathName, url: string): StreamTarget {
+  if (path === 'gateway') {
+    return { url: `${url}/api/stream`, headers: { 'x-api-key': GATEWAY_CLIENT_KEY }, body: prompt => JSON.stringify({ prompt }) }
+  }
+  return {
+    url: `${url}/v1beta/models/${MODEL}:streamGenerateContent?alt=sse`,
+    headers: { 'x-goog-api-key': 'bench' },
+    body: upstreamRequestBody
+  }
+}
+
+/** Why a sample is wrong, or undefined when its status and every byte are right. */
+export function sampleProblem (path: PathName, sample: StreamSample, expected: ExpectedStream): string | undefined {
+  if (sample.error !== undefined) return `transport error: ${sample.error}`
+  if (sample.status !== 200) return `status ${sample.status}`
+  return path === 'gateway' ? gatewayBodyProblem(sample.body, expected) : upstreamBodyProblem(sample.body, expected)
+}
+
+function spread (values: number[]): Spread {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  const median = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+  return { median, min: sorted[0]!, max: sorted[sorted.length - 1]! }
+}
+
+function summarise (runs: RunMeasure[]): Record<MeasureName, Spread> {
+  const names = Object.keys(runs[0]!) as MeasureName[]
+  return Object.fromEntries(names.map(name => [name, spread(runs.map(run => run[name]))])) as Record<MeasureName, Spread>
+}
+
+class Checker {
+  private readonly cache = new Map<string, ExpectedStream>()
+  readonly report: CheckReport = { streamsChecked: 0, wrongStreams: 0, problems: [] }
+
+  constructor (private readonly pace: AnswerPace) {}
+
+  check (path: PathName, concurrency: number, samples: StreamSample[]): void {
+    for (const sample of samples) {
+      let expected = this.cache.get(sample.prompt)
+      if (expected === undefined) {
+        expected = expectedStream(sample.prompt, this.pace)
+        this.cache.set(sample.prompt, expected)
+      }
+      this.report.streamsChecked++
+      const problem = sampleProblem(path, sample, expected)
+      if (problem === undefined) continue
+      this.report.wrongStreams++
+      if (this.report.problems.length < 10) this.report.problems.push(`${path} c=${concurrency}: ${problem}`)
+    }
+  }
+}
+
+interface Servers {
+  emulator: Child
+  proxy: Child
+  gateway: Child
+}
+
+function serverFor (servers: Servers, path: PathName): Child {
+  return path === 'direct' ? servers.emulator : servers[path]
+}
+
+async function measureRun (servers: Servers, path: PathName, concurrency: number, streams: number, checker: Checker, variety: number): Promise<RunMeasure> {
+  const server = serverFor(servers, path)
+  const target = targetFor(path, server.url)
+  const agent = keepAliveAgent(concurrency)
+  try {
+    // Opens every connection (client side and the server's upstream pool) before the clock starts.
+    const warm = await runLoad(agent, target, { streams: concurrency, concurrency, promptFor: i => promptFor(i, variety) })
+    checker.check(path, concurrency, warm.samples)
+    await sleep(20)
+
+    const rss = sampleRss(server.pid)
+    const cpuBefore = cpuMs(server.pid)
+    const load = await runLoad(agent, target, { streams, concurrency, promptFor: i => promptFor(i + concurrency, variety) })
+    // Lets work the server does right after the last byte (metrics, socket bookkeeping) land in this run.
+    await sleep(30)
+    const cpuAfter = cpuMs(server.pid)
+    const peakRssKiB = rss.stop()
+    checker.check(path, concurrency, load.samples)
+
+    const firstChunks = load.samples.map(s => s.firstChunkMs)
+    const totals = load.samples.map(s => s.totalMs)
+    return {
+      streams,
+      ttfcP50Ms: percentile(firstChunks, 50),
+      ttfcP99Ms: percentile(firstChunks, 99),
+      totalP50Ms: percentile(totals, 50),
+      totalP99Ms: percentile(totals, 99),
+      streamsPerSecond: streams / (load.wallMs / 1000),
+      cpuMsPerStream: (cpuAfter - cpuBefore) / streams,
+      peakRssMiB: peakRssKiB / 1024
+    }
+  } finally {
+    agent.destroy()
+  }
+}
+
+function ratiosFor (cells: CellReport[], concurrencies: number[]): RatioReport[] {
+  const median = (path: PathName, concurrency: number, name: MeasureName): number =>
+    cells.find(cell => cell.path === path && cell.concurrency === concurrency)!.summary[name].median
+  return concurrencies.map(c => ({
+    concurrency: c,
+    cpuPerStreamGatewayOverProxy: median('gateway', c, 'cpuMsPerStream') / median('proxy', c, 'cpuMsPerStream'),
+    throughputGatewayOverProxy: median('gateway', c, 'streamsPerSecond') / median('proxy', c, 'streamsPerSecond'),
+    ttfcP50GatewayMinusDirectMs: median('gateway', c, 'ttfcP50Ms') - median('direct', c, 'ttfcP50Ms'),
+    ttfcP50GatewayMinusProxyMs: median('gateway', c, 'ttfcP50Ms') - median('proxy', c, 'ttfcP50Ms'),
+    ttfcP50ProxyMinusDirectMs: median('proxy', c, 'ttfcP50Ms') - median('direct', c, 'ttfcP50Ms'),
+    totalP50GatewayMinusDirectMs: median('gateway', c, 'totalP50Ms') - median('direct', c, 'totalP50Ms')
+  }))
+}
+
+export async function runScenario (scenario: ScenarioConfig, config: BenchConfig): Promise<ScenarioReport> {
+  const log = config.log ?? (() => {})
+  const variety = config.promptVariety ?? 64
+  const checker = new Checker(config.checkPace ?? scenario.pace)
+  const started: Child[] = []
+  try {
+    const emulator = await startEmulatorProcess(scenario.pace)
+    started.push(emulator)
+    const proxy = await startProxyProcess(emulator.url)
+    started.push(proxy)
+    const gateway = await startGatewayProcess(emulator.url, config.gateway)
+    started.push(gateway)
+    const servers = { emulator, proxy, gateway }
+
+    // JIT warm-up, unmeasured: a fresh process is several times slower for its first few hundred streams.
+    for (const path of PATHS) {
+      const agent = keepAliveAgent(WARMUP_CONCURRENCY)
+      const warm = await runLoad(agent, targetFor(path, serverFor(servers, path).url), { streams: config.warmupStreams ?? 500, concurrency: WARMUP_CONCURRENCY, promptFor: i => promptFor(i, variety) })
+      agent.destroy()
+      checker.check(path, WARMUP_CONCURRENCY, warm.samples)
+    }
+
+    const measures = new Map<string, RunMeasure[]>()
+    for (let run = 0; run < scenario.runs; run++) {
+      for (const concurrency of scenario.concurrencies) {
+        // Rotating the order each run spreads any drift (JIT, heap growth, thermal) over all paths.
+        const order = PATHS.map((_, i) => PATHS[(i + run) % PATHS.length]!)
+        for (const path of order) {
+          const measure = await measureRun(servers, path, concurrency, scenario.streamsPerRun(concurrency), checker, variety)
+          const key = `${path}@${concurrency}`
+          measures.set(key, [...(measures.get(key) ?? []), measure])
+          log(`${scenario.name} run ${run + 1}/${scenario.runs} ${path} c=${concurrency}: ` +
+            `${measure.streamsPerSecond.toFixed(0)} streams/s, ttfc p50 ${measure.ttfcP50Ms.toFixed(2)} ms, ` +
+            `cpu ${measure.cpuMsPerStream.toFixed(3)} ms/stream, rss ${measure.peakRssMiB.toFixed(0)} MiB`)
+        }
+      }
+    }
+
+    const cells: CellReport[] = []
+    for (const concurrency of scenario.concurrencies) {
+      for (const path of PATHS) {
+        const runs = measures.get(`${path}@${concurrency}`)!
+        cells.push({ path, concurrency, runs, summary: summarise(runs) })
+      }
+    }
+    return { name: scenario.name, pace: scenario.pace, runs: scenario.runs, cells, ratios: ratiosFor(cells, scenario.concurrencies), checks: checker.report }
+  } finally {
+    for (const child of started.reverse()) await child.stop()
+  }
+}
+
+export async function runBench (config: BenchConfig): Promise<BenchReport> {
+  const report: BenchReport = { startedAt: new Date().toISOString(), machine: machineFacts(), scenarios: [] }
+  for (const scenario of config.scenarios) report.scenarios.push(await runScenario(scenario, config))
+  return report
+}

@@ -1,0 +1,59 @@
+// Renders a bench report as Markdown: one table per scenario, then the ratios and the byte checks.
+
+import type { BenchReport, Spread } from './harness.js'
+import type { MemoryReport } from './memory.js'
+
+function fixed (value: number, digits: number): string {
+  return Number.isFinite(value) ? value.toFixed(digits) : 'n/a'
+}
+
+function cell (spread: Spread, digits: number): string {
+  if (spread.min === spread.max) return fixed(spread.median, digits)
+  return `${fixed(spread.median, digits)} (${fixed(spread.min, digits)}–${fixed(spread.max, digits)})`
+}
+
+export function renderMarkdown (report: BenchReport, memory?: MemoryReport[]): string {
+  const m = report.machine
+  const lines: string[] = [
+    `# Benchmark: gateway vs bare proxy vs direct upstream`,
+    '',
+    `Run ${report.startedAt} on ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, Linux ${m.kernel}. ` +
+      'Emulator, bare proxy, gateway and load client are separate processes on the same machine.',
+    '',
+    'Each cell: median over runs, (min–max) across runs. TTFC = time to the first chunk event. ' +
+      'CPU = user+system time of the serving process (emulator for direct) per stream, from /proc. RSS = highest sampled during the run.',
+    ''
+  ]
+  for (const scenario of report.scenarios) {
+    const p = scenario.pace
+    lines.push(`## ${scenario.name}: ${p.chunkCount} chunks, ${p.chunkDelayMs} ms between chunks, ${scenario.runs} run(s)`, '')
+    lines.push('| path | conc. | streams/run | TTFC p50 ms | TTFC p99 ms | stream p50 ms | stream p99 ms | streams/s | CPU ms/stream | peak RSS MiB |')
+    lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for (const c of scenario.cells) {
+      const s = c.summary
+      lines.push(`| ${c.path} | ${c.concurrency} | ${s.streams.median} | ${cell(s.ttfcP50Ms, 2)} | ${cell(s.ttfcP99Ms, 2)} | ${cell(s.totalP50Ms, 2)} | ` +
+        `${cell(s.totalP99Ms, 2)} | ${cell(s.streamsPerSecond, 0)} | ${cell(s.cpuMsPerStream, 3)} | ${cell(s.peakRssMiB, 0)} |`)
+    }
+    lines.push('', '| conc. | CPU/stream gateway÷proxy | streams/s gateway÷proxy | TTFC p50 gateway−direct ms | TTFC p50 gateway−proxy ms | TTFC p50 proxy−direct ms | stream p50 gateway−direct ms |')
+    lines.push('|---:|---:|---:|---:|---:|---:|---:|')
+    for (const r of scenario.ratios) {
+      lines.push(`| ${r.concurrency} | ${fixed(r.cpuPerStreamGatewayOverProxy, 2)}× | ${fixed(r.throughputGatewayOverProxy, 2)}× | ${fixed(r.ttfcP50GatewayMinusDirectMs, 2)} | ` +
+        `${fixed(r.ttfcP50GatewayMinusProxyMs, 2)} | ${fixed(r.ttfcP50ProxyMinusDirectMs, 2)} | ${fixed(r.totalP50GatewayMinusDirectMs, 2)} |`)
+    }
+    const k = scenario.checks
+    lines.push('', `Byte checks: ${k.streamsChecked} streams checked, ${k.wrongStreams} wrong.`)
+    for (const problem of k.problems) lines.push(`- ${problem}`)
+    lines.push('')
+  }
+  if (memory !== undefined && memory.length > 0) {
+    lines.push('## Idle open streams (upstream paused after its first chunk)', '')
+    lines.push('| server | open streams | RSS before MiB | RSS open MiB | KiB per open stream | RSS after close MiB | released |')
+    lines.push('|---|---:|---:|---:|---:|---:|---|')
+    for (const r of memory) {
+      lines.push(`| ${r.server} | ${r.openStreams} | ${fixed(r.rssBeforeMiB, 1)} | ${fixed(r.rssOpenMiB, 1)} | ${fixed(r.kibPerOpenStream, 1)} | ` +
+        `${fixed(r.rssAfterCloseMiB, 1)} | ${r.released ? 'yes' : `NO: ${r.releaseProblem ?? ''}`} |`)
+    }
+    lines.push('')
+  }
+  return lines.join('\n')
+}

@@ -1,0 +1,125 @@
+// `npm run bench` entry. Flags:
+//   --quick        one short run of each path (a minute or less), written to bench/results/quick.*
+//   --runs N       runs per path and concurrency in the cheap-upstream scenario (default 3)
+//   --no-memory    skip the idle-open-streams scenario
+//   --no-paced     skip the realistic-pace scenario
+//   --gateway-script PATH   measure another build's server.js (e.g. an older commit's) instead of dist/server.js
+//   --gemini-client sdk|rest   the gateway's GEMINI_CLIENT (default: the gateway's own default)
+//   --profile      instead of the bench: CPU-profile the gateway under load, write bench/results/profile.md
+
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { projectRoot, startEmulatorProcess, startGatewayProcess, type GatewayProcessOptions } from './children.js'
+import { summariseProfile, renderProfileSummary, type CpuProfile } from './cpuprofile.js'
+import { machineFacts, promptFor, runBench, targetFor, type BenchConfig, type ScenarioConfig, type UpstreamPace } from './harness.js'
+import { keepAliveAgent, runLoad } from './load.js'
+import { measureIdleStreams, type MemoryReport } from './memory.js'
+import { renderMarkdown } from './report.js'
+
+const CHEAP: UpstreamPace = { chunkCount: 50, chunkDelayMs: 0, defaultMaxTokens: 64 }
+const PACED: UpstreamPace = { chunkCount: 50, chunkDelayMs: 10, defaultMaxTokens: 64 }
+
+const log = (line: string): void => { process.stderr.write(`${line}\n`) }
+
+function scenarios (quick: boolean, runs: number, paced: boolean): ScenarioConfig[] {
+  if (quick) {
+    return [{ name: 'cheap upstream (quick)', pace: CHEAP, concurrencies: [1, 50], runs: 1, streamsPerRun: c => c === 1 ? 100 : 500 }]
+  }
+  const list: ScenarioConfig[] = [{
+    name: 'cheap upstream',
+    pace: CHEAP,
+    concurrencies: [1, 50, 200],
+    runs,
+    // Enough streams that a run spends a few hundred clock ticks of server CPU.
+    streamsPerRun: c => c === 1 ? 300 : c === 50 ? 1500 : 2000
+  }]
+  if (paced) {
+    list.push({ name: 'realistic pace', pace: PACED, concurrencies: [50, 200], runs: 2, streamsPerRun: c => 2 * c })
+  }
+  return list
+}
+
+async function profileGateway (resultsDir: string, gatewayOptions: GatewayProcessOptions): Promise<void> {
+  const profileDir = join(resultsDir, 'profiles')
+  rmSync(profileDir, { recursive: true, force: true })
+  mkdirSync(profileDir, { recursive: true })
+  const emulator = await startEmulatorProcess(CHEAP)
+  try {
+    const gateway = await startGatewayProcess(emulator.url, { ...gatewayOptions, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] })
+    try {
+      const target = targetFor('gateway', gateway.url)
+      const agent = keepAliveAgent(50)
+      await runLoad(agent, target, { streams: 500, concurrency: 50, promptFor: i => promptFor(i, 64) })
+      const load = await runLoad(agent, target, { streams: 5000, concurrency: 50, promptFor: i => promptFor(i, 64) })
+      agent.destroy()
+      const wrong = load.samples.filter(s => s.status !== 200).length
+      log(`profiled ${load.samples.length} gateway streams at c=50 (${wrong} not 200) in ${load.wallMs.toFixed(0)} ms`)
+    } finally {
+      await gateway.stop()
+    }
+  } finally {
+    await emulator.stop()
+  }
+  const file = readdirSync(profileDir).find(name => name.endsWith('.cpuprofile'))
+  if (file === undefined) throw new Error('bench: the gateway wrote no .cpuprofile')
+  const summary = summariseProfile(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile, 40)
+  const m = machineFacts()
+  const markdown = `# Gateway CPU profile under load\n\n5,000 streams of 50 chunks at concurrency 50 (after 500 warm-up streams), ` +
+    `cheap emulator upstream, gateway in production mode. ${m.cpuModel}, ${m.cores} cores, Node ${m.node}.\n\n` +
+    renderProfileSummary(summary, `Profile ${file}`)
+  writeFileSync(join(resultsDir, 'profile.md'), markdown)
+  writeFileSync(join(resultsDir, 'profile.json'), `${JSON.stringify(summary, null, 2)}\n`)
+  process.stdout.write(markdown)
+}
+
+async function main (): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      runs: { type: 'string', default: '3' },
+      'no-memory': { type: 'boolean', default: false },
+      'no-paced': { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
+      'gateway-script': { type: 'string' },
+      'gemini-client': { type: 'string' }
+    }
+  })
+  const resultsDir = join(projectRoot(), 'bench', 'results')
+  mkdirSync(resultsDir, { recursive: true })
+  const geminiClient = values['gemini-client']
+  if (geminiClient !== undefined && geminiClient !== 'sdk' && geminiClient !== 'rest') throw new Error(`--gemini-client must be sdk or rest, got "${geminiClient}"`)
+  const gateway: GatewayProcessOptions = {
+    ...(values['gateway-script'] === undefined ? {} : { script: values['gateway-script'] }),
+    ...(geminiClient === undefined ? {} : { env: { GEMINI_CLIENT: geminiClient } })
+  }
+  if (values.profile) return await profileGateway(resultsDir, gateway)
+
+  const runs = Number(values.runs)
+  if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got "${values.runs}"`)
+  const config: BenchConfig = { scenarios: scenarios(values.quick, runs, !values['no-paced']), gateway, log }
+  const report = await runBench(config)
+
+  const memory: MemoryReport[] = []
+  if (!values['no-memory']) {
+    for (const n of values.quick ? [200] : [1000, 5000]) {
+      for (const server of ['proxy', 'gateway'] as const) memory.push(await measureIdleStreams(server, n, CHEAP, log, gateway))
+    }
+  }
+
+  const markdown = renderMarkdown(report, memory)
+  const name = values.quick ? 'quick' : 'latest'
+  writeFileSync(join(resultsDir, `${name}.md`), markdown)
+  writeFileSync(join(resultsDir, `${name}.json`), `${JSON.stringify({ ...report, memory }, null, 2)}\n`)
+  process.stdout.write(markdown)
+  const wrong = report.scenarios.reduce((sum, s) => sum + s.checks.wrongStreams, 0)
+  if (wrong > 0) {
+    log(`bench: ${wrong} streams had wrong bytes; their numbers do not count`)
+    process.exitCode = 1
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`)
+  process.exit(1)
+})

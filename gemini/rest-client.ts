@@ -1,0 +1,234 @@
+// A direct Gemini REST streaming client: the same requests and the same outcomes as the
+// @google/genai client (gemini/sdk-client.ts), without the SDK's per-read web `Response` objects.
+// It speaks the wire protocol of /work/shared/gemini-wire-protocol.md over an undici keep-alive
+// pool; every failure is shaped by the same `toUpstreamError` the SDK client uses, fed the same
+// kind of error the SDK would have thrown, so the two clients cannot drift apart in what they report.
+
+import { Agent, type Dispatcher } from 'undici'
+import { ApiError, type GenerateContentResponse } from '@google/genai'
+import { toDelta } from './sdk-client.js'
+import { toUpstreamError, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest } from './types.js'
+
+export const DEFAULT_GEMINI_BASE_URL = 'https://generativelanguage.googleapis.com'
+/** @google/genai 2.32's default API version for the Gemini Developer API. */
+export const DEFAULT_API_VERSION = 'v1beta'
+
+const CLIENT_LABEL = `amrikyy-gateway-rest/0.1.0 gl-node/${process.version}`
+
+export interface RestGeminiClient extends GeminiClient {
+  /** Closes the connection pool. */
+  close: () => Promise<void>
+}
+
+/** Pieces an SSE body into events the way the SDK does: at the earliest of `\n\n`, `\r\r`, `\r\n\r\n`. */
+export class SseSplitter {
+  private buffer = ''
+
+  /** Adds decoded text; returns the payloads of the `data:` events it completed, trimmed. */
+  push (text: string): string[] {
+    this.buffer = this.buffer === '' ? text : this.buffer + text
+    const payloads: string[] = []
+    let start = 0
+    for (;;) {
+      const end = earliestDelimiter(this.buffer, start)
+      if (end === undefined) break
+      const event = this.buffer.slice(start, end.index).trim()
+      start = end.index + end.length
+      // Comments, `event:` blocks and anything else that does not start with data: are dropped, as by the SDK.
+      if (event.startsWith('data:')) payloads.push(event.slice(5).trim())
+    }
+    if (start > 0) this.buffer = this.buffer.slice(start)
+    return payloads
+  }
+
+  /** True when text that is not whitespace waits for a delimiter that will never come. */
+  get hasUnterminatedEvent (): boolean {
+    return this.buffer.trim() !== ''
+  }
+}
+
+function earliestDelimiter (text: string, from: number): { index: number, length: number } | undefined {
+  let best: { index: number, length: number } | undefined
+  for (const delimiter of ['\n\n', '\r\r', '\r\n\r\n']) {
+    const index = text.indexOf(delimiter, from)
+    if (index !== -1 && (best === undefined || index < best.index)) best = { index, length: delimiter.length }
+  }
+  return best
+}
+
+/** The ApiError the SDK throws for an error object inside a 200 stream, or undefined when it is not one. */
+function streamErrorOf (value: unknown): ApiError | undefined {
+  if (value === null || typeof value !== 'object' || !('error' in value)) return undefined
+  const error = (value as { error: unknown }).error
+  if (error === null || typeof error !== 'object') return undefined
+  const { code, status } = error as { code?: unknown, status?: unknown }
+  // Like the SDK: an error object without a numeric 4xx/5xx code is an (empty) answer, not a failure.
+  if (typeof code !== 'number' || code < 400 || code >= 600) return undefined
+  return new ApiError({ message: `got status: ${String(status)}. ${JSON.stringify(value)}`, status: code })
+}
+
+function abortError (): Error {
+  return new DOMException('This operation was aborted', 'AbortError')
+}
+
+/** The model path segment, with the SDK's `models/` prefix rule and its client-side name checks. */
+export function modelPath (model: string): string {
+  if (model === '') throw new Error('model is required and must be a string')
+  if (model.includes('..') || model.includes('?') || model.includes('&')) throw new Error('invalid model parameter')
+  return model.startsWith('models/') || model.startsWith('tunedModels/') ? model : `models/${model}`
+}
+
+/** The request body the SDK sends for a text prompt with a config object (generationConfig always present). */
+export function generateContentBody (request: GenerationRequest): string {
+  const generationConfig: Record<string, number> = {}
+  const options = request.options ?? {}
+  // The SDK's field order; unset fields are left out.
+  if (options.temperature != null) generationConfig.temperature = options.temperature
+  if (options.topP != null) generationConfig.topP = options.topP
+  if (options.topK != null) generationConfig.topK = options.topK
+  if (options.maxOutputTokens != null) generationConfig.maxOutputTokens = options.maxOutputTokens
+  return JSON.stringify({ contents: [{ parts: [{ text: request.prompt }], role: 'user' }], generationConfig })
+}
+
+export function createRestGeminiClient (options: GeminiClientOptions): RestGeminiClient {
+  const base = new URL(options.baseUrl ?? DEFAULT_GEMINI_BASE_URL)
+  const basePath = base.pathname.endsWith('/') ? base.pathname.slice(0, -1) : base.pathname
+  const apiVersion = options.apiVersion ?? DEFAULT_API_VERSION
+  const prefix = apiVersion === '' ? basePath : `${basePath}/${apiVersion}`
+  const origin = base.origin
+  // Like the SDK's dispatcher: no client-side timeouts; the server bounds a request.
+  const pool = new Agent({ headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 4_000 })
+  const headers = {
+    'content-type': 'application/json',
+    'user-agent': CLIENT_LABEL,
+    'x-goog-api-client': CLIENT_LABEL,
+    'x-goog-api-key': options.apiKey
+  }
+  const fail = (error: unknown): Error => toUpstreamError(error, options.apiKey)
+
+  /** Sends a POST and returns the 2xx response; any other answer becomes the error the SDK would report. */
+  async function post (path: string, body: string, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+    if (signal.aborted) throw fail(abortError())
+    let response: Dispatcher.ResponseData
+    try {
+      response = await pool.request({ origin, path, method: 'POST', headers, body, signal })
+    } catch (error) {
+      throw fail(signal.aborted ? abortError() : new TypeError('fetch failed', { cause: error }))
+    }
+    if (response.statusCode >= 200 && response.statusCode < 300) return response
+    let text: string
+    try {
+      text = await response.body.text()
+    } catch (error) {
+      throw fail(signal.aborted ? abortError() : new TypeError('terminated', { cause: error }))
+    }
+    const contentType = response.headers['content-type']
+    let errorBody: unknown
+    if ((Array.isArray(contentType) ? contentType.join(', ') : contentType ?? '').includes('application/json')) {
+      try {
+        errorBody = JSON.parse(text)
+      } catch (error) {
+        throw fail(error)
+      }
+    } else {
+      errorBody = { error: { message: text, code: response.statusCode, status: '' } }
+    }
+    const message = JSON.stringify(errorBody)
+    throw fail(response.statusCode >= 400 && response.statusCode < 600 ? new ApiError({ message, status: response.statusCode }) : new Error(message))
+  }
+
+  return {
+    async streamGenerate (request, signal) {
+      let path: string
+      try {
+        path = `${prefix}/${modelPath(request.model)}:streamGenerateContent?alt=sse`
+      } catch (error) {
+        throw fail(error)
+      }
+      const response = await post(path, generateContentBody(request), signal)
+      const reads = response.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+      const decoder = new TextDecoder('utf-8')
+      const splitter = new SseSplitter()
+      const ready: GenerationDelta[] = []
+      let failure: Error | undefined
+      let ended = false
+
+      /** Reads until at least one delta is ready, the body ended, or a failure is due after the ready deltas. */
+      const fill = async (): Promise<void> => {
+        while (ready.length === 0 && failure === undefined && !ended) {
+          let read: IteratorResult<Buffer>
+          try {
+            read = await reads.next()
+          } catch (error) {
+            failure = fail(signal.aborted ? abortError() : new TypeError('terminated', { cause: error }))
+            return
+          }
+          if (read.done === true) {
+            ended = true
+            if (splitter.hasUnterminatedEvent) failure = fail(new Error('Incomplete JSON segment at the end'))
+            return
+          }
+          const text = decoder.decode(read.value, { stream: true })
+          // The SDK also checks each network read as a whole for a bare JSON error object.
+          if (text.trimStart().startsWith('{')) {
+            try {
+              const whole = streamErrorOf(JSON.parse(text))
+              if (whole !== undefined) { failure = fail(whole); return }
+            } catch {}
+          }
+          for (const payload of splitter.push(text)) {
+            let value: unknown
+            try {
+              value = JSON.parse(payload)
+            } catch (error) {
+              failure = fail(error)
+              break
+            }
+            const streamError = streamErrorOf(value)
+            if (streamError !== undefined) { failure = fail(streamError); break }
+            ready.push(toDelta((value ?? {}) as GenerateContentResponse))
+          }
+        }
+      }
+
+      return {
+        async next (): Promise<IteratorResult<GenerationDelta>> {
+          await fill()
+          const delta = ready.shift()
+          if (delta !== undefined) return { done: false, value: delta }
+          if (failure !== undefined) {
+            // Like the SDK, a failed stream lets go of its connection.
+            response.body.destroy()
+            throw failure
+          }
+          return { done: true, value: undefined }
+        },
+        async return (): Promise<IteratorResult<GenerationDelta>> {
+          response.body.destroy()
+          return { done: true, value: undefined }
+        }
+      }
+    },
+
+    async countTokens (model, text, signal) {
+      let path: string
+      try {
+        path = `${prefix}/${modelPath(model)}:countTokens`
+      } catch (error) {
+        throw fail(error)
+      }
+      const response = await post(path, JSON.stringify({ contents: [{ parts: [{ text }], role: 'user' }] }), signal)
+      let result: { totalTokens?: unknown }
+      try {
+        result = await response.body.json() as { totalTokens?: unknown }
+      } catch (error) {
+        throw fail(signal.aborted ? abortError() : error instanceof SyntaxError ? error : new TypeError('terminated', { cause: error }))
+      }
+      return typeof result?.totalTokens === 'number' ? result.totalTokens : 0
+    },
+
+    async close () {
+      await pool.close()
+    }
+  }
+}
