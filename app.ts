@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
 import errorsPlugin from './plugins/errors.js'
 import authPlugin, { type ApiKeyEntry } from './plugins/auth.js'
 import metricsPlugin, { type MetricsOptions } from './plugins/metrics.js'
@@ -33,7 +34,7 @@ export interface GatewayOptions {
  * The whole gateway as one encapsulated plugin: its hooks, error handler and decorators stay inside,
  * so a host app can register it under a prefix without its own routes changing.
  */
-export default async function streamGateway (app: FastifyInstance, options: GatewayOptions): Promise<void> {
+async function streamGateway (app: FastifyInstance, options: GatewayOptions): Promise<void> {
   await app.register(errorsPlugin)
   await app.register(requestIdPlugin)
   await app.register(lifecyclePlugin, options.lifecycle === undefined ? {} : { lifecycle: options.lifecycle })
@@ -47,3 +48,5 @@ export default async function streamGateway (app: FastifyInstance, options: Gate
   await app.register(geminiClientPlugin, options.gemini)
   await app.register(streamRoute, { ...options.stream, defaultModel: options.defaultModel ?? DEFAULT_MODEL })
 }
+
+export default fp(streamGateway, { name: 'amrikyy-stream-gateway', fastify: '5.x', encapsulate: true })

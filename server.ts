@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import Fastify, { type FastifyInstance } from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import configPlugin, { splitList, type Env } from './plugins/config.js'
@@ -8,6 +9,9 @@ import { GatewayLifecycle } from './plugins/lifecycle.js'
 import { metricsEndpoint } from './plugins/metrics.js'
 import { genReqId } from './plugins/request-id.js'
 import healthRoute from './routes/health.js'
+import openApiPlugin from './plugins/openapi.js'
+
+const { version: packageVersion } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
 import playgroundRoute from './routes/playground.js'
 import { loadKeysFile } from './keys-file.js'
 
@@ -78,6 +82,7 @@ export async function startServer (): Promise<FastifyInstance> {
   const lifecycle = new GatewayLifecycle()
   const registry = new Registry()
   await app.register(healthRoute, { lifecycle })
+  await app.register(openApiPlugin, { version: packageVersion })
   await app.register(streamGateway, {
     lifecycle,
     ...await chooseKeys(env),

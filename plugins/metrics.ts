@@ -133,25 +133,32 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   }
   app.decorate('gatewayMetrics', metrics)
 
+  // `authFailure` is set by the auth plugin when it runs; without it there is nothing to count.
   app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
-    if (request.authFailure !== null && request.authFailure !== undefined && (reply.statusCode === 401 || reply.statusCode === 403)) {
+    if (request.authFailure != null && (reply.statusCode === 401 || reply.statusCode === 403)) {
       authFailures.labels(request.authFailure).inc()
     }
   })
 
-  await app.register(fastifyMetrics, {
-    // A client whose `register` is our registry keeps fastify-metrics off prom-client's global one.
-    promClient: { ...promClient, register: registry },
-    name: 'amrikyyFastifyMetrics',
-    endpoint: null,
-    defaultMetrics: { enabled: options.defaultMetrics ?? true, register: registry },
-    routeMetrics: {
-      enabled: options.routeMetrics ?? true,
-      overrides: { histogram: { registers }, summary: { registers } }
-    }
-  })
+  // A host that already collects Node and route metrics into this registry keeps its own: a second
+  // collector would throw on the duplicate names, and would time the gateway's routes twice.
+  const defaultMetrics = (options.defaultMetrics ?? true) && registry.getSingleMetric('process_cpu_user_seconds_total') === undefined
+  const routeMetrics = (options.routeMetrics ?? true) && registry.getSingleMetric('http_request_duration_seconds') === undefined
+  if (defaultMetrics || routeMetrics) {
+    await app.register(fastifyMetrics, {
+      // A client whose `register` is our registry keeps fastify-metrics off prom-client's global one.
+      promClient: { ...promClient, register: registry },
+      name: 'amrikyyFastifyMetrics',
+      endpoint: null,
+      defaultMetrics: { enabled: defaultMetrics, register: registry },
+      routeMetrics: {
+        enabled: routeMetrics,
+        overrides: { histogram: { registers }, summary: { registers } }
+      }
+    })
+  }
   if (endpoint !== null) await app.register(metricsEndpoint, { registry, path: endpoint, bearerToken: options.bearerToken })
-}, { name: 'amrikyy-metrics', fastify: '5.x', dependencies: ['amrikyy-auth'] })
+}, { name: 'amrikyy-metrics', fastify: '5.x' })
 
 export interface MetricsEndpointOptions {
   registry: Registry

@@ -1,6 +1,7 @@
+import fp from 'fastify-plugin'
 import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { StreamRequest } from '../schemas/stream.js'
+import { StreamRequest, StreamResponses } from '../schemas/stream.js'
 import { SHUTTING_DOWN_MESSAGE } from '../plugins/lifecycle.js'
 import { StreamRelay, type RelaySettings, type RetryPolicy, type StreamTimeouts } from './stream-relay.js'
 
@@ -60,7 +61,12 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
   }
 
   app.post('/api/stream', {
-    schema: { body: StreamRequest },
+    schema: {
+      summary: 'Stream a Gemini answer as Server-Sent Events',
+      security: [{ apiKey: [] }],
+      body: StreamRequest,
+      response: StreamResponses
+    },
     bodyLimit: BODY_LIMIT,
     // fastify-metrics would time a whole stream as one request and miss disconnects; we record our own.
     config: { disableMetrics: true },
@@ -72,7 +78,13 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
   })
 }
 
-export default streamRoute
+export default fp(streamRoute, {
+  name: 'amrikyy-stream-route',
+  fastify: '5.x',
+  // Keeps the route's validator and content-type parsers to itself while declaring what it needs.
+  encapsulate: true,
+  dependencies: ['amrikyy-auth', 'amrikyy-metrics', 'amrikyy-gemini-client', 'amrikyy-lifecycle']
+})
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -38,11 +38,37 @@ export const Usage = Type.Object({
 })
 export type Usage = Static<typeof Usage>
 
-export const ChunkEvent = Type.Object({ chunk: Type.String(), index: Type.Integer({ minimum: 1 }) })
+export const ChunkEvent = Type.Object({
+  chunk: Type.String(),
+  index: Type.Integer({ minimum: 1 })
+}, { description: 'One text delta: `data: {"chunk":"...","index":N}`, N from 1' })
 export const CompletionEvent = Type.Object({
   complete: Type.Literal(true),
   totalChunks: Type.Integer(),
   fullText: Type.String(),
   usage: Usage
-})
-export const ErrorEvent = Type.Object({ error: Type.String(), recoverable: Type.Boolean() })
+}, { description: 'The last event of a successful stream' })
+export const ErrorEvent = Type.Object({
+  error: Type.String(),
+  recoverable: Type.Boolean({ description: 'True when the same request may succeed later' })
+}, { description: 'The last event of a stream that failed after it started' })
+
+function errorExample (description: string, example: ErrorBody): ReturnType<typeof Type.Object> {
+  return Type.Object({ error: Type.String(), message: Type.Optional(Type.String()) }, { description, examples: [example] })
+}
+
+/** The OpenAPI description of every answer of `POST /api/stream`; 4xx/5xx bodies are also serialized by it. */
+export const StreamResponses = {
+  200: {
+    description: 'A Server-Sent Events stream: chunk events, then exactly one completion or error event. Lines starting with `:` are heartbeats.',
+    content: { 'text/event-stream': { schema: Type.Union([ChunkEvent, CompletionEvent, ErrorEvent]) } }
+  },
+  400: errorExample('Invalid body: a missing prompt, a wrong type, an out-of-range option or an unknown field', { error: 'Prompt is required' }),
+  401: errorExample('No X-API-Key header', { error: 'Unauthorized: API key is missing.' }),
+  403: errorExample('Unknown API key', { error: 'Forbidden: Invalid API key.' }),
+  413: errorExample('Body over 256 KiB', { error: 'Request body is too large' }),
+  415: errorExample('Body is not application/json', { error: 'Unsupported Media Type: send the body as application/json' }),
+  429: errorExample('Rate limit exceeded; see Retry-After', { error: 'Too Many Requests', message: 'You have exceeded the request limit. Please try again later.' }),
+  500: errorExample('Gemini failed before the first chunk', { error: 'Failed to start stream', message: 'Resource has been exhausted (e.g. check quota).' }),
+  503: errorExample('The gateway is draining for shutdown, or rate limiting is unavailable', { error: 'Service Unavailable', message: 'The gateway is shutting down; retry the request' })
+}
