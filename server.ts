@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import Fastify, { type FastifyInstance } from 'fastify'
 import closeWithGrace from 'close-with-grace'
-import configPlugin, { splitList, type Env } from './plugins/config.js'
+import configPlugin, { splitList, trustProxyOf, type Env } from './plugins/config.js'
 import { Registry } from 'prom-client'
 import streamGateway, { type GatewayOptions } from './app.js'
 import { GatewayLifecycle } from './plugins/lifecycle.js'
@@ -68,6 +68,8 @@ async function chooseKeys (env: Env): Promise<Pick<GatewayOptions, 'apiKeys' | '
 export async function startServer (): Promise<FastifyInstance> {
   const app = Fastify({
     genReqId,
+    // Before the config plugin has run: the rate limit keys unauthenticated callers by client address.
+    trustProxy: trustProxyOf(process.env.TRUST_PROXY),
     logger: {
       level: process.env.LOG_LEVEL ?? 'info',
       redact: ['req.headers["x-api-key"]', 'req.headers.authorization']

@@ -15,7 +15,9 @@ export interface BareProxy {
 
 export async function startBareProxy (upstreamUrl: string, port = 0, host = '127.0.0.1'): Promise<BareProxy> {
   const upstream = new URL(upstreamUrl)
-  const agent = new Agent({ keepAlive: true, maxSockets: Infinity })
+  // Idle upstream sockets are dropped before a Node upstream's 5 s keep-alive timeout can close
+  // them under a new request (which would surface as a 502).
+  const agent = new Agent({ keepAlive: true, maxSockets: Infinity, timeout: 4_000 })
 
   const server = createServer({ noDelay: true }, (req: IncomingMessage, res: ServerResponse) => {
     const forward = httpRequest({

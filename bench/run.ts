@@ -32,7 +32,7 @@ function scenarios (quick: boolean, runs: number, paced: boolean): ScenarioConfi
     concurrencies: [1, 50, 200],
     runs,
     // Enough streams that a run spends a few hundred clock ticks of server CPU.
-    streamsPerRun: c => c === 1 ? 300 : c === 50 ? 1500 : 2000
+    streamsPerRun: c => c === 1 ? 300 : c === 50 ? 1200 : 1600
   }]
   if (paced) {
     list.push({ name: 'realistic pace', pace: PACED, concurrencies: [50, 200], runs: 2, streamsPerRun: c => 2 * c })

@@ -5,9 +5,9 @@
 // kind of error the SDK would have thrown, so the two clients cannot drift apart in what they report.
 
 import { Agent, type Dispatcher } from 'undici'
-import { ApiError, type GenerateContentResponse } from '@google/genai'
-import { toDelta } from './sdk-client.js'
-import { toUpstreamError, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest } from './types.js'
+import type { GenerateContentResponse } from '@google/genai'
+import { toDelta } from './delta.js'
+import { GeminiApiError, toUpstreamError, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest } from './types.js'
 
 export const DEFAULT_GEMINI_BASE_URL = 'https://generativelanguage.googleapis.com'
 /** @google/genai 2.32's default API version for the Gemini Developer API. */
@@ -47,24 +47,24 @@ export class SseSplitter {
   }
 }
 
+// One native scan finds the earliest delimiter; at any one position at most one of them can match.
+const DELIMITER = /\r\n\r\n|\n\n|\r\r/g
+
 function earliestDelimiter (text: string, from: number): { index: number, length: number } | undefined {
-  let best: { index: number, length: number } | undefined
-  for (const delimiter of ['\n\n', '\r\r', '\r\n\r\n']) {
-    const index = text.indexOf(delimiter, from)
-    if (index !== -1 && (best === undefined || index < best.index)) best = { index, length: delimiter.length }
-  }
-  return best
+  DELIMITER.lastIndex = from
+  const match = DELIMITER.exec(text)
+  return match === null ? undefined : { index: match.index, length: match[0].length }
 }
 
 /** The ApiError the SDK throws for an error object inside a 200 stream, or undefined when it is not one. */
-function streamErrorOf (value: unknown): ApiError | undefined {
+function streamErrorOf (value: unknown): GeminiApiError | undefined {
   if (value === null || typeof value !== 'object' || !('error' in value)) return undefined
   const error = (value as { error: unknown }).error
   if (error === null || typeof error !== 'object') return undefined
   const { code, status } = error as { code?: unknown, status?: unknown }
   // Like the SDK: an error object without a numeric 4xx/5xx code is an (empty) answer, not a failure.
   if (typeof code !== 'number' || code < 400 || code >= 600) return undefined
-  return new ApiError({ message: `got status: ${String(status)}. ${JSON.stringify(value)}`, status: code })
+  return new GeminiApiError(`got status: ${String(status)}. ${JSON.stringify(value)}`, code)
 }
 
 function abortError (): Error {
@@ -134,7 +134,7 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
       errorBody = { error: { message: text, code: response.statusCode, status: '' } }
     }
     const message = JSON.stringify(errorBody)
-    throw fail(response.statusCode >= 400 && response.statusCode < 600 ? new ApiError({ message, status: response.statusCode }) : new Error(message))
+    throw fail(response.statusCode >= 400 && response.statusCode < 600 ? new GeminiApiError(message, response.statusCode) : new Error(message))
   }
 
   return {

@@ -1,29 +1,6 @@
 import { GoogleGenAI, type GenerateContentResponse } from '@google/genai'
-import type { Usage } from '../schemas/stream.js'
+import { toDelta } from './delta.js'
 import { toUpstreamError, type GeminiClient, type GeminiClientOptions, type GenerationDelta } from './types.js'
-
-export function toDelta (response: GenerateContentResponse): GenerationDelta {
-  const candidate = response.candidates?.[0]
-  let text = ''
-  for (const part of candidate?.content?.parts ?? []) {
-    // Thought summaries are the model's scratchpad, not the answer.
-    if (typeof part.text === 'string' && part.thought !== true) text += part.text
-  }
-  const metadata = response.usageMetadata
-  let usage: Usage | undefined
-  if (metadata !== undefined) {
-    const promptTokens = metadata.promptTokenCount ?? 0
-    // Thinking tokens are billed as output, so they count as completion.
-    const completionTokens = (metadata.candidatesTokenCount ?? 0) + (metadata.thoughtsTokenCount ?? 0)
-    usage = { promptTokens, completionTokens, totalTokens: metadata.totalTokenCount ?? promptTokens + completionTokens }
-  }
-  return {
-    text,
-    usage,
-    finishReason: candidate?.finishReason,
-    blockReason: response.promptFeedback?.blockReason
-  }
-}
 
 export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClient {
   const ai = new GoogleGenAI({

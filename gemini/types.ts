@@ -1,4 +1,3 @@
-import { ApiError } from '@google/genai'
 import type { GenerationOptions, Usage } from '../schemas/stream.js'
 
 export interface GenerationRequest {
@@ -65,6 +64,27 @@ export class UpstreamError extends Error {
   }
 }
 
+/** What the SDK's ApiError carries: an HTTP status, and the JSON error body as the message. */
+export interface ApiErrorShape extends Error {
+  status: number
+}
+
+/**
+ * Recognises the SDK's ApiError by its shape rather than its class, so that the REST client can
+ * raise the same error without loading the SDK at all.
+ */
+export function isApiError (error: unknown): error is ApiErrorShape {
+  return error instanceof Error && error.name === 'ApiError' && typeof (error as Partial<ApiErrorShape>).status === 'number'
+}
+
+/** The REST client's twin of the SDK's ApiError: same name, status and message format. */
+export class GeminiApiError extends Error implements ApiErrorShape {
+  override name = 'ApiError'
+  constructor (message: string, readonly status: number) {
+    super(message)
+  }
+}
+
 interface GoogleErrorBody {
   error?: { message?: unknown, details?: unknown }
 }
@@ -80,7 +100,7 @@ export function retryDelayOf (body: GoogleErrorBody): number | undefined {
   return undefined
 }
 
-function parseApiErrorBody (error: ApiError): GoogleErrorBody {
+function parseApiErrorBody (error: ApiErrorShape): GoogleErrorBody {
   // The SDK puts the JSON error body in `message`, sometimes behind a "got status: X." prefix.
   try {
     const parsed = JSON.parse(error.message.slice(error.message.indexOf('{'))) as unknown
@@ -93,7 +113,7 @@ function parseApiErrorBody (error: ApiError): GoogleErrorBody {
 export function toUpstreamError (error: unknown, secret: string): UpstreamError {
   if (error instanceof UpstreamError) return error
   const redact = (text: string): string => secret === '' ? text : text.split(secret).join('[redacted]')
-  if (error instanceof ApiError) {
+  if (isApiError(error)) {
     const body = parseApiErrorBody(error)
     const message = typeof body.error?.message === 'string' ? body.error.message : `Gemini answered with status ${error.status}`
     const transient = RETRYABLE_STATUSES.has(error.status)

@@ -18,6 +18,8 @@ export const EnvSchema = Type.Object({
   EMULATOR_CHUNK_DELAY_MS: Type.Integer({ minimum: 0, default: 30 }),
   METRICS_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
   METRICS_PORT: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+  /** Behind a reverse proxy: `true`, or comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed. */
+  TRUST_PROXY: Type.Optional(Type.String({ pattern: '^(true|false|[0-9a-fA-F.:/, ]*[.:][0-9a-fA-F.:/, ]*)$' })),
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 0, default: 30_000 }),
   HEARTBEAT_INTERVAL_MS: Type.Integer({ minimum: 0, default: 15_000 }),
   STREAM_FIRST_CHUNK_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 60_000 }),
@@ -39,6 +41,12 @@ declare module 'fastify' {
   interface FastifyInstance {
     config: Env
   }
+}
+
+/** Fastify's `trustProxy` from TRUST_PROXY's text. */
+export function trustProxyOf (value: string | undefined): boolean | string[] {
+  if (value === undefined || value === 'false') return false
+  return value === 'true' ? true : splitList(value)
 }
 
 export function splitList (value: string): string[] {

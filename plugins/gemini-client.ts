@@ -1,5 +1,4 @@
 import fp from 'fastify-plugin'
-import { createSdkGeminiClient } from '../gemini/sdk-client.js'
 import { createRestGeminiClient } from '../gemini/rest-client.js'
 import type { GeminiClient, GeminiClientOptions } from '../gemini/types.js'
 
@@ -24,6 +23,8 @@ export default fp<GeminiClientOptions>(async function geminiClientPlugin (app, o
     app.addHook('onClose', async () => { await client.close() })
     app.decorate('gemini', client)
   } else {
+    // Loaded only when chosen: the SDK alone adds about 20 MiB to the process.
+    const { createSdkGeminiClient } = await import('../gemini/sdk-client.js')
     app.decorate('gemini', createSdkGeminiClient(options))
   }
 }, { name: 'amrikyy-gemini-client', fastify: '5.x' })

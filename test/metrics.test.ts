@@ -9,7 +9,8 @@ const MODEL = 'gemini-2.0-flash-exp'
 
 t.test('every stream lands in exactly one outcome and the scrape says so exactly', async t => {
   const emulator = await startEmulator(t, PACE)
-  const { url } = await startGateway(t, emulator, { stream: { retry: { attempts: 1 } } })
+  // Seven keyed requests fit the budget; the two after them are refused.
+  const { url } = await startGateway(t, emulator, { stream: { retry: { attempts: 1 } }, rateLimit: { max: 7 } })
   const labels = { agent: 'mix', model: MODEL }
 
   const completedPrompts = ['one two three', 'four five', 'six']
@@ -35,6 +36,9 @@ t.test('every stream lands in exactly one outcome and the scrape says so exactly
   await within(1000, emulator.requests.at(-1)!.closed, 'upstream closed')
   await waitUntil(() => emulator.openStreams() === 0, 1000, 'emulator idle')
 
+  for (const prompt of ['over the limit', 'still over']) t.equal((await postStream(url, { prompt, agent: 'mix' })).status, 429)
+  t.equal((await postStream(url, { prompt: 'no key', agent: 'mix' }, {})).status, 401)
+
   const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
 
   t.equal(scrape.value('amrikyy_stream_sessions_completed_total', labels), 3)
@@ -51,6 +55,10 @@ t.test('every stream lands in exactly one outcome and the scrape says so exactly
   t.equal(scrape.value('amrikyy_stream_tokens_total', { ...labels, type: 'completion' }), 3 * 20)
   t.equal(scrape.value('amrikyy_upstream_errors_total', { status: '503' }), 1)
   t.equal(scrape.value('amrikyy_upstream_errors_total', { status: '500' }), 1)
+  t.equal(scrape.value('amrikyy_rate_limited_total'), 2)
+  t.equal(scrape.value('amrikyy_auth_failures_total', { reason: 'missing' }), 1)
+  t.equal(scrape.value('amrikyy_auth_failures_total', { reason: 'invalid' }), 0)
+  t.equal(emulator.requests.length, 7, 'refused requests never reach Gemini')
   t.equal(scrape.value('http_request_duration_seconds_count', { route: '/api/stream' }), 0, 'streams are not timed as one request')
   t.ok(scrape.families().has('process_cpu_seconds_total'), 'Node process metrics are exported')
 })
