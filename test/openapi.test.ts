@@ -1,0 +1,53 @@
+import Fastify from 'fastify'
+import t from 'tap'
+import streamGateway, { openApiPlugin } from '../index.js'
+import { USER_KEY } from './support/gateway.js'
+
+interface OpenApiDocument {
+  openapi: string
+  paths: Record<string, Record<string, {
+    security?: unknown[]
+    requestBody?: { content: Record<string, { schema: { required?: string[], properties?: Record<string, unknown>, additionalProperties?: boolean } }> }
+    responses: Record<string, { description?: string, content?: Record<string, { example?: unknown, schema: { required?: string[], anyOf?: unknown[] } }> }>
+  }>>
+  components: { securitySchemes: Record<string, unknown> }
+}
+
+t.test('the OpenAPI document describes the request, the SSE answer and every error body', async t => {
+  const app = Fastify({ logger: false })
+  t.teardown(async () => { await app.close() })
+  await app.register(openApiPlugin, { version: '1.2.3' })
+  await app.register(streamGateway, { apiKeys: [USER_KEY], gemini: { apiKey: 'k', baseUrl: 'http://127.0.0.1:9' } })
+  const response = await app.inject({ method: 'GET', url: '/api/docs/json' })
+  t.equal(response.statusCode, 200)
+  const document = response.json<OpenApiDocument>()
+  t.equal(document.openapi, '3.0.3')
+  t.same(Object.keys(document.paths), ['/api/stream'], 'only the public API; metrics and probes stay out')
+  const operation = document.paths['/api/stream']?.post
+  t.same(operation?.security, [{ apiKey: [] }])
+  t.same(document.components.securitySchemes.apiKey, { type: 'apiKey', in: 'header', name: 'X-API-Key' })
+
+  const body = operation?.requestBody?.content['application/json']?.schema
+  t.same(body?.required, ['prompt'])
+  t.same(Object.keys(body?.properties ?? {}).sort(), ['agent', 'model', 'options', 'prompt'])
+  t.equal(body?.additionalProperties, false)
+
+  const stream = operation?.responses['200']?.content?.['text/event-stream']?.schema
+  t.equal(stream?.anyOf?.length, 3, 'chunk, completion and error events')
+  const examples = Object.fromEntries(Object.entries(operation?.responses ?? {})
+    .filter(([status]) => status !== '200')
+    .map(([status, answer]) => [status, answer.content?.['application/json']?.example]))
+  t.same(examples, {
+    400: { error: 'Prompt is required' },
+    401: { error: 'Unauthorized: API key is missing.' },
+    403: { error: 'Forbidden: Invalid API key.' },
+    413: { error: 'Request body is too large' },
+    415: { error: 'Unsupported Media Type: send the body as application/json' },
+    429: { error: 'Too Many Requests', message: 'You have exceeded the request limit. Please try again later.' },
+    500: { error: 'Failed to start stream', message: 'Resource has been exhausted (e.g. check quota).' },
+    503: { error: 'Service Unavailable', message: 'The gateway is shutting down; retry the request' }
+  })
+  for (const [status, answer] of Object.entries(operation?.responses ?? {})) {
+    if (status !== '200') t.same(answer.content?.['application/json']?.schema.required, ['error'], `${status} body schema`)
+  }
+})
