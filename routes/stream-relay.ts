@@ -182,7 +182,7 @@ export class StreamRelay {
     const { attempts, baseDelayMs, maxDelayMs, maxTotalWaitMs } = this.settings.retry
     if (!error.retryable || this.index > 0 || attempt >= attempts) return false
     const exponential = Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1))
-    // Full jitter spreads the retries of many clients hit by the same outage.
+    // Equal jitter (half fixed, half random) spreads the retries of many clients hit by the same outage.
     const delay = error.retryAfterMs ?? Math.round(exponential / 2 + Math.random() * exponential / 2)
     if (this.waitedMs + delay > maxTotalWaitMs) return false
     this.waitedMs += delay
