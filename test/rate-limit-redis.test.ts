@@ -6,7 +6,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import streamGateway, { type GatewayOptions } from '../app.js'
 import { answerFor } from '../emulator/server.js'
-import { ADMIN_KEY, USER_KEY, buildGateway, expectedStreamBody, postStream, startEmulator, within } from './support/gateway.js'
+import { ADMIN_KEY, USER_KEY, buildGateway, expectedStreamBody, listenOnLoopback, postStream, startEmulator, within } from './support/gateway.js'
 import { REDIS_SKIP, redisNamespace } from './support/redis.js'
 import { sha256Hex } from '../plugins/auth.js'
 
@@ -36,20 +36,11 @@ interface LoggedGateway {
 async function startLoggedGateway (t: Test, upstreamUrl: string, overrides: Partial<GatewayOptions>): Promise<LoggedGateway> {
   const lines: string[] = []
   const stream = new Writable({ write (chunk: Buffer, _encoding, done) { lines.push(chunk.toString()); done() } })
-  const app = Fastify({ logger: { level: 'info', stream }, forceCloseConnections: true })
-  await app.register(streamGateway, {
-    apiKeys: [USER_KEY],
-    adminApiKeys: [ADMIN_KEY],
-    gemini: { apiKey: 'upstream-secret-key', baseUrl: upstreamUrl },
-    ...overrides
-  })
-  t.teardown(async () => { await app.close() })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const address = app.server.address()
-  if (address === null || typeof address === 'string') throw new Error('gateway is not listening on TCP')
+  const app = await buildGateway(t, upstreamUrl, overrides, { logger: { level: 'info', stream } })
+  const url = await listenOnLoopback(app)
   return {
     app,
-    url: `http://127.0.0.1:${address.port}`,
+    url,
     get logs () { return lines.map(line => JSON.parse(line) as Record<string, unknown>) },
     logText: () => lines.join('')
   }

@@ -1,5 +1,5 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Test } from 'tap'
 import streamGateway, { type GatewayOptions } from '../../app.js'
 import { genReqId } from '../../plugins/request-id.js'
@@ -20,8 +20,8 @@ export interface RunningGateway {
 }
 
 /** Builds the gateway as a host would, ready for `inject`, closed on teardown. */
-export async function buildGateway (t: Test, upstreamUrl: string, overrides: Partial<GatewayOptions> = {}): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, forceCloseConnections: true, genReqId })
+export async function buildGateway (t: Test, upstreamUrl: string, overrides: Partial<GatewayOptions> = {}, host: FastifyServerOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, forceCloseConnections: true, genReqId, ...host })
   await app.register(streamGateway, {
     apiKeys: [USER_KEY],
     adminApiKeys: [ADMIN_KEY],
@@ -33,13 +33,18 @@ export async function buildGateway (t: Test, upstreamUrl: string, overrides: Par
   return app
 }
 
-/** The gateway listening on an ephemeral loopback port, streaming from `emulator`. */
-export async function startGateway (t: Test, emulator: GeminiEmulator, overrides: Partial<GatewayOptions> = {}): Promise<RunningGateway> {
-  const app = await buildGateway(t, emulator.url, overrides)
+/** Listens on an ephemeral loopback port and returns the base URL. */
+export async function listenOnLoopback (app: FastifyInstance): Promise<string> {
   await app.listen({ port: 0, host: '127.0.0.1' })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('gateway is not listening on TCP')
-  return { app, url: `http://127.0.0.1:${address.port}` }
+  return `http://127.0.0.1:${address.port}`
+}
+
+/** The gateway listening on an ephemeral loopback port, streaming from `emulator`. */
+export async function startGateway (t: Test, emulator: GeminiEmulator, overrides: Partial<GatewayOptions> = {}): Promise<RunningGateway> {
+  const app = await buildGateway(t, emulator.url, overrides)
+  return { app, url: await listenOnLoopback(app) }
 }
 
 export async function postStream (url: string, body: unknown, headers: Record<string, string> = { 'x-api-key': USER_KEY }): Promise<Response> {
