@@ -1,52 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { createServer } from 'node:net'
-import { fileURLToPath } from 'node:url'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { USER_KEY, openStream, parseEvents, postStream, startEmulator, within } from './support/gateway.js'
+import { UPSTREAM_KEY, freePort, startServerProcess } from './support/server-process.js'
 
-// `npm test` builds dist/ before running tap; the process entry is tested as operators run it.
-const SERVER = fileURLToPath(new URL('../dist/server.js', import.meta.url))
-const UPSTREAM_KEY = 'upstream-secret-key-for-shutdown'
 
-interface RunningServer {
-  child: ChildProcess
-  url: string
-  output: () => string
-  exited: Promise<number | null>
-}
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const address = probe.address()
-      probe.close(() => { typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port')) })
-    })
-  })
-}
-
-async function startServerProcess (t: Test, env: Record<string, string>): Promise<RunningServer> {
-  const child = spawn(process.execPath, [SERVER], {
-    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', API_KEYS: USER_KEY, GEMINI_API_KEY: UPSTREAM_KEY, ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout?.on('data', (data: Buffer) => { output += data.toString() })
-  child.stderr?.on('data', (data: Buffer) => { output += data.toString() })
-  const exited = new Promise<number | null>(resolve => { child.once('exit', code => { resolve(code) }) })
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-  const url = await within(10_000, new Promise<string>((resolve, reject) => {
-    const look = (): void => {
-      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
-      if (match?.[1] !== undefined) resolve(match[1])
-    }
-    child.stdout?.on('data', look)
-    void exited.then(code => { reject(new Error(`server exited with ${code}: ${output}`)) })
-  }), 'server start')
-  return { child, url, output: () => output, exited }
-}
-
-t.test('SIGTERM drains: open streams finish or are cut at the deadline, new ones get 503, exit 0', { skip: existsSync(SERVER) ? false : 'dist/server.js is missing: run npm run build' }, async t => {
+t.test('SIGTERM drains: open streams finish or are cut at the deadline, new ones get 503, exit 0', async t => {
   const emulator = await startEmulator(t, { chunkCount: 10, chunkDelayMs: 60, defaultMaxTokens: 20 })
   emulator.addFault({ kind: 'stall', afterChunks: 1 }, { match: 'stuck' })
   const server = await startServerProcess(t, { GEMINI_BASE_URL: emulator.url, SHUTDOWN_TIMEOUT_MS: '1500' })
@@ -82,7 +39,7 @@ t.test('SIGTERM drains: open streams finish or are cut at the deadline, new ones
   t.match(server.output(), /"reqId":"[^"]+".*"msg":"stream failed"/, 'the cut stream is logged with its request id')
 })
 
-t.test('METRICS_PORT moves the scrape endpoint off the public listener', { skip: existsSync(SERVER) ? false : 'dist/server.js is missing: run npm run build' }, async t => {
+t.test('METRICS_PORT moves the scrape endpoint off the public listener', async t => {
   const emulator = await startEmulator(t, { chunkCount: 2, defaultMaxTokens: 4 })
   const metricsPort = await freePort()
   const server = await startServerProcess(t, { GEMINI_BASE_URL: emulator.url, METRICS_PORT: String(metricsPort), METRICS_TOKEN: 'scrape-token' })

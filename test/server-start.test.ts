@@ -1,0 +1,44 @@
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import t from 'tap'
+import { parseEvents } from './support/gateway.js'
+import { freePort, runUntilExit, startServerProcess } from './support/server-process.js'
+
+const run = promisify(execFile)
+
+t.test('a fresh development start streams from the embedded emulator with a generated key', async t => {
+  const port = await freePort()
+  // Nothing configured, as on a fresh clone.
+  const server = await startServerProcess(t, { NODE_ENV: undefined, API_KEYS: undefined, GEMINI_API_KEY: undefined, PORT: String(port), EMULATOR_CHUNK_DELAY_MS: '0' })
+  t.match(server.output(), /GEMINI_API_KEY is not set: streaming from the bundled Gemini emulator/)
+  const curlLine = /^ {2}(curl -N -X POST .*)$/m.exec(server.output())?.[1]
+  t.ok(curlLine, 'prints a ready-to-paste curl line')
+  t.match(curlLine, `http://127.0.0.1:${port}/api/stream`)
+
+  const { stdout } = await run('bash', ['-c', curlLine ?? 'false'])
+  const events = parseEvents(stdout) as Array<Record<string, unknown>>
+  t.ok(events.length > 1)
+  t.match(events.at(-1), { complete: true, totalChunks: events.length - 1, usage: { promptTokens: 5 } })
+  t.equal((await fetch(`http://127.0.0.1:${port}/api/stream`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': 'guess' }, body: '{"prompt":"x"}' })).status, 403, 'never runs open')
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0)
+})
+
+t.test('a production start refuses what it cannot run safely, naming the variable', async t => {
+  const noGemini = await runUntilExit({ GEMINI_API_KEY: undefined })
+  t.equal(noGemini.code, 1)
+  t.match(noGemini.output, /amrikyy gateway failed to start: GEMINI_API_KEY must be set when NODE_ENV=production/)
+  t.notMatch(noGemini.output, /streaming from the bundled Gemini emulator/, 'no fallback in production')
+
+  const noKeys = await runUntilExit({ API_KEYS: undefined })
+  t.equal(noKeys.code, 1)
+  t.match(noKeys.output, /API_KEYS, ADMIN_API_KEYS or API_KEYS_FILE must be set when NODE_ENV=production/)
+
+  const badPort = await runUntilExit({ PORT: 'five thousand' })
+  t.equal(badPort.code, 1)
+  t.match(badPort.output, /PORT/)
+
+  const badLevel = await runUntilExit({ RATE_LIMIT_ON_REDIS_ERROR: 'sometimes' })
+  t.equal(badLevel.code, 1)
+  t.match(badLevel.output, /RATE_LIMIT_ON_REDIS_ERROR/)
+})
