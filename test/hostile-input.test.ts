@@ -1,4 +1,5 @@
 import { request as httpRequest } from 'node:http'
+import { connect } from 'node:net'
 import fc from 'fast-check'
 import t from 'tap'
 import { USER_KEY, parseEvents, startEmulator, startGateway } from './support/gateway.js'
@@ -91,4 +92,23 @@ t.test('hand-picked hostile bodies', async t => {
     t.doesNotThrow(() => { checkAnswer(answer) }, name)
   }
   t.equal(({} as Record<string, unknown>).admin, undefined, 'Object.prototype untouched')
+})
+
+t.test('malformed HTTP (a control character in a header) gets a JSON 400, and the server stays up', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 1, defaultMaxTokens: 1 })
+  const { url } = await startGateway(t, emulator)
+  const { port } = new URL(url)
+  const answer = await new Promise<string>((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => {
+      socket.end('POST /api/stream HTTP/1.1\r\nHost: x\r\nX-Api-Key: a\u0001b\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}')
+    })
+    let text = ''
+    socket.on('data', (data: Buffer) => { text += data.toString() })
+    socket.on('close', () => { resolve(text) })
+    socket.on('error', reject)
+  })
+  t.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/)
+  t.match(answer, /content-type: application\/json/i)
+  t.match(answer.slice(answer.indexOf('\r\n\r\n') + 4), /^\{"error":"Bad Request"/)
+  t.equal((await fetch(`${url}/api/stream`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': USER_KEY }, body: '{"prompt":"still up"}' })).status, 200)
 })
