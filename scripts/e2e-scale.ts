@@ -11,15 +11,11 @@ import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { createWriteStream } from 'node:fs'
 import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createRequire } from 'node:module'
 import { createConnection, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-
-interface PrometheusFamily { name: string, metrics: Array<{ value?: string }> }
-// A CommonJS package without types (the tests declare it; this script is built without them).
-const parsePrometheusText = createRequire(import.meta.url)('parse-prometheus-text-format') as (text: string) => PrometheusFamily[]
+import { Exposition } from './prometheus-text.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const LOOPBACK = '127.0.0.1'
@@ -263,8 +259,7 @@ async function stream (baseUrl: string, apiKey: string, body: unknown): Promise<
 async function completedStreams (gatewayUrl: string): Promise<number> {
   const response = await fetch(`${gatewayUrl}/api/metrics`, { signal: AbortSignal.timeout(5000) })
   if (response.status !== 200) throw new E2eError(`${gatewayUrl}/api/metrics answered ${response.status}`)
-  const family = parsePrometheusText(await response.text()).find(f => f.name === 'amrikyy_stream_sessions_completed_total')
-  return (family?.metrics ?? []).reduce((sum, sample) => sum + Number(sample.value ?? 0), 0)
+  return new Exposition(await response.text()).value('amrikyy_stream_sessions_completed_total')
 }
 
 async function inParallel<T> (count: number, concurrency: number, task: (index: number) => Promise<T>): Promise<T[]> {

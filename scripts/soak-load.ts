@@ -130,7 +130,10 @@ export class SoakLoad {
     const r = Math.random()
     if (r >= this.settings.cancelFraction) return { kind: 'read-to-end' }
     // Half of the disconnects land around the first chunk, half in the middle of the answer.
-    if (r < this.settings.cancelFraction / 2) return { kind: 'leave-early', afterMs: randomInt(0, EARLY_LEAVE_MAX_MS) }
+    if (r < this.settings.cancelFraction / 2) {
+      // Half of those at once: the gateway is then still reading the request or calling Gemini.
+      return { kind: 'leave-early', afterMs: Math.random() < 0.5 ? 0 : randomInt(1, EARLY_LEAVE_MAX_MS) }
+    }
     return { kind: 'leave-after-chunks', chunks: randomInt(1, Math.max(1, chunks - 1)) }
   }
 
@@ -201,7 +204,9 @@ export class SoakLoad {
       req.once('finish', () => {
         sent = true
         tally.requestsSent++
-        if (plan.kind === 'leave-early') timers.push(setTimeout(leave, plan.afterMs))
+        if (plan.kind !== 'leave-early') return
+        if (plan.afterMs === 0) leave()
+        else timers.push(setTimeout(leave, plan.afterMs))
       })
       req.once('error', (error: NodeJS.ErrnoException) => {
         if (!decided) {
