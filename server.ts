@@ -7,7 +7,7 @@ import { Registry } from 'prom-client'
 import streamGateway, { type GatewayOptions } from './app.js'
 import { GatewayLifecycle } from './plugins/lifecycle.js'
 import { metricsEndpoint } from './plugins/metrics.js'
-import { genReqId } from './plugins/request-id.js'
+import requestIdPlugin, { genReqId } from './plugins/request-id.js'
 import healthRoute from './routes/health.js'
 import openApiPlugin from './plugins/openapi.js'
 
@@ -83,6 +83,8 @@ export async function startServer (): Promise<FastifyInstance> {
   app.addHook('onClose', upstream.close)
   const lifecycle = new GatewayLifecycle()
   const registry = new Registry()
+  // Request ids on every answer of the process, the probes included; the gateway sets the same header on its own routes.
+  await app.register(requestIdPlugin)
   await app.register(healthRoute, { lifecycle })
   await app.register(openApiPlugin, { version: packageVersion })
   await app.register(streamGateway, {

@@ -67,6 +67,15 @@ function streamErrorOf (value: unknown): GeminiApiError | undefined {
   return new GeminiApiError(`got status: ${String(status)}. ${JSON.stringify(value)}`, code)
 }
 
+/** Retry-After in seconds or as an HTTP date, in milliseconds from now; undefined when absent or unreadable. */
+export function retryAfterMs (header: string | string[] | undefined, now = Date.now()): number | undefined {
+  const value = Array.isArray(header) ? header[0] : header
+  if (value === undefined || value.trim() === '') return undefined
+  if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000
+  const date = Date.parse(value)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
+}
+
 function abortError (): Error {
   return new DOMException('This operation was aborted', 'AbortError')
 }
@@ -134,7 +143,9 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
       errorBody = { error: { message: text, code: response.statusCode, status: '' } }
     }
     const message = JSON.stringify(errorBody)
-    throw fail(response.statusCode >= 400 && response.statusCode < 600 ? new GeminiApiError(message, response.statusCode) : new Error(message))
+    throw fail(response.statusCode >= 400 && response.statusCode < 600
+      ? new GeminiApiError(message, response.statusCode, retryAfterMs(response.headers['retry-after']))
+      : new Error(message))
   }
 
   return {

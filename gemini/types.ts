@@ -80,7 +80,8 @@ export function isApiError (error: unknown): error is ApiErrorShape {
 /** The REST client's twin of the SDK's ApiError: same name, status and message format. */
 export class GeminiApiError extends Error implements ApiErrorShape {
   override name = 'ApiError'
-  constructor (message: string, readonly status: number) {
+  /** From the response's Retry-After header, which the SDK never exposes. */
+  constructor (message: string, readonly status: number, readonly retryAfterMs?: number) {
     super(message)
   }
 }
@@ -121,7 +122,7 @@ export function toUpstreamError (error: unknown, secret: string): UpstreamError 
       status: error.status,
       recoverable: transient,
       retryable: transient,
-      retryAfterMs: retryDelayOf(body),
+      retryAfterMs: retryDelayOf(body) ?? (error instanceof GeminiApiError ? error.retryAfterMs : undefined),
       cause: error
     })
   }

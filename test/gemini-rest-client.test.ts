@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
 import { answerFor, type Fault, type GeminiEmulator, type RecordedRequest } from '../emulator/server.js'
-import { createRestGeminiClient, SseSplitter, type RestGeminiClient } from '../gemini/rest-client.js'
+import { createRestGeminiClient, retryAfterMs, SseSplitter, type RestGeminiClient } from '../gemini/rest-client.js'
 import { createSdkGeminiClient } from '../gemini/sdk-client.js'
 import { UpstreamError, type GeminiClient, type GenerationDelta, type GenerationRequest } from '../gemini/types.js'
 import { startEmulator, waitUntil, within } from './support/gateway.js'
@@ -289,4 +289,14 @@ t.test('the emulator sees the REST client reuse its keep-alive connections', asy
   await waitUntil(() => emulator.requests.every(r => r.finished), 2000, 'all streams to finish')
   t.equal(emulator.requests.length, 3)
   t.ok(emulator.requests.every(r => r.finished && !r.clientClosedEarly))
+})
+
+t.test('Retry-After is read in seconds or as an HTTP date', async t => {
+  const now = Date.parse('2026-11-29T10:00:00Z')
+  t.equal(retryAfterMs('7', now), 7000)
+  t.equal(retryAfterMs(['2'], now), 2000)
+  t.equal(retryAfterMs('Sun, 29 Nov 2026 10:00:30 GMT', now), 30_000)
+  t.equal(retryAfterMs('Sun, 29 Nov 2026 09:59:00 GMT', now), 0, 'a date in the past means now')
+  t.equal(retryAfterMs('soon', now), undefined)
+  t.equal(retryAfterMs(undefined, now), undefined)
 })

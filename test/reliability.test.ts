@@ -108,6 +108,16 @@ t.test('upstream retries', async t => {
     t.ok(calls[1]!.startedAt - calls[0]!.startedAt >= 400, 'waited as long as Gemini asked')
   })
 
+  t.test('a Retry-After header is honoured', async t => {
+    const emulator = await startEmulator(t, PACE)
+    const { url } = await startGateway(t, emulator, { stream: { retry } })
+    emulator.addFault({ kind: 'http-error', status: 503, headers: { 'retry-after': '1' } })
+    t.equal((await postStream(url, { prompt: 'p' })).status, 200)
+    const calls = streamCalls(emulator)
+    t.equal(calls.length, 2)
+    t.ok(calls[1]!.startedAt - calls[0]!.startedAt >= 1000, 'waited the second Gemini asked for')
+  })
+
   t.test('a Retry-After beyond the wait budget fails at once', async t => {
     const emulator = await startEmulator(t, PACE)
     const { url } = await startGateway(t, emulator, { stream: { retry } })

@@ -8,7 +8,9 @@ t.test('SIGTERM drains: open streams finish or are cut at the deadline, new ones
   emulator.addFault({ kind: 'stall', afterChunks: 1 }, { match: 'stuck' })
   const server = await startServerProcess(t, { GEMINI_BASE_URL: emulator.url, SHUTDOWN_TIMEOUT_MS: '1500' })
 
-  t.same(await (await fetch(`${server.url}/health/ready`)).json(), { status: 'ready', openStreams: 0 })
+  const probe = await fetch(`${server.url}/health/ready`, { headers: { 'x-request-id': 'probe-1' } })
+  t.same(await probe.json(), { status: 'ready', openStreams: 0 })
+  t.equal(probe.headers.get('x-request-id'), 'probe-1', 'probes carry the request id too')
   const finishing = await openStream(server.url, { prompt: 'finishes in time' })
   const stuck = await openStream(server.url, { prompt: 'stuck' })
   await Promise.all([finishing.waitFor('"index":1}'), stuck.waitFor('"index":1}')])
