@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import Fastify, { type FastifyInstance } from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import configPlugin, { splitList, trustProxyOf, type Env } from './plugins/config.js'
@@ -11,7 +11,8 @@ import requestIdPlugin, { genReqId } from './plugins/request-id.js'
 import healthRoute from './routes/health.js'
 import openApiPlugin from './plugins/openapi.js'
 
-const { version: packageVersion } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+// By the package's own name, so it resolves the same from dist/ and from the sources.
+const { version: packageVersion } = createRequire(import.meta.url)('amrikyy-stream-gateway/package.json') as { version: string }
 import playgroundRoute from './routes/playground.js'
 import { loadKeysFile } from './keys-file.js'
 
