@@ -7,155 +7,160 @@ import {
 
 const PACE = { chunkCount: 5, defaultMaxTokens: 20 }
 
-t.test('streams every upstream delta as a chunk event, then one completion event', async t => {
-  const emulator = await startEmulator(t, PACE)
-  const { url } = await startGateway(t, emulator)
-  const prompt = 'Write a haiku about AI'
-  const answer = answerFor(prompt, undefined, PACE)
+// The whole core path runs through both Gemini clients: the default REST client and the SDK it must match.
+for (const client of ['rest', 'sdk'] as const) {
+  t.test(`through the ${client} client`, async t => {
+    t.test('streams every upstream delta as a chunk event, then one completion event', async t => {
+      const emulator = await startEmulator(t, PACE)
+      const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
+      const prompt = 'Write a haiku about AI'
+      const answer = answerFor(prompt, undefined, PACE)
 
-  const response = await postStream(url, { prompt, agent: 'poet' })
-  t.equal(response.status, 200)
-  t.equal(response.headers.get('content-type'), 'text/event-stream')
-  t.equal(response.headers.get('cache-control'), 'no-cache, no-transform')
-  t.equal(response.headers.get('connection'), 'keep-alive')
-  t.equal(response.headers.get('x-accel-buffering'), 'no')
-  const body = await response.text()
-  t.equal(answer.deltas.length, 5)
-  t.equal(body, expectedStreamBody(answer.deltas, answer))
-  t.equal(answer.promptTokens, 5, 'one token per prompt word')
+      const response = await postStream(url, { prompt, agent: 'poet' })
+      t.equal(response.status, 200)
+      t.equal(response.headers.get('content-type'), 'text/event-stream')
+      t.equal(response.headers.get('cache-control'), 'no-cache, no-transform')
+      t.equal(response.headers.get('connection'), 'keep-alive')
+      t.equal(response.headers.get('x-accel-buffering'), 'no')
+      const body = await response.text()
+      t.equal(answer.deltas.length, 5)
+      t.equal(body, expectedStreamBody(answer.deltas, answer))
+      t.equal(answer.promptTokens, 5, 'one token per prompt word')
 
-  const events = parseEvents(body)
-  t.same(events.at(-1), {
-    complete: true,
-    totalChunks: 5,
-    fullText: answer.deltas.join(''),
-    usage: { promptTokens: 5, completionTokens: 20, totalTokens: 25 }
+      const events = parseEvents(body)
+      t.same(events.at(-1), {
+        complete: true,
+        totalChunks: 5,
+        fullText: answer.deltas.join(''),
+        usage: { promptTokens: 5, completionTokens: 20, totalTokens: 25 }
+      })
+      t.equal(emulator.requests.length, 1)
+      t.equal(emulator.requests[0]?.model, 'gemini-2.0-flash-exp', 'default model')
+      t.equal(emulator.requests[0]?.headers['x-goog-api-key'], 'upstream-secret-key')
+    })
+
+    t.test('keeps framing intact for text with newlines, quotes and multi-byte characters', async t => {
+      const emulator = await startEmulator(t, { chunkCount: 50, defaultMaxTokens: 200 })
+      const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
+      const answer = answerFor('framing check', undefined, { chunkCount: 50, defaultMaxTokens: 200 })
+      const fullText = answer.deltas.join('')
+      t.match(fullText, /\n/, 'the emulator answer contains a newline')
+      t.match(fullText, /"/)
+      t.match(fullText, /[^\x00-\x7f]/)
+      const body = await (await postStream(url, { prompt: 'framing check' })).text()
+      const events = parseEvents(body) as Array<{ chunk?: string }>
+      t.equal(events.length, answer.deltas.length + 1)
+      t.same(events.slice(0, -1).map(event => event.chunk), answer.deltas)
+      t.notOk(body.split('\n\n').slice(0, -1).some(block => block.includes('\n')), 'every event is a single line')
+    })
+
+    t.test('maps options to generationConfig and honours model', async t => {
+      const emulator = await startEmulator(t, PACE)
+      const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
+      const options = { temperature: 0.2, topP: 0.9, topK: 40, maxOutputTokens: 7 }
+      const body = await (await postStream(url, { prompt: 'Tell me a story', model: 'gemini-2.5-flash', options })).text()
+      const seen = emulator.requests[0]
+      t.equal(seen?.model, 'gemini-2.5-flash')
+      t.same((seen?.body as { generationConfig: unknown }).generationConfig, options)
+      const answer = answerFor('Tell me a story', options, PACE)
+      t.equal(body, expectedStreamBody(answer.deltas, answer))
+      t.equal(answer.completionTokens, 7)
+    })
+
+    t.test('counts tokens with countTokens when the upstream reports no usage', async t => {
+      const emulator = await startEmulator(t, PACE)
+      const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
+      emulator.addFault({ kind: 'no-usage' })
+      const prompt = 'count my tokens please'
+      const answer = answerFor(prompt, undefined, PACE)
+      const body = await (await postStream(url, { prompt })).text()
+      t.equal(body, expectedStreamBody(answer.deltas, { promptTokens: 4, completionTokens: 20 }))
+      t.same(emulator.requests.map(r => r.rpc).sort(), ['countTokens', 'countTokens', 'streamGenerateContent'])
+    })
+
+    t.test('upstream errors before the first chunk answer 500 without leaking secrets', async t => {
+      const emulator = await startEmulator(t, PACE)
+      // One try only: retries have their own tests.
+      const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client }, stream: { retry: { attempts: 1 } } })
+
+      emulator.addFault({ kind: 'http-error', status: 429, body: { error: { code: 429, message: 'Resource has been exhausted (e.g. check quota).', status: 'RESOURCE_EXHAUSTED' } } })
+      let response = await postStream(url, { prompt: 'p' })
+      t.equal(response.status, 500)
+      t.equal(response.headers.get('content-type'), 'application/json; charset=utf-8')
+      t.equal(await response.text(), '{"error":"Failed to start stream","message":"Resource has been exhausted (e.g. check quota)."}')
+
+      emulator.addFault({ kind: 'http-error', status: 400, body: { error: { code: 400, message: 'API key upstream-secret-key not valid', status: 'INVALID_ARGUMENT' } } })
+      response = await postStream(url, { prompt: 'p' })
+      t.equal(response.status, 500)
+      t.equal(await response.text(), '{"error":"Failed to start stream","message":"API key [redacted] not valid"}')
+
+      emulator.addFault({ kind: 'stream-error', afterChunks: 0, code: 503, message: 'The model is overloaded.' })
+      response = await postStream(url, { prompt: 'p' })
+      t.equal(response.status, 500)
+      t.same(await response.json(), { error: 'Failed to start stream', message: 'The model is overloaded.' })
+
+      emulator.addFault({ kind: 'blocked' })
+      response = await postStream(url, { prompt: 'p' })
+      t.equal(response.status, 500)
+      t.same(await response.json(), { error: 'Failed to start stream', message: 'Gemini blocked the prompt: SAFETY' })
+
+      emulator.addFault({ kind: 'empty-200' })
+      response = await postStream(url, { prompt: 'p' })
+      t.equal(response.status, 500)
+      t.same(await response.json(), { error: 'Failed to start stream', message: 'Gemini ended the stream before the answer was complete' })
+
+      emulator.addFault({ kind: 'drop', afterChunks: 0 })
+      response = await postStream(url, { prompt: 'p' })
+      t.equal(response.status, 500)
+      t.same(await response.json(), { error: 'Failed to start stream', message: 'Connection to Gemini failed' })
+    })
+
+    t.test('upstream failures after the first chunk end the stream with an error event', async t => {
+      const emulator = await startEmulator(t, PACE)
+      const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
+      const answer = answerFor('p', undefined, PACE)
+      const firstTwo = answer.deltas.slice(0, 2).map((delta, i) => `data: ${JSON.stringify({ chunk: delta, index: i + 1 })}\n\n`).join('')
+
+      const cases = [
+        { fault: { kind: 'stream-error', afterChunks: 2, code: 503, message: 'The model is overloaded.' }, event: { error: 'The model is overloaded.', recoverable: true } },
+        { fault: { kind: 'stream-error', afterChunks: 2, code: 400, message: 'Request contains an invalid argument.' }, event: { error: 'Request contains an invalid argument.', recoverable: false } },
+        { fault: { kind: 'drop', afterChunks: 2 }, event: { error: 'Connection to Gemini failed', recoverable: true } },
+        { fault: { kind: 'malformed-json', afterChunks: 2 }, event: { error: 'Gemini sent a malformed stream', recoverable: true } },
+        { fault: { kind: 'unterminated', afterChunks: 2 }, event: { error: 'Gemini sent a malformed stream', recoverable: true } }
+      ] as const
+      for (const { fault, event } of cases) {
+        emulator.addFault(fault)
+        const response = await postStream(url, { prompt: 'p' })
+        t.equal(response.status, 200, fault.kind)
+        t.equal(await response.text(), firstTwo + `data: ${JSON.stringify(event)}\n\n`, `${fault.kind} ${'code' in fault ? fault.code : ''}`)
+      }
+    })
+
+    t.test('a client disconnect aborts the upstream call', async t => {
+      const emulator = await startEmulator(t, { chunkCount: 20, chunkDelayMs: 50, defaultMaxTokens: 40 })
+      const { app, url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
+
+      const stream = await openStream(url, { prompt: 'a long story' })
+      await stream.waitFor('"index":1}')
+      const cutAt = performance.now()
+      stream.disconnect()
+      const upstream = emulator.requests[0]
+      await within(1000, upstream!.closed, 'upstream close')
+      t.equal(upstream?.clientClosedEarly, true, 'the emulator saw the gateway hang up')
+      t.ok(upstream!.endedAt! - cutAt < 1000, 'within a second of the client leaving')
+      t.ok(upstream!.chunksSent < 20, 'generation stopped early')
+      await waitUntil(() => emulator.openStreams() === 0, 1000, 'emulator idle')
+
+      // Before any chunk: the upstream is still sending no headers.
+      emulator.addFault({ kind: 'stall-headers' })
+      await postAndHangUp(url, { prompt: 'stalled' }, 100)
+      const stalled = emulator.requests[1]
+      await within(1000, stalled!.closed, 'stalled upstream close')
+      t.equal(stalled?.clientClosedEarly, true)
+
+      const scrape = await app.inject({ method: 'GET', url: '/api/metrics' })
+      t.match(scrape.body, /amrikyy_stream_sessions_cancelled_total\{agent="unknown",model="gemini-2.0-flash-exp"\} 2/)
+      t.match(scrape.body, /amrikyy_active_streams\{agent="unknown",model="gemini-2.0-flash-exp"\} 0/)
+    })
   })
-  t.equal(emulator.requests.length, 1)
-  t.equal(emulator.requests[0]?.model, 'gemini-2.0-flash-exp', 'default model')
-  t.equal(emulator.requests[0]?.headers['x-goog-api-key'], 'upstream-secret-key')
-})
-
-t.test('keeps framing intact for text with newlines, quotes and multi-byte characters', async t => {
-  const emulator = await startEmulator(t, { chunkCount: 50, defaultMaxTokens: 200 })
-  const { url } = await startGateway(t, emulator)
-  const answer = answerFor('framing check', undefined, { chunkCount: 50, defaultMaxTokens: 200 })
-  const fullText = answer.deltas.join('')
-  t.match(fullText, /\n/, 'the emulator answer contains a newline')
-  t.match(fullText, /"/)
-  t.match(fullText, /[^\x00-\x7f]/)
-  const body = await (await postStream(url, { prompt: 'framing check' })).text()
-  const events = parseEvents(body) as Array<{ chunk?: string }>
-  t.equal(events.length, answer.deltas.length + 1)
-  t.same(events.slice(0, -1).map(event => event.chunk), answer.deltas)
-  t.notOk(body.split('\n\n').slice(0, -1).some(block => block.includes('\n')), 'every event is a single line')
-})
-
-t.test('maps options to generationConfig and honours model', async t => {
-  const emulator = await startEmulator(t, PACE)
-  const { url } = await startGateway(t, emulator)
-  const options = { temperature: 0.2, topP: 0.9, topK: 40, maxOutputTokens: 7 }
-  const body = await (await postStream(url, { prompt: 'Tell me a story', model: 'gemini-2.5-flash', options })).text()
-  const seen = emulator.requests[0]
-  t.equal(seen?.model, 'gemini-2.5-flash')
-  t.same((seen?.body as { generationConfig: unknown }).generationConfig, options)
-  const answer = answerFor('Tell me a story', options, PACE)
-  t.equal(body, expectedStreamBody(answer.deltas, answer))
-  t.equal(answer.completionTokens, 7)
-})
-
-t.test('counts tokens with countTokens when the upstream reports no usage', async t => {
-  const emulator = await startEmulator(t, PACE)
-  const { url } = await startGateway(t, emulator)
-  emulator.addFault({ kind: 'no-usage' })
-  const prompt = 'count my tokens please'
-  const answer = answerFor(prompt, undefined, PACE)
-  const body = await (await postStream(url, { prompt })).text()
-  t.equal(body, expectedStreamBody(answer.deltas, { promptTokens: 4, completionTokens: 20 }))
-  t.same(emulator.requests.map(r => r.rpc).sort(), ['countTokens', 'countTokens', 'streamGenerateContent'])
-})
-
-t.test('upstream errors before the first chunk answer 500 without leaking secrets', async t => {
-  const emulator = await startEmulator(t, PACE)
-  // One try only: retries have their own tests.
-  const { url } = await startGateway(t, emulator, { stream: { retry: { attempts: 1 } } })
-
-  emulator.addFault({ kind: 'http-error', status: 429, body: { error: { code: 429, message: 'Resource has been exhausted (e.g. check quota).', status: 'RESOURCE_EXHAUSTED' } } })
-  let response = await postStream(url, { prompt: 'p' })
-  t.equal(response.status, 500)
-  t.equal(response.headers.get('content-type'), 'application/json; charset=utf-8')
-  t.equal(await response.text(), '{"error":"Failed to start stream","message":"Resource has been exhausted (e.g. check quota)."}')
-
-  emulator.addFault({ kind: 'http-error', status: 400, body: { error: { code: 400, message: 'API key upstream-secret-key not valid', status: 'INVALID_ARGUMENT' } } })
-  response = await postStream(url, { prompt: 'p' })
-  t.equal(response.status, 500)
-  t.equal(await response.text(), '{"error":"Failed to start stream","message":"API key [redacted] not valid"}')
-
-  emulator.addFault({ kind: 'stream-error', afterChunks: 0, code: 503, message: 'The model is overloaded.' })
-  response = await postStream(url, { prompt: 'p' })
-  t.equal(response.status, 500)
-  t.same(await response.json(), { error: 'Failed to start stream', message: 'The model is overloaded.' })
-
-  emulator.addFault({ kind: 'blocked' })
-  response = await postStream(url, { prompt: 'p' })
-  t.equal(response.status, 500)
-  t.same(await response.json(), { error: 'Failed to start stream', message: 'Gemini blocked the prompt: SAFETY' })
-
-  emulator.addFault({ kind: 'empty-200' })
-  response = await postStream(url, { prompt: 'p' })
-  t.equal(response.status, 500)
-  t.same(await response.json(), { error: 'Failed to start stream', message: 'Gemini ended the stream before the answer was complete' })
-
-  emulator.addFault({ kind: 'drop', afterChunks: 0 })
-  response = await postStream(url, { prompt: 'p' })
-  t.equal(response.status, 500)
-  t.same(await response.json(), { error: 'Failed to start stream', message: 'Connection to Gemini failed' })
-})
-
-t.test('upstream failures after the first chunk end the stream with an error event', async t => {
-  const emulator = await startEmulator(t, PACE)
-  const { url } = await startGateway(t, emulator)
-  const answer = answerFor('p', undefined, PACE)
-  const firstTwo = answer.deltas.slice(0, 2).map((delta, i) => `data: ${JSON.stringify({ chunk: delta, index: i + 1 })}\n\n`).join('')
-
-  const cases = [
-    { fault: { kind: 'stream-error', afterChunks: 2, code: 503, message: 'The model is overloaded.' }, event: { error: 'The model is overloaded.', recoverable: true } },
-    { fault: { kind: 'stream-error', afterChunks: 2, code: 400, message: 'Request contains an invalid argument.' }, event: { error: 'Request contains an invalid argument.', recoverable: false } },
-    { fault: { kind: 'drop', afterChunks: 2 }, event: { error: 'Connection to Gemini failed', recoverable: true } },
-    { fault: { kind: 'malformed-json', afterChunks: 2 }, event: { error: 'Gemini sent a malformed stream', recoverable: true } },
-    { fault: { kind: 'unterminated', afterChunks: 2 }, event: { error: 'Gemini sent a malformed stream', recoverable: true } }
-  ] as const
-  for (const { fault, event } of cases) {
-    emulator.addFault(fault)
-    const response = await postStream(url, { prompt: 'p' })
-    t.equal(response.status, 200, fault.kind)
-    t.equal(await response.text(), firstTwo + `data: ${JSON.stringify(event)}\n\n`, `${fault.kind} ${'code' in fault ? fault.code : ''}`)
-  }
-})
-
-t.test('a client disconnect aborts the upstream call', async t => {
-  const emulator = await startEmulator(t, { chunkCount: 20, chunkDelayMs: 50, defaultMaxTokens: 40 })
-  const { app, url } = await startGateway(t, emulator)
-
-  const stream = await openStream(url, { prompt: 'a long story' })
-  await stream.waitFor('"index":1}')
-  const cutAt = performance.now()
-  stream.disconnect()
-  const upstream = emulator.requests[0]
-  await within(1000, upstream!.closed, 'upstream close')
-  t.equal(upstream?.clientClosedEarly, true, 'the emulator saw the gateway hang up')
-  t.ok(upstream!.endedAt! - cutAt < 1000, 'within a second of the client leaving')
-  t.ok(upstream!.chunksSent < 20, 'generation stopped early')
-  await waitUntil(() => emulator.openStreams() === 0, 1000, 'emulator idle')
-
-  // Before any chunk: the upstream is still sending no headers.
-  emulator.addFault({ kind: 'stall-headers' })
-  await postAndHangUp(url, { prompt: 'stalled' }, 100)
-  const stalled = emulator.requests[1]
-  await within(1000, stalled!.closed, 'stalled upstream close')
-  t.equal(stalled?.clientClosedEarly, true)
-
-  const scrape = await app.inject({ method: 'GET', url: '/api/metrics' })
-  t.match(scrape.body, /amrikyy_stream_sessions_cancelled_total\{agent="unknown",model="gemini-2.0-flash-exp"\} 2/)
-  t.match(scrape.body, /amrikyy_active_streams\{agent="unknown",model="gemini-2.0-flash-exp"\} 0/)
-})
+}
