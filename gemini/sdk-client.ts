@@ -1,6 +1,6 @@
 import { GoogleGenAI, type GenerateContentResponse } from '@google/genai'
 import { toDelta } from './delta.js'
-import { toUpstreamError, type GeminiClient, type GeminiClientOptions, type GenerationDelta } from './types.js'
+import { toUpstreamError, type GeminiClient, type GeminiClientOptions } from './types.js'
 
 export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClient {
   const ai = new GoogleGenAI({

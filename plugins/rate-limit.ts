@@ -205,6 +205,13 @@ async function createRedisClient (url: string): Promise<Redis> {
   })
 }
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Counts the request against its caller's budget; the stream route runs it between identifying and rejecting a caller. */
+    rateLimitCaller: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>
+  }
+}
+
 export default fp<RateLimitOptions>(async function rateLimitPlugin (app, options) {
   const settings = resolveOptions(options)
   const storeErrors = new promClient.Counter({

@@ -3,6 +3,8 @@ import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fasti
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { StreamRequest, StreamResponses } from '../schemas/stream.js'
 import { SHUTTING_DOWN_MESSAGE } from '../plugins/lifecycle.js'
+// The rate limiter is optional; its decorator's type comes with the plugin that adds it.
+import type {} from '../plugins/rate-limit.js'
 import { StreamRelay, type RelaySettings, type RetryPolicy, type StreamTimeouts } from './stream-relay.js'
 
 export type { RetryPolicy, StreamTimeouts }
@@ -85,10 +87,3 @@ export default fp(streamRoute, {
   encapsulate: true,
   dependencies: ['amrikyy-auth', 'amrikyy-metrics', 'amrikyy-gemini-client', 'amrikyy-lifecycle']
 })
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** Present when the rate-limit plugin is registered; runs between identifying and rejecting a caller. */
-    rateLimitCaller: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>
-  }
-}
