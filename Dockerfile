@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 
-# Node 20 is what the project is tested on (see package.json engines and CONVENTIONS: @google/genai 2.32, fastify-metrics 13).
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node 24 LTS is what the project is developed, tested and shipped on (package.json engines: Node 22.19 or newer).
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # Build stage: the full toolchain (TypeScript, type definitions) compiles to dist/ and is then thrown away.
 FROM ${NODE_IMAGE} AS build
@@ -12,6 +12,7 @@ COPY . .
 RUN npm run build
 
 # Runtime stage: production dependencies and the compiled JavaScript only, run as the unprivileged `node` user.
+# Fastify is a peer dependency, which `npm ci --omit=dev` still installs for the standalone server.
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \

@@ -1,4 +1,4 @@
-// A dependency-free client for the gateway's POST /api/stream, for Node 20+ and browsers alike:
+// A dependency-free client for the gateway's POST /api/stream, for Node 22+ and browsers alike:
 // only fetch, ReadableStream, TextDecoder and AbortSignal are used.
 
 import { SseParser, type SseEvent } from './sse-parser.js'

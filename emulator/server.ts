@@ -133,6 +133,8 @@ class Exchange {
   destroyedByUs = false
   isStream = false
   deadlineTimer: NodeJS.Timeout | undefined
+  /** Settles once the latest write has been handed to the socket (or failed). */
+  private lastWrite: Promise<void> = Promise.resolve()
   private readonly waiters = new Set<{ kind: WaitKind; settle: (r: WaitResult) => void }>()
 
   constructor (readonly req: IncomingMessage, readonly res: ServerResponse, readonly rec: RecordedRequest) {}
@@ -163,7 +165,7 @@ class Exchange {
   /** Writes one piece as one write; false when the response can no longer be written. */
   write (text: string): boolean {
     if (this.gone || this.res.destroyed || this.res.writableEnded) return false
-    this.res.write(text)
+    this.lastWrite = new Promise(resolve => { this.res.write(text, () => resolve()) })
     return true
   }
 
@@ -181,8 +183,13 @@ class Exchange {
     this.res.end(text)
   }
 
-  /** Destroys the socket once what was written so far has reached the kernel. */
+  /**
+   * Destroys the socket once what was written so far has reached the kernel. The write callback is the
+   * exact signal: the response may hold writes in its own corked buffer, where the socket's
+   * writableLength does not count them (Node 24 does).
+   */
   async drop (): Promise<void> {
+    await this.lastWrite
     const socket = this.res.socket
     for (let i = 0; i < 200 && socket && !socket.destroyed && socket.writableLength > 0; i++) {
       await new Promise<void>(resolve => setTimeout(resolve, 1))
@@ -334,7 +341,7 @@ export class GeminiEmulator {
     const method = req.method ?? 'GET'
     const path = req.url ?? '/'
     const route = parseRoute(method, path)
-    let resolveClosed!: () => void
+    const closed = Promise.withResolvers<void>()
     const rec: RecordedRequest = {
       id: 0,
       method,
@@ -351,7 +358,7 @@ export class GeminiEmulator {
       endedAt: undefined,
       finished: false,
       clientClosedEarly: false,
-      closed: new Promise<void>(resolve => { resolveClosed = resolve }),
+      closed: closed.promise,
       chunksSent: 0
     }
     const x = new Exchange(req, res, rec)
@@ -370,7 +377,7 @@ export class GeminiEmulator {
       const outcome = rec.finished ? 'finished' : rec.clientClosedEarly ? 'client-closed' : 'dropped'
       this.log(`#${rec.id} ${method} ${path} ${rec.status ?? '-'} ${outcome} chunks=${rec.chunksSent}` +
         `${rec.fault ? ` fault=${rec.fault.kind}` : ''} ${(rec.endedAt - rec.startedAt).toFixed(1)}ms`)
-      resolveClosed()
+      closed.resolve()
     }
     res.on('finish', () => { rec.finished = true; settle() })
     res.on('close', () => {

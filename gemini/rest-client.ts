@@ -10,8 +10,8 @@ import { toDelta } from './delta.js'
 import { GeminiApiError, toUpstreamError, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest } from './types.js'
 
 export const DEFAULT_GEMINI_BASE_URL = 'https://generativelanguage.googleapis.com'
-/** @google/genai 2.32's default API version for the Gemini Developer API. */
-export const DEFAULT_API_VERSION = 'v1beta'
+/** @google/genai 3.x's default API version for the Gemini Developer API (2.x used v1beta). */
+export const DEFAULT_API_VERSION = 'v1'
 
 const CLIENT_LABEL = `amrikyy-gateway-rest/0.1.0 gl-node/${process.version}`
 

@@ -42,13 +42,13 @@ export class GatewayLifecycle {
 
   private async allClosed (ms: number): Promise<boolean> {
     if (this.streams.size === 0) return true
-    let wake: () => void = () => {}
-    const closed = new Promise<true>(resolve => { wake = () => { resolve(true) } })
+    const closed = Promise.withResolvers<true>()
+    const wake = (): void => { closed.resolve(true) }
     this.emptyWaiters.add(wake)
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<false>(resolve => { timer = setTimeout(() => { resolve(false) }, ms) })
     try {
-      return await Promise.race([closed, timeout])
+      return await Promise.race([closed.promise, timeout])
     } finally {
       clearTimeout(timer)
       this.emptyWaiters.delete(wake)

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import fastifyMetricsModule from 'fastify-metrics'
-import promClient, { type Counter, type Gauge, type Histogram, Registry } from 'prom-client'
+import promClient, { type Counter, type Gauge, type Histogram, Registry } from '@prometheus-io/client'
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { Usage } from '../schemas/stream.js'
@@ -146,7 +146,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const routeMetrics = (options.routeMetrics ?? true) && registry.getSingleMetric('http_request_duration_seconds') === undefined
   if (defaultMetrics || routeMetrics) {
     await app.register(fastifyMetrics, {
-      // A client whose `register` is our registry keeps fastify-metrics off prom-client's global one.
+      // A client whose `register` is our registry keeps fastify-metrics off the client library's global one.
       promClient: { ...promClient, register: registry },
       name: 'amrikyyFastifyMetrics',
       endpoint: null,

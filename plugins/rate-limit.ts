@@ -2,7 +2,7 @@ import { once } from 'node:events'
 import fp from 'fastify-plugin'
 import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit'
 import type { Redis } from 'ioredis'
-import promClient from 'prom-client'
+import promClient from '@prometheus-io/client'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import { RATE_LIMIT_UNAVAILABLE_CODE } from './errors.js'
 

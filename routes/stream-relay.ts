@@ -71,8 +71,7 @@ export class StreamRelay {
   private readonly upstream = new AbortController()
   private readonly recorder: StreamRecorder
   private stopped: Stop | undefined
-  private readonly stopSignal: Promise<typeof STOPPED>
-  private signalStop: () => void = () => {}
+  private readonly stopSignal = Promise.withResolvers<typeof STOPPED>()
   private headersSent = false
   private wroteSinceHeartbeat = false
   private index = 0
@@ -95,21 +94,20 @@ export class StreamRelay {
     private readonly settings: RelaySettings
   ) {
     this.recorder = app.gatewayMetrics.beginStream({ agent, model: generation.model })
-    this.stopSignal = new Promise(resolve => { this.signalStop = () => { resolve(STOPPED) } })
   }
 
   private stop (reason: Stop): void {
     if (this.stopped !== undefined) return
     this.stopped = reason
     this.upstream.abort()
-    this.signalStop()
+    this.stopSignal.resolve(STOPPED)
   }
 
   /** Settles with `work`, or with STOPPED as soon as the relay stops, without waiting on `work`. */
   private async orStop<T> (work: Promise<T>): Promise<T | typeof STOPPED> {
     // An aborted read may settle much later, or never (nodejs/node#56917): never leave it unhandled.
     work.catch(() => {})
-    return await Promise.race([work, this.stopSignal])
+    return await Promise.race([work, this.stopSignal.promise])
   }
 
   private armTimers (): void {
@@ -163,6 +161,15 @@ export class StreamRelay {
     // A slow reader: pull nothing more from upstream until the socket drains.
     this.uncork()
     await this.orStop(once(raw, 'drain'))
+  }
+
+  /**
+   * Ends the response with its terminal event. Uncorks first: on Node 22, `end()` on a response still
+   * corked by this tick's writes sends an empty body and drops the corked events.
+   */
+  private end (event: string): void {
+    this.uncork()
+    this.reply.raw.end(event)
   }
 
   private readonly uncork = (): void => {
@@ -279,7 +286,7 @@ export class StreamRelay {
     }
     if (!this.headersSent) this.startSse()
     const usage = this.usage
-    this.reply.raw.end(dataEvent({ complete: true, totalChunks: this.index, fullText: this.fullText, ...(usage === undefined ? {} : { usage }) }))
+    this.end(dataEvent({ complete: true, totalChunks: this.index, fullText: this.fullText, ...(usage === undefined ? {} : { usage }) }))
     this.recorder.end('completed', usage)
     return this.reply
   }
@@ -290,7 +297,7 @@ export class StreamRelay {
     if (!this.headersSent) {
       return await this.reply.code(statusBeforeHeaders).send(bodyBeforeHeaders ?? { error: 'Failed to start stream', message: error.message })
     }
-    this.reply.raw.end(dataEvent({ error: error.message, recoverable: error.recoverable }))
+    this.end(dataEvent({ error: error.message, recoverable: error.recoverable }))
     return this.reply
   }
 

@@ -12,7 +12,7 @@ const NAME = /[a-zA-Z_:][a-zA-Z0-9_:]*/y
 const LABEL_NAME = /[a-zA-Z_][a-zA-Z0-9_]*/y
 
 function parseValue (text: string): number {
-  // Like Prometheus (Go's ParseFloat): NaN and Inf in any letter case, e.g. prom-client's "Nan".
+  // Like Prometheus (Go's ParseFloat): NaN and Inf in any letter case, e.g. the JavaScript client's "Nan".
   const lower = text.toLowerCase()
   if (lower === 'nan') return NaN
   if (lower === '+inf' || lower === 'inf') return Infinity

@@ -176,7 +176,7 @@ interface Sample {
   gatewaySockets: number
   emulatorSockets: number
   activeGauge: number
-  /** The gateway's V8 heap in use (prom-client's nodejs_heap_size_used_bytes), in KiB. */
+  /** The gateway's V8 heap in use (the default metric nodejs_heap_size_used_bytes), in KiB. */
   gatewayHeapKiB: number
   clientOpen: number
 }

@@ -1,6 +1,6 @@
 import Fastify from 'fastify'
 import fastifyMetricsModule from 'fastify-metrics'
-import promClient from 'prom-client'
+import promClient from '@prometheus-io/client'
 import t from 'tap'
 import streamGateway, { authPlugin, geminiClientPlugin, lifecyclePlugin, metricsPlugin, rateLimitPlugin, streamRoute } from '../index.js'
 import { answerFor } from '../emulator/server.js'

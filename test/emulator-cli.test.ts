@@ -34,7 +34,7 @@ t.test('the compiled CLI serves, rejects bad settings and stops on SIGTERM', asy
   t.teardown(() => rm(out, { recursive: true, force: true }))
   await promisify(execFile)(process.execPath, [
     'node_modules/typescript/bin/tsc', '--outDir', out, '--rootDir', '.', '--module', 'NodeNext', '--moduleResolution', 'NodeNext',
-    '--target', 'ES2022', '--types', 'node', '--skipLibCheck', '--strict', 'emulator/cli.ts'
+    '--target', 'ES2024', '--types', 'node', '--skipLibCheck', '--strict', 'emulator/cli.ts'
   ])
   await writeFile(join(out, 'package.json'), '{"type":"module"}\n')
   const cli = join(out, 'emulator', 'cli.js')

@@ -100,9 +100,9 @@ t.test('answerFor is deterministic, word-counted and carries framing-hostile cha
   t.equal(countTokens(' one  two\nthree\t'), 3)
 })
 
-t.test('SDK stream, default apiVersion (v1beta) and v1: deltas, finishReason, cumulative usage', async t => {
+t.test('SDK stream, default apiVersion (v1) and v1beta: deltas, finishReason, cumulative usage', async t => {
   const emulator = await startEmulator(t)
-  for (const apiVersion of [undefined, 'v1']) {
+  for (const apiVersion of [undefined, 'v1beta']) {
     const prompt = `Why is the sky blue? (${apiVersion ?? 'default'})`
     const expected = answerFor(prompt, undefined, PACE)
     const { chunks, error } = await collect(await sdk(emulator, apiVersion).models.generateContentStream({ model: MODEL, contents: prompt }))
@@ -120,16 +120,16 @@ t.test('SDK stream, default apiVersion (v1beta) and v1: deltas, finishReason, cu
     t.equal(last.sdkHttpResponse?.headers?.['content-type'], 'text/event-stream')
   }
   t.strictSame(emulator.requests.map(r => r.path), [
-    `/v1beta/models/${MODEL}:streamGenerateContent?alt=sse`,
-    `/v1/models/${MODEL}:streamGenerateContent?alt=sse`
+    `/v1/models/${MODEL}:streamGenerateContent?alt=sse`,
+    `/v1beta/models/${MODEL}:streamGenerateContent?alt=sse`
   ])
   t.strictSame(emulator.requests.map(r => [r.rpc, r.model, r.apiVersion, r.status, r.finished, r.clientClosedEarly, r.chunksSent]), [
-    ['streamGenerateContent', MODEL, 'v1beta', 200, true, false, 8],
-    ['streamGenerateContent', MODEL, 'v1', 200, true, false, 8]
+    ['streamGenerateContent', MODEL, 'v1', 200, true, false, 8],
+    ['streamGenerateContent', MODEL, 'v1beta', 200, true, false, 8]
   ])
   const first = emulator.requests[0]!
   t.equal(first.headers['x-goog-api-key'], 'k')
-  t.equal(first.headers['user-agent'], `google-genai-sdk/2.32.0 gl-node/${process.version}`)
+  t.equal(first.headers['user-agent'], `google-genai-sdk/3.3.0 gl-node/${process.version}`)
   t.equal(first.prompt, 'Why is the sky blue? (default)')
   t.strictSame(first.body, { contents: [{ parts: [{ text: 'Why is the sky blue? (default)' }], role: 'user' }] })
   t.equal(emulator.openStreams(), 0)
@@ -229,10 +229,10 @@ t.test('generateContent, countTokens and models.list through the SDK', async t =
   t.strictSame(pager.page.map(m => m.supportedActions), [['generateContent', 'countTokens'], ['generateContent', 'countTokens']])
 
   t.strictSame(emulator.requests.map(r => [r.method, r.path, r.rpc, r.status]), [
-    ['POST', `/v1beta/models/${MODEL}:generateContent`, 'generateContent', 200],
-    ['POST', `/v1beta/models/${MODEL}:countTokens`, 'countTokens', 200],
-    ['GET', '/v1beta/models?pageSize=3', 'list', 200],
-    ['GET', '/v1beta/models?pageSize=3&pageToken=page-3', 'list', 200]
+    ['POST', `/v1/models/${MODEL}:generateContent`, 'generateContent', 200],
+    ['POST', `/v1/models/${MODEL}:countTokens`, 'countTokens', 200],
+    ['GET', '/v1/models?pageSize=3', 'list', 200],
+    ['GET', '/v1/models?pageSize=3&pageToken=page-3', 'list', 200]
   ])
   t.strictSame(emulator.requests[1]!.body, { contents: [{ parts: [{ text: 'one two three four' }], role: 'user' }] })
 })

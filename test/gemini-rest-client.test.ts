@@ -94,7 +94,7 @@ t.test('same requests and answers without faults', async t => {
   t.same(plain.deltas.map(d => d.text), answer.deltas, 'the answer, delta by delta')
   t.same(plain.deltas.at(-1)?.usage, { promptTokens: 5, completionTokens: 30, totalTokens: 35 })
   t.equal(plain.deltas.at(-1)?.finishReason, 'STOP')
-  t.equal(emulator.requests[0]?.path, '/v1beta/models/gemini-2.0-flash-exp:streamGenerateContent?alt=sse')
+  t.equal(emulator.requests[0]?.path, '/v1/models/gemini-2.0-flash-exp:streamGenerateContent?alt=sse')
   t.equal(JSON.stringify(emulator.requests[0]?.body), '{"contents":[{"parts":[{"text":"Why is the sky blue?"}],"role":"user"}],"generationConfig":{}}')
 
   const options = { maxOutputTokens: 12, topK: 3, temperature: 0.4, topP: 0.9 }
@@ -104,7 +104,7 @@ t.test('same requests and answers without faults', async t => {
     '{"temperature":0.4,"topP":0.9,"topK":3,"maxOutputTokens":12}', 'the SDK\'s field order')
 
   await differential(t, emulator, clients, { model: 'models/gemini-2.5-pro', prompt: 'prefixed model name' })
-  t.equal(emulator.requests.at(-1)?.path, '/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse')
+  t.equal(emulator.requests.at(-1)?.path, '/v1/models/gemini-2.5-pro:streamGenerateContent?alt=sse')
 })
 
 t.test('same errors and deltas for every upstream fault', async t => {
@@ -195,7 +195,7 @@ t.test('same countTokens requests and results, and same client-side model checks
   for (const name of ['sdk', 'rest'] as const) counts.push(await clients[name].countTokens('gemini-2.0-flash-exp', 'four words right here', signal))
   t.same(counts, [4, 4])
   t.same(wireView(emulator.requests[1]), wireView(emulator.requests[0]))
-  t.equal(emulator.requests[1]?.path, '/v1beta/models/gemini-2.0-flash-exp:countTokens')
+  t.equal(emulator.requests[1]?.path, '/v1/models/gemini-2.0-flash-exp:countTokens')
 
   const invalid: unknown[] = []
   for (const name of ['sdk', 'rest'] as const) {

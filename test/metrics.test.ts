@@ -77,7 +77,7 @@ t.test('the exposition is valid Prometheus text', async t => {
   const check = await promtoolCheck(text)
   t.test('promtool check metrics', { skip: check === undefined ? 'promtool is not installed (Debian package prometheus; .ci/run installs it)' : false }, async t => {
     t.equal(check?.parseError, false, check?.output ?? '')
-    // prom-client's own Node metrics break a naming lint (nodejs_active_handles_total is a gauge); ours must not.
+    // The client library's own Node metrics break a naming lint (nodejs_active_handles_total is a gauge); ours must not.
     t.same(check?.lintProblems.filter(problem => problem.includes('amrikyy_')), [])
   })
 })

@@ -12,6 +12,27 @@ const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
 
+const HOST_FASTIFY = '5.12.7'
+
+// Where `fastify` resolves for the host and for the installed gateway, one line each.
+const RESOLVE_FASTIFY_FROM_BOTH = `
+import { createRequire } from 'node:module'
+const fromHost = createRequire(process.cwd() + '/package.json').resolve('fastify')
+const fromGateway = createRequire(process.cwd() + '/node_modules/amrikyy-stream-gateway/package.json').resolve('fastify')
+console.log(fromHost + '\\n' + fromGateway)
+`
+
+/** Every installed package named fastify below `nodeModules`, as `path@version` relative to its parent. */
+async function fastifyCopies (nodeModules: string): Promise<string[]> {
+  const copies: string[] = []
+  for (const entry of await readdir(nodeModules, { recursive: true })) {
+    if (entry !== 'fastify/package.json' && !entry.endsWith('/node_modules/fastify/package.json')) continue
+    const { name, version } = JSON.parse(await readFile(join(nodeModules, entry), 'utf8')) as { name: string, version: string }
+    if (name === 'fastify') copies.push(`node_modules/${entry.slice(0, -'/package.json'.length)}@${version}`)
+  }
+  return copies.sort()
+}
+
 /** The README's embedding example, exactly as a reader copies it. */
 async function readmeEmbeddingExample (): Promise<string> {
   const readme = await readFile(join(ROOT, 'README.md'), 'utf8')
@@ -35,10 +56,21 @@ t.test('the packed package installs, type-checks for a consumer and runs the REA
   t.same(files.filter(path => /(^|\/)test\/|\.test\.|^bench\/|^dist\/bench\/|^dist\/scripts\/|\.map$|(^|\/)\.env|\.tgz$/.test(path)), [], 'no tests, benchmarks, scripts, source maps or env files')
   t.same(files.filter(path => path.endsWith('.ts') && !path.endsWith('.d.ts')), [], 'no TypeScript sources')
 
-  await writeFile(join(scratch, 'package.json'), JSON.stringify({ name: 'scratch-host', private: true, type: 'module' }))
-  // Offline from npm's cache, which `npm ci` filled with exactly these dependencies.
+  // The host brings its own Fastify 5, deliberately not the version we develop against: as a peer
+  // dependency, ours must resolve to the host's copy rather than install a second one.
+  await writeFile(join(scratch, 'package.json'), JSON.stringify({ name: 'scratch-host', private: true, type: 'module', dependencies: { fastify: HOST_FASTIFY } }))
+  // Offline from npm's cache where it can (`npm ci` filled it with our dependencies).
+  await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts'], { cwd: scratch })
   await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', join(scratch, manifest!.filename)], { cwd: scratch })
   t.same((await readdir(join(scratch, 'node_modules', 'amrikyy-stream-gateway'))).sort(), ['README.md', 'dist', 'package.json', 'playground'])
+
+  t.test('one copy of Fastify: the host\'s', async t => {
+    t.same(await fastifyCopies(join(scratch, 'node_modules')), [`node_modules/fastify@${HOST_FASTIFY}`])
+    const resolved = await run(process.execPath, ['--input-type=module', '-e', RESOLVE_FASTIFY_FROM_BOTH], { cwd: scratch })
+    const [fromHost, fromGateway] = resolved.stdout.trim().split('\n')
+    t.equal(fromGateway, fromHost, 'the gateway imports the module the host imports')
+    t.match(fromHost, /\/node_modules\/fastify\/fastify\.js$/)
+  })
 
   t.test('TypeScript consumers get typed options and decorators', async t => {
     await copyFile(join(ROOT, 'test', 'fixtures', 'consumer', 'consumer.ts'), join(scratch, 'consumer.ts'))
