@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
 import Fastify, { type FastifyInstance } from 'fastify'
 import closeWithGrace from 'close-with-grace'
-import configPlugin, { splitList, trustProxyOf, type Env } from './plugins/config.js'
+import configPlugin, { DEFAULT_REQUEST_TIMEOUT_MS, splitList, trustProxyOf, type Env } from './plugins/config.js'
 import { Registry } from '@prometheus-io/client'
 import streamGateway, { type GatewayOptions } from './app.js'
 import { GatewayLifecycle } from './plugins/lifecycle.js'
@@ -10,6 +10,7 @@ import { metricsEndpoint } from './plugins/metrics.js'
 import requestIdPlugin, { genReqId } from './plugins/request-id.js'
 import healthRoute from './routes/health.js'
 import openApiPlugin from './plugins/openapi.js'
+import connectionLimit from './plugins/connection-limit.js'
 
 // By the package's own name, so it resolves the same from dist/ and from the sources.
 const { version: packageVersion } = createRequire(import.meta.url)('amrikyy-stream-gateway/package.json') as { version: string }
@@ -66,9 +67,25 @@ async function chooseKeys (env: Env): Promise<Pick<GatewayOptions, 'apiKeys' | '
   return { apiKeys: [generated], adminApiKeys: [] }
 }
 
+/**
+ * REQUEST_TIMEOUT_MS is needed before Fastify (and so the config plugin) exists; the config schema
+ * validates it again, with an error naming the variable.
+ */
+function requestTimeoutOf (value: string | undefined): number {
+  const parsed = Number(value)
+  return value !== undefined && Number.isInteger(parsed) && parsed >= 1 ? parsed : DEFAULT_REQUEST_TIMEOUT_MS
+}
+
 export async function startServer (): Promise<FastifyInstance> {
+  const requestTimeoutMs = requestTimeoutOf(process.env.REQUEST_TIMEOUT_MS)
   const app = Fastify({
     genReqId,
+    // Receiving a request is bounded (a slow or never-finished body gets 408 and its socket closed);
+    // Node checks these deadlines every connectionsCheckingInterval, so that is kept well below them.
+    requestTimeout: requestTimeoutMs,
+    http: { headersTimeout: requestTimeoutMs, requestTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs) },
+    // Once the drain is over every stream has its terminal event: what is still open is an unfinished request.
+    forceCloseConnections: true,
     // Before the config plugin has run: the rate limit keys unauthenticated callers by client address.
     trustProxy: trustProxyOf(process.env.TRUST_PROXY),
     logger: {
@@ -79,6 +96,7 @@ export async function startServer (): Promise<FastifyInstance> {
   await app.register(configPlugin)
   const env = app.config
   app.log.level = env.LOG_LEVEL
+  await app.register(connectionLimit, { maxConnections: env.MAX_CONNECTIONS })
 
   const upstream = await chooseUpstream(app, env)
   app.addHook('onClose', upstream.close)
@@ -97,7 +115,7 @@ export async function startServer (): Promise<FastifyInstance> {
     metrics: { registry, bearerToken: env.METRICS_TOKEN, endpoint: env.METRICS_PORT === undefined ? '/api/metrics' : null },
     stream: {
       heartbeatMs: env.HEARTBEAT_INTERVAL_MS,
-      timeouts: { firstChunkMs: env.STREAM_FIRST_CHUNK_TIMEOUT_MS, idleMs: env.STREAM_IDLE_TIMEOUT_MS, totalMs: env.STREAM_TOTAL_TIMEOUT_MS },
+      timeouts: { firstChunkMs: env.STREAM_FIRST_CHUNK_TIMEOUT_MS, idleMs: env.STREAM_IDLE_TIMEOUT_MS, totalMs: env.STREAM_TOTAL_TIMEOUT_MS, clientStallMs: env.STREAM_CLIENT_STALL_TIMEOUT_MS },
       retry: { attempts: env.UPSTREAM_RETRY_ATTEMPTS }
     },
     rateLimit: {

@@ -3,6 +3,8 @@ import fastifyEnv from '@fastify/env'
 import { Type, type Static } from 'typebox'
 import { TIME_WINDOW_PATTERN } from './rate-limit.js'
 
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
+
 /** Every environment variable the standalone server reads; the plugins themselves take options only. */
 export const EnvSchema = Type.Object({
   NODE_ENV: Type.String({ default: 'development' }),
@@ -25,6 +27,11 @@ export const EnvSchema = Type.Object({
   STREAM_FIRST_CHUNK_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 60_000 }),
   STREAM_IDLE_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 30_000 }),
   STREAM_TOTAL_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 600_000 }),
+  STREAM_CLIENT_STALL_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 30_000 }),
+  /** Receiving one whole request (headers and body); never bounds the streamed answer. */
+  REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1, default: DEFAULT_REQUEST_TIMEOUT_MS }),
+  /** Open client connections per process; past it new ones get a 503 and are closed. */
+  MAX_CONNECTIONS: Type.Integer({ minimum: 1, default: 10_000 }),
   UPSTREAM_RETRY_ATTEMPTS: Type.Integer({ minimum: 1, default: 3 }),
   API_KEYS_FILE: Type.Optional(Type.String({ minLength: 1 })),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),

@@ -12,6 +12,8 @@ export interface StreamTimeouts {
   idleMs: number
   /** The whole stream. */
   totalMs: number
+  /** How long a client may leave written events unread (its socket buffer full) before the stream is cut. */
+  clientStallMs: number
 }
 
 export interface RetryPolicy {
@@ -32,6 +34,7 @@ export interface RelaySettings {
 
 type Stop =
   | { kind: 'client-gone' }
+  | { kind: 'client-stalled', message: string }
   | { kind: 'timeout', message: string }
   | { kind: 'shutdown', message: string }
 
@@ -83,6 +86,8 @@ export class StreamRelay {
   private idleTimer: NodeJS.Timeout | undefined
   private firstChunkTimer: NodeJS.Timeout | undefined
   private waitedMs = 0
+  /** While true the relay waits on the client, not on Gemini: the idle budget is not spent. */
+  private awaitingClient = false
   private corked = false
 
   constructor (
@@ -121,7 +126,7 @@ export class StreamRelay {
     this.firstChunkTimer = after(firstChunkMs, () => { this.stop({ kind: 'timeout', message: `Gemini sent no answer within ${seconds(firstChunkMs)}` }) })
     this.idleTimer = after(idleMs, () => {
       // Armed from the start but only meaningful once chunks flow; before that the first-chunk timer rules.
-      if (this.index > 0) this.stop({ kind: 'timeout', message: `Gemini went silent for ${seconds(idleMs)}` })
+      if (this.index > 0 && !this.awaitingClient) this.stop({ kind: 'timeout', message: `Gemini went silent for ${seconds(idleMs)}` })
       else this.idleTimer?.refresh()
     })
     if (this.settings.heartbeatMs > 0) {
@@ -158,9 +163,25 @@ export class StreamRelay {
       process.nextTick(this.uncork)
     }
     if (raw.write(event)) return
-    // A slow reader: pull nothing more from upstream until the socket drains.
+    // A slow reader: pull nothing more from upstream until the socket drains, so memory stays bounded.
     this.uncork()
-    await this.orStop(once(raw, 'drain'))
+    await this.awaitClientDrain()
+  }
+
+  private async awaitClientDrain (): Promise<void> {
+    const { clientStallMs } = this.settings.timeouts
+    this.awaitingClient = true
+    const stall = setTimeout(() => {
+      this.stop({ kind: 'client-stalled', message: `the client read nothing for ${seconds(clientStallMs)}` })
+    }, clientStallMs)
+    try {
+      await this.orStop(once(this.reply.raw, 'drain'))
+    } finally {
+      clearTimeout(stall)
+      this.awaitingClient = false
+      // Gemini's idle budget starts again from the moment the relay asks it for more.
+      this.idleTimer?.refresh()
+    }
   }
 
   /**
@@ -307,6 +328,12 @@ export class StreamRelay {
         if (!this.headersSent) this.reply.hijack()
         this.recorder.end('cancelled')
         this.request.log.info({ chunksSent: this.index }, 'client disconnected; upstream call aborted')
+        return this.reply
+      case 'client-stalled':
+        // Its buffer is full, so an error event would never be read: cut the connection instead.
+        this.recorder.end('cancelled')
+        this.request.log.warn({ chunksSent: this.index, reason: stop.message }, 'client stopped reading; stream cut and upstream call aborted')
+        this.reply.raw.destroy()
         return this.reply
       case 'timeout':
         this.app.gatewayMetrics.upstreamError('timeout')

@@ -18,7 +18,7 @@ export interface StreamRouteOptions {
 }
 
 export const DEFAULT_RELAY_SETTINGS: RelaySettings = {
-  timeouts: { firstChunkMs: 60_000, idleMs: 30_000, totalMs: 600_000 },
+  timeouts: { firstChunkMs: 60_000, idleMs: 30_000, totalMs: 600_000, clientStallMs: 30_000 },
   heartbeatMs: 15_000,
   retry: { attempts: 3, baseDelayMs: 250, maxDelayMs: 4_000, maxTotalWaitMs: 10_000 }
 }
@@ -38,7 +38,8 @@ export function relaySettings (options: StreamRouteOptions): RelaySettings {
     timeouts: {
       firstChunkMs: checked('timeouts.firstChunkMs', options.timeouts?.firstChunkMs, timeouts.firstChunkMs, 1),
       idleMs: checked('timeouts.idleMs', options.timeouts?.idleMs, timeouts.idleMs, 1),
-      totalMs: checked('timeouts.totalMs', options.timeouts?.totalMs, timeouts.totalMs, 1)
+      totalMs: checked('timeouts.totalMs', options.timeouts?.totalMs, timeouts.totalMs, 1),
+      clientStallMs: checked('timeouts.clientStallMs', options.timeouts?.clientStallMs, timeouts.clientStallMs, 1)
     },
     heartbeatMs: checked('heartbeatMs', options.heartbeatMs, heartbeatMs, 0),
     retry: {
@@ -57,9 +58,12 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
   app.removeContentTypeParser('text/plain')
   const rateLimitHooks = app.hasDecorator('rateLimitCaller') ? [app.rateLimitCaller] : []
 
-  async function refuseWhileDraining (_request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
-    if (!app.lifecycle.draining) return undefined
+  async function refuseShuttingDown (reply: FastifyReply): Promise<FastifyReply> {
     return await reply.code(503).header('connection', 'close').send({ error: 'Service Unavailable', message: SHUTTING_DOWN_MESSAGE })
+  }
+
+  async function refuseWhileDraining (_request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+    return app.lifecycle.draining ? await refuseShuttingDown(reply) : undefined
   }
 
   app.post('/api/stream', {
@@ -74,6 +78,8 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     config: { disableMetrics: true },
     onRequest: [refuseWhileDraining, app.identifyCaller, ...rateLimitHooks, app.requireCaller]
   }, async function streamHandler (request, reply) {
+    // The body may have arrived after draining began: no stream may start that the drain does not track.
+    if (app.lifecycle.draining) return await refuseShuttingDown(reply)
     const { prompt, options: generation, agent } = request.body
     const model = request.body.model ?? options.defaultModel
     return await new StreamRelay(app, request, reply, { model, prompt, options: generation }, agent, settings).run()

@@ -1,0 +1,105 @@
+import { connect, type Socket } from 'node:net'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import t from 'tap'
+import { USER_KEY, buildGateway, listenOnLoopback, within } from './support/gateway.js'
+import { Exposition } from './support/prometheus.js'
+import { startScriptedServer } from './support/scripted-server.js'
+
+const EVENT_TEXT = 'x'.repeat(64 * 1024)
+const EVENT = `data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: EVENT_TEXT }], role: 'model' }, index: 0 }] })}\r\n\r\n`
+// Far more than loopback socket buffers hold, so a client that stops reading stalls the relay.
+const UPSTREAM_LIMIT_BYTES = 256 * 1024 * 1024
+
+interface EndlessUpstream {
+  url: string
+  /** Resolves when the gateway closed the upstream connection, with the bytes written by then. */
+  closed: Promise<number>
+}
+
+async function drainedOrClosed (response: ServerResponse): Promise<void> {
+  await new Promise<void>(resolve => {
+    const done = (): void => {
+      response.off('drain', done)
+      response.off('close', done)
+      resolve()
+    }
+    response.once('drain', done)
+    response.once('close', done)
+  })
+}
+
+/** A Gemini stream that never ends by itself: writes as fast as the gateway reads. */
+async function startEndlessUpstream (t: Parameters<typeof startScriptedServer>[0]): Promise<EndlessUpstream> {
+  const closed = Promise.withResolvers<number>()
+  const url = await startScriptedServer(t, async (_request: IncomingMessage, response: ServerResponse) => {
+    let written = 0
+    response.once('close', () => { closed.resolve(written) })
+    response.writeHead(200, { 'content-type': 'text/event-stream' })
+    while (!response.destroyed && written < UPSTREAM_LIMIT_BYTES) {
+      written += EVENT.length
+      if (!response.write(EVENT)) await drainedOrClosed(response)
+    }
+    response.end()
+  })
+  return { url, closed: closed.promise }
+}
+
+/** Sends a stream request on a raw socket, reads until the first chunk event arrived, then stops reading. */
+async function postThenStopReading (gatewayUrl: string): Promise<Socket> {
+  const { port } = new URL(gatewayUrl)
+  const body = JSON.stringify({ prompt: 'a long answer' })
+  const socket = connect(Number(port), '127.0.0.1')
+  socket.write(`POST /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-API-Key: ${USER_KEY}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+  await new Promise<void>(resolve => {
+    let seen = ''
+    const onData = (data: Buffer): void => {
+      seen += data.toString('latin1')
+      if (!seen.includes('data: {"chunk"')) return
+      socket.off('data', onData)
+      socket.pause()
+      resolve()
+    }
+    socket.on('data', onData)
+  })
+  return socket
+}
+
+t.test('a client that stops reading is cut by its own limit, never blamed on Gemini', async t => {
+  const upstream = await startEndlessUpstream(t)
+  // Gemini's idle budget is much shorter than the client's: a relay that spends it while waiting on the client fails here.
+  const app = await buildGateway(t, upstream.url, { stream: { timeouts: { idleMs: 150, clientStallMs: 1_500 }, heartbeatMs: 0 } })
+  const url = await listenOnLoopback(app)
+  const socket = await postThenStopReading(url)
+  t.teardown(() => { socket.destroy() })
+
+  const upstreamBytes = await within(10_000, upstream.closed, 'the upstream call to be aborted')
+  t.ok(upstreamBytes < UPSTREAM_LIMIT_BYTES, 'the relay stopped pulling from Gemini while the client was stalled')
+  await within(5_000, new Promise(resolve => { socket.once('close', resolve); socket.resume() }), 'the client connection to be closed')
+
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+  const labels = { agent: 'unknown', model: 'gemini-2.0-flash-exp' }
+  t.equal(scrape.value('amrikyy_stream_sessions_cancelled_total', labels), 1, 'counted as a cancelled stream')
+  t.equal(scrape.value('amrikyy_stream_sessions_failed_total', labels), 0)
+  t.equal(scrape.value('amrikyy_upstream_errors_total'), 0, 'no upstream error: Gemini was never silent')
+  t.equal(scrape.value('amrikyy_active_streams'), 0)
+})
+
+t.test('a client that reads slowly but steadily gets the whole wait it needs', async t => {
+  // Each read of the client comes after Gemini's idle budget, yet within its own stall limit.
+  const upstream = await startEndlessUpstream(t)
+  const app = await buildGateway(t, upstream.url, { stream: { timeouts: { idleMs: 100, clientStallMs: 5_000 }, heartbeatMs: 0 } })
+  const url = await listenOnLoopback(app)
+  const socket = await postThenStopReading(url)
+  t.teardown(() => { socket.destroy() })
+  for (let i = 0; i < 3; i++) {
+    await new Promise(resolve => setTimeout(resolve, 300))
+    socket.resume()
+    await new Promise(resolve => setTimeout(resolve, 5))
+    socket.pause()
+  }
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+  t.equal(scrape.value('amrikyy_active_streams'), 1, 'still streaming')
+  t.equal(scrape.value('amrikyy_upstream_errors_total'), 0)
+  socket.destroy()
+  await within(5_000, upstream.closed, 'the upstream call to be aborted once the client left')
+})
