@@ -30,8 +30,11 @@ export function parseKeyEntries (document: unknown, source: string): ApiKeyEntry
     const where = `${source}: ${describe(index, entry)}`
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new KeysFileError(`${where} must be an object with "name", "sha256" and "role"`)
     const record = entry as Record<string, unknown>
-    const unknown = Object.keys(record).filter(field => !FIELDS.includes(field))
-    if (unknown.length > 0) throw new KeysFileError(`${where} has unknown field${unknown.length > 1 ? 's' : ''} ${unknown.map(field => JSON.stringify(field)).join(', ')}`)
+    // By position, not by name: a raw key pasted as a field name must not reach the log either.
+    const positions = Object.keys(record).flatMap((field, position) => FIELDS.includes(field) ? [] : [position + 1])
+    if (positions.length > 0) {
+      throw new KeysFileError(`${where} has ${positions.length > 1 ? 'unknown fields at positions' : 'an unknown field at position'} ${positions.join(', ')} (allowed: ${FIELDS.join(', ')})`)
+    }
     const { name, sha256, role } = record
     if (typeof name !== 'string' || !NAME_PATTERN.test(name)) throw new KeysFileError(`${where}: "name" must be 1 to 64 letters, digits or ._@- characters`)
     if (typeof sha256 !== 'string' || !SHA256_PATTERN.test(sha256)) throw new KeysFileError(`${where}: "sha256" must be the 64 hex characters of the key's SHA-256`)

@@ -54,8 +54,8 @@ async function chooseKeys (env: Env): Promise<Pick<GatewayOptions, 'apiKeys' | '
   }
   const generated = randomBytes(24).toString('base64url')
   const host = env.HOST === '0.0.0.0' || env.HOST === '::' ? 'localhost' : env.HOST
-  // Written once to the terminal, not through the logger, so the key stays out of log pipelines.
-  process.stdout.write([
+  // Written once to stderr, apart from the JSON log lines on stdout, so the key stays out of log pipelines.
+  process.stderr.write([
     '',
     'API_KEYS is not set: generated a development key for this run:',
     `  ${generated}`,

@@ -28,6 +28,11 @@ export interface EmulatorOptions {
   apiKey?: string
   /** Receives one line per finished request. */
   logger?: (line: string) => void
+  /**
+   * How many requests `requests` keeps, the oldest dropped first. Default 0: none, so a long-lived
+   * emulator holds no history; tests that inspect requests ask for it.
+   */
+  recordRequests?: number
 }
 
 export type Fault =
@@ -212,6 +217,8 @@ export class GeminiEmulator {
   private readonly requestWaiters = new Set<{ n: number; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>()
   private streamsInFlight = 0
   private nextId = 0
+  /** Requests since the start or the last reset, recorded or not: what waitForRequests counts. */
+  private seen = 0
   private listenPort = 0
   private closing: Promise<void> | undefined
 
@@ -223,7 +230,8 @@ export class GeminiEmulator {
       chunkDelayMs: options.chunkDelayMs ?? 0,
       defaultMaxTokens: options.defaultMaxTokens ?? 64,
       apiKey: options.apiKey,
-      logger: options.logger
+      logger: options.logger,
+      recordRequests: options.recordRequests ?? 0
     }
     this.pace = { chunkCount: this.options.chunkCount, chunkDelayMs: this.options.chunkDelayMs }
     this.server = createServer({ noDelay: true })
@@ -274,14 +282,14 @@ export class GeminiEmulator {
   }
 
   waitForRequests (n: number, timeoutMs = 5000): Promise<void> {
-    if (this.requests.length >= n) return Promise.resolve()
+    if (this.seen >= n) return Promise.resolve()
     return new Promise((resolve, reject) => {
       const waiter = {
         n,
         resolve: () => { clearTimeout(waiter.timer); this.requestWaiters.delete(waiter); resolve() },
         reject: (e: Error) => { clearTimeout(waiter.timer); this.requestWaiters.delete(waiter); reject(e) },
         timer: setTimeout(() => {
-          waiter.reject(new Error(`waitForRequests: ${this.requests.length} of ${n} requests after ${timeoutMs} ms`))
+          waiter.reject(new Error(`waitForRequests: ${this.seen} of ${n} requests after ${timeoutMs} ms`))
         }, timeoutMs)
       }
       this.requestWaiters.add(waiter)
@@ -290,6 +298,7 @@ export class GeminiEmulator {
 
   reset (): void {
     this.requests.length = 0
+    this.seen = 0
     this.faults = []
     this.pace = { chunkCount: this.options.chunkCount, chunkDelayMs: this.options.chunkDelayMs }
   }
@@ -333,8 +342,12 @@ export class GeminiEmulator {
 
   private record (rec: RecordedRequest): void {
     rec.id = ++this.nextId
-    this.requests.push(rec)
-    for (const w of [...this.requestWaiters]) if (this.requests.length >= w.n) w.resolve()
+    if (this.options.recordRequests > 0) {
+      this.requests.push(rec)
+      if (this.requests.length > this.options.recordRequests) this.requests.shift()
+    }
+    this.seen++
+    for (const w of [...this.requestWaiters]) if (this.seen >= w.n) w.resolve()
   }
 
   private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -844,6 +857,10 @@ function validateOptions (options: EmulatorOptions): void {
   }
   if (apiKey !== undefined && (typeof apiKey !== 'string' || apiKey === '')) {
     throw new TypeError('GeminiEmulator: apiKey must be a non-empty string when set')
+  }
+  const { recordRequests } = options
+  if (recordRequests !== undefined && !(Number.isInteger(recordRequests) && recordRequests >= 0)) {
+    throw new RangeError(`GeminiEmulator: recordRequests must be a non-negative integer, got ${String(recordRequests)}`)
   }
 }
 

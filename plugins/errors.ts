@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyError } from 'fastify'
 
 export const PROMPT_REQUIRED = 'Prompt is required'
+export const MODEL_NAME_RULE = 'model must be a Gemini model name: up to 128 letters, digits, ".", "_" or "-", optionally after "models/", without ".."'
 export const TOO_MANY_REQUESTS_BODY = {
   error: 'Too Many Requests',
   message: 'You have exceeded the request limit. Please try again later.'
@@ -29,6 +30,7 @@ export function describeValidation (issues: readonly ValidationIssue[]): string 
   if (issues.some(issue => issue.instancePath === '/prompt' && ['minLength', 'pattern'].includes(issue.keyword))) return PROMPT_REQUIRED
   if (issues.some(issue => issue.keyword === 'required' && issue.instancePath === '' &&
     (issue.params.requiredProperties as unknown[] | undefined)?.includes('prompt') === true)) return PROMPT_REQUIRED
+  if (issues.some(issue => issue.instancePath === '/model' && issue.keyword === 'pattern')) return MODEL_NAME_RULE
   const unknown = issues
     .filter(issue => issue.keyword === 'additionalProperties')
     .flatMap(issue => ((issue.params.additionalProperties as string[] | undefined) ?? [])

@@ -1,11 +1,13 @@
 import { Type, type Static } from 'typebox'
 
 export const PROMPT_MAX_LENGTH = 32_000
+/** Gemini's generationConfig.topK is an int32: anything larger can never work. */
+const INT32_MAX = 2_147_483_647
 
 export const GenerationOptions = Type.Object({
   temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 2 })),
   topP: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
-  topK: Type.Optional(Type.Integer({ minimum: 1 })),
+  topK: Type.Optional(Type.Integer({ minimum: 1, maximum: INT32_MAX })),
   maxOutputTokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 65_536 }))
 }, { additionalProperties: false, description: 'Sampling options, passed to Gemini as generationConfig' })
 
@@ -13,7 +15,8 @@ export const StreamRequest = Type.Object({
   // `\S` rejects whitespace-only prompts with the same answer as a missing one.
   prompt: Type.String({ minLength: 1, maxLength: PROMPT_MAX_LENGTH, pattern: '\\S' }),
   model: Type.Optional(Type.String({
-    pattern: '^(models/)?[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$',
+    // No `..`: Gemini's clients refuse such a name before sending it, so it could only fail.
+    pattern: '^(?!.*\\.\\.)(models/)?[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$',
     description: 'Gemini model name, for example gemini-2.0-flash-exp'
   })),
   options: Type.Optional(GenerationOptions),
@@ -66,8 +69,8 @@ export const StreamResponses = {
   400: errorExample('Invalid body: a missing prompt, a wrong type, an out-of-range option or an unknown field', { error: 'Prompt is required' }),
   401: errorExample('No X-API-Key header', { error: 'Unauthorized: API key is missing.' }),
   403: errorExample('Unknown API key', { error: 'Forbidden: Invalid API key.' }),
-  413: errorExample('Body over 256 KiB', { error: 'Request body is too large' }),
-  415: errorExample('Body is not application/json', { error: 'Unsupported Media Type: send the body as application/json' }),
+  413: errorExample('Body over 440 KiB (room for a maximal prompt with every character JSON-escaped)', { error: 'Request body is too large' }),
+  415: errorExample('Body is not application/json, or declares a charset other than UTF-8', { error: 'Unsupported Media Type: send the body as application/json' }),
   429: errorExample('Rate limit exceeded; see Retry-After', { error: 'Too Many Requests', message: 'You have exceeded the request limit. Please try again later.' }),
   500: errorExample('Gemini failed before the first chunk', { error: 'Failed to start stream', message: 'Resource has been exhausted (e.g. check quota).' }),
   503: errorExample('The gateway is draining for shutdown, or rate limiting is unavailable', { error: 'Service Unavailable', message: 'The gateway is shutting down; retry the request' })

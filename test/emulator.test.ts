@@ -15,7 +15,7 @@ const MODEL = 'gemini-2.0-flash'
 const PACE = { chunkCount: 8, defaultMaxTokens: 64 }
 
 async function startEmulator (t: { teardown: (fn: () => unknown) => void }, options: EmulatorOptions = {}): Promise<GeminiEmulator> {
-  const emulator = await GeminiEmulator.start(options)
+  const emulator = await GeminiEmulator.start({ recordRequests: 10_000, ...options })
   t.teardown(() => emulator.close())
   return emulator
 }
@@ -567,7 +567,7 @@ t.test('X-Server-Timeout ends a request with DEADLINE_EXCEEDED', async t => {
 })
 
 t.test('close() ends stalled streams so nothing hangs', async t => {
-  const emulator = await GeminiEmulator.start()
+  const emulator = await GeminiEmulator.start({ recordRequests: 1 })
   emulator.addFault({ kind: 'stall', afterChunks: 1 })
   const stream = await sdk(emulator).models.generateContentStream({ model: MODEL, contents: 'p' })
   t.equal((await stream.next()).done, false)
@@ -585,4 +585,22 @@ t.test('start() validates options', async t => {
   await t.rejects(GeminiEmulator.start({ chunkCount: 0 }), /GeminiEmulator: chunkCount must be a positive integer, got 0/)
   await t.rejects(GeminiEmulator.start({ port: 70000 }), /port must be an integer from 0 to 65535/)
   await t.rejects(GeminiEmulator.start({ defaultMaxTokens: 5000 }), /defaultMaxTokens must be an integer from 1 to 4096/)
+  await t.rejects(GeminiEmulator.start({ recordRequests: -1 }), /recordRequests must be a non-negative integer, got -1/)
+})
+
+t.test('recording is off unless asked for, and bounded when on', async t => {
+  const ask = async (emulator: GeminiEmulator, n: number): Promise<void> => {
+    for (let i = 0; i < n; i++) await sdk(emulator).models.generateContent({ model: MODEL, contents: `q${i}` })
+  }
+  const silent = await GeminiEmulator.start()
+  t.teardown(async () => { await silent.close() })
+  await ask(silent, 3)
+  await silent.waitForRequests(3)
+  t.strictSame(silent.requests, [], 'a default emulator keeps no history')
+
+  const bounded = await GeminiEmulator.start({ recordRequests: 2 })
+  t.teardown(async () => { await bounded.close() })
+  await ask(bounded, 5)
+  await bounded.waitForRequests(5)
+  t.strictSame(bounded.requests.map(r => [r.id, r.prompt]), [[4, 'q3'], [5, 'q4']], 'only the newest two, oldest dropped first')
 })

@@ -11,8 +11,11 @@ t.test('a fresh development start streams from the embedded emulator with a gene
   // Nothing configured, as on a fresh clone.
   const server = await startServerProcess(t, { NODE_ENV: undefined, API_KEYS: undefined, GEMINI_API_KEY: undefined, PORT: String(port), EMULATOR_CHUNK_DELAY_MS: '0' })
   t.match(server.output(), /GEMINI_API_KEY is not set: streaming from the bundled Gemini emulator/)
-  const curlLine = /^ {2}(curl -N -X POST .*)$/m.exec(server.output())?.[1]
-  t.ok(curlLine, 'prints a ready-to-paste curl line')
+  const curlLine = /^ {2}(curl -N -X POST .*)$/m.exec(server.stderr())?.[1]
+  t.ok(curlLine, 'prints a ready-to-paste curl line, on stderr')
+  const generatedKey = /X-API-Key: ([A-Za-z0-9_-]+)"/.exec(curlLine ?? '')?.[1] ?? ''
+  t.equal(server.stderr().split(generatedKey).length - 1, 2, 'the key is printed once, with the curl line that uses it')
+  t.equal(server.output().split(generatedKey).length - 1, 2, 'and never in the JSON log lines')
   t.match(curlLine, `http://127.0.0.1:${port}/api/stream`)
 
   const { stdout } = await run('bash', ['-c', curlLine ?? 'false'])

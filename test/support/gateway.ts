@@ -9,7 +9,8 @@ export const USER_KEY = 'test-user-key-0123456789'
 export const ADMIN_KEY = 'test-admin-key-0123456789'
 
 export async function startEmulator (t: Test, options: EmulatorOptions = {}): Promise<GeminiEmulator> {
-  const emulator = await GeminiEmulator.start(options)
+  // Tests inspect what the gateway sent; a long-lived emulator records nothing by default.
+  const emulator = await GeminiEmulator.start({ recordRequests: 10_000, ...options })
   t.teardown(async () => { await emulator.close() })
   return emulator
 }

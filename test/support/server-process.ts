@@ -12,6 +12,8 @@ export interface RunningServer {
   child: ChildProcess
   url: string
   output: () => string
+  /** What the process wrote to stderr alone (the JSON log lines go to stdout). */
+  stderr: () => string
   exited: Promise<number | null>
 }
 
@@ -28,8 +30,9 @@ export async function freePort (): Promise<number> {
 export async function startServerProcess (t: Test, env: Record<string, string | undefined>): Promise<RunningServer> {
   const child = spawn(process.execPath, [SERVER], { env: serverEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
+  let stderr = ''
   child.stdout?.on('data', (data: Buffer) => { output += data.toString() })
-  child.stderr?.on('data', (data: Buffer) => { output += data.toString() })
+  child.stderr?.on('data', (data: Buffer) => { output += data.toString(); stderr += data.toString() })
   const exited = new Promise<number | null>(resolve => { child.once('exit', code => { resolve(code) }) })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   const url = await within(10_000, new Promise<string>((resolve, reject) => {
@@ -40,7 +43,7 @@ export async function startServerProcess (t: Test, env: Record<string, string | 
     child.stdout?.on('data', look)
     void exited.then(code => { reject(new Error(`server exited with ${code}: ${output}`)) })
   }), 'server start')
-  return { child, url, output: () => output, exited }
+  return { child, url, output: () => output, stderr: () => stderr, exited }
 }
 
 function serverEnv (env: Record<string, string | undefined>): NodeJS.ProcessEnv {
