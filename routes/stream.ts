@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { errorCodes, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { parseJsonBody, refuseOtherCharsets } from './json-body.js'
 import { PROMPT_MAX_LENGTH, StreamRequest, StreamResponses } from '../schemas/stream.js'
 import { SHUTTING_DOWN_MESSAGE } from '../plugins/lifecycle.js'
 // The rate limiter is optional; its decorator's type comes with the plugin that adds it.
@@ -28,51 +29,6 @@ export const DEFAULT_RELAY_SETTINGS: RelaySettings = {
  * prompt's code points) is two `\uXXXX` escapes, 12 bytes; the rest of the body fits in 64 KiB.
  */
 const BODY_LIMIT = PROMPT_MAX_LENGTH * 12 + 64 * 1024
-
-/** JSON is UTF-8 (RFC 8259); a body declared in another charset would be silently misread. */
-const UTF8_CHARSET = /^"?utf-?8"?$/i
-
-function charsetOf (contentType: string | undefined): string | undefined {
-  const parameter = contentType?.split(';').slice(1).map(part => part.trim().split('=')).find(([name]) => name?.trim().toLowerCase() === 'charset')
-  return parameter?.[1]?.trim()
-}
-
-/** The first key that would poison a prototype if merged into an object. Iterative: bodies may nest deeply. */
-function poisonedField (root: unknown): string | undefined {
-  const pending = [root]
-  for (let value = pending.pop(); value !== undefined || pending.length > 0; value = pending.pop()) {
-    if (value === null || typeof value !== 'object') continue
-    if (Object.hasOwn(value, '__proto__')) return '__proto__'
-    const ctor = (value as { constructor?: unknown }).constructor
-    if (Object.hasOwn(value, 'constructor') && ctor !== null && typeof ctor === 'object' && Object.hasOwn(ctor, 'prototype')) return 'constructor.prototype'
-    pending.push(...Object.values(value))
-  }
-  return undefined
-}
-
-/**
- * Fastify's own JSON parser refuses prototype-poisoning keys too, but as "malformed" JSON; this one
- * says which key it refused. Valid JSON is otherwise parsed as JSON.parse does.
- */
-function parseJsonBody (_request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
-  if (body.length === 0) return done(new errorCodes.FST_ERR_CTP_EMPTY_JSON_BODY())
-  let value: unknown
-  try {
-    value = JSON.parse(body)
-  } catch {
-    return done(new errorCodes.FST_ERR_CTP_INVALID_JSON_BODY())
-  }
-  const poisoned = poisonedField(value)
-  if (poisoned !== undefined) return done(Object.assign(new Error(`Forbidden field in request body: ${poisoned}`), { statusCode: 400 }))
-  done(null, value)
-}
-
-async function refuseOtherCharsets (request: FastifyRequest): Promise<void> {
-  const charset = charsetOf(request.headers['content-type'])
-  if (charset !== undefined && !UTF8_CHARSET.test(charset)) {
-    throw Object.assign(new Error('Unsupported Media Type: send the body as application/json in UTF-8'), { statusCode: 415 })
-  }
-}
 
 function checked (name: string, value: number | undefined, fallback: number, min: number): number {
   if (value === undefined) return fallback
