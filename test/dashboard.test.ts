@@ -154,6 +154,7 @@ interface ComposeService {
   ports?: string[]
   depends_on?: Record<string, { condition: string }> | string[]
   networks?: string[]
+  command?: string[]
 }
 
 t.test('compose, nginx, Prometheus and Grafana files point at each other', async t => {
@@ -208,4 +209,10 @@ t.test('the replicas believe X-Forwarded-For from nginx\'s network only, and ngi
   }
   const forwardedFor = [...nginx.matchAll(/^\s*proxy_set_header\s+X-Forwarded-For\s+(\S+);/gim)].map(match => match[1])
   t.same(forwardedFor, ['$remote_addr'], 'nginx replaces a client\'s X-Forwarded-For instead of appending to it')
+})
+
+t.test('the compose Redis never evicts a rate-limit counter before its window ends', async t => {
+  const compose = await readYaml<{ services: Record<string, ComposeService> }>('docker-compose.yml')
+  const command = compose.services.redis?.command ?? []
+  t.equal(command[command.indexOf('--maxmemory-policy') + 1], 'noeviction')
 })
