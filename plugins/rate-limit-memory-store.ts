@@ -22,7 +22,7 @@ export class MemoryStore {
   // A Map iterates in insertion order: re-inserting on every hit keeps the least recently seen address first.
   private readonly addresses = new Map<string, Counter>()
 
-  constructor (private readonly maxAddresses: number) {}
+  constructor (private readonly maxAddresses: number, private readonly onEvict: () => void = () => {}) {}
 
   incr (id: string, callback: MemoryStoreCallback, timeWindow: number): void {
     const now = Date.now()
@@ -53,6 +53,8 @@ export class MemoryStore {
 
   private evictOldestAddress (): void {
     const oldest = this.addresses.keys().next()
-    if (oldest.done !== true) this.addresses.delete(oldest.value)
+    if (oldest.done === true) return
+    this.addresses.delete(oldest.value)
+    this.onEvict()
   }
 }

@@ -6,6 +6,7 @@ import t, { type Test } from 'tap'
 import { Agent, fetch } from 'undici'
 import type { RateLimitOptions } from '../plugins/rate-limit.js'
 import { USER_KEY, buildGateway, listenOnLoopback } from './support/gateway.js'
+import { Exposition } from './support/prometheus.js'
 
 const TOO_MANY_REQUESTS = '{"error":"Too Many Requests","message":"You have exceeded the request limit. Please try again later."}'
 const FORBIDDEN = '{"error":"Forbidden: Invalid API key."}'
@@ -15,6 +16,10 @@ const NO_UPSTREAM = 'http://127.0.0.1:9'
 const MAX = 2
 
 interface Answer { status: number, body: string, remaining: string | null }
+
+async function evictions (url: string): Promise<number> {
+  return new Exposition(await (await fetch(`${url}/api/metrics`)).text()).value('amrikyy_rate_limit_address_evictions_total')
+}
 
 async function gateway (t: Test, rateLimit: RateLimitOptions): Promise<string> {
   // The test is the proxy: X-Forwarded-For from loopback is believed, so one socket can speak for many addresses.
@@ -65,6 +70,7 @@ t.test('a key that spent its budget stays refused after 6,000 other callers (the
   t.equal(flood.filter(status => status === 403).length, 6000, 'each new address has its own budget')
 
   t.same(await post(url, agent, { 'x-api-key': USER_KEY }), { status: 429, body: TOO_MANY_REQUESTS, remaining: '0' }, 'the spent key is still refused')
+  t.equal(await evictions(url), 0, 'the default bound holds 6,000 addresses')
 })
 
 t.test('past maxAddresses the least recently seen address is forgotten, never a key', async t => {
@@ -79,11 +85,13 @@ t.test('past maxAddresses the least recently seen address is forgotten, never a 
   // 99 more addresses fill the bound exactly: the spender is still remembered.
   t.same(await floodOfAddresses(url, agent, 99), Array.from({ length: 99 }, () => 403))
   t.same(await post(url, agent, spender), { status: 429, body: TOO_MANY_REQUESTS, remaining: '0' }, 'within the bound an address is remembered')
+  t.equal(await evictions(url), 0)
 
   // 100 addresses more push the spender out: its next request starts a fresh window. The key is never pushed out.
   t.same(await floodOfAddresses(url, agent, 100, 1000), Array.from({ length: 100 }, () => 403))
   t.same(await post(url, agent, spender), { status: 403, body: FORBIDDEN, remaining: '1' }, 'past the bound the oldest address starts over')
   t.same(await post(url, agent, { 'x-api-key': USER_KEY }), { status: 429, body: TOO_MANY_REQUESTS, remaining: '0' }, 'the spent key is still refused')
+  t.equal(await evictions(url), 101, 'the 99 first flood addresses, then the spender, then one for the spender\'s return')
 })
 
 t.test('maxAddresses must be a positive integer', async t => {
