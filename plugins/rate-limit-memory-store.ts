@@ -35,7 +35,7 @@ export class MemoryStore {
     counter.current++
     if (!isKey) {
       this.addresses.delete(id)
-      if (this.addresses.size >= this.maxAddresses) this.evictOldestAddress()
+      if (this.addresses.size >= this.maxAddresses) this.evictOldestAddress(now, timeWindow)
     }
     space.set(id, counter)
     callback(null, { current: counter.current, ttl: counter.windowStartMs + timeWindow - now })
@@ -46,15 +46,12 @@ export class MemoryStore {
     return this
   }
 
-  /** How many counters each space holds, for tests and diagnostics. */
-  get size (): { keys: number, addresses: number } {
-    return { keys: this.keys.size, addresses: this.addresses.size }
-  }
-
-  private evictOldestAddress (): void {
-    const oldest = this.addresses.keys().next()
+  /** `onEvict` hears only of counters whose window was still running: those are the budgets that start over early. */
+  private evictOldestAddress (now: number, timeWindow: number): void {
+    const oldest = this.addresses.entries().next()
     if (oldest.done === true) return
-    this.addresses.delete(oldest.value)
-    this.onEvict()
+    const [id, counter] = oldest.value
+    this.addresses.delete(id)
+    if (counter.windowStartMs + timeWindow > now) this.onEvict()
   }
 }

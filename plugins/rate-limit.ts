@@ -239,7 +239,7 @@ export default fp<RateLimitOptions>(async function rateLimitPlugin (app, options
     // Evictions mean the bound is too small for the traffic: each one lets an address start over early.
     const evictions = new promClient.Counter({
       name: 'amrikyy_rate_limit_address_evictions_total',
-      help: 'Per-address rate-limit counters forgotten early because maxAddresses were held (in-memory limiter only)',
+      help: 'Per-address rate-limit counters dropped within their window because maxAddresses were held (in-memory limiter only)',
       registers: [app.gatewayMetrics.registry]
     })
     store = class AppMemoryStore extends MemoryStore {

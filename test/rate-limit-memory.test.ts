@@ -94,6 +94,18 @@ t.test('past maxAddresses the least recently seen address is forgotten, never a 
   t.equal(await evictions(url), 101, 'the 99 first flood addresses, then the spender, then one for the spender\'s return')
 })
 
+t.test('a counter whose window already ended is dropped without counting as an eviction', async t => {
+  const url = await gateway(t, { maxAddresses: 5, timeWindow: 2000 })
+  const agent = client(t)
+  t.same(await floodOfAddresses(url, agent, 5), Array.from({ length: 5 }, () => 403))
+  // Past the window every counter held is over: making room for new addresses costs no one a live budget.
+  await new Promise(resolve => setTimeout(resolve, 2100))
+  t.same(await floodOfAddresses(url, agent, 5, 100), Array.from({ length: 5 }, () => 403))
+  t.equal(await evictions(url), 0)
+  t.same(await floodOfAddresses(url, agent, 1, 200), [403])
+  t.equal(await evictions(url), 1, 'the sixth live address pushes out a live one')
+})
+
 t.test('maxAddresses must be a positive integer', async t => {
   for (const maxAddresses of [0, 1.5, -1]) {
     await t.rejects(buildGateway(t, NO_UPSTREAM, { rateLimit: { maxAddresses } }), { message: 'rate-limit: option "maxAddresses" must be a positive integer' })
