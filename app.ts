@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import errorsPlugin from './plugins/errors.js'
 import authPlugin, { type ApiKeyEntry } from './plugins/auth.js'
-import metricsPlugin, { type MetricsOptions } from './plugins/metrics.js'
+import metricsPlugin, { GEMINI_MODELS, type MetricsOptions } from './plugins/metrics.js'
 import rateLimitPlugin, { type RateLimitOptions } from './plugins/rate-limit.js'
 import geminiClientPlugin, { type GeminiClientOptions } from './plugins/gemini-client.js'
 import lifecyclePlugin, { type GatewayLifecycle } from './plugins/lifecycle.js'
@@ -21,6 +21,7 @@ export interface GatewayOptions {
   gemini: GeminiClientOptions
   /** Model used when a request names none. Default `gemini-2.0-flash-exp`. */
   defaultModel?: string
+  /** Scrape endpoint and labels; `models` (default `GEMINI_MODELS`) always gets `defaultModel` added. */
   metrics?: MetricsOptions
   /** Per-key limits on `/api/stream` (100 / 1000 admin per 15 minutes unless set); `false` turns limiting off. */
   rateLimit?: RateLimitOptions | false
@@ -43,10 +44,13 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
     adminApiKeys: options.adminApiKeys ?? [],
     keyEntries: options.keyEntries ?? []
   })
-  await app.register(metricsPlugin, options.metrics ?? {})
+  const defaultModel = options.defaultModel ?? DEFAULT_MODEL
+  // A request that names no model uses the default one: it is always labelled by name.
+  const models = options.metrics?.models
+  await app.register(metricsPlugin, { ...options.metrics, models: Array.isArray(models) ? [defaultModel, ...models] : models ?? [defaultModel, ...GEMINI_MODELS] })
   if (options.rateLimit !== false) await app.register(rateLimitPlugin, options.rateLimit ?? {})
   await app.register(geminiClientPlugin, options.gemini)
-  await app.register(streamRoute, { ...options.stream, defaultModel: options.defaultModel ?? DEFAULT_MODEL })
+  await app.register(streamRoute, { ...options.stream, defaultModel })
 }
 
 export default fp(streamGateway, { name: 'amrikyy-stream-gateway', fastify: '5.x', encapsulate: true })

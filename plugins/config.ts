@@ -5,6 +5,11 @@ import { TIME_WINDOW_PATTERN } from './rate-limit.js'
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
+// What @fastify/proxy-addr compiles: an address, a CIDR, or one of its named ranges. Fastify 5.12 also takes a
+// hop count but then trusts no peer at all (it cannot check who sent the hops), so a number is refused here.
+const TRUST_PROXY_ENTRY = '(loopback|linklocal|uniquelocal|[0-9a-fA-F.:]*[.:][0-9a-fA-F.:]*(/[0-9]{1,3})?)'
+const TRUST_PROXY_PATTERN = `^(true|false|\\s*${TRUST_PROXY_ENTRY}(\\s*,\\s*${TRUST_PROXY_ENTRY})*\\s*,?\\s*)$`
+
 /** Every environment variable the standalone server reads; the plugins themselves take options only. */
 export const EnvSchema = Type.Object({
   NODE_ENV: Type.String({ default: 'development' }),
@@ -20,8 +25,12 @@ export const EnvSchema = Type.Object({
   EMULATOR_CHUNK_DELAY_MS: Type.Integer({ minimum: 0, default: 30 }),
   METRICS_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
   METRICS_PORT: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
-  /** Behind a reverse proxy: `true`, or comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed. */
-  TRUST_PROXY: Type.Optional(Type.String({ pattern: '^(true|false|[0-9a-fA-F.:/, ]*[.:][0-9a-fA-F.:/, ]*)$' })),
+  /**
+   * Behind a reverse proxy: comma-separated addresses/CIDRs of the proxies (or proxy-addr's names `loopback`,
+   * `linklocal`, `uniquelocal`) whose X-Forwarded-For is believed, or `true`, which believes the left-most entry,
+   * the one the client writes: only behind a proxy that replaces the header.
+   */
+  TRUST_PROXY: Type.Optional(Type.String({ pattern: TRUST_PROXY_PATTERN })),
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 0, default: 30_000 }),
   HEARTBEAT_INTERVAL_MS: Type.Integer({ minimum: 0, default: 15_000 }),
   STREAM_FIRST_CHUNK_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 60_000 }),

@@ -18,11 +18,20 @@ export interface MetricsOptions {
   routeMetrics?: boolean
   /** Requests to the endpoint must carry `Authorization: Bearer <token>` when set. */
   bearerToken?: string | undefined
-  /** Distinct `agent` label values kept before new ones are counted as `other`. Default 100. */
+  /** Distinct `agent` label values kept, first come first served, before new ones are counted as `other`. Default 100. */
   maxAgents?: number
-  /** Distinct `model` label values kept before new ones are counted as `other`. Default 20. */
-  maxModels?: number
+  /** Agent names that always keep their own label; they take none of the `maxAgents` slots, so a flood cannot push them out. */
+  agents?: readonly string[]
+  /**
+   * The only model ids labelled by name (a `models/` prefix is ignored); any other model is counted as `other` and
+   * takes no slot, so names a caller makes up never push a real model out. Default `GEMINI_MODELS`; the gateway
+   * adds its default model.
+   */
+  models?: readonly string[]
 }
+
+/** The models Gemini's model list names (and the bundled emulator serves): the default `models` label allow-list. */
+export const GEMINI_MODELS: readonly string[] = ['gemini-2.5-pro', 'gemini-2.5-flash', 'gemini-2.0-flash', 'gemini-2.0-flash-exp', 'gemini-2.0-flash-lite']
 
 export interface StreamLabels {
   agent?: string | undefined
@@ -42,17 +51,47 @@ export interface GatewayMetrics {
   rateLimited: () => void
 }
 
-/** Caps a label's cardinality: the first `max` distinct values are kept, later ones become `other`. */
+/**
+ * Caps a label's cardinality: `reserved` values are always kept, and besides them the first `max` distinct values;
+ * later ones become `other`.
+ */
 export class BoundedLabel {
   private readonly seen = new Set<string>()
-  constructor (private readonly max: number) {}
+  private readonly reserved: ReadonlySet<string>
+  constructor (private readonly max: number, reserved: Iterable<string> = []) {
+    this.reserved = new Set(reserved)
+  }
 
   value (raw: string): string {
-    if (this.seen.has(raw)) return raw
+    if (this.reserved.has(raw) || this.seen.has(raw)) return raw
     if (this.seen.size >= this.max) return 'other'
     this.seen.add(raw)
     return raw
   }
+}
+
+/** A label that names only the values it was given; anything else is `other`. */
+export class AllowedLabel {
+  private readonly allowed: ReadonlySet<string>
+  constructor (allowed: Iterable<string>) {
+    this.allowed = new Set(allowed)
+  }
+
+  value (raw: string): string {
+    return this.allowed.has(raw) ? raw : 'other'
+  }
+}
+
+function modelId (name: string): string {
+  return name.startsWith('models/') ? name.slice('models/'.length) : name
+}
+
+function stringList (name: string, value: readonly string[] | undefined, fallback: readonly string[]): readonly string[] {
+  if (value === undefined) return fallback
+  if (!Array.isArray(value) || !value.every(item => typeof item === 'string' && item !== '')) {
+    throw new Error(`metrics: option "${name}" must be an array of non-empty strings`)
+  }
+  return value
 }
 
 // fastify-metrics is CommonJS with `exports.default`: imported from ESM, the plugin is one level down.
@@ -75,8 +114,8 @@ declare module 'fastify' {
 
 export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const registry = options.registry ?? new Registry()
-  const agents = new BoundedLabel(positiveInteger('maxAgents', options.maxAgents, 100))
-  const models = new BoundedLabel(positiveInteger('maxModels', options.maxModels, 20))
+  const agents = new BoundedLabel(positiveInteger('maxAgents', options.maxAgents, 100), stringList('agents', options.agents, []))
+  const models = new AllowedLabel(stringList('models', options.models, GEMINI_MODELS).map(modelId))
   const endpoint = options.endpoint === undefined ? '/api/metrics' : options.endpoint
   const registers = [registry]
   const streamLabels = ['agent', 'model']
@@ -99,7 +138,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
     registry,
     beginStream (labels) {
       const agent = agents.value(labels.agent ?? 'unknown')
-      const model = models.value(labels.model)
+      const model = models.value(modelId(labels.model))
       // Resolve label children once, so the per-chunk path is a plain increment.
       const chunks = chunksSent.labels(agent, model)
       const activeChild = active.labels(agent, model)

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis'
 import promClient from '@prometheus-io/client'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import { RATE_LIMIT_UNAVAILABLE_CODE } from './errors.js'
+import { DEFAULT_MAX_ADDRESSES, MemoryStore } from './rate-limit-memory-store.js'
 
 export type RedisErrorPolicy = 'open' | 'closed'
 
@@ -25,6 +26,12 @@ export interface RateLimitOptions {
   onRedisError?: RedisErrorPolicy
   /** Prefix of the Redis keys. Default `amrikyy-rate-limit:`. */
   nameSpace?: string
+  /**
+   * In memory (no `redis`): per-address counters of callers without a valid key kept at once, default 50,000. Past it
+   * the least recently seen address is forgotten (its next request starts a fresh window); a configured key's
+   * counter is never evicted within its window.
+   */
+  maxAddresses?: number
 }
 
 export const DEFAULT_MAX = 100
@@ -70,6 +77,7 @@ interface ResolvedOptions {
   redis: string | Redis | undefined
   onRedisError: RedisErrorPolicy
   nameSpace: string
+  maxAddresses: number
 }
 
 function resolveOptions (options: RateLimitOptions): ResolvedOptions {
@@ -87,7 +95,8 @@ function resolveOptions (options: RateLimitOptions): ResolvedOptions {
     timeWindowMs: parseTimeWindow(options.timeWindow ?? DEFAULT_TIME_WINDOW),
     redis,
     onRedisError,
-    nameSpace
+    nameSpace,
+    maxAddresses: positiveInteger('maxAddresses', options.maxAddresses, DEFAULT_MAX_ADDRESSES)
   }
 }
 
@@ -223,9 +232,20 @@ export default fp<RateLimitOptions>(async function rateLimitPlugin (app, options
   const warnFailedCheck = throttledWarn(app.log, 5000)
   const consequence = settings.onRedisError === 'open' ? 'requests pass unlimited until it answers' : 'requests are refused with 503 until it answers'
 
-  // The limiter builds its store with `new`, so the connection and policy travel in a class made for this app.
-  let store: (new () => SharedRedisStore) | undefined
-  if (settings.redis !== undefined) {
+  // The limiter builds its store with `new`, so the connection, policy and bounds travel in a class made for this app.
+  let store: (new () => SharedRedisStore | MemoryStore)
+  if (settings.redis === undefined) {
+    const { maxAddresses } = settings
+    // Evictions mean the bound is too small for the traffic: each one lets an address start over early.
+    const evictions = new promClient.Counter({
+      name: 'amrikyy_rate_limit_address_evictions_total',
+      help: 'Per-address rate-limit counters dropped within their window because maxAddresses were held (in-memory limiter only)',
+      registers: [app.gatewayMetrics.registry]
+    })
+    store = class AppMemoryStore extends MemoryStore {
+      constructor () { super(maxAddresses, () => { evictions.inc() }) }
+    }
+  } else {
     let redis = settings.redis
     if (typeof redis === 'string') {
       const owned = await createRedisClient(redis)
@@ -250,7 +270,7 @@ export default fp<RateLimitOptions>(async function rateLimitPlugin (app, options
 
   await app.register(fastifyRateLimit, {
     global: false,
-    ...(store === undefined ? {} : { store }),
+    store,
     skipOnError: settings.onRedisError === 'open'
   })
 

@@ -3,22 +3,24 @@
 // Starts Redis (unless one answers on 127.0.0.1:6379), the Gemini emulator, two gateway processes in
 // production mode sharing that Redis, and Debian's nginx running deploy/nginx.conf in front of both.
 // Then shows, through nginx: (1) a stream arrives unbuffered, (2) load reaches both instances,
-// (3) one API key has one budget across both instances. Everything listens on loopback; every process
-// started here is stopped on every path (normal end, failure, Ctrl-C).
+// (3) one API key has one budget across both instances, (4) a caller without a valid key cannot escape its
+// per-address budget by writing its own X-Forwarded-For. Everything listens on loopback, and every request comes
+// from a loopback address (127.0.0.0/8); every process started here is stopped on every path (normal end, failure, Ctrl-C).
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { createWriteStream } from 'node:fs'
+import { request as httpRequest } from 'node:http'
 import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createConnection, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Exposition } from './prometheus-text.js'
+import { LOOPBACK, NginxConfigError, findNginx, localNginxConfig, nginxArgs, proxyDirectives } from './nginx-local.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-const LOOPBACK = '127.0.0.1'
 const REDIS_PORT = 6379
 const CHUNK_COUNT = 20
 const CHUNK_DELAY_MS = 50
@@ -155,52 +157,6 @@ async function waitReady (child: Child | undefined, what: string, check: () => P
   throw new E2eError(`${what} was not ready within ${START_TIMEOUT_MS} ms${child === undefined ? '' : `:\n${await logTail(child)}`}`)
 }
 
-// ---------------------------------------------------------------- nginx
-
-function findNginx (): string | undefined {
-  for (const candidate of ['nginx', '/usr/sbin/nginx']) {
-    const probe = spawnSync(candidate, ['-v'], { stdio: 'ignore' })
-    if (probe.error === undefined) return candidate
-  }
-  return undefined
-}
-
-// What decides how a stream crosses the proxy; the temp paths this script adds are about disk, not streaming.
-const SSE_DIRECTIVE = /^\s*(proxy_(?!temp_path)\w+|keepalive|least_conn|gzip)\b.*;\s*$/gm
-
-/**
- * deploy/nginx.conf with only what differs on one machine rewritten: the upstream servers become the
- * local gateway ports, nginx listens on a loopback port, and logs, pid and temp files go under `prefix`.
- */
-function localNginxConfig (deployConfig: string, gatewayPorts: number[], listenPort: number, prefix: string): string {
-  const upstream = /(upstream amrikyy_gateway \{)([^}]*)(\})/.exec(deployConfig)
-  if (upstream === null) throw new E2eError('deploy/nginx.conf has no `upstream amrikyy_gateway { ... }` block')
-  const servers = [...(upstream[2] ?? '').matchAll(/^(\s*server\s+)(\S+)/gm)]
-  if (servers.length !== gatewayPorts.length) {
-    throw new E2eError(`deploy/nginx.conf lists ${servers.length} upstream servers; this script starts ${gatewayPorts.length} gateways`)
-  }
-  let serverIndex = 0
-  const localUpstream = (upstream[2] ?? '').replace(/^(\s*server\s+)(\S+)/gm, (_line, head: string) => `${head}${LOOPBACK}:${gatewayPorts[serverIndex++] ?? ''}`)
-  const replaceOnce = (text: string, pattern: RegExp, replacement: string): string => {
-    if (!pattern.test(text)) throw new E2eError(`deploy/nginx.conf: expected a line matching ${String(pattern)}`)
-    return text.replace(pattern, replacement)
-  }
-  let config = deployConfig.replace(upstream[0], `${upstream[1]}${localUpstream}${upstream[3]}`)
-  config = replaceOnce(config, /^(\s*)listen\s+80;/m, `$1listen ${LOOPBACK}:${listenPort};`)
-  config = replaceOnce(config, /^pid\s+\S+;/m, `pid ${join(prefix, 'nginx.pid')};`)
-  config = replaceOnce(config, /^error_log\s+\S+/m, `error_log ${join(prefix, 'error.log')}`)
-  config = replaceOnce(config, /^(\s*)access_log\s+\S+;/m, `$1access_log ${join(prefix, 'access.log')};`)
-  // Debian compiles temp paths under /var/lib/nginx, writable by root only; keep them in the prefix.
-  const tempPaths = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
-    .map(kind => `    ${kind}_temp_path ${join(prefix, `${kind}_temp`)};`).join('\n')
-  config = replaceOnce(config, /^http \{\n/m, `http {\n${tempPaths}\n`)
-  return config
-}
-
-function sseDirectives (config: string): string[] {
-  return [...config.matchAll(SSE_DIRECTIVE)].map(match => match[0].trim())
-}
-
 // ---------------------------------------------------------------- the gateway over HTTP
 
 interface StreamResult {
@@ -275,6 +231,38 @@ async function inParallel<T> (count: number, concurrency: number, task: (index: 
   return results
 }
 
+/** A request with a key no gateway knows, sent from `localAddress` (127.0.0.0/8 only) with a header of the client's choosing. */
+async function badKeyStatus (baseUrl: string, localAddress: string, forwardedFor: string): Promise<number> {
+  if (!localAddress.startsWith('127.')) throw new E2eError(`${localAddress} is not a loopback address`)
+  return await new Promise((resolve, reject) => {
+    const req = httpRequest(`${baseUrl}/api/stream`, {
+      method: 'POST',
+      localAddress,
+      agent: false,
+      timeout: STREAM_TIMEOUT_MS,
+      headers: { 'content-type': 'application/json', 'x-api-key': 'e2e-scale-not-a-key', 'x-forwarded-for': forwardedFor }
+    }, response => {
+      response.resume()
+      response.on('end', () => { resolve(response.statusCode ?? 0) })
+    })
+    req.on('timeout', () => { req.destroy(new E2eError(`no answer from ${baseUrl} within ${STREAM_TIMEOUT_MS} ms`)) })
+    req.on('error', reject)
+    req.end('{"prompt":"p"}')
+  })
+}
+
+/** A loopback address of its own for each run, so per-address counters left in Redis by an earlier run never interfere. */
+function freshLoopbackAddress (): string {
+  const [a = 1, b = 1, c = 1] = [...randomBytes(3)].map(byte => 1 + (byte % 253))
+  return `127.${a}.${b}.${c}`
+}
+
+function countStatuses (statuses: number[]): string {
+  const counts = new Map<number, number>()
+  for (const status of statuses) counts.set(status, (counts.get(status) ?? 0) + 1)
+  return [...counts].sort(([a], [b]) => a - b).map(([status, count]) => `${count} x ${status}`).join(', ')
+}
+
 // ---------------------------------------------------------------- the run
 
 type Verdict = 'PASS' | 'FAIL' | 'NOT SHOWN'
@@ -329,7 +317,9 @@ async function run (workDir: string): Promise<Check[]> {
       REDIS_URL: `redis://${LOOPBACK}:${REDIS_PORT}`,
       RATE_LIMIT_MAX: String(RATE_LIMIT_MAX),
       // Short, so the counters of this run's keys expire from Redis by themselves a minute later.
-      RATE_LIMIT_WINDOW: '1 minute'
+      RATE_LIMIT_WINDOW: '1 minute',
+      // nginx connects from loopback here, as it connects from the compose file's edge network there.
+      TRUST_PROXY: LOOPBACK
     }), workDir)
     await waitReady(gateway, name, async () => await httpAnswers(`${gatewayUrls[index] ?? ''}/api/metrics`) === 200)
     say(`${name}  ${gatewayUrls[index] ?? ''} (production mode, pid ${String(gateway.process.pid)})`)
@@ -339,18 +329,19 @@ async function run (workDir: string): Promise<Check[]> {
   const nginxPort = await freePort()
   const prefix = join(workDir, 'nginx')
   await mkdir(prefix, { recursive: true })
-  const config = localNginxConfig(deployConfig, gatewayPorts, nginxPort, prefix)
-  const deployed = sseDirectives(deployConfig)
-  const local = sseDirectives(config)
-  if (deployed.length === 0 || deployed.join('\n') !== local.join('\n')) {
-    throw new E2eError(`the local nginx config changed a proxy directive of deploy/nginx.conf:\n  deploy: ${deployed.join(' ')}\n  local:  ${local.join(' ')}`)
+  let config: string
+  try {
+    config = localNginxConfig(deployConfig, gatewayPorts, nginxPort, prefix)
+  } catch (error) {
+    throw error instanceof NginxConfigError ? new E2eError(error.message) : error
   }
+  const local = proxyDirectives(config)
   const configFile = join(prefix, 'nginx.conf')
   await writeFile(configFile, config)
-  const nginxArgs = ['-p', `${prefix}/`, '-c', configFile, '-e', join(prefix, 'error.log')]
-  const test = spawnSync(nginx, [...nginxArgs, '-t'], { encoding: 'utf8' })
+  const args = nginxArgs(prefix, configFile)
+  const test = spawnSync(nginx, [...args, '-t'], { encoding: 'utf8' })
   if (test.status !== 0) throw new E2eError(`nginx rejects the generated config ${configFile}:\n${test.stderr}`)
-  const proxy = await startChild('nginx', nginx, [...nginxArgs, '-g', 'daemon off;'], childEnv({}), workDir)
+  const proxy = await startChild('nginx', nginx, [...args, '-g', 'daemon off;'], childEnv({}), workDir)
   const nginxUrl = `http://${LOOPBACK}:${nginxPort}`
   // deploy/nginx.conf answers 404 for /api/metrics: proof that this nginx runs that file.
   await waitReady(proxy, 'nginx', async () => await httpAnswers(`${nginxUrl}/api/metrics`) === 404)
@@ -418,6 +409,24 @@ async function run (workDir: string): Promise<Check[]> {
         : exactBodies ? '' : ' - a 429 body differs from the contract'
     checks.push({ name: 'one shared limit per key', verdict: shared ? 'PASS' : 'FAIL', detail: `${limitDetail}${why}` })
   }
+
+  // (4) Spoofing: every request claims a new X-Forwarded-For; nginx replaces it with the connecting address.
+  const spoofer = freshLoopbackAddress()
+  const bystander = freshLoopbackAddress()
+  say(`(4) ${LIMIT_REQUESTS} bad-key requests from ${spoofer} through nginx, each claiming another X-Forwarded-For, then one from ${bystander}`)
+  // The claimed addresses only travel inside the header (TEST-NET-2, RFC 5737); every socket stays on loopback.
+  const spoofed: number[] = []
+  for (let index = 0; index < LIMIT_REQUESTS; index++) spoofed.push(await badKeyStatus(nginxUrl, spoofer, `198.51.100.${1 + (index % 254)}`))
+  const bystanderStatus = await badKeyStatus(nginxUrl, bystander, '198.51.100.1')
+  const expected = [...Array<number>(RATE_LIMIT_MAX).fill(403), ...Array<number>(LIMIT_REQUESTS - RATE_LIMIT_MAX).fill(429)]
+  const spoofDetail = `${spoofer}: ${countStatuses(spoofed)}; ${bystander}: ${bystanderStatus}`
+  say(`    ${spoofDetail}`)
+  const spoofFailed = spoofed.join() === Array<number>(LIMIT_REQUESTS).fill(403).join()
+  checks.push({
+    name: 'a spoofed X-Forwarded-For buys no new budget',
+    verdict: spoofed.join() === expected.join() && bystanderStatus === 403 ? 'PASS' : 'FAIL',
+    detail: `${spoofDetail}${spoofFailed ? ' - every spoofed address got a budget of its own' : bystanderStatus === 429 ? ' - another client was throttled as the spoofer: the gateway sees one address for everyone' : ''}`
+  })
   return checks
 }
 

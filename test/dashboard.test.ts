@@ -153,6 +153,8 @@ interface ComposeService {
   volumes?: string[]
   ports?: string[]
   depends_on?: Record<string, { condition: string }> | string[]
+  networks?: string[]
+  command?: string[]
 }
 
 t.test('compose, nginx, Prometheus and Grafana files point at each other', async t => {
@@ -192,4 +194,25 @@ t.test('compose, nginx, Prometheus and Grafana files point at each other', async
   const grafanaVolumes = compose.services.grafana?.volumes ?? []
   t.ok(grafanaVolumes.includes('./deploy/grafana/provisioning:/etc/grafana/provisioning:ro'), 'Grafana reads the provisioning files')
   t.ok(grafanaVolumes.includes(`./deploy/grafana/dashboards:${dashboards.providers[0]?.options.path ?? ''}:ro`), 'the dashboards folder is mounted where the provider looks')
+})
+
+t.test('the replicas believe X-Forwarded-For from nginx\'s network only, and nginx writes that header itself', async t => {
+  const compose = await readYaml<{ services: Record<string, ComposeService>, networks?: Record<string, { ipam?: { config?: Array<{ subnet?: string }> } }> }>('docker-compose.yml')
+  const nginx = await readText('deploy/nginx.conf')
+  const subnet = compose.networks?.edge?.ipam?.config?.map(config => config.subnet)
+  t.same(subnet, ['172.30.250.0/28'], 'the edge network has one fixed subnet')
+  const onEdge = Object.entries(compose.services).filter(([, service]) => service.networks?.includes('edge') === true).map(([name]) => name)
+  t.same(onEdge, ['gateway-1', 'gateway-2', 'nginx'], 'nothing but nginx reaches the replicas from the trusted network')
+  t.same(compose.services.nginx?.networks, ['edge'])
+  for (const name of ['gateway-1', 'gateway-2']) {
+    t.equal(compose.services[name]?.environment?.TRUST_PROXY, `\${TRUST_PROXY:-${subnet?.[0] ?? ''}}`, `${name} trusts the edge network, never every peer`)
+  }
+  const forwardedFor = [...nginx.matchAll(/^\s*proxy_set_header\s+X-Forwarded-For\s+(\S+);/gim)].map(match => match[1])
+  t.same(forwardedFor, ['$remote_addr'], 'nginx replaces a client\'s X-Forwarded-For instead of appending to it')
+})
+
+t.test('the compose Redis never evicts a rate-limit counter before its window ends', async t => {
+  const compose = await readYaml<{ services: Record<string, ComposeService> }>('docker-compose.yml')
+  const command = compose.services.redis?.command ?? []
+  t.equal(command[command.indexOf('--maxmemory-policy') + 1], 'noeviction')
 })

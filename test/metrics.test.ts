@@ -3,6 +3,7 @@ import t from 'tap'
 import { answerFor } from '../emulator/server.js'
 import { buildGateway, openStream, postAndHangUp, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
 import { Exposition, promtoolCheck } from './support/prometheus.js'
+import { GEMINI_MODELS } from '../plugins/metrics.js'
 
 const PACE = { chunkCount: 5, defaultMaxTokens: 20 }
 const MODEL = 'gemini-2.0-flash-exp'
@@ -129,4 +130,54 @@ t.test('METRICS_TOKEN protects the endpoint', async t => {
   const allowed = await fetch(`${url}/api/metrics`, { headers: { authorization: 'Bearer s3cret-token' } })
   t.equal(allowed.status, 200)
   t.match(await allowed.text(), /# TYPE amrikyy_active_streams gauge/)
+})
+
+t.test('made-up model names are counted as other and never push a real model out of its label', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 1, defaultMaxTokens: 1 })
+  const { url } = await startGateway(t, emulator, { rateLimit: false, stream: { retry: { attempts: 1 } } })
+  // More made-up names than the old 20 first-come slots (the emulator, like a permissive proxy, serves any name).
+  for (let i = 0; i < 25; i++) {
+    t.match(await (await postStream(url, { prompt: 'p', agent: 'junk', model: `junk-model-${i}` })).text(), /"complete":true/)
+  }
+  for (const model of ['gemini-2.5-flash', 'models/gemini-2.5-pro', undefined]) {
+    t.match(await (await postStream(url, { prompt: 'p', agent: 'real', ...(model === undefined ? {} : { model }) })).text(), /"complete":true/)
+  }
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+  const completed = 'amrikyy_stream_sessions_completed_total'
+  const series = Object.fromEntries(scrape.labelSets(completed).map(labels => [`${labels.agent ?? ''}/${labels.model ?? ''}`, scrape.value(completed, labels)]))
+  t.same(series, { 'junk/other': 25, 'real/gemini-2.5-flash': 1, 'real/gemini-2.5-pro': 1, 'real/gemini-2.0-flash-exp': 1 })
+})
+
+t.test('the models option replaces the known list; the default model is always labelled', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 1, defaultMaxTokens: 1 })
+  const { url } = await startGateway(t, emulator, { defaultModel: 'gemini-2.0-flash', metrics: { models: ['gemini-2.5-flash'] }, rateLimit: false })
+  for (const model of ['gemini-2.5-flash', 'gemini-2.5-pro', undefined]) {
+    t.match(await (await postStream(url, { prompt: 'p', agent: 'a', ...(model === undefined ? {} : { model }) })).text(), /"complete":true/)
+  }
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+  t.same(scrape.labelSets('amrikyy_stream_sessions_completed_total').map(labels => labels.model).sort(), ['gemini-2.0-flash', 'gemini-2.5-flash', 'other'])
+  t.equal(scrape.value('amrikyy_stream_sessions_completed_total', { model: 'other' }), 1, 'gemini-2.5-pro is not on the list')
+})
+
+t.test('configured agents keep their label however many made-up agents came first', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 1, defaultMaxTokens: 1 })
+  const { url } = await startGateway(t, emulator, { metrics: { maxAgents: 2, agents: ['poet', 'coder'] }, rateLimit: false })
+  for (const agent of ['junk-1', 'junk-2', 'junk-3', 'junk-4', 'poet', 'coder', 'poet']) {
+    t.match(await (await postStream(url, { prompt: 'p', agent })).text(), /"complete":true/)
+  }
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+  const byAgent = Object.fromEntries(scrape.labelSets('amrikyy_stream_sessions_completed_total')
+    .map(labels => [labels.agent ?? '', scrape.value('amrikyy_stream_sessions_completed_total', { agent: labels.agent ?? '' })]))
+  t.same(byAgent, { 'junk-1': 1, 'junk-2': 1, other: 2, poet: 2, coder: 1 })
+})
+
+t.test('GEMINI_MODELS is the model list the emulator serves', async t => {
+  const emulator = await startEmulator(t)
+  const listed = await (await fetch(`${emulator.url}/v1beta/models?key=k&pageSize=1000`)).json() as { models: Array<{ name: string }> }
+  t.same(listed.models.map(model => model.name.replace(/^models\//, '')), GEMINI_MODELS)
+})
+
+t.test('metrics options name what is wrong', async t => {
+  await t.rejects(buildGateway(t, 'http://127.0.0.1:9', { metrics: { models: ['ok', ''] } }), { message: 'metrics: option "models" must be an array of non-empty strings' })
+  await t.rejects(buildGateway(t, 'http://127.0.0.1:9', { metrics: { agents: [''] } }), { message: 'metrics: option "agents" must be an array of non-empty strings' })
 })
