@@ -97,6 +97,9 @@ export async function startServer (): Promise<FastifyInstance> {
   const env = app.config
   app.log.level = env.LOG_LEVEL
   await app.register(connectionLimit, { maxConnections: env.MAX_CONNECTIONS })
+  if (env.TRUST_PROXY === 'true') {
+    app.log.warn('TRUST_PROXY=true believes the left-most X-Forwarded-For, which clients write themselves: name your proxies\' addresses instead unless every request passes a proxy that replaces the header')
+  }
 
   const upstream = await chooseUpstream(app, env)
   app.addHook('onClose', upstream.close)
@@ -112,7 +115,13 @@ export async function startServer (): Promise<FastifyInstance> {
     gemini: { ...upstream.gemini, client: env.GEMINI_CLIENT },
     defaultModel: env.DEFAULT_MODEL,
     // With METRICS_PORT the scrape endpoint lives on its own listener, off the public port.
-    metrics: { registry, bearerToken: env.METRICS_TOKEN, endpoint: env.METRICS_PORT === undefined ? '/api/metrics' : null },
+    metrics: {
+      registry,
+      bearerToken: env.METRICS_TOKEN,
+      endpoint: env.METRICS_PORT === undefined ? '/api/metrics' : null,
+      ...(env.METRICS_MODELS === undefined ? {} : { models: splitList(env.METRICS_MODELS) }),
+      ...(env.METRICS_AGENTS === undefined ? {} : { agents: splitList(env.METRICS_AGENTS) })
+    },
     stream: {
       heartbeatMs: env.HEARTBEAT_INTERVAL_MS,
       timeouts: { firstChunkMs: env.STREAM_FIRST_CHUNK_TIMEOUT_MS, idleMs: env.STREAM_IDLE_TIMEOUT_MS, totalMs: env.STREAM_TOTAL_TIMEOUT_MS, clientStallMs: env.STREAM_CLIENT_STALL_TIMEOUT_MS },
@@ -123,6 +132,7 @@ export async function startServer (): Promise<FastifyInstance> {
       adminMax: env.RATE_LIMIT_ADMIN_MAX,
       timeWindow: env.RATE_LIMIT_WINDOW,
       redis: env.REDIS_URL,
+      maxAddresses: env.RATE_LIMIT_MAX_ADDRESSES,
       onRedisError: env.RATE_LIMIT_ON_REDIS_ERROR
     }
   })

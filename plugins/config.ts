@@ -41,6 +41,12 @@ export const EnvSchema = Type.Object({
   REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1, default: DEFAULT_REQUEST_TIMEOUT_MS }),
   /** Open client connections per process; past it new ones get a 503 and are closed. */
   MAX_CONNECTIONS: Type.Integer({ minimum: 1, default: 10_000 }),
+  /** Per-address counters the in-memory limiter holds for callers without a valid key (default in the plugin). */
+  RATE_LIMIT_MAX_ADDRESSES: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Comma-separated model ids that get their own metric label; unset: the known Gemini models. */
+  METRICS_MODELS: Type.Optional(Type.String({ minLength: 1 })),
+  /** Comma-separated agent names that always keep their metric label. */
+  METRICS_AGENTS: Type.Optional(Type.String({ minLength: 1 })),
   UPSTREAM_RETRY_ATTEMPTS: Type.Integer({ minimum: 1, default: 3 }),
   API_KEYS_FILE: Type.Optional(Type.String({ minLength: 1 })),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),

@@ -3,6 +3,8 @@ import t from 'tap'
 import { parse as parseYaml } from 'yaml'
 import { openStream, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
 import { Exposition } from './support/prometheus.js'
+import { Value } from 'typebox/value'
+import { EnvSchema, type Env } from '../plugins/config.js'
 
 const ROOT = new URL('../', import.meta.url)
 const DASHBOARD_FILE = 'deploy/grafana/dashboards/amrikyy-gateway.json'
@@ -155,6 +157,7 @@ interface ComposeService {
   depends_on?: Record<string, { condition: string }> | string[]
   networks?: string[]
   command?: string[]
+  stop_grace_period?: string
 }
 
 t.test('compose, nginx, Prometheus and Grafana files point at each other', async t => {
@@ -209,6 +212,17 @@ t.test('the replicas believe X-Forwarded-For from nginx\'s network only, and ngi
   }
   const forwardedFor = [...nginx.matchAll(/^\s*proxy_set_header\s+X-Forwarded-For\s+(\S+);/gim)].map(match => match[1])
   t.same(forwardedFor, ['$remote_addr'], 'nginx replaces a client\'s X-Forwarded-For instead of appending to it')
+})
+
+t.test('Docker waits longer than the gateway drains before it kills a replica', async t => {
+  const compose = await readYaml<{ services: Record<string, ComposeService> }>('docker-compose.yml')
+  const drainMs = (Value.Default(EnvSchema, {}) as Env).SHUTDOWN_TIMEOUT_MS
+  for (const name of ['gateway-1', 'gateway-2']) {
+    const service = compose.services[name]
+    t.equal(service?.environment?.SHUTDOWN_TIMEOUT_MS, undefined, `${name} drains for the default ${drainMs} ms`)
+    const grace = /^(\d+)s$/.exec(service?.stop_grace_period ?? '')?.[1]
+    t.ok(grace !== undefined && Number(grace) * 1000 > drainMs, `${name}: stop_grace_period ${service?.stop_grace_period ?? 'unset (10s)'} exceeds the drain`)
+  }
 })
 
 t.test('the compose Redis never evicts a rate-limit counter before its window ends', async t => {

@@ -45,3 +45,11 @@ t.test('a production start refuses what it cannot run safely, naming the variabl
   t.equal(badLevel.code, 1)
   t.match(badLevel.output, /RATE_LIMIT_ON_REDIS_ERROR/)
 })
+
+t.test('TRUST_PROXY=true starts with a warning that clients can then choose their address', async t => {
+  const warned = /"level":40,.*"msg":"TRUST_PROXY=true believes the left-most X-Forwarded-For, which clients write themselves/
+  const trusting = await startServerProcess(t, { TRUST_PROXY: 'true', GEMINI_BASE_URL: 'http://127.0.0.1:9' })
+  t.match(trusting.output(), warned)
+  const exact = await startServerProcess(t, { TRUST_PROXY: '127.0.0.1', GEMINI_BASE_URL: 'http://127.0.0.1:9' })
+  t.notMatch(exact.output(), warned)
+})
