@@ -7,7 +7,7 @@
 import { Agent, type Dispatcher } from 'undici'
 import type { GenerateContentResponse } from '@google/genai'
 import { toDelta } from './delta.js'
-import { readErrorBody, googleErrorOf, isJsonContentType } from './upstream-text.js'
+import { readSmallBody, googleErrorOf, isJsonContentType } from './upstream-text.js'
 import { DEFAULT_MAX_EVENT_CHARS, GeminiApiError, UpstreamTooLargeError, toUpstreamError, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest } from './types.js'
 
 export const DEFAULT_GEMINI_BASE_URL = 'https://generativelanguage.googleapis.com'
@@ -190,7 +190,7 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
     if (response.statusCode >= 200 && response.statusCode < 300) return response
     let text: string
     try {
-      text = await readErrorBody(response.body, maxErrorBodyBytes)
+      text = await readSmallBody(response.body, maxErrorBodyBytes)
     } catch (error) {
       throw fail(signal.aborted ? abortError() : new TypeError('terminated', { cause: error }))
     } finally {
@@ -287,13 +287,22 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
         throw fail(error)
       }
       const response = await post(path, JSON.stringify({ contents: [{ parts: [{ text }], role: 'user' }] }), signal)
-      let result: { totalTokens?: unknown }
+      let answer: string
       try {
-        result = await response.body.json() as { totalTokens?: unknown }
+        answer = await readSmallBody(response.body, maxErrorBodyBytes)
       } catch (error) {
-        throw fail(signal.aborted ? abortError() : error instanceof SyntaxError ? error : new TypeError('terminated', { cause: error }))
+        throw fail(signal.aborted ? abortError() : new TypeError('terminated', { cause: error }))
+      } finally {
+        response.body.destroy()
       }
-      return typeof result?.totalTokens === 'number' ? result.totalTokens : 0
+      let result: unknown
+      try {
+        result = JSON.parse(answer)
+      } catch (error) {
+        throw fail(error)
+      }
+      const totalTokens = typeof result === 'object' && result !== null && 'totalTokens' in result ? result.totalTokens : undefined
+      return typeof totalTokens === 'number' ? totalTokens : 0
     },
 
     async close () {

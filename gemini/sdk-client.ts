@@ -2,13 +2,13 @@ import { GoogleGenAI, type GenerateContentResponse } from '@google/genai'
 import { toDelta } from './delta.js'
 import { eventTooLarge, SseSplitter } from './rest-client.js'
 import { DEFAULT_MAX_EVENT_CHARS, toUpstreamError, type GeminiClient, type GeminiClientOptions } from './types.js'
-import { googleErrorOf, isJsonContentType, readErrorBody } from './upstream-text.js'
+import { googleErrorOf, isJsonContentType, readSmallBody } from './upstream-text.js'
 
 /** Statuses whose response may not carry a body (the Response constructor refuses one). */
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304])
 
 /**
- * The SDK reads an error body whole and an SSE body into one growing buffer that it searches again
+ * The SDK reads an error body or a unary answer whole and an SSE body into one growing buffer that it searches again
  * on every read. This fetch stands between it and the network: an error body is read up to the cap
  * and reduced to Google's error shape, and a stream body is re-framed into whole events, split
  * linearly and capped, so the SDK only ever sees complete, bounded events.
@@ -17,7 +17,7 @@ function guardedFetch (maxEventChars: number, maxErrorBodyBytes: number | undefi
   return async (input, init) => {
     const response = await fetch(input, init)
     if (!response.ok) {
-      const text = response.body === null ? '' : await readErrorBody(response.body, maxErrorBodyBytes)
+      const text = response.body === null ? '' : await readSmallBody(response.body, maxErrorBodyBytes)
       if (NULL_BODY_STATUSES.has(response.status)) return new Response(null, { status: response.status, statusText: response.statusText })
       const googleError = isJsonContentType(response.headers.get('content-type')) ? googleErrorOf(text) : undefined
       return new Response(JSON.stringify(googleError ?? {}), {
@@ -26,8 +26,12 @@ function guardedFetch (maxEventChars: number, maxErrorBodyBytes: number | undefi
         headers: { 'content-type': 'application/json' }
       })
     }
-    // Unary answers (countTokens) are one JSON document, not a stream of events.
-    if (response.body === null || !(response.headers.get('content-type') ?? '').includes('text/event-stream')) return response
+    if (response.body === null) return response
+    if (!(response.headers.get('content-type') ?? '').includes('text/event-stream')) {
+      // A unary answer (a token count) is one small JSON document: read up to the same cap.
+      const text = await readSmallBody(response.body, maxErrorBodyBytes)
+      return new Response(text, { status: response.status, statusText: response.statusText, headers: response.headers })
+    }
     const splitter = new SseSplitter(maxEventChars)
     const decoder = new TextDecoder('utf-8')
     const encoder = new TextEncoder()

@@ -39,10 +39,11 @@ export function googleErrorOf (text: string): GoogleErrorBody | undefined {
 }
 
 /**
- * Reads at most `limit` bytes of an error body and lets go of the rest: breaking out of the loop
- * destroys a Node stream or cancels a web stream, so a huge body is never drained.
+ * Reads at most `limit` bytes of a body that should be small (an error, a token count) and lets go of
+ * the rest: breaking out of the loop destroys a Node stream or cancels a web stream, so a huge body is
+ * never drained. A body cut short no longer parses as JSON, which is how a runaway answer shows.
  */
-export async function readErrorBody (body: AsyncIterable<Uint8Array>, limit = DEFAULT_MAX_ERROR_BODY_BYTES): Promise<string> {
+export async function readSmallBody (body: AsyncIterable<Uint8Array>, limit = DEFAULT_MAX_ERROR_BODY_BYTES): Promise<string> {
   const pieces: Uint8Array[] = []
   let size = 0
   for await (const chunk of body) {

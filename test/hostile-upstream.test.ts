@@ -5,7 +5,11 @@
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
 import { answerFor, type GeminiEmulator } from '../emulator/server.js'
-import { SseSplitter } from '../gemini/rest-client.js'
+import { createServer, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { createRestGeminiClient, SseSplitter } from '../gemini/rest-client.js'
+import { createSdkGeminiClient } from '../gemini/sdk-client.js'
+import { UpstreamError } from '../gemini/types.js'
 import type { GatewayOptions } from '../app.js'
 import { buildGateway, chunkEvent, listenOnLoopback, postStream, startEmulator, within } from './support/gateway.js'
 import { Exposition } from './support/prometheus.js'
@@ -157,6 +161,34 @@ for (const client of ['rest', 'sdk'] as const) {
     })
   })
 }
+
+t.test('a token count that never ends is read up to the cap and refused the same by both clients', async t => {
+  const closedEarly: boolean[] = []
+  const server = createServer((request, response: ServerResponse) => {
+    request.resume()
+    response.writeHead(200, { 'content-type': 'application/json; charset=UTF-8' })
+    response.write('{"totalTokens": 4, "padding": "')
+    const filler = ' '.repeat(64 * 1024)
+    const more = (): void => { while (!response.destroyed && response.write(filler)) {} }
+    response.on('drain', more)
+    response.on('close', () => { closedEarly.push(!response.writableFinished) })
+    more()
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const rest = createRestGeminiClient({ apiKey: UPSTREAM_KEY, baseUrl })
+  t.teardown(async () => { await rest.close() })
+  const outcomes: unknown[] = []
+  for (const client of [rest, createSdkGeminiClient({ apiKey: UPSTREAM_KEY, baseUrl })]) {
+    const error = await within(10_000, client.countTokens('gemini-2.0-flash', 'four words right here', new AbortController().signal).then(() => undefined, (e: unknown) => e), 'the count')
+    outcomes.push(error instanceof UpstreamError ? { message: error.message, recoverable: error.recoverable } : error)
+  }
+  t.same(outcomes, [{ message: 'Gemini sent a malformed stream', recoverable: true }, { message: 'Gemini sent a malformed stream', recoverable: true }])
+  const deadline = Date.now() + 5000
+  while (closedEarly.length < 2 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
+  t.same(closedEarly, [true, true], 'both clients closed the connection instead of draining it')
+})
 
 t.test('the SSE splitter does work linear in the text it is given', async t => {
   t.test('a 20 MiB event in 64 KiB reads is searched once, and refused at the cap', async t => {
