@@ -11,6 +11,7 @@ import { createRestGeminiClient, SseSplitter } from '../gemini/rest-client.js'
 import { createSdkGeminiClient } from '../gemini/sdk-client.js'
 import { UpstreamError } from '../gemini/types.js'
 import type { GatewayOptions } from '../app.js'
+import { startScriptedServer } from './support/scripted-server.js'
 import { buildGateway, chunkEvent, listenOnLoopback, postStream, startEmulator, within } from './support/gateway.js'
 import { Exposition } from './support/prometheus.js'
 
@@ -161,6 +162,28 @@ for (const client of ['rest', 'sdk'] as const) {
     })
   })
 }
+
+t.test('finish and block reasons that are not Gemini enum names reach no client or log as sent', async t => {
+  const reason = `<script>${UPSTREAM_KEY}</script>`.repeat(2000)
+  const upstream = await startScriptedServer(t, (request, response) => {
+    response.writeHead(200, { 'content-type': 'text/event-stream' })
+    const blocked = request.url?.includes('blocked') === true
+    const event = blocked
+      ? { promptFeedback: { blockReason: reason }, usageMetadata: { promptTokenCount: 1, totalTokenCount: 1 } }
+      : { candidates: [{ content: { parts: [{ text: 'hi' }], role: 'model' }, finishReason: reason, index: 0 }], usageMetadata: { promptTokenCount: 1, candidatesTokenCount: 1, totalTokenCount: 2 } }
+    response.end(`data: ${JSON.stringify(event)}\r\n\r\n`)
+  })
+  for (const client of ['rest', 'sdk'] as const) {
+    const logs: string[] = []
+    const app = await buildGateway(t, upstream, { gemini: { apiKey: UPSTREAM_KEY, baseUrl: upstream, client }, stream: { heartbeatMs: 0 } },
+      { logger: { level: 'info', stream: { write: (line: string) => { logs.push(line) } } } })
+    const url = await listenOnLoopback(app)
+    t.equal(await (await postStream(url, { prompt: 'p' })).text(), chunkEvent('hi', 1) + errorEvent('Gemini stopped generating: OTHER', false), `${client}: finish reason`)
+    t.equal(await (await postStream(url, { prompt: 'p', model: 'blocked' })).text(),
+      JSON.stringify({ error: 'Failed to start stream', message: 'Gemini blocked the prompt: OTHER' }), `${client}: block reason`)
+    checkLogs(t, logs)
+  }
+})
 
 t.test('a token count that never ends is read up to the cap and refused the same by both clients', async t => {
   const closedEarly: boolean[] = []
