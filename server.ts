@@ -112,7 +112,7 @@ export async function startServer (): Promise<FastifyInstance> {
   await app.register(streamGateway, {
     lifecycle,
     ...await chooseKeys(env),
-    gemini: { ...upstream.gemini, client: env.GEMINI_CLIENT },
+    gemini: { ...upstream.gemini, client: env.GEMINI_CLIENT, maxEventChars: env.GEMINI_MAX_EVENT_CHARS },
     defaultModel: env.DEFAULT_MODEL,
     // With METRICS_PORT the scrape endpoint lives on its own listener, off the public port.
     metrics: {
@@ -125,7 +125,8 @@ export async function startServer (): Promise<FastifyInstance> {
     stream: {
       heartbeatMs: env.HEARTBEAT_INTERVAL_MS,
       timeouts: { firstChunkMs: env.STREAM_FIRST_CHUNK_TIMEOUT_MS, idleMs: env.STREAM_IDLE_TIMEOUT_MS, totalMs: env.STREAM_TOTAL_TIMEOUT_MS, clientStallMs: env.STREAM_CLIENT_STALL_TIMEOUT_MS },
-      retry: { attempts: env.UPSTREAM_RETRY_ATTEMPTS }
+      retry: { attempts: env.UPSTREAM_RETRY_ATTEMPTS },
+      maxAnswerChars: env.STREAM_MAX_ANSWER_CHARS
     },
     rateLimit: {
       max: env.RATE_LIMIT_MAX,

@@ -1,7 +1,7 @@
 // Standalone Gemini emulator: `npm run emulator` or `node dist/emulator/cli.js`.
 // Settings come from the environment (see env.ts); one line per request goes to stdout.
 
-import { emulatorOptionsFromEnv, EmulatorEnvError } from './env.js'
+import { emulatorOptionsFromEnv, EmulatorEnvError, hugeEventMatchFromEnv } from './env.js'
 import { GeminiEmulator } from './server.js'
 
 async function main (): Promise<void> {
@@ -14,6 +14,8 @@ async function main (): Promise<void> {
     process.exit(1)
   }
   const emulator = await GeminiEmulator.start({ ...options, logger: line => process.stdout.write(`${line}\n`) })
+  const hugeEventMatch = hugeEventMatchFromEnv(process.env)
+  if (hugeEventMatch !== undefined) emulator.addFault({ kind: 'huge-event', afterChunks: 1 }, { match: hugeEventMatch, times: Infinity })
   process.stdout.write(`gemini-emulator listening on ${emulator.url} - use GEMINI_BASE_URL=${emulator.url} ` +
     `(SDK: httpOptions.baseUrl) with ${options.apiKey === undefined ? 'any non-empty API key' : 'the key in EMULATOR_API_KEY'}\n`)
 

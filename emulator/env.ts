@@ -53,3 +53,8 @@ export function emulatorOptionsFromEnv (env: Env): EmulatorOptions {
   if (apiKey !== undefined) options.apiKey = apiKey
   return options
 }
+
+/** EMULATOR_HUGE_EVENT_MATCH: prompts containing it get an endless event after one chunk (the `huge-event` fault), for soaks. */
+export function hugeEventMatchFromEnv (env: Env): string | undefined {
+  return read(env, 'EMULATOR_HUGE_EVENT_MATCH')
+}

@@ -48,6 +48,9 @@ export type Fault =
   | { kind: 'blocked' }
   | { kind: 'non-text-part' }
   | { kind: 'empty-200' }
+  | { kind: 'huge-error'; status: number; prefix?: string; bytes?: number; contentType?: string }
+  | { kind: 'huge-event'; afterChunks: number; chars?: number }
+  | { kind: 'endless'; chunkChars?: number }
 
 export type Rpc = 'streamGenerateContent' | 'generateContent' | 'countTokens' | 'list' | 'get'
 
@@ -529,6 +532,7 @@ export class GeminiEmulator {
       if (r === 'deadline') return sendError(x, 504)
     }
     if (fault?.kind === 'http-error') return sendHttpFault(x, fault)
+    if (fault?.kind === 'huge-error') return await sendHugeError(x, fault)
     if (kind === 'stream') return await this.stream(x, answer, meta, fault)
     return await this.unary(x, answer, meta, fault)
   }
@@ -543,6 +547,7 @@ export class GeminiEmulator {
       'X-Content-Type-Options': 'nosniff'
     })
     x.res.flushHeaders()
+    if (fault?.kind === 'huge-event' || fault?.kind === 'endless') return await this.streamHuge(x, answer, meta, fault)
     let written = 0
     for (const step of steps) {
       if (step.type === 'stall') {
@@ -563,6 +568,36 @@ export class GeminiEmulator {
       if (x.deadlineHit) break
     }
     if (x.deadlineHit && !x.gone) x.write(sseEvent(googleError(504)))
+    x.end()
+  }
+
+  /** The size faults: one event of `chars` characters (or one that never ends), or deltas that never end. */
+  private async streamHuge (x: Exchange, answer: Answer, meta: Meta, fault: Extract<Fault, { kind: 'huge-event' | 'endless' }>): Promise<void> {
+    const events = responseEvents(answer, meta, undefined)
+    const send = async (text: string, good: boolean): Promise<boolean> => {
+      if (!x.write(text)) return false
+      if (good) x.rec.chunksSent++
+      await x.drained()
+      return !x.gone
+    }
+    if (fault.kind === 'endless') {
+      const text = 'endless '.repeat(Math.ceil((fault.chunkChars ?? 16_384) / 8)).slice(0, fault.chunkChars ?? 16_384)
+      const event = sseEvent({ candidates: [{ content: { parts: [{ text }], role: 'model' }, index: 0 }], ...meta })
+      do {
+        if (this.pace.chunkDelayMs > 0 && await x.wait('delay', this.pace.chunkDelayMs) === 'gone') return
+      } while (await send(event, true))
+      return
+    }
+    const k = Math.min(fault.afterChunks, events.length)
+    for (const event of events.slice(0, k)) if (!await send(sseEvent(event), true)) return
+    const opening = `data: {"candidates": [{"content": {"parts": [{"text": "`
+    if (!await send(opening, false)) return
+    const piece = 'x'.repeat(HUGE_PIECE_CHARS)
+    for (let left = fault.chars ?? Infinity; left > 0; left -= HUGE_PIECE_CHARS) {
+      if (!await send(left >= HUGE_PIECE_CHARS ? piece : piece.slice(0, left), false)) return
+    }
+    if (!await send(`"}], "role": "model"}, "index": 0}]}\r\n\r\n`, true)) return
+    for (const event of events.slice(k)) if (!await send(sseEvent(event), true)) return
     x.end()
   }
 
@@ -710,6 +745,22 @@ function sendJson (x: Exchange, status: number, value: unknown): void {
 
 function sendError (x: Exchange, code: number, message?: string, status?: string, details?: unknown[]): void {
   sendJson(x, code, googleError(code, message, status, details))
+}
+
+const HUGE_PIECE_CHARS = 64 * 1024
+
+/** An error status whose body is `prefix` and then filler, `bytes` long in all or without end, written as the client reads. */
+async function sendHugeError (x: Exchange, fault: Extract<Fault, { kind: 'huge-error' }>): Promise<void> {
+  if (x.gone) return
+  x.res.writeHead(fault.status, { 'Content-Type': fault.contentType ?? 'text/html; charset=UTF-8' })
+  const filler = ' '.repeat(HUGE_PIECE_CHARS)
+  let left = (fault.bytes ?? Infinity) - Buffer.byteLength(fault.prefix ?? '')
+  if (!x.write(fault.prefix ?? '')) return
+  for (; left > 0; left -= HUGE_PIECE_CHARS) {
+    await x.drained()
+    if (x.gone || !x.write(left >= HUGE_PIECE_CHARS ? filler : filler.slice(0, left))) return
+  }
+  x.end()
 }
 
 function sendHttpFault (x: Exchange, fault: Extract<Fault, { kind: 'http-error' }>): void {
@@ -888,6 +939,16 @@ function validateFault (fault: Fault): void {
       break
     case 'stream-error':
       if (!Number.isInteger(fault.code)) bad(`code must be an integer, got ${String(fault.code)}`)
+      break
+    case 'huge-error':
+      if (!(Number.isInteger(fault.status) && fault.status >= 300 && fault.status <= 599)) bad(`status must be an integer from 300 to 599, got ${String(fault.status)}`)
+      if (fault.bytes !== undefined && !(Number.isInteger(fault.bytes) && fault.bytes >= 0)) bad(`bytes must be an integer >= 0, got ${String(fault.bytes)}`)
+      break
+    case 'huge-event':
+      if (fault.chars !== undefined && !(Number.isInteger(fault.chars) && fault.chars >= 0)) bad(`chars must be an integer >= 0, got ${String(fault.chars)}`)
+      break
+    case 'endless':
+      if (fault.chunkChars !== undefined && !(Number.isInteger(fault.chunkChars) && fault.chunkChars >= 1)) bad(`chunkChars must be an integer >= 1, got ${String(fault.chunkChars)}`)
       break
     case 'drop': case 'stall-headers': case 'stall': case 'malformed-json': case 'unterminated':
     case 'done-sentinel': case 'no-usage': case 'blocked': case 'non-text-part': case 'empty-200':

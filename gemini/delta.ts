@@ -2,6 +2,15 @@ import type { GenerateContentResponse } from '@google/genai'
 import type { Usage } from '../schemas/stream.js'
 import type { GenerationDelta } from './types.js'
 
+/**
+ * Finish and block reasons are Gemini enum names (`STOP`, `SAFETY`, ...) that reach clients and logs
+ * inside error messages; anything else an upstream puts there is reported as Gemini's own `OTHER`.
+ */
+function enumName (value: unknown): string | undefined {
+  if (value === undefined || value === null) return undefined
+  return typeof value === 'string' && /^[A-Z][A-Z0-9_]{0,63}$/.test(value) ? value : 'OTHER'
+}
+
 /** Reduces one Gemini stream event to what the gateway forwards; shared by both clients. */
 export function toDelta (response: GenerateContentResponse): GenerationDelta {
   const candidate = response.candidates?.[0]
@@ -21,7 +30,7 @@ export function toDelta (response: GenerateContentResponse): GenerationDelta {
   return {
     text,
     usage,
-    finishReason: candidate?.finishReason,
-    blockReason: response.promptFeedback?.blockReason
+    finishReason: enumName(candidate?.finishReason),
+    blockReason: enumName(response.promptFeedback?.blockReason)
   }
 }

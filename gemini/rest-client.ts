@@ -7,7 +7,8 @@
 import { Agent, type Dispatcher } from 'undici'
 import type { GenerateContentResponse } from '@google/genai'
 import { toDelta } from './delta.js'
-import { GeminiApiError, toUpstreamError, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest } from './types.js'
+import { readSmallBody, googleErrorOf, isJsonContentType } from './upstream-text.js'
+import { DEFAULT_MAX_EVENT_CHARS, GeminiApiError, UpstreamTooLargeError, toUpstreamError, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest } from './types.js'
 
 export const DEFAULT_GEMINI_BASE_URL = 'https://generativelanguage.googleapis.com'
 /** @google/genai 3.x's default API version for the Gemini Developer API (2.x used v1beta). */
@@ -20,30 +21,85 @@ export interface RestGeminiClient extends GeminiClient {
   close: () => Promise<void>
 }
 
-/** Pieces an SSE body into events the way the SDK does: at the earliest of `\n\n`, `\r\r`, `\r\n\r\n`. */
+/**
+ * Pieces an SSE body into events the way the SDK does: at the earliest of `\n\n`, `\r\r`, `\r\n\r\n`.
+ * Linear in the text pushed: each push searches only its own text (plus the last three characters
+ * before it, where a delimiter cut by a read begins), and an unfinished event is kept as pieces,
+ * joined once when its delimiter comes, so a huge event is never copied or searched again per read.
+ */
 export class SseSplitter {
-  private buffer = ''
+  private pending: string[] = []
+  private pendingChars = 0
+  /** The last (at most 3) characters of the pending text. */
+  private tail = ''
+  private scanned = 0
+  private over = false
+
+  constructor (private readonly maxEventChars = Infinity) {}
+
+  /** Characters searched for a delimiter so far: at most the characters pushed plus 3 a push. */
+  get scannedChars (): number {
+    return this.scanned
+  }
+
+  /** True once an event grew past `maxEventChars`; nothing more is split after that. */
+  get overLimit (): boolean {
+    return this.over
+  }
 
   /** Adds decoded text; returns the payloads of the `data:` events it completed, trimmed. */
   push (text: string): string[] {
-    this.buffer = this.buffer === '' ? text : this.buffer + text
     const payloads: string[] = []
-    let start = 0
+    if (this.over) return payloads
+    const carry = this.tail
+    const window = carry === '' ? text : carry + text
+    this.scanned += window.length
+    let from = 0
+    let first = true
     for (;;) {
-      const end = earliestDelimiter(this.buffer, start)
+      const end = earliestDelimiter(window, from)
       if (end === undefined) break
-      const event = this.buffer.slice(start, end.index).trim()
-      start = end.index + end.length
+      let event: string
+      if (first) {
+        // The first event began in earlier reads; its delimiter may begin inside the carried characters.
+        const head = this.pending.join('')
+        event = end.index >= carry.length ? head + text.slice(0, end.index - carry.length) : head.slice(0, head.length - carry.length + end.index)
+        this.pending = []
+        this.pendingChars = 0
+        first = false
+      } else {
+        event = window.slice(from, end.index)
+      }
+      if (event.length > this.maxEventChars) {
+        this.over = true
+        return payloads
+      }
+      from = end.index + end.length
+      const trimmed = event.trim()
       // Comments, `event:` blocks and anything else that does not start with data: are dropped, as by the SDK.
-      if (event.startsWith('data:')) payloads.push(event.slice(5).trim())
+      if (trimmed.startsWith('data:')) payloads.push(trimmed.slice(5).trim())
     }
-    if (start > 0) this.buffer = this.buffer.slice(start)
+    const rest = first ? text : window.slice(from)
+    if (rest !== '') {
+      this.pending.push(rest)
+      this.pendingChars += rest.length
+    }
+    this.tail = first ? window.slice(-3) : rest.slice(-3)
+    if (this.pendingChars > this.maxEventChars) {
+      this.over = true
+      this.pending = []
+    }
     return payloads
   }
 
   /** True when text that is not whitespace waits for a delimiter that will never come. */
   get hasUnterminatedEvent (): boolean {
-    return this.buffer.trim() !== ''
+    return this.pending.some(piece => /\S/.test(piece))
+  }
+
+  /** The text of the unfinished event, as received. */
+  unterminated (): string {
+    return this.pending.join('')
   }
 }
 
@@ -54,6 +110,11 @@ function earliestDelimiter (text: string, from: number): { index: number, length
   DELIMITER.lastIndex = from
   const match = DELIMITER.exec(text)
   return match === null ? undefined : { index: match.index, length: match[0].length }
+}
+
+/** The failure for an event past the cap, worded for whoever reads the stream's error. */
+export function eventTooLarge (maxEventChars: number): UpstreamTooLargeError {
+  return new UpstreamTooLargeError(`Gemini sent an event larger than ${maxEventChars} characters`)
 }
 
 /** The ApiError the SDK throws for an error object inside a 200 stream, or undefined when it is not one. */
@@ -114,6 +175,8 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
     'x-goog-api-key': options.apiKey
   }
   const fail = (error: unknown): Error => toUpstreamError(error, options.apiKey)
+  const maxEventChars = options.maxEventChars ?? DEFAULT_MAX_EVENT_CHARS
+  const maxErrorBodyBytes = options.maxErrorBodyBytes
 
   /** Sends a POST and returns the 2xx response; any other answer becomes the error the SDK would report. */
   async function post (path: string, body: string, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
@@ -127,22 +190,16 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
     if (response.statusCode >= 200 && response.statusCode < 300) return response
     let text: string
     try {
-      text = await response.body.text()
+      text = await readSmallBody(response.body, maxErrorBodyBytes)
     } catch (error) {
       throw fail(signal.aborted ? abortError() : new TypeError('terminated', { cause: error }))
+    } finally {
+      // Past the cap the rest is not read: the connection goes, rather than draining a runaway body.
+      response.body.destroy()
     }
-    const contentType = response.headers['content-type']
-    let errorBody: unknown
-    if ((Array.isArray(contentType) ? contentType.join(', ') : contentType ?? '').includes('application/json')) {
-      try {
-        errorBody = JSON.parse(text)
-      } catch (error) {
-        throw fail(error)
-      }
-    } else {
-      errorBody = { error: { message: text, code: response.statusCode, status: '' } }
-    }
-    const message = JSON.stringify(errorBody)
+    // Only Google's own error shape is kept: whatever else the body says stays here.
+    const googleError = isJsonContentType(response.headers['content-type']) ? googleErrorOf(text) : undefined
+    const message = JSON.stringify(googleError ?? {})
     throw fail(response.statusCode >= 400 && response.statusCode < 600
       ? new GeminiApiError(message, response.statusCode, retryAfterMs(response.headers['retry-after']))
       : new Error(message))
@@ -159,7 +216,7 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
       const response = await post(path, generateContentBody(request), signal)
       const reads = response.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>
       const decoder = new TextDecoder('utf-8')
-      const splitter = new SseSplitter()
+      const splitter = new SseSplitter(maxEventChars)
       const ready: GenerationDelta[] = []
       let failure: Error | undefined
       let ended = false
@@ -199,6 +256,7 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
             if (streamError !== undefined) { failure = fail(streamError); break }
             ready.push(toDelta((value ?? {}) as GenerateContentResponse))
           }
+          if (failure === undefined && splitter.overLimit) failure = fail(eventTooLarge(maxEventChars))
         }
       }
 
@@ -229,13 +287,22 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
         throw fail(error)
       }
       const response = await post(path, JSON.stringify({ contents: [{ parts: [{ text }], role: 'user' }] }), signal)
-      let result: { totalTokens?: unknown }
+      let answer: string
       try {
-        result = await response.body.json() as { totalTokens?: unknown }
+        answer = await readSmallBody(response.body, maxErrorBodyBytes)
       } catch (error) {
-        throw fail(signal.aborted ? abortError() : error instanceof SyntaxError ? error : new TypeError('terminated', { cause: error }))
+        throw fail(signal.aborted ? abortError() : new TypeError('terminated', { cause: error }))
+      } finally {
+        response.body.destroy()
       }
-      return typeof result?.totalTokens === 'number' ? result.totalTokens : 0
+      let result: unknown
+      try {
+        result = JSON.parse(answer)
+      } catch (error) {
+        throw fail(error)
+      }
+      const totalTokens = typeof result === 'object' && result !== null && 'totalTokens' in result ? result.totalTokens : undefined
+      return typeof totalTokens === 'number' ? totalTokens : 0
     },
 
     async close () {

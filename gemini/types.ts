@@ -1,4 +1,5 @@
 import type { GenerationOptions, Usage } from '../schemas/stream.js'
+import { capped, googleErrorOf, keyRedactor, type GoogleErrorBody } from './upstream-text.js'
 
 export interface GenerationRequest {
   model: string
@@ -31,6 +32,18 @@ export interface GeminiClientOptions {
    * CPU per stream, see bench/results). Default `rest`.
    */
   client?: 'sdk' | 'rest' | undefined
+  /** Characters one upstream SSE event may have before the stream is refused as too large. Default 8 Mi. */
+  maxEventChars?: number | undefined
+  /** Bytes of an upstream error body that are read; the rest is never read. Default 64 KiB. */
+  maxErrorBodyBytes?: number | undefined
+}
+
+/** Far above any real event: Gemini's largest ones carry a generated image inline, a few MiB of base64. */
+export const DEFAULT_MAX_EVENT_CHARS = 8 * 1024 * 1024
+
+/** Upstream sent more than the gateway holds for one stream (one event, or the whole answer). */
+export class UpstreamTooLargeError extends Error {
+  override name = 'UpstreamTooLargeError'
 }
 
 const RETRYABLE_STATUSES = new Set([408, 429, 500, 502, 503, 504])
@@ -45,6 +58,8 @@ export class UpstreamError extends Error {
   /** How long Gemini asked us to wait before retrying, when it said. */
   readonly retryAfterMs: number | undefined
   readonly aborted: boolean
+  /** Refused for its size: counted as `too_large`, never retried. */
+  readonly tooLarge: boolean
 
   constructor (message: string, options: {
     status?: number | undefined
@@ -52,6 +67,7 @@ export class UpstreamError extends Error {
     retryable?: boolean
     retryAfterMs?: number | undefined
     aborted?: boolean
+    tooLarge?: boolean
     cause?: unknown
   }) {
     super(message, { cause: options.cause })
@@ -61,6 +77,12 @@ export class UpstreamError extends Error {
     this.retryable = options.retryable ?? false
     this.retryAfterMs = options.retryAfterMs
     this.aborted = options.aborted ?? false
+    this.tooLarge = options.tooLarge ?? false
+  }
+
+  /** The `status` label of amrikyy_upstream_errors_total. */
+  get metricLabel (): string {
+    return this.tooLarge ? 'too_large' : String(this.status ?? 'network')
   }
 }
 
@@ -86,45 +108,39 @@ export class GeminiApiError extends Error implements ApiErrorShape {
   }
 }
 
-interface GoogleErrorBody {
-  error?: { message?: unknown, details?: unknown }
-}
-
 /** Gemini says how long to back off in a google.rpc.RetryInfo detail, e.g. `"retryDelay": "37s"`. */
-export function retryDelayOf (body: GoogleErrorBody): number | undefined {
-  if (!Array.isArray(body.error?.details)) return undefined
-  for (const detail of body.error.details as Array<Record<string, unknown>>) {
-    const delay = detail?.['@type'] === 'type.googleapis.com/google.rpc.RetryInfo' ? detail.retryDelay : undefined
+export function retryDelayOf (body: GoogleErrorBody | undefined): number | undefined {
+  for (const detail of body?.error.details ?? []) {
+    const delay = (detail as { retryDelay?: unknown }).retryDelay
     const seconds = typeof delay === 'string' && /^\d+(\.\d+)?s$/.test(delay) ? Number(delay.slice(0, -1)) : undefined
     if (seconds !== undefined) return seconds * 1000
   }
   return undefined
 }
 
-function parseApiErrorBody (error: ApiErrorShape): GoogleErrorBody {
-  // The SDK puts the JSON error body in `message`, sometimes behind a "got status: X." prefix.
-  try {
-    const parsed = JSON.parse(error.message.slice(error.message.indexOf('{'))) as unknown
-    return typeof parsed === 'object' && parsed !== null ? parsed as GoogleErrorBody : {}
-  } catch {
-    return {}
-  }
+/** The SDK puts the JSON error body in `message`, sometimes behind a "got status: X." prefix. */
+function parseApiErrorBody (error: ApiErrorShape): GoogleErrorBody | undefined {
+  const start = error.message.indexOf('{')
+  return start === -1 ? undefined : googleErrorOf(error.message.slice(start))
 }
 
 export function toUpstreamError (error: unknown, secret: string): UpstreamError {
   if (error instanceof UpstreamError) return error
-  const redact = (text: string): string => secret === '' ? text : text.split(secret).join('[redacted]')
   if (isApiError(error)) {
     const body = parseApiErrorBody(error)
-    const message = typeof body.error?.message === 'string' ? body.error.message : `Gemini answered with status ${error.status}`
+    // Only Google's own shape is believed: a proxy's page or any other body may name internal hosts.
+    const message = body === undefined ? `Gemini answered with status ${error.status}` : capped(keyRedactor(secret)(body.error.message))
     const transient = RETRYABLE_STATUSES.has(error.status)
-    return new UpstreamError(redact(message), {
+    return new UpstreamError(message, {
       status: error.status,
       recoverable: transient,
       retryable: transient,
       retryAfterMs: retryDelayOf(body) ?? (error instanceof GeminiApiError ? error.retryAfterMs : undefined),
       cause: error
     })
+  }
+  if (error instanceof UpstreamTooLargeError) {
+    return new UpstreamError(error.message, { recoverable: false, tooLarge: true, cause: error })
   }
   if (error instanceof Error && error.name === 'AbortError') {
     return new UpstreamError('Gemini request was aborted', { recoverable: true, aborted: true, cause: error })

@@ -14,6 +14,10 @@ export default fp<GeminiClientOptions>(async function geminiClientPlugin (app, o
   if (typeof options.apiKey !== 'string' || options.apiKey === '') {
     throw new Error('gemini-client: option "apiKey" must be a non-empty string')
   }
+  for (const name of ['maxEventChars', 'maxErrorBodyBytes'] as const) {
+    const value = options[name]
+    if (value !== undefined && !(Number.isInteger(value) && value >= 1)) throw new Error(`gemini-client: option "${name}" must be an integer >= 1`)
+  }
   const choice = options.client ?? 'rest'
   if (choice !== 'sdk' && choice !== 'rest') {
     throw new Error('gemini-client: option "client" must be "sdk" or "rest"')

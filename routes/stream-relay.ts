@@ -30,6 +30,8 @@ export interface RelaySettings {
   /** An SSE comment is sent when nothing was written for this long; 0 turns heartbeats off. */
   heartbeatMs: number
   retry: RetryPolicy
+  /** Characters of one answer the relay holds (it sends them all again in `fullText`); past it the stream fails. */
+  maxAnswerChars: number
 }
 
 type Stop =
@@ -252,6 +254,10 @@ export class StreamRelay {
         if (delta.finishReason !== undefined) this.finishReason = delta.finishReason
         if (delta.blockReason !== undefined) this.blockReason = delta.blockReason
         if (delta.text === '') continue
+        if (this.fullText.length + delta.text.length > this.settings.maxAnswerChars) {
+          this.app.gatewayMetrics.upstreamError('too_large')
+          return await this.fail(new UpstreamError(`Gemini's answer grew past ${this.settings.maxAnswerChars} characters`, { recoverable: false, tooLarge: true }))
+        }
         if (this.index === 0) {
           clearTimeout(this.firstChunkTimer)
           if (!this.headersSent) this.startSse()
@@ -264,7 +270,7 @@ export class StreamRelay {
       } catch (caught) {
         if (this.stopped !== undefined) break
         const error = toUpstreamError(caught, '')
-        this.app.gatewayMetrics.upstreamError(error.status ?? 'network')
+        this.app.gatewayMetrics.upstreamError(error.metricLabel)
         if (await this.backOff(error, attempt)) {
           attempt++
           iterator = undefined
@@ -313,6 +319,8 @@ export class StreamRelay {
   }
 
   private async fail (error: UpstreamError, statusBeforeHeaders = 500, bodyBeforeHeaders?: object): Promise<FastifyReply> {
+    // Whatever failed, the upstream call ends here: an open one would outlive the stream and hold shutdown.
+    this.upstream.abort()
     this.request.log.warn({ upstreamStatus: error.status, chunksSent: this.index, reason: error.message }, 'stream failed')
     this.recorder.end('failed')
     if (!this.headersSent) {

@@ -16,12 +16,15 @@ export interface StreamRouteOptions {
   /** Milliseconds of silence before an SSE comment keeps proxies from closing the stream; 0 disables. Default 15000. */
   heartbeatMs?: number
   retry?: Partial<RetryPolicy>
+  /** Characters of one answer before the stream fails as too large. Default 8 Mi. */
+  maxAnswerChars?: number
 }
 
 export const DEFAULT_RELAY_SETTINGS: RelaySettings = {
   timeouts: { firstChunkMs: 60_000, idleMs: 30_000, totalMs: 600_000, clientStallMs: 30_000 },
   heartbeatMs: 15_000,
-  retry: { attempts: 3, baseDelayMs: 250, maxDelayMs: 4_000, maxTotalWaitMs: 10_000 }
+  retry: { attempts: 3, baseDelayMs: 250, maxDelayMs: 4_000, maxTotalWaitMs: 10_000 },
+  maxAnswerChars: 8 * 1024 * 1024
 }
 
 /**
@@ -51,7 +54,8 @@ export function relaySettings (options: StreamRouteOptions): RelaySettings {
       baseDelayMs: checked('retry.baseDelayMs', options.retry?.baseDelayMs, retry.baseDelayMs, 0),
       maxDelayMs: checked('retry.maxDelayMs', options.retry?.maxDelayMs, retry.maxDelayMs, 0),
       maxTotalWaitMs: checked('retry.maxTotalWaitMs', options.retry?.maxTotalWaitMs, retry.maxTotalWaitMs, 0)
-    }
+    },
+    maxAnswerChars: checked('maxAnswerChars', options.maxAnswerChars, DEFAULT_RELAY_SETTINGS.maxAnswerChars, 1)
   }
 }
 

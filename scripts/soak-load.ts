@@ -14,6 +14,8 @@ export interface LoadSettings {
   durationMs: number
   /** Share of streams the client leaves before the end, 0 to 1. */
   cancelFraction: number
+  /** A share of streams is sent with `marker`, for which the upstream sends an endless event after one chunk. */
+  hugeEvent: { fraction: number, marker: string, cap: number }
   /** The emulator's pace, to know each answer's exact bytes. */
   pace: AnswerPace
   /** A stream not over after this long is a failure (and is cut). */
@@ -26,6 +28,8 @@ export interface LoadTally {
   /** Requests whose bytes were all handed to the kernel: the gateway must account for each of them. */
   requestsSent: number
   completed: number
+  /** Streams whose endless upstream event was refused with exactly the contract's error event. */
+  refusedTooLarge: number
   /** The client left before any response header arrived. */
   cancelledBeforeHeaders: number
   /** The client left after some chunk events. */
@@ -73,10 +77,18 @@ export function expectedBody (prompt: string, maxOutputTokens: number, pace: Ans
   return { body: `${body}data: ${JSON.stringify(completion)}\n\n`, chunks: answer.deltas.length }
 }
 
+/** What the gateway owes a stream whose upstream sends one endless event after the first chunk. */
+export function refusedBody (prompt: string, maxOutputTokens: number, pace: AnswerPace, cap: number): { body: string, chunks: number } {
+  const first = answerFor(prompt, { maxOutputTokens }, pace).deltas[0] ?? ''
+  const error = { error: `Gemini sent an event larger than ${cap} characters`, recoverable: false }
+  return { body: `data: {"chunk":${JSON.stringify(first)},"index":1}\n\ndata: ${JSON.stringify(error)}\n\n`, chunks: 1 }
+}
+
 export class SoakLoad {
   readonly tally: LoadTally = {
     requestsSent: 0,
     completed: 0,
+    refusedTooLarge: 0,
     cancelledBeforeHeaders: 0,
     cancelledAfterHeaders: 0,
     problems: new Map(),
@@ -138,11 +150,12 @@ export class SoakLoad {
   }
 
   private async stream (id: number): Promise<void> {
-    const { url, apiKey, pace, streamDeadlineMs } = this.settings
-    const prompt = `Soak stream ${id}: explain how a river finds the sea.`
+    const { url, apiKey, pace, streamDeadlineMs, hugeEvent } = this.settings
+    const huge = Math.random() < hugeEvent.fraction
+    const prompt = `Soak stream ${id}: explain how a river finds the sea.${huge ? ` ${hugeEvent.marker}` : ''}`
     const maxOutputTokens = randomInt(MIN_WORDS, MAX_WORDS)
-    const expected = expectedBody(prompt, maxOutputTokens, pace)
-    const plan = this.plan(expected.chunks)
+    const expected = huge ? refusedBody(prompt, maxOutputTokens, pace, hugeEvent.cap) : expectedBody(prompt, maxOutputTokens, pace)
+    const plan: Plan = huge ? { kind: 'read-to-end' } : this.plan(expected.chunks)
     const payload = JSON.stringify({ prompt, agent: AGENTS[id % AGENTS.length], options: { maxOutputTokens } })
     const tally = this.tally
     this.open++
@@ -246,6 +259,10 @@ export class SoakLoad {
           if (decided) return
           decided = true
           const got = received.replaceAll(HEARTBEAT, '')
+          if (got === expected.body && huge) {
+            tally.refusedTooLarge++
+            return
+          }
           if (got === expected.body) {
             tally.completed++
             tally.completedMs.push(performance.now() - started)

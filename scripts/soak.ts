@@ -25,6 +25,10 @@ import { freePort, LOOPBACK, openFileLimit, rssKiB, socketCount, startNodeChild,
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const REPORT_FILE = join(ROOT, 'bench', 'results', 'soak.md')
 const API_KEY = 'soak-client-key-0123456789abcdef'
+/** Prompts with this get an endless event from the emulator; the gateway must refuse it at HUGE_EVENT_CAP. */
+const HUGE_EVENT_MARKER = '[soak: huge event]'
+/** The gateway's default event cap, set explicitly so the expected error text is known. */
+const HUGE_EVENT_CAP = 8 * 1024 * 1024
 /** After the load: how long the processes get to release everything. */
 const IDLE_TIMEOUT_MS = 30_000
 const IDLE_POLL_MS = 500
@@ -42,17 +46,20 @@ interface Options {
   durationMs: number
   concurrency: number
   cancelFraction: number
+  /** Share of streams whose upstream sends one event without end (issue 12): each must end refused as too large. */
+  hugeEventFraction: number
   chunkCount: number
   chunkDelayMs: number
   reportFile: string
 }
 
-const USAGE = `usage: npm run soak -- [--duration 3m] [--concurrency 1000] [--cancel-fraction 0.3] [--chunks 40] [--chunk-delay-ms 200] [--report FILE]
+const USAGE = `usage: npm run soak -- [--duration 3m] [--concurrency 1000] [--cancel-fraction 0.3] [--huge-event-fraction 0] [--chunks 40] [--chunk-delay-ms 200] [--report FILE]
   --duration         how long to keep the streams open: 90s, 3m, 500ms (a bare number is seconds)
   --concurrency      streams open at all times
   --cancel-fraction  share of streams the client leaves early, 0 to 1
   --chunks           chunk events per answer at most (the emulator's EMULATOR_CHUNK_COUNT)
   --chunk-delay-ms   pause between two chunk events (EMULATOR_CHUNK_DELAY_MS)
+  --huge-event-fraction  share of streams whose upstream sends one event without end, 0 to 1 (default 0)
   --report           where to write the Markdown summary (default bench/results/soak.md)`
 
 function duration (raw: string): number {
@@ -69,7 +76,7 @@ function integer (name: string, raw: string, min: number, max: number): number {
 }
 
 function parseOptions (argv: string[]): Options {
-  const options: Options = { durationMs: 180_000, concurrency: 1000, cancelFraction: 0.3, chunkCount: 40, chunkDelayMs: 200, reportFile: REPORT_FILE }
+  const options: Options = { durationMs: 180_000, concurrency: 1000, cancelFraction: 0.3, hugeEventFraction: 0, chunkCount: 40, chunkDelayMs: 200, reportFile: REPORT_FILE }
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!
     if (flag === '--help' || flag === '-h') {
@@ -84,10 +91,12 @@ function parseOptions (argv: string[]): Options {
       case '--chunks': options.chunkCount = integer(flag, value, 2, 4096); break
       case '--chunk-delay-ms': options.chunkDelayMs = integer(flag, value, 0, 60_000); break
       case '--report': options.reportFile = resolvePath(value); break
-      case '--cancel-fraction': {
+      case '--cancel-fraction':
+      case '--huge-event-fraction': {
         const n = Number(value)
-        if (!(n >= 0 && n <= 1)) throw new SoakError(`--cancel-fraction must be from 0 to 1, got "${value}"`)
-        options.cancelFraction = n
+        if (!(n >= 0 && n <= 1)) throw new SoakError(`${flag} must be from 0 to 1, got "${value}"`)
+        if (flag === '--cancel-fraction') options.cancelFraction = n
+        else options.hugeEventFraction = n
         break
       }
       default: throw new SoakError(`unknown option ${flag}\n${USAGE}`)
@@ -260,7 +269,8 @@ async function main (): Promise<number> {
       EMULATOR_HOST: LOOPBACK,
       EMULATOR_CHUNK_COUNT: String(options.chunkCount),
       EMULATOR_CHUNK_DELAY_MS: String(options.chunkDelayMs),
-      EMULATOR_DEFAULT_MAX_TOKENS: String(pace.defaultMaxTokens)
+      EMULATOR_DEFAULT_MAX_TOKENS: String(pace.defaultMaxTokens),
+      EMULATOR_HUGE_EVENT_MATCH: HUGE_EVENT_MARKER
     }
   })
   children.push(emulator)
@@ -277,6 +287,7 @@ async function main (): Promise<number> {
       LOG_LEVEL: 'warn',
       GEMINI_API_KEY: 'soak',
       GEMINI_BASE_URL: `http://${LOOPBACK}:${emulatorPort}`,
+      GEMINI_MAX_EVENT_CHARS: String(HUGE_EVENT_CAP),
       API_KEYS: API_KEY,
       RATE_LIMIT_MAX: '100000000',
       PORT: String(gatewayPort),
@@ -312,6 +323,7 @@ async function main (): Promise<number> {
       concurrency,
       durationMs,
       cancelFraction: options.cancelFraction,
+      hugeEvent: { fraction: options.hugeEventFraction, marker: HUGE_EVENT_MARKER, cap: HUGE_EVENT_CAP },
       pace,
       streamDeadlineMs: 90_000,
       rampMs: Math.min(5000, durationMs / 4)
@@ -404,7 +416,7 @@ function buildReport (input: ReportInput): { markdown: string, verdicts: Verdict
     { name: 'upstream connections all closed (emulator sockets back to baseline)', ok: idle.emulatorSockets <= baseline.emulatorSockets, detail: `${idle.emulatorSockets} (baseline ${baseline.emulatorSockets})` },
     { name: 'completed: gateway = client', ok: completed === tally.completed, detail: `${completed} = ${tally.completed}` },
     { name: 'cancelled: gateway = client', ok: cancelled === clientCancelled, detail: `${cancelled} = ${clientCancelled}` },
-    { name: 'failed streams', ok: failed === 0, detail: `${failed}` },
+    { name: 'failed streams: only the huge events refused', ok: failed === tally.refusedTooLarge, detail: `${failed} = ${tally.refusedTooLarge}` },
     { name: 'every request sent accounted for', ok: completed + cancelled + failed === tally.requestsSent, detail: `${completed + cancelled + failed} of ${tally.requestsSent}` },
     { name: 'client problems (wrong bytes, errors, statuses, timeouts)', ok: problems === 0, detail: `${problems}` }
   ]
@@ -430,7 +442,10 @@ function buildReport (input: ReportInput): { markdown: string, verdicts: Verdict
     '',
     `Load: ${options.concurrency} streams open at all times for ${durationS} s (\`npm run soak -- --duration ${durationS}s --concurrency ${options.concurrency}\`), one connection per stream; ` +
       `answers of 20–200 words in up to ${options.chunkCount} chunk events, ${options.chunkDelayMs} ms apart; ${Math.round(options.cancelFraction * 100)}% of streams left by the client, ` +
-      `half of them 0–25 ms after the request was sent, half after a random number of chunk events. Every completed stream was compared byte for byte with the answer the emulator owes it.`,
+      `half of them 0–25 ms after the request was sent, half after a random number of chunk events. Every completed stream was compared byte for byte with the answer the emulator owes it.` +
+      (options.hugeEventFraction > 0
+        ? ` ${Math.round(options.hugeEventFraction * 100)}% of streams got one endless upstream event after their first chunk; each had to end with exactly the too-large error event.`
+        : ''),
     '',
     '## Invariants',
     '',
