@@ -167,6 +167,9 @@ export class StreamRelay {
     if (raw.write(event)) return
     // A slow reader: pull nothing more from upstream until the socket drains, so memory stays bounded.
     this.uncork()
+    // An event over the high-water mark written while corked reports "full" even when uncorking just
+    // handed it all to the socket: then no `drain` will ever come.
+    if (!raw.writableNeedDrain) return
     await this.awaitClientDrain()
   }
 

@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import t from 'tap'
-import { USER_KEY, buildGateway, listenOnLoopback, within } from './support/gateway.js'
+import { USER_KEY, buildGateway, listenOnLoopback, startEmulator, within } from './support/gateway.js'
 import { Exposition } from './support/prometheus.js'
 import { startScriptedServer } from './support/scripted-server.js'
 
@@ -87,7 +87,8 @@ t.test('a client that stops reading is cut by its own limit, never blamed on Gem
 t.test('a client that reads slowly but steadily gets the whole wait it needs', async t => {
   // Each read of the client comes after Gemini's idle budget, yet within its own stall limit.
   const upstream = await startEndlessUpstream(t)
-  const app = await buildGateway(t, upstream.url, { stream: { timeouts: { idleMs: 100, clientStallMs: 5_000 }, heartbeatMs: 0 } })
+  // Each read drains megabytes of loopback buffers: lift the answer cap out of the way.
+  const app = await buildGateway(t, upstream.url, { stream: { timeouts: { idleMs: 100, clientStallMs: 5_000 }, heartbeatMs: 0, maxAnswerChars: 1024 * 1024 * 1024 } })
   const url = await listenOnLoopback(app)
   const socket = await postThenStopReading(url)
   t.teardown(() => { socket.destroy() })
@@ -102,4 +103,21 @@ t.test('a client that reads slowly but steadily gets the whole wait it needs', a
   t.equal(scrape.value('amrikyy_upstream_errors_total'), 0)
   socket.destroy()
   await within(5_000, upstream.closed, 'the upstream call to be aborted once the client left')
+})
+
+t.test('one event larger than the response buffer is relayed whole, with no wait for a drain that never comes', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 4, defaultMaxTokens: 8 })
+  // 250,000 characters: far past the response's 16 KiB high-water mark, so write() reports "full"
+  // although loopback takes it all at once.
+  emulator.addFault({ kind: 'huge-event', afterChunks: 1, chars: 250_000 })
+  const app = await buildGateway(t, emulator.url, { stream: { timeouts: { idleMs: 500 }, heartbeatMs: 0 } })
+  const url = await listenOnLoopback(app)
+  const response = await fetch(`${url}/api/stream`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': USER_KEY }, body: '{"prompt":"p"}' })
+  const body = await response.text()
+  const last = JSON.parse(body.trimEnd().split('\n\n').at(-1)!.slice('data: '.length)) as { complete?: boolean, fullText?: string, error?: string }
+  t.equal(last.error, undefined, 'no error event')
+  t.equal(last.complete, true)
+  t.ok((last.fullText?.length ?? 0) > 250_000, 'the huge event is part of the answer')
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+  t.equal(scrape.value('amrikyy_upstream_errors_total'), 0)
 })
