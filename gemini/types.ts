@@ -60,6 +60,8 @@ export class UpstreamError extends Error {
   readonly aborted: boolean
   /** Refused for its size: counted as `too_large`, never retried. */
   readonly tooLarge: boolean
+  /** The gateway's own process failed (out of file descriptors), not Gemini: never an upstream error. */
+  readonly local: boolean
 
   constructor (message: string, options: {
     status?: number | undefined
@@ -68,6 +70,7 @@ export class UpstreamError extends Error {
     retryAfterMs?: number | undefined
     aborted?: boolean
     tooLarge?: boolean
+    local?: boolean
     cause?: unknown
   }) {
     super(message, { cause: options.cause })
@@ -78,6 +81,7 @@ export class UpstreamError extends Error {
     this.retryAfterMs = options.retryAfterMs
     this.aborted = options.aborted ?? false
     this.tooLarge = options.tooLarge ?? false
+    this.local = options.local ?? false
   }
 
   /** The `status` label of amrikyy_upstream_errors_total. */
@@ -124,6 +128,15 @@ function parseApiErrorBody (error: ApiErrorShape): GoogleErrorBody | undefined {
   return start === -1 ? undefined : googleErrorOf(error.message.slice(start))
 }
 
+/** EMFILE or ENFILE anywhere in the cause chain: opening the upstream socket failed in this process. */
+function outOfDescriptors (error: unknown): boolean {
+  for (let current = error, depth = 0; current instanceof Error && depth < 8; current = current.cause, depth++) {
+    const code = (current as NodeJS.ErrnoException).code
+    if (code === 'EMFILE' || code === 'ENFILE') return true
+  }
+  return false
+}
+
 export function toUpstreamError (error: unknown, secret: string): UpstreamError {
   if (error instanceof UpstreamError) return error
   if (isApiError(error)) {
@@ -147,6 +160,9 @@ export function toUpstreamError (error: unknown, secret: string): UpstreamError 
   }
   if (error instanceof SyntaxError || (error instanceof Error && error.message.startsWith('Incomplete JSON segment'))) {
     return new UpstreamError('Gemini sent a malformed stream', { recoverable: true, cause: error })
+  }
+  if (outOfDescriptors(error)) {
+    return new UpstreamError('The gateway is out of file descriptors; retry shortly', { recoverable: true, local: true, cause: error })
   }
   if (error instanceof TypeError) {
     // undici's "fetch failed" (before headers) and "terminated" (mid-stream).

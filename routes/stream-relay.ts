@@ -273,7 +273,8 @@ export class StreamRelay {
       } catch (caught) {
         if (this.stopped !== undefined) break
         const error = toUpstreamError(caught, '')
-        this.app.gatewayMetrics.upstreamError(error.metricLabel)
+        if (error.local) this.request.log.error({ err: caught }, 'the process is out of file descriptors: raise its limit or lower MAX_CONNECTIONS')
+        else this.app.gatewayMetrics.upstreamError(error.metricLabel)
         if (await this.backOff(error, attempt)) {
           attempt++
           iterator = undefined
@@ -281,7 +282,7 @@ export class StreamRelay {
           continue
         }
         if (this.stopped !== undefined) break
-        return await this.fail(error)
+        return error.local ? await this.fail(error, 503, { error: 'Service Unavailable', message: error.message }) : await this.fail(error)
       }
     }
     if (this.stopped !== undefined) return await this.onStopped(this.stopped)

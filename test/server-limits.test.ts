@@ -1,7 +1,8 @@
+import { spawn } from 'node:child_process'
 import { connect, type Socket } from 'node:net'
 import t from 'tap'
 import { USER_KEY, buildGateway, listenOnLoopback, startEmulator, waitUntil, within } from './support/gateway.js'
-import { startServerProcess } from './support/server-process.js'
+import { SERVER, startServerProcess } from './support/server-process.js'
 import { GatewayLifecycle } from '../plugins/lifecycle.js'
 import { Exposition } from './support/prometheus.js'
 
@@ -109,4 +110,45 @@ t.test('a request whose body arrives after draining began starts no stream', asy
   t.equal(emulator.requests.length, 0, 'Gemini was never called')
   const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
   t.equal(scrape.value('amrikyy_active_streams'), 0)
+})
+
+t.test('running out of file descriptors is reported as the gateway\'s own 503, never as a Gemini failure', async t => {
+  const emulator = await startEmulator(t)
+  // A descriptor limit low enough to reach with a few dozen idle connections.
+  const child = spawn('bash', ['-c', `ulimit -n 80 && exec "${process.execPath}" "${SERVER}"`], {
+    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', HOST: '127.0.0.1', PORT: '0', API_KEYS: USER_KEY, GEMINI_API_KEY: 'upstream-key', GEMINI_BASE_URL: emulator.url, REQUEST_TIMEOUT_MS: '60000', UPSTREAM_RETRY_ATTEMPTS: '1' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  t.teardown(() => { child.kill('SIGKILL') })
+  let output = ''
+  child.stdout.on('data', (data: Buffer) => { output += data.toString() })
+  child.stderr.on('data', (data: Buffer) => { output += data.toString() })
+  await waitUntil(() => /Server listening at http:\/\/127\.0\.0\.1:\d+/.test(output), 10_000, 'the server to listen')
+  const url = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)![1]!
+
+  // The stream's own connection first, then idle ones until the server cannot accept any more.
+  const streamConnection = await rawConnection(url)
+  const idle: RawConnection[] = []
+  let refusedAtAccept = false
+  for (let i = 0; i < 200 && !refusedAtAccept; i++) {
+    const connection = await rawConnection(url)
+    idle.push(connection)
+    refusedAtAccept = await Promise.race([connection.closed.then(() => true), new Promise<boolean>(resolve => setTimeout(() => { resolve(false) }, 50))])
+  }
+  t.ok(refusedAtAccept, 'the process ran out of descriptors')
+
+  const body = '{"prompt":"p"}'
+  streamConnection.socket.write(`POST /api/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-API-Key: ${USER_KEY}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`)
+  const { status, body: answer } = statusAndBody(await within(10_000, streamConnection.closed, 'the stream request to be answered'))
+  t.equal(status, 'HTTP/1.1 503 Service Unavailable')
+  t.equal(answer, '{"error":"Service Unavailable","message":"The gateway is out of file descriptors; retry shortly"}')
+  t.equal(emulator.requests.length, 0, 'nothing reached Gemini')
+
+  for (const connection of idle) connection.socket.destroy()
+  await Promise.all(idle.map(async connection => await connection.closed))
+  await new Promise(resolve => setTimeout(resolve, 200))
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+  t.equal(scrape.value('amrikyy_upstream_errors_total'), 0, 'not counted against Gemini')
+  t.equal(scrape.value('amrikyy_stream_sessions_failed_total'), 1)
+  t.match(output, /"msg":"the process is out of file descriptors: raise its limit or lower MAX_CONNECTIONS"/)
 })
