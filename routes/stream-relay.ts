@@ -168,8 +168,9 @@ export class StreamRelay {
     // A slow reader: pull nothing more from upstream until the socket drains, so memory stays bounded.
     this.uncork()
     // An event over the high-water mark written while corked reports "full" even when uncorking just
-    // handed it all to the socket: then no `drain` will ever come.
-    if (!raw.writableNeedDrain) return
+    // handed it all to the kernel: then no `drain` may ever come (Node 22 and 24 differ in which of
+    // the response and the socket keep a "needs drain" flag). Only bytes still buffered mean waiting.
+    if (raw.writableLength === 0 && (raw.socket?.writableLength ?? 0) === 0) return
     await this.awaitClientDrain()
   }
 
