@@ -49,9 +49,9 @@ export const EnvSchema = Type.Object({
   METRICS_AGENTS: Type.Optional(Type.String({ minLength: 1 })),
   UPSTREAM_RETRY_ATTEMPTS: Type.Integer({ minimum: 1, default: 3 }),
   /** Characters of one upstream SSE event before the stream is refused as too large. */
-  GEMINI_MAX_EVENT_CHARS: Type.Integer({ minimum: 1, default: 8 * 1024 * 1024 }),
+  GEMINI_MAX_EVENT_CHARS: Type.Optional(Type.Integer({ minimum: 1 })),
   /** Characters of one whole answer before the stream is refused as too large. */
-  STREAM_MAX_ANSWER_CHARS: Type.Integer({ minimum: 1, default: 8 * 1024 * 1024 }),
+  STREAM_MAX_ANSWER_CHARS: Type.Optional(Type.Integer({ minimum: 1 })),
   API_KEYS_FILE: Type.Optional(Type.String({ minLength: 1 })),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: 100 }),

@@ -20,13 +20,6 @@ const REFUSAL = [
 /** How long a refused socket may stay to let the client read the refusal. */
 const REFUSAL_LINGER_MS = 1_000
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** Connections refused for being over the limit since the start. */
-    connectionsRefused: () => number
-  }
-}
-
 /**
  * Bounds the connections of the whole server, so that a flood of slow or idle clients exhausts this
  * limit (answered with a clear 503) before it exhausts the process's file descriptors, where every
@@ -36,7 +29,6 @@ export default fp<ConnectionLimitOptions>(async function connectionLimit (app, {
   if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new Error('connection limit: option "maxConnections" must be a positive integer')
   let open = 0
   let refused = 0
-  app.decorate('connectionsRefused', () => refused)
   app.server.on('connection', (socket: Socket) => {
     if (open >= maxConnections) {
       refused++

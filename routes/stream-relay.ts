@@ -259,8 +259,9 @@ export class StreamRelay {
         if (delta.blockReason !== undefined) this.blockReason = delta.blockReason
         if (delta.text === '') continue
         if (this.fullText.length + delta.text.length > this.settings.maxAnswerChars) {
-          this.app.gatewayMetrics.upstreamError('too_large')
-          return await this.fail(new UpstreamError(`Gemini's answer grew past ${this.settings.maxAnswerChars} characters`, { recoverable: false, tooLarge: true }))
+          const tooLong = new UpstreamError(`Gemini's answer grew past ${this.settings.maxAnswerChars} characters`, { recoverable: false, tooLarge: true })
+          this.app.gatewayMetrics.upstreamError(tooLong.metricLabel)
+          return await this.fail(tooLong)
         }
         if (this.index === 0) {
           clearTimeout(this.firstChunkTimer)
