@@ -4,10 +4,11 @@ import errorsPlugin from './plugins/errors.js'
 import authPlugin, { type ApiKeyEntry } from './plugins/auth.js'
 import metricsPlugin, { GEMINI_MODELS, type MetricsOptions } from './plugins/metrics.js'
 import rateLimitPlugin, { type RateLimitOptions } from './plugins/rate-limit.js'
-import geminiClientPlugin, { type GeminiClientOptions } from './plugins/gemini-client.js'
+import geminiClientPlugin, { type GeminiPluginOptions } from './plugins/gemini-client.js'
 import lifecyclePlugin, { type GatewayLifecycle } from './plugins/lifecycle.js'
 import requestIdPlugin from './plugins/request-id.js'
-import streamRoute, { type StreamRouteOptions } from './routes/stream.js'
+import streamRoute from './routes/stream.js'
+import type { RelayOptions } from './relay/settings.js'
 
 export const DEFAULT_MODEL = 'gemini-2.0-flash-exp'
 
@@ -18,7 +19,8 @@ export interface GatewayOptions {
   adminApiKeys?: readonly string[]
   /** Keys stored as SHA-256 hashes, with a name and a role. */
   keyEntries?: readonly ApiKeyEntry[]
-  gemini: GeminiClientOptions
+  /** Options of the gateway's own Gemini client, or `{ client }`: any implementation of GeminiClient. */
+  gemini: GeminiPluginOptions
   /** Model used when a request names none. Default `gemini-2.0-flash-exp`. */
   defaultModel?: string
   /** Scrape endpoint and labels; `models` (default `GEMINI_MODELS`) always gets `defaultModel` added. */
@@ -26,7 +28,7 @@ export interface GatewayOptions {
   /** Per-key limits on `/api/stream` (100 / 1000 admin per 15 minutes unless set); `false` turns limiting off. */
   rateLimit?: RateLimitOptions | false
   /** Timeouts, heartbeats and upstream retries of each stream. */
-  stream?: Omit<StreamRouteOptions, 'defaultModel'>
+  stream?: RelayOptions
   /** Pass one to drain the gateway's streams on shutdown (`lifecycle.drain(deadlineMs)`). */
   lifecycle?: GatewayLifecycle
 }

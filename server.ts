@@ -5,6 +5,7 @@ import closeWithGrace from 'close-with-grace'
 import configPlugin, { DEFAULT_REQUEST_TIMEOUT_MS, splitList, trustProxyOf, type Env } from './plugins/config.js'
 import { Registry } from '@prometheus-io/client'
 import streamGateway, { type GatewayOptions } from './app.js'
+import type { GeminiClientOptions } from './gemini/types.js'
 import { GatewayLifecycle } from './plugins/lifecycle.js'
 import { metricsEndpoint } from './plugins/metrics.js'
 import requestIdPlugin, { genReqId } from './plugins/request-id.js'
@@ -23,7 +24,7 @@ export class ConfigError extends Error {
 }
 
 interface UpstreamChoice {
-  gemini: GatewayOptions['gemini']
+  gemini: GeminiClientOptions
   close: () => Promise<void>
 }
 

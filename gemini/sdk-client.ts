@@ -1,7 +1,8 @@
 import { GoogleGenAI, type GenerateContentResponse } from '@google/genai'
 import { toDelta } from './delta.js'
-import { eventTooLarge, SseSplitter } from './rest-client.js'
-import { DEFAULT_MAX_EVENT_CHARS, toUpstreamError, type GeminiClient, type GeminiClientOptions } from './types.js'
+import { eventTooLarge, SseSplitter } from './sse-splitter.js'
+import { DEFAULT_MAX_EVENT_CHARS, type GeminiClient, type GeminiClientOptions } from './types.js'
+import { abortedCall, httpStatusError, invalidRequest, malformedStream, transportError, unexpectedAnswer, UpstreamError } from './upstream-error.js'
 import { googleErrorOf, isJsonContentType, readSmallBody } from './upstream-text.js'
 
 /** Statuses whose response may not carry a body (the Response constructor refuses one). */
@@ -56,6 +57,43 @@ function guardedFetch (maxEventChars: number, maxErrorBodyBytes: number | undefi
   }
 }
 
+/** What the SDK's ApiError carries: an HTTP status, and the JSON error body as the message. */
+interface ApiErrorShape extends Error {
+  status: number
+}
+
+/** The SDK's ApiError, recognised by its shape so that this file need not reach into the SDK's classes. */
+function isApiError (error: unknown): error is ApiErrorShape {
+  return error instanceof Error && error.name === 'ApiError' && typeof (error as Partial<ApiErrorShape>).status === 'number'
+}
+
+/** Messages of the errors the SDK throws itself, before sending, for a model name it refuses. */
+const SDK_REQUEST_CHECKS = ['model is required and must be a string', 'invalid model parameter']
+
+/**
+ * Classifies what the SDK threw by the SDK's own conventions. `signal` tells an abort from a failure; an
+ * error that none of them explains (a TypeError of our own, say) is rethrown as the bug it is.
+ */
+function classifySdkError (error: unknown, secret: string, signal: AbortSignal, reading = false): UpstreamError {
+  if (error instanceof UpstreamError) return error
+  if (isApiError(error)) {
+    // The SDK puts the JSON error body in `message`, sometimes behind a "got status: X." prefix.
+    const start = error.message.indexOf('{')
+    return httpStatusError(error.status, start === -1 ? undefined : googleErrorOf(error.message.slice(start)), secret, undefined, error)
+  }
+  if (!(error instanceof Error)) throw error
+  if (error.name === 'AbortError') return abortedCall(error)
+  if (error instanceof SyntaxError || error.message.startsWith('Incomplete JSON segment')) return malformedStream(error)
+  if (SDK_REQUEST_CHECKS.includes(error.message)) return invalidRequest(error)
+  // fetch's "fetch failed" (before headers) and "terminated" (mid-stream) carry the transport's error as cause.
+  if (error instanceof TypeError && (error.message === 'fetch failed' || error.message === 'terminated')) return transportError(error.cause ?? error, signal)
+  // The SDK refuses an answer that is neither success nor an error status (a 3xx, say) with a plain Error.
+  if (error.constructor === Error) return unexpectedAnswer(error)
+  // While reading the stream the SDK itself walks each event: a TypeError there is its choking on a malformed one.
+  if (reading && error instanceof TypeError) return malformedStream(error)
+  throw error
+}
+
 function isErrorObject (text: string): boolean {
   try {
     const value: unknown = JSON.parse(text)
@@ -84,7 +122,7 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
           config: { ...request.options, abortSignal: signal }
         })
       } catch (error) {
-        throw toUpstreamError(error, options.apiKey)
+        throw classifySdkError(error, options.apiKey, signal)
       }
       return {
         async next () {
@@ -92,7 +130,7 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
             const result = await stream.next()
             return result.done === true ? { done: true, value: undefined } : { done: false, value: toDelta(result.value) }
           } catch (error) {
-            throw toUpstreamError(error, options.apiKey)
+            throw classifySdkError(error, options.apiKey, signal, true)
           }
         }
       }
@@ -102,7 +140,7 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
         const result = await ai.models.countTokens({ model, contents: text, config: { abortSignal: signal } })
         return result.totalTokens ?? 0
       } catch (error) {
-        throw toUpstreamError(error, options.apiKey)
+        throw classifySdkError(error, options.apiKey, signal)
       }
     }
   }

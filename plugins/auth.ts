@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import { refusals } from '../schemas/refusals.js'
 
 export type Role = 'user' | 'admin'
 
@@ -25,8 +26,6 @@ export interface AuthOptions {
   keyEntries?: readonly ApiKeyEntry[]
 }
 
-export const UNAUTHORIZED_BODY = { error: 'Unauthorized: API key is missing.' }
-export const FORBIDDEN_BODY = { error: 'Forbidden: Invalid API key.' }
 
 export function sha256Hex (value: string): string {
   return createHash('sha256').update(value).digest('hex')
@@ -83,8 +82,6 @@ export default fp<AuthOptions>(async function authPlugin (app, options) {
 
   app.decorate('requireCaller', async function requireCaller (request: FastifyRequest, reply: FastifyReply) {
     if (request.caller !== null) return undefined
-    return request.authFailure === 'missing'
-      ? await reply.code(401).send(UNAUTHORIZED_BODY)
-      : await reply.code(403).send(FORBIDDEN_BODY)
+    return await (request.authFailure === 'missing' ? refusals.missingKey() : refusals.invalidKey()).sendWith(reply)
   })
 }, { name: 'amrikyy-auth', fastify: '5.x' })

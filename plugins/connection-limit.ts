@@ -1,12 +1,13 @@
 import fp from 'fastify-plugin'
 import type { Socket } from 'node:net'
+import { refusals } from '../schemas/refusals.js'
 
 export interface ConnectionLimitOptions {
   /** Client connections the server keeps open at once; past it a new one is answered 503 and closed. */
   maxConnections: number
 }
 
-const REFUSAL_BODY = JSON.stringify({ error: 'Service Unavailable', message: 'Too many open connections; retry shortly' })
+const REFUSAL_BODY = JSON.stringify(refusals.tooManyConnections().body)
 const REFUSAL = [
   'HTTP/1.1 503 Service Unavailable',
   'Content-Type: application/json; charset=utf-8',

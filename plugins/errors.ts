@@ -1,18 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyError } from 'fastify'
-
-export const PROMPT_REQUIRED = 'Prompt is required'
-export const MODEL_NAME_RULE = 'model must be a Gemini model name: up to 128 letters, digits, ".", "_" or "-", optionally after "models/", without ".."'
-export const TOO_MANY_REQUESTS_BODY = {
-  error: 'Too Many Requests',
-  message: 'You have exceeded the request limit. Please try again later.'
-}
-/** Code of the error the rate limiter throws when it fails closed because its shared store cannot be reached. */
-export const RATE_LIMIT_UNAVAILABLE_CODE = 'AMRIKYY_RATE_LIMIT_UNAVAILABLE'
-export const RATE_LIMIT_UNAVAILABLE_BODY = {
-  error: 'Service Unavailable',
-  message: 'Rate limiting is unavailable; try again later.'
-}
+import { MODEL_NAME_RULE, PROMPT_REQUIRED, Refusal, refusals } from '../schemas/refusals.js'
 
 interface ValidationIssue {
   keyword: string
@@ -42,29 +30,25 @@ export function describeValidation (issues: readonly ValidationIssue[]): string 
   return field === '' ? `Request body ${first.message ?? 'is invalid'}` : `${field} ${first.message ?? 'is invalid'}`
 }
 
+/** The refusal a Fastify error of the request's parsing stands for, by its code. */
+const FASTIFY_REFUSALS: Record<string, () => Refusal> = {
+  FST_ERR_CTP_EMPTY_JSON_BODY: refusals.promptRequired,
+  FST_ERR_CTP_INVALID_JSON_BODY: refusals.malformedJson,
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: refusals.notJson,
+  FST_ERR_CTP_BODY_TOO_LARGE: refusals.bodyTooLarge
+}
+
 /** Shapes every error of the gateway's routes into the contract's `{ "error": ... }` bodies. */
 export default fp(async function errorsPlugin (app) {
-  app.setErrorHandler(async function gatewayErrorHandler (error: FastifyError, request, reply) {
-    if (error.validation !== undefined) {
-      return await reply.code(400).send({ error: describeValidation(error.validation as ValidationIssue[]) })
-    }
-    switch (error.code) {
-      case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-        return await reply.code(400).send({ error: PROMPT_REQUIRED })
-      case 'FST_ERR_CTP_INVALID_JSON_BODY':
-        return await reply.code(400).send({ error: 'Malformed JSON in request body' })
-      case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-        return await reply.code(415).send({ error: 'Unsupported Media Type: send the body as application/json' })
-      case 'FST_ERR_CTP_BODY_TOO_LARGE':
-        return await reply.code(413).send({ error: 'Request body is too large' })
-    }
+  app.setErrorHandler(async function gatewayErrorHandler (error: FastifyError | Refusal, request, reply) {
+    if (error instanceof Refusal) return await error.sendWith(reply)
+    if (error.validation !== undefined) return await refusals.invalidBody(describeValidation(error.validation as ValidationIssue[])).sendWith(reply)
+    const known = FASTIFY_REFUSALS[error.code]
+    if (known !== undefined) return await known().sendWith(reply)
     const status = error.statusCode ?? 500
-    if (status === 429) return await reply.code(429).send(TOO_MANY_REQUESTS_BODY)
-    if (error.code === RATE_LIMIT_UNAVAILABLE_CODE) return await reply.code(503).send(RATE_LIMIT_UNAVAILABLE_BODY)
-    if (status >= 400 && status < 500) {
-      return await reply.code(status).send({ error: error.message })
-    }
+    // Fastify's own refusals of a request (a 408 for a body too slow, say) keep their status and message.
+    if (status >= 400 && status < 500) return await reply.code(status).send({ error: error.message })
     request.log.error({ err: error }, 'unhandled error')
-    return await reply.code(500).send({ error: 'Internal Server Error' })
+    return await refusals.internal().sendWith(reply)
   })
 }, { name: 'amrikyy-errors', fastify: '5.x' })

@@ -3,6 +3,14 @@ import { createRestGeminiClient } from '../gemini/rest-client.js'
 import type { GeminiClient, GeminiClientOptions } from '../gemini/types.js'
 
 export * from '../gemini/types.js'
+export { UpstreamError, type UpstreamErrorCode } from '../gemini/upstream-error.js'
+
+/** How the gateway reaches Gemini: options for one of its own clients, or a client of the host's own. */
+export type GeminiPluginOptions = GeminiClientOptions | { client: GeminiClient }
+
+function isOwnClient (options: GeminiPluginOptions): options is { client: GeminiClient } {
+  return typeof options.client === 'object' && options.client !== null
+}
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -10,7 +18,11 @@ declare module 'fastify' {
   }
 }
 
-export default fp<GeminiClientOptions>(async function geminiClientPlugin (app, options) {
+export default fp<GeminiPluginOptions>(async function geminiClientPlugin (app, options) {
+  if (isOwnClient(options)) {
+    app.decorate('gemini', options.client)
+    return
+  }
   if (typeof options.apiKey !== 'string' || options.apiKey === '') {
     throw new Error('gemini-client: option "apiKey" must be a non-empty string')
   }

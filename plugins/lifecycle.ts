@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import { SHUTTING_DOWN_MESSAGE } from '../schemas/refusals.js'
 
 /** A stream in flight, as the lifecycle sees it. */
 export interface TrackedStream {
@@ -13,7 +14,6 @@ export interface DrainResult {
   interrupted: number
 }
 
-export const SHUTTING_DOWN_MESSAGE = 'The gateway is shutting down; retry the request'
 
 /**
  * Knows the open streams so a deploy can drain them: refuse new streams, let open ones finish

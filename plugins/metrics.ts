@@ -4,6 +4,7 @@ import promClient, { type Counter, type Gauge, type Histogram, Registry } from '
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { Usage } from '../schemas/stream.js'
+import { refusals } from '../schemas/refusals.js'
 
 export type StreamOutcome = 'completed' | 'failed' | 'cancelled'
 
@@ -41,6 +42,8 @@ export interface StreamLabels {
 /** Records one stream; `end` counts only its first call, so every stream lands in exactly one outcome. */
 export interface StreamRecorder {
   chunkSent: () => void
+  /** A failed upstream call of this stream (a retried one included), by HTTP status or failure kind. */
+  upstreamError: (label: string) => void
   end: (outcome: StreamOutcome, usage?: Usage) => void
 }
 
@@ -154,6 +157,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
             firstChunk.labels(agent, model).observe((performance.now() - started) / 1000)
           }
         },
+        upstreamError (label) { upstreamErrors.labels(label).inc() },
         end (outcome, usage) {
           if (ended) return
           ended = true
@@ -214,7 +218,7 @@ export const metricsEndpoint: FastifyPluginAsync<MetricsEndpointOptions> = async
   const expected = bearerToken === undefined || bearerToken === '' ? undefined : digest(`Bearer ${bearerToken}`)
   app.get(path, { logLevel: 'warn', exposeHeadRoute: false, config: { disableMetrics: true } }, async (request, reply) => {
     if (expected !== undefined && !timingSafeEqual(digest(request.headers.authorization ?? ''), expected)) {
-      return await reply.code(401).send({ error: 'Unauthorized: metrics token is missing or invalid.' })
+      return await refusals.metricsToken().sendWith(reply)
     }
     return await reply.type(registry.contentType).send(await registry.metrics())
   })

@@ -4,7 +4,7 @@ import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit'
 import type { Redis } from 'ioredis'
 import promClient from '@prometheus-io/client'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
-import { RATE_LIMIT_UNAVAILABLE_CODE } from './errors.js'
+import { refusals } from '../schemas/refusals.js'
 import { DEFAULT_MAX_ADDRESSES, MemoryStore } from './rate-limit-memory-store.js'
 
 export type RedisErrorPolicy = 'open' | 'closed'
@@ -105,25 +105,6 @@ export function rateLimitKey (request: FastifyRequest): string {
   return request.caller !== null ? `key:${request.caller.id}` : `ip:${normalizeIP(request.ip)}`
 }
 
-/** Thrown in `closed` mode when the shared counters cannot be reached; the error handler answers 503. */
-export class RateLimitUnavailableError extends Error {
-  override name = 'RateLimitUnavailableError'
-  readonly code = RATE_LIMIT_UNAVAILABLE_CODE
-  readonly statusCode = 503
-  constructor (cause: unknown) {
-    super('Rate limiting is unavailable', { cause })
-  }
-}
-
-/** The 429 handed to the error handler, which answers with the contract's exact body. */
-class TooManyRequestsError extends Error {
-  override name = 'TooManyRequestsError'
-  readonly statusCode = 429
-  constructor () {
-    super('Too Many Requests')
-  }
-}
-
 /**
  * A store that failed must not fill the log at the request rate: the first failure is logged at once, later ones at
  * most every `intervalMs`, with how many went unlogged in between.
@@ -184,7 +165,7 @@ class SharedRedisStore {
       ([current, ttl]) => { callback(null, { current, ttl }) },
       (error: unknown) => {
         this.onFailure(error)
-        callback(this.policy === 'closed' ? new RateLimitUnavailableError(error) : error instanceof Error ? error : new Error(String(error)))
+        callback(this.policy === 'closed' ? refusals.rateLimitUnavailable(error) : error instanceof Error ? error : new Error(String(error)))
       }
     )
   }
@@ -279,7 +260,7 @@ export default fp<RateLimitOptions>(async function rateLimitPlugin (app, options
     timeWindow: settings.timeWindowMs,
     keyGenerator: rateLimitKey,
     onExceeded: () => { app.gatewayMetrics.rateLimited() },
-    errorResponseBuilder: () => new TooManyRequestsError()
+    errorResponseBuilder: () => refusals.tooManyRequests()
   })
   app.decorate('rateLimitCaller', limiter as (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>)
 }, { name: 'amrikyy-rate-limit', fastify: '5.x', dependencies: ['amrikyy-auth', 'amrikyy-metrics'] })

@@ -1,5 +1,6 @@
 // How the stream route reads its JSON body: UTF-8 only, and prototype-poisoning keys named.
 import { errorCodes, type FastifyRequest } from 'fastify'
+import { refusals } from '../schemas/refusals.js'
 
 /** JSON is UTF-8 (RFC 8259); a body declared in another charset would be silently misread. */
 const UTF8_CHARSET = /^"?utf-?8"?$/i
@@ -36,13 +37,13 @@ export function parseJsonBody (_request: FastifyRequest, body: string, done: (er
     return done(new errorCodes.FST_ERR_CTP_INVALID_JSON_BODY())
   }
   const poisoned = poisonedField(value)
-  if (poisoned !== undefined) return done(Object.assign(new Error(`Forbidden field in request body: ${poisoned}`), { statusCode: 400 }))
+  if (poisoned !== undefined) return done(refusals.forbiddenField(poisoned))
   done(null, value)
 }
 
 export async function refuseOtherCharsets (request: FastifyRequest): Promise<void> {
   const charset = charsetOf(request.headers['content-type'])
   if (charset !== undefined && !UTF8_CHARSET.test(charset)) {
-    throw Object.assign(new Error('Unsupported Media Type: send the body as application/json in UTF-8'), { statusCode: 415 })
+    throw refusals.notUtf8()
   }
 }

@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox'
+import { refusals, refusalSchema } from './refusals.js'
 
 export const PROMPT_MAX_LENGTH = 32_000
 /** Gemini's generationConfig.topK is an int32: anything larger can never work. */
@@ -28,12 +29,6 @@ export const StreamRequest = Type.Object({
 export type StreamRequest = Static<typeof StreamRequest>
 export type GenerationOptions = Static<typeof GenerationOptions>
 
-export const ErrorBody = Type.Object({
-  error: Type.String(),
-  message: Type.Optional(Type.String())
-}, { description: 'Every non-2xx answer of the gateway' })
-export type ErrorBody = Static<typeof ErrorBody>
-
 export const Usage = Type.Object({
   promptTokens: Type.Integer(),
   completionTokens: Type.Integer(),
@@ -49,16 +44,13 @@ export const CompletionEvent = Type.Object({
   complete: Type.Literal(true),
   totalChunks: Type.Integer(),
   fullText: Type.String(),
-  usage: Usage
+  // Gemini reports usage, or the gateway counts it; only when counting fails too is it left out.
+  usage: Type.Optional(Usage)
 }, { description: 'The last event of a successful stream' })
 export const ErrorEvent = Type.Object({
   error: Type.String(),
   recoverable: Type.Boolean({ description: 'True when the same request may succeed later' })
 }, { description: 'The last event of a stream that failed after it started' })
-
-function errorExample (description: string, example: ErrorBody): ReturnType<typeof Type.Object> {
-  return Type.Object({ error: Type.String(), message: Type.Optional(Type.String()) }, { description, examples: [example] })
-}
 
 /** The OpenAPI description of every answer of `POST /api/stream`; 4xx/5xx bodies are also serialized by it. */
 export const StreamResponses = {
@@ -66,12 +58,12 @@ export const StreamResponses = {
     description: 'A Server-Sent Events stream: chunk events, then exactly one completion or error event. Lines starting with `:` are heartbeats.',
     content: { 'text/event-stream': { schema: Type.Union([ChunkEvent, CompletionEvent, ErrorEvent]) } }
   },
-  400: errorExample('Invalid body: a missing prompt, a wrong type, an out-of-range option or an unknown field', { error: 'Prompt is required' }),
-  401: errorExample('No X-API-Key header', { error: 'Unauthorized: API key is missing.' }),
-  403: errorExample('Unknown API key', { error: 'Forbidden: Invalid API key.' }),
-  413: errorExample('Body over 440 KiB (room for a maximal prompt with every character JSON-escaped)', { error: 'Request body is too large' }),
-  415: errorExample('Body is not application/json, or declares a charset other than UTF-8', { error: 'Unsupported Media Type: send the body as application/json' }),
-  429: errorExample('Rate limit exceeded; see Retry-After', { error: 'Too Many Requests', message: 'You have exceeded the request limit. Please try again later.' }),
-  500: errorExample('Gemini failed before the first chunk', { error: 'Failed to start stream', message: 'Resource has been exhausted (e.g. check quota).' }),
-  503: errorExample('The gateway is draining for shutdown, or rate limiting is unavailable', { error: 'Service Unavailable', message: 'The gateway is shutting down; retry the request' })
+  400: refusalSchema('Invalid body: a missing prompt, a wrong type, an out-of-range option or an unknown field', refusals.promptRequired()),
+  401: refusalSchema('No X-API-Key header', refusals.missingKey()),
+  403: refusalSchema('Unknown API key', refusals.invalidKey()),
+  413: refusalSchema('Body over 440 KiB (room for a maximal prompt with every character JSON-escaped)', refusals.bodyTooLarge()),
+  415: refusalSchema('Body is not application/json, or declares a charset other than UTF-8', refusals.notJson()),
+  429: refusalSchema('Rate limit exceeded; see Retry-After', refusals.tooManyRequests()),
+  500: refusalSchema('Gemini failed before the first chunk', refusals.streamFailed('Resource has been exhausted (e.g. check quota).')),
+  503: refusalSchema('The gateway is draining for shutdown, or rate limiting is unavailable', refusals.shuttingDown())
 }

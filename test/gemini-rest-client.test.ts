@@ -7,9 +7,11 @@ import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
 import { answerFor, type Fault, type GeminiEmulator, type RecordedRequest } from '../emulator/server.js'
-import { createRestGeminiClient, retryAfterMs, SseSplitter, type RestGeminiClient } from '../gemini/rest-client.js'
+import { createRestGeminiClient, retryAfterMs, type RestGeminiClient } from '../gemini/rest-client.js'
+import { SseSplitter } from '../gemini/sse-splitter.js'
 import { createSdkGeminiClient } from '../gemini/sdk-client.js'
-import { UpstreamError, type GeminiClient, type GenerationDelta, type GenerationRequest } from '../gemini/types.js'
+import type { GeminiClient, GenerationDelta, GenerationRequest } from '../gemini/types.js'
+import { UpstreamError } from '../gemini/upstream-error.js'
 import { startEmulator, waitUntil, within } from './support/gateway.js'
 
 const API_KEY = 'differential-secret-key'
@@ -121,18 +123,18 @@ t.test('same errors and deltas for every upstream fault', async t => {
     ['HTML 502 page without end (read up to the cap, then the socket is closed)', { kind: 'huge-error', status: 502, prefix: '<html>proxy.internal' },
       o => t.match(o.error, { status: 502, message: 'Gemini answered with status 502' })],
     ['event without end after 2 chunks', { kind: 'huge-event', afterChunks: 2 },
-      o => t.match(o, { deltas: { length: 2 }, error: { message: 'Gemini sent an event larger than 8388608 characters', tooLarge: true, recoverable: false } })],
+      o => t.match(o, { deltas: { length: 2 }, error: { message: 'Gemini sent an event larger than 8388608 characters', code: 'too_large', recoverable: false } })],
     ['302 without Location (not an error status)', { kind: 'http-error', status: 302, body: 'moved', contentType: 'text/plain' },
       o => t.match(o.error, { status: undefined, recoverable: false, message: 'Gemini request failed' })],
     ['304 with an empty JSON body', { kind: 'http-error', status: 304, body: '' }, o => t.match(o.error, { status: undefined, message: 'Gemini request failed' })],
     ['error event after 2 chunks', { kind: 'stream-error', afterChunks: 2, code: 500 }, o => t.match(o, { deltas: { length: 2 }, error: { status: 500, recoverable: true } })],
     ['error event first', { kind: 'stream-error', afterChunks: 0, code: 429 }, o => t.match(o, { deltas: [], error: { status: 429 } })],
     ['error event with a non-error code', { kind: 'stream-error', afterChunks: 1, code: 200 }, o => t.match(o, { deltas: { length: 2 }, error: undefined })],
-    ['socket drop after 3 chunks', { kind: 'drop', afterChunks: 3 }, o => t.match(o, { deltas: { length: 3 }, error: { message: 'Connection to Gemini failed', recoverable: true } })],
+    ['socket drop after 3 chunks', { kind: 'drop', afterChunks: 3 }, o => t.match(o, { deltas: { length: 3 }, error: { code: 'network', message: 'Connection to Gemini failed', recoverable: true } })],
     ['socket drop before any chunk', { kind: 'drop', afterChunks: 0 }, o => t.match(o.error, { message: 'Connection to Gemini failed' })],
-    ['malformed JSON event', { kind: 'malformed-json', afterChunks: 2 }, o => t.match(o, { deltas: { length: 2 }, error: { message: 'Gemini sent a malformed stream' } })],
-    ['unterminated last event', { kind: 'unterminated', afterChunks: 3 }, o => t.match(o, { deltas: { length: 3 }, error: { message: 'Gemini sent a malformed stream' } })],
-    ['[DONE] sentinel', { kind: 'done-sentinel' }, o => t.match(o, { deltas: { length: 6 }, error: { message: 'Gemini sent a malformed stream' } })],
+    ['malformed JSON event', { kind: 'malformed-json', afterChunks: 2 }, o => t.match(o, { deltas: { length: 2 }, error: { code: 'malformed', message: 'Gemini sent a malformed stream' } })],
+    ['unterminated last event', { kind: 'unterminated', afterChunks: 3 }, o => t.match(o, { deltas: { length: 3 }, error: { code: 'malformed', message: 'Gemini sent a malformed stream' } })],
+    ['[DONE] sentinel', { kind: 'done-sentinel' }, o => t.match(o, { deltas: { length: 6 }, error: { code: 'malformed', message: 'Gemini sent a malformed stream' } })],
     ['no usage', { kind: 'no-usage' }, o => t.equal(o.deltas.at(-1)?.usage, undefined)],
     ['blocked prompt', { kind: 'blocked' }, o => t.match(o.deltas, [{ text: '', blockReason: 'SAFETY' }])],
     ['non-text part', { kind: 'non-text-part' }, o => t.equal(o.deltas.length, 7)],
@@ -164,7 +166,7 @@ t.test('same cancellation: an abort mid-stream closes the upstream connection', 
     results.push({ error, clientClosedEarly: rec.clientClosedEarly, chunksSent: rec.chunksSent })
   }
   t.same(results[1], results[0])
-  t.match(results[0], { error: { aborted: true, recoverable: true }, clientClosedEarly: true, chunksSent: 2 })
+  t.match(results[0], { error: { code: 'aborted', recoverable: true }, clientClosedEarly: true, chunksSent: 2 })
 })
 
 t.test('same cancellation before the response headers, and with a signal already aborted', async t => {
@@ -188,7 +190,7 @@ t.test('same cancellation before the response headers, and with a signal already
     results.push({ error, clientClosedEarly: rec.clientClosedEarly, early, sentAfterAbort: emulator.requests.length - count })
   }
   t.same(results[1], results[0])
-  t.match(results[0], { error: { aborted: true }, clientClosedEarly: true, early: { aborted: true }, sentAfterAbort: 0 })
+  t.match(results[0], { error: { code: 'aborted' }, clientClosedEarly: true, early: { code: 'aborted' }, sentAfterAbort: 0 })
 })
 
 t.test('same countTokens requests and results, and same client-side model checks', async t => {
@@ -220,7 +222,7 @@ t.test('same error when nothing listens at the base URL', async t => {
   const request = { model: 'gemini-2.0-flash-exp', prompt: 'anyone there?' }
   const outcomes = [await collect(clients.sdk, request), await collect(clients.rest, request)]
   t.same(outcomes[1], outcomes[0])
-  t.match(outcomes[0], { deltas: [], error: { message: 'Connection to Gemini failed', recoverable: true } })
+  t.match(outcomes[0], { deltas: [], error: { code: 'network', message: 'Connection to Gemini failed', recoverable: true } })
 })
 
 /** A server that answers every request with `body` written in pieces of `size` bytes. */

@@ -7,9 +7,11 @@ import fc from 'fast-check'
 import { answerFor, type GeminiEmulator } from '../emulator/server.js'
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { createRestGeminiClient, SseSplitter } from '../gemini/rest-client.js'
+import { createRestGeminiClient } from '../gemini/rest-client.js'
+import { SseSplitter } from '../gemini/sse-splitter.js'
 import { createSdkGeminiClient } from '../gemini/sdk-client.js'
-import { UpstreamError } from '../gemini/types.js'
+import { UpstreamError } from '../gemini/upstream-error.js'
+import type { GeminiClientOptions } from '../gemini/types.js'
 import type { GatewayOptions } from '../app.js'
 import { startScriptedServer } from './support/scripted-server.js'
 import { buildGateway, chunkEvent, listenOnLoopback, postStream, startEmulator, within } from './support/gateway.js'
@@ -33,7 +35,9 @@ const MAX_LOG_LINE = 4096
 
 interface Gateway { url: string, logs: string[] }
 
-async function gateway (t: Test, emulator: GeminiEmulator, client: 'rest' | 'sdk', overrides: Partial<GatewayOptions> = {}): Promise<Gateway> {
+interface Overrides { gemini?: Partial<GeminiClientOptions>, stream?: GatewayOptions['stream'] }
+
+async function gateway (t: Test, emulator: GeminiEmulator, client: 'rest' | 'sdk', overrides: Overrides = {}): Promise<Gateway> {
   const logs: string[] = []
   const app = await buildGateway(t, emulator.url, {
     gemini: { apiKey: UPSTREAM_KEY, baseUrl: emulator.url, client, ...overrides.gemini },

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { USER_KEY, buildGateway } from './support/gateway.js'
-import { MODEL_NAME_RULE } from '../plugins/errors.js'
+import { MODEL_NAME_RULE } from '../schemas/refusals.js'
 
 // Nothing listens here: every request below must be refused before the gateway calls Gemini.
 const UNREACHABLE_UPSTREAM = 'http://127.0.0.1:9'

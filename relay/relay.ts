@@ -1,0 +1,362 @@
+import { once } from 'node:events'
+import type { OutgoingHttpHeaders } from 'node:http'
+import { setTimeout as wait } from 'node:timers/promises'
+import type { FastifyBaseLogger, FastifyReply } from 'fastify'
+import { tooLarge, UpstreamError } from '../gemini/upstream-error.js'
+import type { GeminiClient, GenerationDelta, GenerationRequest } from '../gemini/types.js'
+import type { GatewayLifecycle } from '../plugins/lifecycle.js'
+import type { StreamRecorder } from '../plugins/metrics.js'
+import type { Usage } from '../schemas/stream.js'
+import { retryDelay } from './retry.js'
+import type { RelaySettings } from './settings.js'
+import type { StreamFailure, WireFormat } from './wire-format.js'
+
+/** What one relayed stream uses of the gateway. */
+export interface RelayContext {
+  gemini: GeminiClient
+  /** This stream's metrics; the relay ends it exactly once. */
+  recorder: StreamRecorder
+  lifecycle: GatewayLifecycle
+  log: FastifyBaseLogger
+  settings: RelaySettings
+}
+
+type Stop =
+  | { kind: 'client-gone' }
+  | { kind: 'client-stalled', message: string }
+  | { kind: 'timeout', message: string }
+  | { kind: 'shutdown', message: string }
+
+const STOPPED = Symbol('stopped')
+
+/** Finish reasons that mean the answer is whole; any other one means Gemini cut it short. */
+const COMPLETE_FINISH_REASONS = new Set(['STOP', 'MAX_TOKENS'])
+
+function seconds (ms: number): string {
+  return `${Math.round(ms / 100) / 10} s`
+}
+
+function upstreamFailure (error: UpstreamError): StreamFailure {
+  return { kind: error.code === 'out_of_descriptors' ? 'unavailable' : 'upstream', message: error.message, recoverable: error.recoverable, upstream: error }
+}
+
+/**
+ * Relays one Gemini stream to one client in a wire format: retries the upstream while nothing reached
+ * the client, stops everything on disconnect, timeout or shutdown, honours backpressure, and ends every
+ * stream with exactly one completion or failure (last frame or whole answer) and one metric outcome.
+ */
+export class StreamRelay {
+  private readonly upstream = new AbortController()
+  private stopped: Stop | undefined
+  private readonly stopSignal = Promise.withResolvers<typeof STOPPED>()
+  private headersSent = false
+  private wroteSinceHeartbeat = false
+  private index = 0
+  private fullText = ''
+  private usage: Usage | undefined
+  private finishReason: string | undefined
+  private blockReason: string | undefined
+  private readonly timers: NodeJS.Timeout[] = []
+  private idleTimer: NodeJS.Timeout | undefined
+  private firstChunkTimer: NodeJS.Timeout | undefined
+  private waitedMs = 0
+  /** While true the relay waits on the client, not on Gemini: the idle budget is not spent. */
+  private awaitingClient = false
+  private corked = false
+
+  constructor (
+    private readonly context: RelayContext,
+    private readonly reply: FastifyReply,
+    private readonly generation: GenerationRequest,
+    private readonly format: WireFormat
+  ) {}
+
+  private stop (reason: Stop): void {
+    if (this.stopped !== undefined) return
+    this.stopped = reason
+    this.upstream.abort()
+    this.stopSignal.resolve(STOPPED)
+  }
+
+  /** Settles with `work`, or with STOPPED as soon as the relay stops, without waiting on `work`. */
+  private async orStop<T> (work: Promise<T>): Promise<T | typeof STOPPED> {
+    // An aborted read may settle much later, or never (nodejs/node#56917): never leave it unhandled.
+    work.catch(() => {})
+    return await Promise.race([work, this.stopSignal.promise])
+  }
+
+  private armTimers (): void {
+    const { settings } = this.context
+    const { firstChunkMs, idleMs, totalMs } = settings.timeouts
+    const after = (ms: number, fire: () => void): NodeJS.Timeout => {
+      const timer = setTimeout(fire, ms)
+      this.timers.push(timer)
+      return timer
+    }
+    after(totalMs, () => { this.stop({ kind: 'timeout', message: `Gemini did not finish the answer within ${seconds(totalMs)}` }) })
+    this.firstChunkTimer = after(firstChunkMs, () => { this.stop({ kind: 'timeout', message: `Gemini sent no answer within ${seconds(firstChunkMs)}` }) })
+    this.idleTimer = after(idleMs, () => {
+      // Armed from the start but only meaningful once chunks flow; before that the first-chunk timer rules.
+      if (this.index > 0 && !this.awaitingClient) this.stop({ kind: 'timeout', message: `Gemini went silent for ${seconds(idleMs)}` })
+      else this.idleTimer?.refresh()
+    })
+    if (settings.heartbeatMs > 0) {
+      const heartbeat = setInterval(() => { this.heartbeat() }, settings.heartbeatMs)
+      this.timers.push(heartbeat)
+    }
+  }
+
+  private heartbeat (): void {
+    if (this.stopped !== undefined) return
+    if (this.wroteSinceHeartbeat) {
+      this.wroteSinceHeartbeat = false
+      return
+    }
+    const frame = this.format.heartbeat()
+    if (frame === undefined) return
+    // A slow first token must not look like a dead connection to proxies with idle timeouts.
+    if (!this.headersSent) this.open()
+    this.reply.raw.write(frame)
+  }
+
+  private open (): void {
+    this.reply.hijack()
+    this.headersSent = true
+    const { status, headers } = this.format.head()
+    // The headers hooks set on the reply (request id, rate limits) go out with the stream's own.
+    const merged: OutgoingHttpHeaders = {}
+    for (const [name, value] of Object.entries(this.reply.getHeaders())) if (value !== undefined) merged[name] = value
+    this.reply.raw.writeHead(status, Object.assign(merged, headers))
+    this.reply.raw.flushHeaders()
+  }
+
+  private async write (frame: string): Promise<void> {
+    this.wroteSinceHeartbeat = true
+    const raw = this.reply.raw
+    if (!this.corked) {
+      // Events parsed from one upstream read leave in one syscall instead of one each.
+      this.corked = true
+      raw.cork()
+      process.nextTick(this.uncork)
+    }
+    if (raw.write(frame)) return
+    // A slow reader: pull nothing more from upstream until the socket drains, so memory stays bounded.
+    this.uncork()
+    // An event over the high-water mark written while corked reports "full" even when uncorking just
+    // handed it all to the kernel: then no `drain` may ever come (Node 22 and 24 differ in which of
+    // the response and the socket keep a "needs drain" flag). Only bytes still buffered mean waiting.
+    if (raw.writableLength === 0 && (raw.socket?.writableLength ?? 0) === 0) return
+    await this.awaitClientDrain()
+  }
+
+  private async awaitClientDrain (): Promise<void> {
+    const { clientStallMs } = this.context.settings.timeouts
+    this.awaitingClient = true
+    const stall = setTimeout(() => {
+      this.stop({ kind: 'client-stalled', message: `the client read nothing for ${seconds(clientStallMs)}` })
+    }, clientStallMs)
+    try {
+      await once(this.reply.raw, 'drain', { signal: this.upstream.signal })
+    } catch {
+      // Stopped while waiting (the stop says why), or the socket failed, which its `close` reports.
+    } finally {
+      clearTimeout(stall)
+      this.awaitingClient = false
+      // Gemini's idle budget starts again from the moment the relay asks it for more.
+      this.idleTimer?.refresh()
+    }
+  }
+
+  /**
+   * Ends the response with its last frame. Uncorks first: on Node 22, `end()` on a response still
+   * corked by this tick's writes sends an empty body and drops the corked events.
+   */
+  private end (frame: string): void {
+    this.uncork()
+    this.reply.raw.end(frame)
+  }
+
+  private readonly uncork = (): void => {
+    if (!this.corked) return
+    this.corked = false
+    this.reply.raw.uncork()
+  }
+
+  private resetAnswer (): void {
+    this.usage = undefined
+    this.finishReason = undefined
+    this.blockReason = undefined
+  }
+
+  /** Waits before another try when the error and the policy allow one; false when they do not. */
+  private async backOff (error: UpstreamError, attempt: number): Promise<boolean> {
+    const { retry } = this.context.settings
+    const delay = this.index > 0 ? undefined : retryDelay(error, attempt, retry)
+    if (delay === undefined || this.waitedMs + delay > retry.maxTotalWaitMs) return false
+    this.waitedMs += delay
+    this.context.log.info({ attempt, delayMs: delay, upstreamStatus: error.status }, 'retrying Gemini call')
+    try {
+      await wait(delay, undefined, { signal: this.upstream.signal })
+    } catch {
+      return false
+    }
+    return true
+  }
+
+  async run (): Promise<FastifyReply> {
+    const raw = this.reply.raw
+    raw.once('close', () => { if (!raw.writableFinished) this.stop({ kind: 'client-gone' }) })
+    const untrack = this.context.lifecycle.track({ interrupt: message => { this.stop({ kind: 'shutdown', message }) } })
+    this.armTimers()
+    try {
+      return await this.relay()
+    } finally {
+      for (const timer of this.timers) clearTimeout(timer)
+      untrack()
+    }
+  }
+
+  private async relay (): Promise<FastifyReply> {
+    const { gemini, recorder, log, settings } = this.context
+    let iterator: AsyncIterator<GenerationDelta> | undefined
+    let attempt = 1
+    for (;;) {
+      try {
+        if (iterator === undefined) {
+          const opened = await this.orStop(gemini.streamGenerate(this.generation, this.upstream.signal))
+          if (opened === STOPPED) break
+          iterator = opened
+        }
+        const result = await this.orStop(iterator.next())
+        if (result === STOPPED || result.done === true) break
+        this.idleTimer?.refresh()
+        const delta = result.value
+        if (delta.usage !== undefined) this.usage = delta.usage
+        if (delta.finishReason !== undefined) this.finishReason = delta.finishReason
+        if (delta.blockReason !== undefined) this.blockReason = delta.blockReason
+        if (delta.thought !== undefined) {
+          const frame = this.format.thought(delta.thought)
+          if (frame !== undefined) await this.send(frame)
+        }
+        if (delta.text === '') continue
+        if (this.fullText.length + delta.text.length > settings.maxAnswerChars) {
+          const answerTooLarge = tooLarge(`Gemini's answer grew past ${settings.maxAnswerChars} characters`)
+          recorder.upstreamError(answerTooLarge.metricLabel)
+          return await this.fail(upstreamFailure(answerTooLarge))
+        }
+        if (this.index === 0) clearTimeout(this.firstChunkTimer)
+        this.index++
+        this.fullText += delta.text
+        recorder.chunkSent()
+        const frame = this.format.chunk(delta.text, this.index)
+        if (frame !== undefined) await this.send(frame)
+        if (this.stopped !== undefined) break
+      } catch (caught) {
+        if (this.stopped !== undefined) break
+        if (!(caught instanceof UpstreamError)) {
+          log.error({ err: caught, chunksSent: this.index }, 'stream failed on an unexpected error')
+          return await this.fail({ kind: 'internal', message: 'Internal Server Error', recoverable: false })
+        }
+        if (caught.code === 'out_of_descriptors') log.error({ err: caught }, 'the process is out of file descriptors: raise its limit or lower MAX_CONNECTIONS')
+        else recorder.upstreamError(caught.metricLabel)
+        if (await this.backOff(caught, attempt)) {
+          attempt++
+          iterator = undefined
+          this.resetAnswer()
+          continue
+        }
+        if (this.stopped !== undefined) break
+        return await this.fail(upstreamFailure(caught))
+      }
+    }
+    if (this.stopped !== undefined) return await this.onStopped(this.stopped)
+    return await this.complete()
+  }
+
+  private async send (frame: string): Promise<void> {
+    if (!this.headersSent) this.open()
+    await this.write(frame)
+  }
+
+  private answerRefused (message: string, recoverable: boolean): StreamFailure {
+    return { kind: 'upstream', message, recoverable }
+  }
+
+  private async complete (): Promise<FastifyReply> {
+    if (this.blockReason !== undefined) return await this.fail(this.answerRefused(`Gemini blocked the prompt: ${this.blockReason}`, false))
+    if (this.finishReason === undefined) return await this.fail(this.answerRefused('Gemini ended the stream before the answer was complete', true))
+    if (!COMPLETE_FINISH_REASONS.has(this.finishReason)) return await this.fail(this.answerRefused(`Gemini stopped generating: ${this.finishReason}`, false))
+    if (this.usage === undefined) {
+      const counted = await this.countUsage()
+      if (counted === STOPPED) return await this.onStopped(this.stopped ?? { kind: 'client-gone' })
+      this.usage = counted
+    }
+    const frame = this.format.completion({
+      totalChunks: this.index,
+      fullText: this.fullText,
+      usage: this.usage,
+      model: this.generation.model,
+      finishReason: this.finishReason
+    })
+    if (!this.headersSent) this.open()
+    this.end(frame)
+    this.context.recorder.end('completed', this.usage)
+    return this.reply
+  }
+
+  /** Gemini normally reports usage on its last event; when it does not, ask it to count rather than guess. */
+  private async countUsage (): Promise<Usage | undefined | typeof STOPPED> {
+    const { gemini, log } = this.context
+    const { model, prompt } = this.generation
+    try {
+      const counted = await this.orStop(Promise.all([
+        gemini.countTokens(model, prompt, this.upstream.signal),
+        this.fullText === '' ? 0 : gemini.countTokens(model, this.fullText, this.upstream.signal)
+      ]))
+      if (counted === STOPPED) return STOPPED
+      const [promptTokens, completionTokens] = counted
+      return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens }
+    } catch (error) {
+      if (this.stopped !== undefined) return STOPPED
+      if (error instanceof UpstreamError) log.warn({ reason: error.message }, 'could not count tokens; completion sent without usage')
+      else log.error({ err: error }, 'could not count tokens on an unexpected error; completion sent without usage')
+      return undefined
+    }
+  }
+
+  private async fail (failure: StreamFailure): Promise<FastifyReply> {
+    // Whatever failed, the upstream call ends here: an open one would outlive the stream and hold shutdown.
+    this.upstream.abort()
+    this.context.log.warn({ upstreamStatus: failure.upstream?.status, chunksSent: this.index, reason: failure.message }, 'stream failed')
+    this.context.recorder.end('failed')
+    if (!this.headersSent) {
+      const answer = this.format.refusal(failure)
+      if (answer.headers !== undefined) this.reply.headers(answer.headers)
+      return await this.reply.code(answer.status).send(answer.body)
+    }
+    this.end(this.format.error(failure))
+    return this.reply
+  }
+
+  private async onStopped (stop: Stop): Promise<FastifyReply> {
+    const { recorder, log } = this.context
+    switch (stop.kind) {
+      case 'client-gone':
+        if (!this.headersSent) this.reply.hijack()
+        recorder.end('cancelled')
+        log.info({ chunksSent: this.index }, 'client disconnected; upstream call aborted')
+        return this.reply
+      case 'client-stalled':
+        // Its buffer is full, so a last frame would never be read: cut the connection instead.
+        recorder.end('cancelled')
+        log.warn({ chunksSent: this.index, reason: stop.message }, 'client stopped reading; stream cut and upstream call aborted')
+        this.reply.raw.destroy()
+        return this.reply
+      case 'timeout':
+        recorder.upstreamError('timeout')
+        return await this.fail({ kind: 'timeout', message: stop.message, recoverable: true })
+      case 'shutdown':
+        return await this.fail({ kind: 'shutdown', message: stop.message, recoverable: true })
+    }
+  }
+}

@@ -1,0 +1,72 @@
+// Every refusal of the gateway's routes, defined once: its code, HTTP status and the contract's body.
+// Hooks and handlers throw them, the error handler sends them, the rate limiter builds its 429 from
+// here, and the OpenAPI document takes its examples from here, so none of them can drift apart.
+
+import type { OutgoingHttpHeaders } from 'node:http'
+import type { FastifyReply } from 'fastify'
+import { Type, type Static } from 'typebox'
+
+export const ErrorBody = Type.Object({
+  error: Type.String(),
+  message: Type.Optional(Type.String())
+}, { description: 'Every non-2xx answer of the gateway' })
+export type ErrorBody = Static<typeof ErrorBody>
+
+export const PROMPT_REQUIRED = 'Prompt is required'
+export const MODEL_NAME_RULE = 'model must be a Gemini model name: up to 128 letters, digits, ".", "_" or "-", optionally after "models/", without ".."'
+export const SHUTTING_DOWN_MESSAGE = 'The gateway is shutting down; retry the request'
+
+/** A refusal the gateway answers with; thrown from a hook or handler, the error handler sends its body. */
+export class Refusal extends Error {
+  override name = 'Refusal'
+  constructor (
+    readonly code: string,
+    readonly statusCode: number,
+    readonly body: ErrorBody,
+    readonly headers: OutgoingHttpHeaders = {},
+    cause?: unknown
+  ) {
+    super(body.message ?? body.error, { cause })
+  }
+
+  /** Answers with this refusal directly, for hooks that must not depend on the host's error handler. */
+  async sendWith (reply: FastifyReply): Promise<FastifyReply> {
+    return await reply.code(this.statusCode).headers(this.headers).send(this.body)
+  }
+}
+
+export const refusals = {
+  /** The body does not match the schema; `message` names the field. */
+  invalidBody: (message: string) => new Refusal('AMRIKYY_INVALID_BODY', 400, { error: message }),
+  promptRequired: () => new Refusal('AMRIKYY_PROMPT_REQUIRED', 400, { error: PROMPT_REQUIRED }),
+  malformedJson: () => new Refusal('AMRIKYY_MALFORMED_JSON', 400, { error: 'Malformed JSON in request body' }),
+  forbiddenField: (field: string) => new Refusal('AMRIKYY_FORBIDDEN_FIELD', 400, { error: `Forbidden field in request body: ${field}` }),
+  missingKey: () => new Refusal('AMRIKYY_API_KEY_MISSING', 401, { error: 'Unauthorized: API key is missing.' }),
+  invalidKey: () => new Refusal('AMRIKYY_API_KEY_INVALID', 403, { error: 'Forbidden: Invalid API key.' }),
+  bodyTooLarge: () => new Refusal('AMRIKYY_BODY_TOO_LARGE', 413, { error: 'Request body is too large' }),
+  notJson: () => new Refusal('AMRIKYY_NOT_JSON', 415, { error: 'Unsupported Media Type: send the body as application/json' }),
+  notUtf8: () => new Refusal('AMRIKYY_NOT_UTF8', 415, { error: 'Unsupported Media Type: send the body as application/json in UTF-8' }),
+  tooManyRequests: () => new Refusal('AMRIKYY_TOO_MANY_REQUESTS', 429, {
+    error: 'Too Many Requests',
+    message: 'You have exceeded the request limit. Please try again later.'
+  }),
+  /** The rate limiter fails closed because its shared store cannot be reached. */
+  rateLimitUnavailable: (cause?: unknown) => new Refusal('AMRIKYY_RATE_LIMIT_UNAVAILABLE', 503, {
+    error: 'Service Unavailable',
+    message: 'Rate limiting is unavailable; try again later.'
+  }, {}, cause),
+  shuttingDown: () => new Refusal('AMRIKYY_SHUTTING_DOWN', 503, { error: 'Service Unavailable', message: SHUTTING_DOWN_MESSAGE }, { connection: 'close' }),
+  /** Past MAX_CONNECTIONS; answered on the raw socket, before Fastify sees a request. */
+  tooManyConnections: () => new Refusal('AMRIKYY_TOO_MANY_CONNECTIONS', 503, { error: 'Service Unavailable', message: 'Too many open connections; retry shortly' }),
+  /** A stream that could not start: Gemini failed, or a timeout ran out, before the first chunk. */
+  streamFailed: (message: string) => new Refusal('AMRIKYY_STREAM_FAILED', 500, { error: 'Failed to start stream', message }),
+  /** The gateway cannot serve the stream now (draining, out of file descriptors). */
+  streamUnavailable: (message: string) => new Refusal('AMRIKYY_STREAM_UNAVAILABLE', 503, { error: 'Service Unavailable', message }),
+  internal: () => new Refusal('AMRIKYY_INTERNAL', 500, { error: 'Internal Server Error' }),
+  metricsToken: () => new Refusal('AMRIKYY_METRICS_TOKEN', 401, { error: 'Unauthorized: metrics token is missing or invalid.' })
+} as const
+
+/** The OpenAPI description of an error answer, its example taken from the refusal itself. */
+export function refusalSchema (description: string, example: Refusal): ReturnType<typeof Type.Object> {
+  return Type.Object({ error: Type.String(), message: Type.Optional(Type.String()) }, { description, examples: [example.body] })
+}
