@@ -1,5 +1,5 @@
 // A local emulator of the Google Gemini REST API (Developer API, API-key mode), faithful to the wire
-// protocol the official @google/genai SDK speaks (see /work/shared/gemini-wire-protocol.md), with
+// protocol the official @google/genai SDK speaks (see docs/gemini-wire-protocol.md), with
 // injectable faults. Node built-ins only.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
