@@ -8,60 +8,17 @@ import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { answerFor, countTokens, countWords, type Answer, type GenerationOptions } from './answer.js'
 import { googleError, googleStatusFor } from './google-errors.js'
+import { type Fault, FaultQueue, type FaultWhen } from './faults.js'
+import { findModel, modelsPage } from './models.js'
+import { type EmulatorOptions, type Pace, type ResolvedOptions, resolveOptions, validateOptions, validatePace } from './options.js'
+import { parseRoute } from './routes.js'
 
 export { answerFor, countTokens, MAX_ANSWER_TOKENS } from './answer.js'
 export type { Answer, AnswerPace, FinishReason, GenerationOptions } from './answer.js'
 export { googleError, googleStatusFor } from './google-errors.js'
-
-export interface EmulatorOptions {
-  /** Interface to listen on. Default '127.0.0.1'. */
-  host?: string
-  /** Port to listen on. Default 0 (ephemeral). */
-  port?: number
-  /** Stream events per answer (fewer when the answer has fewer words). Default 8. */
-  chunkCount?: number
-  /** Delay between stream events, in ms. Default 0. */
-  chunkDelayMs?: number
-  /** Answer length in words when the request has no maxOutputTokens. Default 64. */
-  defaultMaxTokens?: number
-  /** When set, a different x-goog-api-key gets 400 API_KEY_INVALID. A missing key is always 403. */
-  apiKey?: string
-  /** Receives one line per finished request. */
-  logger?: (line: string) => void
-  /**
-   * How many requests `requests` keeps, the oldest dropped first. Default 0: none, so a long-lived
-   * emulator holds no history; tests that inspect requests ask for it.
-   */
-  recordRequests?: number
-}
-
-export type Fault =
-  | { kind: 'http-error'; status: number; body?: unknown; contentType?: string; headers?: Record<string, string> }
-  | { kind: 'stream-error'; afterChunks: number; code: number; message?: string; status?: string }
-  | { kind: 'drop'; afterChunks: number }
-  | { kind: 'stall-headers'; ms?: number }
-  | { kind: 'stall'; afterChunks: number; ms?: number }
-  | { kind: 'malformed-json'; afterChunks: number }
-  | { kind: 'unterminated'; afterChunks: number }
-  | { kind: 'done-sentinel' }
-  | { kind: 'no-usage' }
-  | { kind: 'blocked' }
-  | { kind: 'non-text-part' }
-  | { kind: 'empty-200' }
-  | { kind: 'huge-error'; status: number; prefix?: string; bytes?: number; contentType?: string }
-  | { kind: 'huge-event'; afterChunks: number; chars?: number }
-  | { kind: 'endless'; chunkChars?: number }
-
-export type Rpc = 'streamGenerateContent' | 'generateContent' | 'countTokens' | 'list' | 'get'
-
-export interface FaultWhen {
-  /** Tested against the request's prompt text: a string must be contained, a RegExp must match. */
-  match?: string | RegExp
-  /** How many matching requests the fault applies to. Default 1; Infinity allowed. */
-  times?: number
-  /** Only requests of this RPC. Default: both streamGenerateContent and generateContent. */
-  rpc?: 'streamGenerateContent' | 'generateContent'
-}
+export type { EmulatorOptions } from './options.js'
+export type { Fault, FaultWhen } from './faults.js'
+export type { Rpc } from './routes.js'
 
 export interface RecordedRequest {
   id: number
@@ -93,46 +50,12 @@ export interface RecordedRequest {
   chunksSent: number
 }
 
-interface Pace { chunkCount: number; chunkDelayMs: number }
-
-interface FaultEntry { fault: Fault; match: string | RegExp | undefined; remaining: number; rpc: string | undefined }
-
 type WaitKind = 'delay' | 'stall' | 'drain'
 type WaitResult = 'ok' | 'gone' | 'deadline'
 
-const API_VERSIONS = 'v1|v1beta|v1alpha'
-const LIST_RE = new RegExp(`^/(${API_VERSIONS})/models/?$`)
-const RPC_RE = new RegExp(`^/(${API_VERSIONS})/((?:models|tunedModels)/[^:]+):([A-Za-z]+)$`)
-const GET_RE = new RegExp(`^/(${API_VERSIONS})/((?:models|tunedModels)/[^:/]+)$`)
 const JSON_TYPE = 'application/json; charset=UTF-8'
 const MAX_BODY_BYTES = 20 * 1024 * 1024
 const VALID_ROLES = new Set(['user', 'model', 'function', 'tool'])
-
-const MODELS = [
-  model('gemini-2.5-pro', '2.5', 'Gemini 2.5 Pro', 1048576, 65536, true),
-  model('gemini-2.5-flash', '001', 'Gemini 2.5 Flash', 1048576, 65536, true),
-  model('gemini-2.0-flash', '2.0', 'Gemini 2.0 Flash', 1048576, 8192, false),
-  model('gemini-2.0-flash-exp', '2.0', 'Gemini 2.0 Flash Experimental', 1048576, 8192, false),
-  model('gemini-2.0-flash-lite', '2.0', 'Gemini 2.0 Flash-Lite', 1048576, 8192, false)
-]
-const DEFAULT_PAGE_SIZE = 50
-
-function model (id: string, version: string, displayName: string, input: number, output: number, thinking: boolean): Record<string, unknown> {
-  return {
-    name: `models/${id}`,
-    version,
-    displayName,
-    description: `${displayName} (served by the local Gemini emulator)`,
-    inputTokenLimit: input,
-    outputTokenLimit: output,
-    supportedGenerationMethods: ['generateContent', 'countTokens'],
-    temperature: 1,
-    topP: 0.95,
-    topK: 64,
-    maxTemperature: 2,
-    ...(thinking ? { thinking: true } : {})
-  }
-}
 
 /** Per-request state: the response, its record, and the waits a fault or the pace puts it in. */
 class Exchange {
@@ -212,9 +135,9 @@ class Exchange {
 export class GeminiEmulator {
   readonly requests: RecordedRequest[] = []
   private readonly server: Server
-  private readonly options: Required<Omit<EmulatorOptions, 'apiKey' | 'logger'>> & Pick<EmulatorOptions, 'apiKey' | 'logger'>
+  private readonly options: ResolvedOptions
   private pace: Pace
-  private faults: FaultEntry[] = []
+  private readonly faults = new FaultQueue()
   private readonly sockets = new Set<Socket>()
   private readonly active = new Set<Exchange>()
   private readonly requestWaiters = new Set<{ n: number; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>()
@@ -226,16 +149,7 @@ export class GeminiEmulator {
   private closing: Promise<void> | undefined
 
   private constructor (options: EmulatorOptions) {
-    this.options = {
-      host: options.host ?? '127.0.0.1',
-      port: options.port ?? 0,
-      chunkCount: options.chunkCount ?? 8,
-      chunkDelayMs: options.chunkDelayMs ?? 0,
-      defaultMaxTokens: options.defaultMaxTokens ?? 64,
-      apiKey: options.apiKey,
-      logger: options.logger,
-      recordRequests: options.recordRequests ?? 0
-    }
+    this.options = resolveOptions(options)
     this.pace = { chunkCount: this.options.chunkCount, chunkDelayMs: this.options.chunkDelayMs }
     this.server = createServer({ noDelay: true })
     this.server.on('connection', (socket: Socket) => {
@@ -270,15 +184,10 @@ export class GeminiEmulator {
   }
 
   addFault (fault: Fault, when: FaultWhen = {}): void {
-    validateFault(fault)
-    const times = when.times ?? 1
-    if (!(times === Infinity || (Number.isInteger(times) && times >= 1))) {
-      throw new RangeError(`addFault: times must be a positive integer or Infinity, got ${String(times)}`)
-    }
-    this.faults.push({ fault, match: when.match, remaining: times, rpc: when.rpc })
+    this.faults.add(fault, when)
   }
 
-  clearFaults (): void { this.faults = [] }
+  clearFaults (): void { this.faults.clear() }
 
   releaseStalls (): void {
     for (const x of this.active) x.wake(['stall'], 'ok')
@@ -302,7 +211,7 @@ export class GeminiEmulator {
   reset (): void {
     this.requests.length = 0
     this.seen = 0
-    this.faults = []
+    this.faults.clear()
     this.pace = { chunkCount: this.options.chunkCount, chunkDelayMs: this.options.chunkDelayMs }
   }
 
@@ -329,18 +238,6 @@ export class GeminiEmulator {
 
   private log (line: string): void {
     this.options.logger?.(line)
-  }
-
-  private takeFault (rpc: string, prompt: string): Fault | undefined {
-    for (let i = 0; i < this.faults.length; i++) {
-      const entry = this.faults[i]!
-      if (entry.rpc !== undefined && entry.rpc !== rpc) continue
-      if (!promptMatches(entry.match, prompt)) continue
-      entry.remaining--
-      if (entry.remaining <= 0) this.faults.splice(i, 1)
-      return entry.fault
-    }
-    return undefined
   }
 
   private record (rec: RecordedRequest): void {
@@ -462,27 +359,13 @@ export class GeminiEmulator {
   }
 
   private listModels (x: Exchange, query: URLSearchParams): void {
-    const sizeParam = query.get('pageSize')
-    let pageSize = DEFAULT_PAGE_SIZE
-    if (sizeParam !== null) {
-      const n = Number(sizeParam)
-      if (!Number.isInteger(n) || n < 0) return sendError(x, 400, `Invalid value at 'page_size' (TYPE_INT32), "${sizeParam}"`)
-      if (n > 0) pageSize = Math.min(n, 1000)
-    }
-    const token = query.get('pageToken')
-    let offset = 0
-    if (token !== null && token !== '') {
-      const m = /^page-(\d+)$/.exec(token)
-      if (!m || Number(m[1]) >= MODELS.length) return sendError(x, 400, 'Invalid page token.')
-      offset = Number(m[1])
-    }
-    const models = MODELS.slice(offset, offset + pageSize)
-    const next = offset + pageSize
-    sendJson(x, 200, { models, ...(next < MODELS.length ? { nextPageToken: `page-${next}` } : {}) })
+    const page = modelsPage(query)
+    if (!page.ok) return sendError(x, 400, page.message)
+    sendJson(x, 200, page.body)
   }
 
   private getModel (x: Exchange, name: string, apiVersion: string): void {
-    const found = MODELS.find(m => m.name === `models/${name}`)
+    const found = findModel(name)
     if (!found) return sendError(x, 404, `models/${name} is not found for API version ${apiVersion}, or is not supported.`)
     sendJson(x, 200, found)
   }
@@ -513,7 +396,7 @@ export class GeminiEmulator {
     if (typeof gen === 'string') return sendError(x, 400, gen)
 
     const rpc = kind === 'stream' ? 'streamGenerateContent' : 'generateContent'
-    const fault = this.takeFault(rpc, x.rec.prompt)
+    const fault = this.faults.take(rpc, x.rec.prompt)
     x.rec.fault = fault
     const serverTimeout = Number(headerValue(x.req.headers['x-server-timeout']))
     if (Number.isFinite(serverTimeout) && serverTimeout > 0) {
@@ -770,38 +653,6 @@ function sendHttpFault (x: Exchange, fault: Extract<Fault, { kind: 'http-error' 
   sendRaw(x, fault.status, fault.contentType ?? JSON_TYPE, body, fault.headers)
 }
 
-interface Route {
-  kind: 'stream' | 'unary' | 'countTokens' | 'list' | 'get' | 'unknown'
-  rpc: string | undefined
-  model: string | undefined
-  apiVersion: string | undefined
-}
-
-function parseRoute (method: string, rawPath: string): Route {
-  const q = rawPath.indexOf('?')
-  const pathname = q === -1 ? rawPath : rawPath.slice(0, q)
-  let m = RPC_RE.exec(pathname)
-  if (m) {
-    const rpc = m[3]!
-    const kind = method !== 'POST'
-      ? 'unknown'
-      : rpc === 'streamGenerateContent' ? 'stream' : rpc === 'generateContent' ? 'unary' : rpc === 'countTokens' ? 'countTokens' : 'unknown'
-    return { kind, rpc, model: modelId(m[2]!), apiVersion: m[1] }
-  }
-  m = LIST_RE.exec(pathname)
-  if (m) return { kind: method === 'GET' ? 'list' : 'unknown', rpc: 'list', model: undefined, apiVersion: m[1] }
-  m = GET_RE.exec(pathname)
-  if (m) return { kind: method === 'GET' ? 'get' : 'unknown', rpc: 'get', model: modelId(m[2]!), apiVersion: m[1] }
-  return { kind: 'unknown', rpc: undefined, model: undefined, apiVersion: /^\/(v1|v1beta|v1alpha)\//.exec(pathname)?.[1] }
-}
-
-function modelId (resource: string): string {
-  let name = resource
-  try { name = decodeURIComponent(resource) } catch {}
-  while (name.startsWith('models/')) name = name.slice('models/'.length)
-  return name
-}
-
 function readBody (req: IncomingMessage): Promise<Buffer | 'too-large' | undefined> {
   return new Promise(resolve => {
     const chunks: Buffer[] = []
@@ -885,75 +736,4 @@ function generationOptionsOf (config: unknown): GenerationOptions | string {
 
 function snake (name: string): string {
   return name.replace(/[A-Z]/g, c => `_${c.toLowerCase()}`)
-}
-
-function promptMatches (match: string | RegExp | undefined, prompt: string): boolean {
-  if (match === undefined) return true
-  if (typeof match === 'string') return prompt.includes(match)
-  match.lastIndex = 0
-  return match.test(prompt)
-}
-
-function validateOptions (options: EmulatorOptions): void {
-  const { port, host, defaultMaxTokens, apiKey } = options
-  if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
-    throw new RangeError(`GeminiEmulator: port must be an integer from 0 to 65535, got ${String(port)}`)
-  }
-  if (host !== undefined && (typeof host !== 'string' || host === '')) {
-    throw new TypeError('GeminiEmulator: host must be a non-empty string')
-  }
-  validatePace(options, 'GeminiEmulator')
-  if (defaultMaxTokens !== undefined && !(Number.isInteger(defaultMaxTokens) && defaultMaxTokens >= 1 && defaultMaxTokens <= 4096)) {
-    throw new RangeError(`GeminiEmulator: defaultMaxTokens must be an integer from 1 to 4096, got ${String(defaultMaxTokens)}`)
-  }
-  if (apiKey !== undefined && (typeof apiKey !== 'string' || apiKey === '')) {
-    throw new TypeError('GeminiEmulator: apiKey must be a non-empty string when set')
-  }
-  const { recordRequests } = options
-  if (recordRequests !== undefined && !(Number.isInteger(recordRequests) && recordRequests >= 0)) {
-    throw new RangeError(`GeminiEmulator: recordRequests must be a non-negative integer, got ${String(recordRequests)}`)
-  }
-}
-
-function validatePace (pace: { chunkCount?: number; chunkDelayMs?: number }, where: string): void {
-  const { chunkCount, chunkDelayMs } = pace
-  if (chunkCount !== undefined && !(Number.isInteger(chunkCount) && chunkCount >= 1)) {
-    throw new RangeError(`${where}: chunkCount must be a positive integer, got ${String(chunkCount)}`)
-  }
-  if (chunkDelayMs !== undefined && !(typeof chunkDelayMs === 'number' && Number.isFinite(chunkDelayMs) && chunkDelayMs >= 0)) {
-    throw new RangeError(`${where}: chunkDelayMs must be a finite number >= 0, got ${String(chunkDelayMs)}`)
-  }
-}
-
-function validateFault (fault: Fault): void {
-  const bad = (what: string): never => { throw new RangeError(`addFault(${fault.kind}): ${what}`) }
-  if ('afterChunks' in fault && !(Number.isInteger(fault.afterChunks) && fault.afterChunks >= 0)) {
-    bad(`afterChunks must be an integer >= 0, got ${String(fault.afterChunks)}`)
-  }
-  if ('ms' in fault && fault.ms !== undefined && !(Number.isFinite(fault.ms) && fault.ms >= 0)) {
-    bad(`ms must be a finite number >= 0, got ${String(fault.ms)}`)
-  }
-  switch (fault.kind) {
-    case 'http-error':
-      if (!(Number.isInteger(fault.status) && fault.status >= 300 && fault.status <= 599)) bad(`status must be an integer from 300 to 599, got ${String(fault.status)}`)
-      break
-    case 'stream-error':
-      if (!Number.isInteger(fault.code)) bad(`code must be an integer, got ${String(fault.code)}`)
-      break
-    case 'huge-error':
-      if (!(Number.isInteger(fault.status) && fault.status >= 300 && fault.status <= 599)) bad(`status must be an integer from 300 to 599, got ${String(fault.status)}`)
-      if (fault.bytes !== undefined && !(Number.isInteger(fault.bytes) && fault.bytes >= 0)) bad(`bytes must be an integer >= 0, got ${String(fault.bytes)}`)
-      break
-    case 'huge-event':
-      if (fault.chars !== undefined && !(Number.isInteger(fault.chars) && fault.chars >= 0)) bad(`chars must be an integer >= 0, got ${String(fault.chars)}`)
-      break
-    case 'endless':
-      if (fault.chunkChars !== undefined && !(Number.isInteger(fault.chunkChars) && fault.chunkChars >= 1)) bad(`chunkChars must be an integer >= 1, got ${String(fault.chunkChars)}`)
-      break
-    case 'drop': case 'stall-headers': case 'stall': case 'malformed-json': case 'unterminated':
-    case 'done-sentinel': case 'no-usage': case 'blocked': case 'non-text-part': case 'empty-200':
-      break
-    default:
-      bad('unknown fault kind')
-  }
 }
