@@ -6,11 +6,13 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
-import { answerFor, countTokens, countWords, type Answer, type GenerationOptions } from './answer.js'
-import { googleError, googleStatusFor } from './google-errors.js'
+import { answerFor, countTokens, type Answer } from './answer.js'
+import { googleError } from './google-errors.js'
 import { type Fault, FaultQueue, type FaultWhen } from './faults.js'
 import { findModel, modelsPage } from './models.js'
 import { type EmulatorOptions, type Pace, type ResolvedOptions, resolveOptions, validateOptions, validatePace } from './options.js'
+import { apiKeyProblem, contentsProblem, generateRequestOf, headerValue, isObject, MAX_BODY_BYTES, parseJson, promptOf, readBody } from './request-checks.js'
+import { JSON_TYPE, type Meta, responseEvents, sseEvent, streamSteps, unaryResponse } from './responses.js'
 import { parseRoute } from './routes.js'
 
 export { answerFor, countTokens, MAX_ANSWER_TOKENS } from './answer.js'
@@ -53,9 +55,6 @@ export interface RecordedRequest {
 type WaitKind = 'delay' | 'stall' | 'drain'
 type WaitResult = 'ok' | 'gone' | 'deadline'
 
-const JSON_TYPE = 'application/json; charset=UTF-8'
-const MAX_BODY_BYTES = 20 * 1024 * 1024
-const VALID_ROLES = new Set(['user', 'model', 'function', 'tool'])
 
 /** Per-request state: the response, its record, and the waits a fault or the pace puts it in. */
 class Exchange {
@@ -334,28 +333,9 @@ export class GeminiEmulator {
   }
 
   private authorised (x: Exchange): boolean {
-    const header = x.req.headers['x-goog-api-key']
-    const fromQuery = new URLSearchParams(x.rec.path.split('?')[1] ?? '').get('key')
-    const key = (Array.isArray(header) ? header[0] : header) ?? fromQuery ?? ''
-    if (key === '') {
-      sendError(x, 403, 'Method doesn\'t allow unregistered callers (callers without established identity). ' +
-        'Please use API Key or other form of API consumer identity to call this API.')
-      return false
-    }
-    if (this.options.apiKey !== undefined && key !== this.options.apiKey) {
-      const message = 'API key not valid. Please pass a valid API key.'
-      sendError(x, 400, message, 'INVALID_ARGUMENT', [
-        {
-          '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
-          reason: 'API_KEY_INVALID',
-          domain: 'googleapis.com',
-          metadata: { service: 'generativelanguage.googleapis.com' }
-        },
-        { '@type': 'type.googleapis.com/google.rpc.LocalizedMessage', locale: 'en-US', message }
-      ])
-      return false
-    }
-    return true
+    const keyError = apiKeyProblem(x.req, x.rec.path, this.options.apiKey)
+    if (keyError) sendJson(x, keyError.error.code, keyError)
+    return keyError === undefined
   }
 
   private listModels (x: Exchange, query: URLSearchParams): void {
@@ -387,12 +367,7 @@ export class GeminiEmulator {
       x.isStream = true
       this.streamsInFlight++
     }
-    if (!isObject(body)) return sendError(x, 400, '* GenerateContentRequest.contents: contents is not specified')
-    const contentsError = body.contents === undefined
-      ? '* GenerateContentRequest.contents: contents is not specified'
-      : contentsProblem(body.contents, 'GenerateContentRequest')
-    if (contentsError) return sendError(x, 400, contentsError)
-    const gen = generationOptionsOf(body.generationConfig)
+    const gen = generateRequestOf(body)
     if (typeof gen === 'string') return sendError(x, 400, gen)
 
     const rpc = kind === 'stream' ? 'streamGenerateContent' : 'generateContent'
@@ -521,101 +496,6 @@ export class GeminiEmulator {
   }
 }
 
-interface Meta { modelVersion: string; responseId: string }
-
-type Step =
-  | { type: 'event'; text: string; good: boolean }
-  | { type: 'stall'; ms: number | undefined }
-  | { type: 'drop' }
-
-const MALFORMED_EVENT = 'data: {"candidates": [ this is not json\r\n\r\n'
-
-function sseEvent (value: unknown): string {
-  return `data: ${JSON.stringify(value)}\r\n\r\n`
-}
-
-/** The GenerateContentResponse objects a stream sends, shaped by the content faults. */
-function responseEvents (answer: Answer, meta: Meta, fault: Fault | undefined): Record<string, unknown>[] {
-  const p = answer.promptTokens
-  if (fault?.kind === 'blocked') {
-    return [{
-      promptFeedback: {
-        blockReason: 'SAFETY',
-        safetyRatings: [
-          { category: 'HARM_CATEGORY_SEXUALLY_EXPLICIT', probability: 'NEGLIGIBLE' },
-          { category: 'HARM_CATEGORY_HATE_SPEECH', probability: 'NEGLIGIBLE' },
-          { category: 'HARM_CATEGORY_HARASSMENT', probability: 'NEGLIGIBLE' },
-          { category: 'HARM_CATEGORY_DANGEROUS_CONTENT', probability: 'HIGH', blocked: true }
-        ]
-      },
-      usageMetadata: { promptTokenCount: p, totalTokenCount: p },
-      ...meta
-    }]
-  }
-  const pieces: { parts: unknown[]; words: number }[] = answer.deltas.map(d => ({ parts: [{ text: d }], words: countWords(d) }))
-  if (fault?.kind === 'non-text-part') {
-    pieces.splice(1, 0, { parts: [{ functionCall: { name: 'lookup', args: {} } }], words: 0 })
-  }
-  let completion = 0
-  return pieces.map((piece, i) => {
-    completion += piece.words
-    const last = i === pieces.length - 1
-    return {
-      candidates: [{
-        content: { parts: piece.parts, role: 'model' },
-        ...(last ? { finishReason: answer.finishReason } : {}),
-        index: 0
-      }],
-      ...(fault?.kind === 'no-usage'
-        ? {}
-        : { usageMetadata: { promptTokenCount: p, candidatesTokenCount: completion, totalTokenCount: p + completion } }),
-      ...meta
-    }
-  })
-}
-
-/** The stream as a list of writes, stalls and a drop, shaped by the framing/transport faults. */
-function streamSteps (events: Record<string, unknown>[], fault: Fault | undefined): Step[] {
-  const good = (list: Record<string, unknown>[]): Step[] => list.map(e => ({ type: 'event', text: sseEvent(e), good: true }))
-  const upTo = (k: number): Record<string, unknown>[] => events.slice(0, Math.min(k, events.length))
-  switch (fault?.kind) {
-    case 'empty-200':
-      return []
-    case 'done-sentinel':
-      return [...good(events), { type: 'event', text: 'data: [DONE]\r\n\r\n', good: false }]
-    case 'stream-error': {
-      const error = { error: { code: fault.code, message: fault.message ?? googleError(fault.code).error.message, status: fault.status ?? googleStatusFor(fault.code) } }
-      return [...good(upTo(fault.afterChunks)), { type: 'event', text: sseEvent(error), good: false }]
-    }
-    case 'drop':
-      return [...good(upTo(fault.afterChunks)), { type: 'drop' }]
-    case 'stall':
-      return [...good(upTo(fault.afterChunks)), { type: 'stall', ms: fault.ms }, ...good(events.slice(fault.afterChunks))]
-    case 'malformed-json':
-      return [...good(upTo(fault.afterChunks)), { type: 'event', text: MALFORMED_EVENT, good: false }]
-    case 'unterminated': {
-      const k = Math.min(fault.afterChunks, events.length - 1)
-      return [...good(events.slice(0, k)), { type: 'event', text: `data: ${JSON.stringify(events[k])}`, good: false }]
-    }
-    default:
-      return good(events)
-  }
-}
-
-function unaryResponse (answer: Answer, meta: Meta, fault: Fault | undefined): Record<string, unknown> {
-  if (fault?.kind === 'blocked') return responseEvents(answer, meta, fault)[0]!
-  const text = answer.deltas.join('')
-  const parts: unknown[] = [{ text }]
-  if (fault?.kind === 'non-text-part') parts.push({ functionCall: { name: 'lookup', args: {} } })
-  const p = answer.promptTokens
-  const c = answer.completionTokens
-  return {
-    candidates: [{ content: { parts, role: 'model' }, finishReason: answer.finishReason, index: 0 }],
-    ...(fault?.kind === 'no-usage' ? {} : { usageMetadata: { promptTokenCount: p, candidatesTokenCount: c, totalTokenCount: p + c } }),
-    ...meta
-  }
-}
-
 function sendRaw (x: Exchange, status: number, contentType: string, body: string, headers: Record<string, string> = {}): void {
   if (x.gone || x.res.headersSent) return
   x.res.writeHead(status, { ...headers, 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body) })
@@ -651,89 +531,4 @@ function sendHttpFault (x: Exchange, fault: Extract<Fault, { kind: 'http-error' 
     ? JSON.stringify(googleError(fault.status))
     : typeof fault.body === 'string' ? fault.body : JSON.stringify(fault.body)
   sendRaw(x, fault.status, fault.contentType ?? JSON_TYPE, body, fault.headers)
-}
-
-function readBody (req: IncomingMessage): Promise<Buffer | 'too-large' | undefined> {
-  return new Promise(resolve => {
-    const chunks: Buffer[] = []
-    let size = 0
-    let done = false
-    const finish = (value: Buffer | 'too-large' | undefined): void => {
-      if (done) return
-      done = true
-      resolve(value)
-    }
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length
-      if (size > MAX_BODY_BYTES) finish('too-large')
-      else if (!done) chunks.push(chunk)
-    })
-    req.on('end', () => finish(Buffer.concat(chunks)))
-    req.on('error', () => finish(undefined))
-    req.on('close', () => finish(undefined))
-  })
-}
-
-function parseJson (raw: Buffer): { ok: true; value: unknown } | { ok: false; message: string } {
-  try {
-    return { ok: true, value: JSON.parse(raw.toString('utf8')) as unknown }
-  } catch (err) {
-    return { ok: false, message: err instanceof Error ? err.message : String(err) }
-  }
-}
-
-function isObject (value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-function headerValue (value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value
-}
-
-/** Text parts of all contents, joined with '\n'. */
-function promptOf (body: unknown): string {
-  if (!isObject(body) || !Array.isArray(body.contents)) return ''
-  const texts: string[] = []
-  for (const content of body.contents) {
-    if (!isObject(content) || !Array.isArray(content.parts)) continue
-    for (const part of content.parts) if (isObject(part) && typeof part.text === 'string') texts.push(part.text)
-  }
-  return texts.join('\n')
-}
-
-function contentsProblem (contents: unknown, request: string): string | undefined {
-  if (!Array.isArray(contents) || contents.length === 0) return `* ${request}.contents: contents is not specified`
-  for (const [i, content] of contents.entries()) {
-    if (!isObject(content)) return `Invalid JSON payload received. ${request}.contents[${i}]: expected an object.`
-    if (content.role !== undefined && !VALID_ROLES.has(String(content.role))) {
-      return 'Please use a valid role: user, model.'
-    }
-    if (!Array.isArray(content.parts) || content.parts.length === 0) {
-      return `* ${request}.contents[${i}].parts: contents.parts must not be empty.`
-    }
-  }
-  return undefined
-}
-
-/** The sampling options the answer depends on, or an error message. */
-function generationOptionsOf (config: unknown): GenerationOptions | string {
-  if (config === undefined) return {}
-  if (!isObject(config)) return 'Invalid JSON payload received. generationConfig: expected an object.'
-  const out: GenerationOptions = {}
-  for (const key of ['temperature', 'topP', 'topK', 'maxOutputTokens'] as const) {
-    const value = config[key]
-    if (value === undefined || value === null) continue
-    if (typeof value !== 'number' || !Number.isFinite(value)) {
-      return `Invalid value at 'generation_config.${snake(key)}', "${String(value)}"`
-    }
-    out[key] = value
-  }
-  if (out.maxOutputTokens !== undefined && !(Number.isInteger(out.maxOutputTokens) && out.maxOutputTokens >= 1)) {
-    return `* GenerateContentRequest.generation_config.max_output_tokens: must be a positive integer, got ${out.maxOutputTokens}`
-  }
-  return out
-}
-
-function snake (name: string): string {
-  return name.replace(/[A-Z]/g, c => `_${c.toLowerCase()}`)
 }
