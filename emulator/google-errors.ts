@@ -42,3 +42,23 @@ export function googleError (code: number, message?: string, status?: string, de
   if (details) error.details = details
   return { error }
 }
+
+/** What Google answers a request that carries no API key: 403. */
+export function missingKeyError (): GoogleError {
+  return googleError(403, 'Method doesn\'t allow unregistered callers (callers without established identity). ' +
+    'Please use API Key or other form of API consumer identity to call this API.')
+}
+
+/** What Google answers a key it does not know: 400 with the API_KEY_INVALID reason in its details. */
+export function invalidKeyError (): GoogleError {
+  const message = 'API key not valid. Please pass a valid API key.'
+  return googleError(400, message, 'INVALID_ARGUMENT', [
+    {
+      '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+      reason: 'API_KEY_INVALID',
+      domain: 'googleapis.com',
+      metadata: { service: 'generativelanguage.googleapis.com' }
+    },
+    { '@type': 'type.googleapis.com/google.rpc.LocalizedMessage', locale: 'en-US', message }
+  ])
+}

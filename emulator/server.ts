@@ -1,224 +1,39 @@
 // A local emulator of the Google Gemini REST API (Developer API, API-key mode), faithful to the wire
-// protocol the official @google/genai SDK speaks (see /work/shared/gemini-wire-protocol.md), with
+// protocol the official @google/genai SDK speaks (see docs/gemini-wire-protocol.md), with
 // injectable faults. Node built-ins only.
+//
+// This file is the server: listening and closing, the record of every request, and the test API of
+// GeminiEmulator. Answering one request is respond.ts and generate.ts; the package's './emulator'
+// entry is this file, so it re-exports the public names that live elsewhere.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
-import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
-import { answerFor, countTokens, countWords, type Answer, type GenerationOptions } from './answer.js'
-import { googleError, googleStatusFor } from './google-errors.js'
+import { type EmulatorContext, Exchange, type RecordedRequest, sendError } from './exchange.js'
+import { type Fault, FaultQueue, type FaultWhen } from './faults.js'
+import { type EmulatorOptions, type Pace, type ResolvedOptions, resolveOptions, validateOptions, validatePace } from './options.js'
+import { parseJson, promptOf, readBody } from './request-checks.js'
+import { respond } from './respond.js'
+import { parseRoute } from './routes.js'
 
 export { answerFor, countTokens, MAX_ANSWER_TOKENS } from './answer.js'
 export type { Answer, AnswerPace, FinishReason, GenerationOptions } from './answer.js'
 export { googleError, googleStatusFor } from './google-errors.js'
-
-export interface EmulatorOptions {
-  /** Interface to listen on. Default '127.0.0.1'. */
-  host?: string
-  /** Port to listen on. Default 0 (ephemeral). */
-  port?: number
-  /** Stream events per answer (fewer when the answer has fewer words). Default 8. */
-  chunkCount?: number
-  /** Delay between stream events, in ms. Default 0. */
-  chunkDelayMs?: number
-  /** Answer length in words when the request has no maxOutputTokens. Default 64. */
-  defaultMaxTokens?: number
-  /** When set, a different x-goog-api-key gets 400 API_KEY_INVALID. A missing key is always 403. */
-  apiKey?: string
-  /** Receives one line per finished request. */
-  logger?: (line: string) => void
-  /**
-   * How many requests `requests` keeps, the oldest dropped first. Default 0: none, so a long-lived
-   * emulator holds no history; tests that inspect requests ask for it.
-   */
-  recordRequests?: number
-}
-
-export type Fault =
-  | { kind: 'http-error'; status: number; body?: unknown; contentType?: string; headers?: Record<string, string> }
-  | { kind: 'stream-error'; afterChunks: number; code: number; message?: string; status?: string }
-  | { kind: 'drop'; afterChunks: number }
-  | { kind: 'stall-headers'; ms?: number }
-  | { kind: 'stall'; afterChunks: number; ms?: number }
-  | { kind: 'malformed-json'; afterChunks: number }
-  | { kind: 'unterminated'; afterChunks: number }
-  | { kind: 'done-sentinel' }
-  | { kind: 'no-usage' }
-  | { kind: 'blocked' }
-  | { kind: 'non-text-part' }
-  | { kind: 'empty-200' }
-  | { kind: 'huge-error'; status: number; prefix?: string; bytes?: number; contentType?: string }
-  | { kind: 'huge-event'; afterChunks: number; chars?: number }
-  | { kind: 'endless'; chunkChars?: number }
-
-export type Rpc = 'streamGenerateContent' | 'generateContent' | 'countTokens' | 'list' | 'get'
-
-export interface FaultWhen {
-  /** Tested against the request's prompt text: a string must be contained, a RegExp must match. */
-  match?: string | RegExp
-  /** How many matching requests the fault applies to. Default 1; Infinity allowed. */
-  times?: number
-  /** Only requests of this RPC. Default: both streamGenerateContent and generateContent. */
-  rpc?: 'streamGenerateContent' | 'generateContent'
-}
-
-export interface RecordedRequest {
-  id: number
-  method: string
-  /** Path and query as received, e.g. /v1beta/models/m:streamGenerateContent?alt=sse */
-  path: string
-  rpc: string | undefined
-  /** Without the 'models/' prefix. */
-  model: string | undefined
-  /** 'v1' | 'v1beta' | 'v1alpha' when the path has one. */
-  apiVersion: string | undefined
-  headers: Record<string, string | string[] | undefined>
-  /** Parsed JSON body; undefined when there is none or it is not JSON. */
-  body: unknown
-  /** Text parts of all contents, joined with '\n'. */
-  prompt: string
-  fault: Fault | undefined
-  /** HTTP status sent, undefined when no headers went out. */
-  status: number | undefined
-  startedAt: number
-  endedAt: number | undefined
-  /** The emulator wrote the whole response. */
-  finished: boolean
-  /** The client went away before the response finished. */
-  clientClosedEarly: boolean
-  /** Resolves when the response finished or the socket closed, whichever first. */
-  closed: Promise<void>
-  /** Well-formed response events written (1 for a unary response body). */
-  chunksSent: number
-}
-
-interface Pace { chunkCount: number; chunkDelayMs: number }
-
-interface FaultEntry { fault: Fault; match: string | RegExp | undefined; remaining: number; rpc: string | undefined }
-
-type WaitKind = 'delay' | 'stall' | 'drain'
-type WaitResult = 'ok' | 'gone' | 'deadline'
-
-const API_VERSIONS = 'v1|v1beta|v1alpha'
-const LIST_RE = new RegExp(`^/(${API_VERSIONS})/models/?$`)
-const RPC_RE = new RegExp(`^/(${API_VERSIONS})/((?:models|tunedModels)/[^:]+):([A-Za-z]+)$`)
-const GET_RE = new RegExp(`^/(${API_VERSIONS})/((?:models|tunedModels)/[^:/]+)$`)
-const JSON_TYPE = 'application/json; charset=UTF-8'
-const MAX_BODY_BYTES = 20 * 1024 * 1024
-const VALID_ROLES = new Set(['user', 'model', 'function', 'tool'])
-
-const MODELS = [
-  model('gemini-2.5-pro', '2.5', 'Gemini 2.5 Pro', 1048576, 65536, true),
-  model('gemini-2.5-flash', '001', 'Gemini 2.5 Flash', 1048576, 65536, true),
-  model('gemini-2.0-flash', '2.0', 'Gemini 2.0 Flash', 1048576, 8192, false),
-  model('gemini-2.0-flash-exp', '2.0', 'Gemini 2.0 Flash Experimental', 1048576, 8192, false),
-  model('gemini-2.0-flash-lite', '2.0', 'Gemini 2.0 Flash-Lite', 1048576, 8192, false)
-]
-const DEFAULT_PAGE_SIZE = 50
-
-function model (id: string, version: string, displayName: string, input: number, output: number, thinking: boolean): Record<string, unknown> {
-  return {
-    name: `models/${id}`,
-    version,
-    displayName,
-    description: `${displayName} (served by the local Gemini emulator)`,
-    inputTokenLimit: input,
-    outputTokenLimit: output,
-    supportedGenerationMethods: ['generateContent', 'countTokens'],
-    temperature: 1,
-    topP: 0.95,
-    topK: 64,
-    maxTemperature: 2,
-    ...(thinking ? { thinking: true } : {})
-  }
-}
-
-/** Per-request state: the response, its record, and the waits a fault or the pace puts it in. */
-class Exchange {
-  gone = false
-  deadlineHit = false
-  destroyedByUs = false
-  isStream = false
-  deadlineTimer: NodeJS.Timeout | undefined
-  /** Settles once the latest write has been handed to the socket (or failed). */
-  private lastWrite: Promise<void> = Promise.resolve()
-  private readonly waiters = new Set<{ kind: WaitKind; settle: (r: WaitResult) => void }>()
-
-  constructor (readonly req: IncomingMessage, readonly res: ServerResponse, readonly rec: RecordedRequest) {}
-
-  /** Waits ms (forever when undefined) unless woken: by release ('ok'), close ('gone') or deadline. */
-  wait (kind: WaitKind, ms?: number): Promise<WaitResult> {
-    if (this.gone) return Promise.resolve('gone')
-    if (this.deadlineHit) return Promise.resolve('deadline')
-    return new Promise(resolve => {
-      let timer: NodeJS.Timeout | undefined
-      const waiter = {
-        kind,
-        settle: (r: WaitResult) => {
-          if (!this.waiters.delete(waiter)) return
-          if (timer) clearTimeout(timer)
-          resolve(r)
-        }
-      }
-      this.waiters.add(waiter)
-      if (ms !== undefined) timer = setTimeout(() => waiter.settle('ok'), ms)
-    })
-  }
-
-  wake (kinds: readonly WaitKind[] | 'all', result: WaitResult): void {
-    for (const w of [...this.waiters]) if (kinds === 'all' || kinds.includes(w.kind)) w.settle(result)
-  }
-
-  /** Writes one piece as one write; false when the response can no longer be written. */
-  write (text: string): boolean {
-    if (this.gone || this.res.destroyed || this.res.writableEnded) return false
-    this.lastWrite = new Promise(resolve => { this.res.write(text, () => resolve()) })
-    return true
-  }
-
-  /** Honours backpressure: resolves when the response buffer drained (or the client went away). */
-  async drained (): Promise<void> {
-    if (this.gone || !this.res.writableNeedDrain) return
-    const onDrain = (): void => this.wake(['drain'], 'ok')
-    this.res.once('drain', onDrain)
-    await this.wait('drain')
-    this.res.off('drain', onDrain)
-  }
-
-  end (text?: string): void {
-    if (this.gone || this.res.destroyed || this.res.writableEnded) return
-    this.res.end(text)
-  }
-
-  /**
-   * Destroys the socket once what was written so far has reached the kernel. The write callback is the
-   * exact signal: the response may hold writes in its own corked buffer, where the socket's
-   * writableLength does not count them (Node 24 does).
-   */
-  async drop (): Promise<void> {
-    await this.lastWrite
-    const socket = this.res.socket
-    for (let i = 0; i < 200 && socket && !socket.destroyed && socket.writableLength > 0; i++) {
-      await new Promise<void>(resolve => setTimeout(resolve, 1))
-    }
-    if (this.gone) return
-    this.destroyedByUs = true
-    if (socket) socket.destroy()
-    else this.res.destroy()
-  }
-}
+export type { EmulatorOptions } from './options.js'
+export type { Fault, FaultWhen } from './faults.js'
+export type { Rpc } from './routes.js'
+export type { RecordedRequest } from './exchange.js'
 
 export class GeminiEmulator {
   readonly requests: RecordedRequest[] = []
   private readonly server: Server
-  private readonly options: Required<Omit<EmulatorOptions, 'apiKey' | 'logger'>> & Pick<EmulatorOptions, 'apiKey' | 'logger'>
+  private readonly options: ResolvedOptions
   private pace: Pace
-  private faults: FaultEntry[] = []
+  private readonly faults = new FaultQueue()
+  private readonly context: EmulatorContext
   private readonly sockets = new Set<Socket>()
   private readonly active = new Set<Exchange>()
   private readonly requestWaiters = new Set<{ n: number; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>()
-  private streamsInFlight = 0
   private nextId = 0
   /** Requests since the start or the last reset, recorded or not: what waitForRequests counts. */
   private seen = 0
@@ -226,17 +41,14 @@ export class GeminiEmulator {
   private closing: Promise<void> | undefined
 
   private constructor (options: EmulatorOptions) {
-    this.options = {
-      host: options.host ?? '127.0.0.1',
-      port: options.port ?? 0,
-      chunkCount: options.chunkCount ?? 8,
-      chunkDelayMs: options.chunkDelayMs ?? 0,
-      defaultMaxTokens: options.defaultMaxTokens ?? 64,
-      apiKey: options.apiKey,
-      logger: options.logger,
-      recordRequests: options.recordRequests ?? 0
-    }
+    this.options = resolveOptions(options)
     this.pace = { chunkCount: this.options.chunkCount, chunkDelayMs: this.options.chunkDelayMs }
+    this.context = {
+      apiKey: this.options.apiKey,
+      defaultMaxTokens: this.options.defaultMaxTokens,
+      pace: () => this.pace,
+      takeFault: (rpc, prompt) => this.faults.take(rpc, prompt)
+    }
     this.server = createServer({ noDelay: true })
     this.server.on('connection', (socket: Socket) => {
       this.sockets.add(socket)
@@ -261,7 +73,11 @@ export class GeminiEmulator {
     return `http://${host.includes(':') ? `[${host}]` : host}:${this.listenPort}`
   }
 
-  openStreams (): number { return this.streamsInFlight }
+  openStreams (): number {
+    let open = 0
+    for (const x of this.active) if (x.isStream) open++
+    return open
+  }
 
   /** chunkCount applies to requests that arrive later; chunkDelayMs also to streams in flight. */
   setPace (pace: { chunkCount?: number; chunkDelayMs?: number }): void {
@@ -270,15 +86,10 @@ export class GeminiEmulator {
   }
 
   addFault (fault: Fault, when: FaultWhen = {}): void {
-    validateFault(fault)
-    const times = when.times ?? 1
-    if (!(times === Infinity || (Number.isInteger(times) && times >= 1))) {
-      throw new RangeError(`addFault: times must be a positive integer or Infinity, got ${String(times)}`)
-    }
-    this.faults.push({ fault, match: when.match, remaining: times, rpc: when.rpc })
+    this.faults.add(fault, when)
   }
 
-  clearFaults (): void { this.faults = [] }
+  clearFaults (): void { this.faults.clear() }
 
   releaseStalls (): void {
     for (const x of this.active) x.wake(['stall'], 'ok')
@@ -302,7 +113,7 @@ export class GeminiEmulator {
   reset (): void {
     this.requests.length = 0
     this.seen = 0
-    this.faults = []
+    this.faults.clear()
     this.pace = { chunkCount: this.options.chunkCount, chunkDelayMs: this.options.chunkDelayMs }
   }
 
@@ -329,18 +140,6 @@ export class GeminiEmulator {
 
   private log (line: string): void {
     this.options.logger?.(line)
-  }
-
-  private takeFault (rpc: string, prompt: string): Fault | undefined {
-    for (let i = 0; i < this.faults.length; i++) {
-      const entry = this.faults[i]!
-      if (entry.rpc !== undefined && entry.rpc !== rpc) continue
-      if (!promptMatches(entry.match, prompt)) continue
-      entry.remaining--
-      if (entry.remaining <= 0) this.faults.splice(i, 1)
-      return entry.fault
-    }
-    return undefined
   }
 
   private record (rec: RecordedRequest): void {
@@ -389,7 +188,6 @@ export class GeminiEmulator {
       if (x.deadlineTimer) clearTimeout(x.deadlineTimer)
       x.wake('all', 'gone')
       this.active.delete(x)
-      if (x.isStream) this.streamsInFlight--
       const outcome = rec.finished ? 'finished' : rec.clientClosedEarly ? 'client-closed' : 'dropped'
       this.log(`#${rec.id} ${method} ${path} ${rec.status ?? '-'} ${outcome} chunks=${rec.chunksSent}` +
         `${rec.fault ? ` fault=${rec.fault.kind}` : ''} ${(rec.endedAt - rec.startedAt).toFixed(1)}ms`)
@@ -413,547 +211,11 @@ export class GeminiEmulator {
       }
       this.record(rec)
       if (raw === undefined || x.gone) return // the client went away while sending the body
-
-      if (route.kind === 'unknown') {
-        return sendError(x, 404, `Method or path not found: ${method} ${path.split('?')[0]}`)
-      }
-      if (!this.authorised(x)) return
-      if (raw === 'too-large') return sendError(x, 400, `Request payload size exceeds the limit: ${MAX_BODY_BYTES} bytes.`)
-      if (!parsed.ok) return sendError(x, 400, `Invalid JSON payload received. ${parsed.message}`)
-
-      const query = new URLSearchParams(path.includes('?') ? path.slice(path.indexOf('?') + 1) : '')
-      switch (route.kind) {
-        case 'list': return this.listModels(x, query)
-        case 'get': return this.getModel(x, route.model ?? '', route.apiVersion ?? '')
-        case 'countTokens': return this.countTokens(x, parsed.value)
-        case 'stream':
-        case 'unary': return await this.generate(x, route.kind, route.model ?? '', parsed.value)
-      }
+      await respond(this.context, x, route, raw === 'too-large' ? 'too-large' : parsed)
     } catch (err) {
       this.log(`#${rec.id} emulator error: ${err instanceof Error ? err.stack ?? err.message : String(err)}`)
       if (!res.headersSent) sendError(x, 500)
       else res.destroy()
     }
-  }
-
-  private authorised (x: Exchange): boolean {
-    const header = x.req.headers['x-goog-api-key']
-    const fromQuery = new URLSearchParams(x.rec.path.split('?')[1] ?? '').get('key')
-    const key = (Array.isArray(header) ? header[0] : header) ?? fromQuery ?? ''
-    if (key === '') {
-      sendError(x, 403, 'Method doesn\'t allow unregistered callers (callers without established identity). ' +
-        'Please use API Key or other form of API consumer identity to call this API.')
-      return false
-    }
-    if (this.options.apiKey !== undefined && key !== this.options.apiKey) {
-      const message = 'API key not valid. Please pass a valid API key.'
-      sendError(x, 400, message, 'INVALID_ARGUMENT', [
-        {
-          '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
-          reason: 'API_KEY_INVALID',
-          domain: 'googleapis.com',
-          metadata: { service: 'generativelanguage.googleapis.com' }
-        },
-        { '@type': 'type.googleapis.com/google.rpc.LocalizedMessage', locale: 'en-US', message }
-      ])
-      return false
-    }
-    return true
-  }
-
-  private listModels (x: Exchange, query: URLSearchParams): void {
-    const sizeParam = query.get('pageSize')
-    let pageSize = DEFAULT_PAGE_SIZE
-    if (sizeParam !== null) {
-      const n = Number(sizeParam)
-      if (!Number.isInteger(n) || n < 0) return sendError(x, 400, `Invalid value at 'page_size' (TYPE_INT32), "${sizeParam}"`)
-      if (n > 0) pageSize = Math.min(n, 1000)
-    }
-    const token = query.get('pageToken')
-    let offset = 0
-    if (token !== null && token !== '') {
-      const m = /^page-(\d+)$/.exec(token)
-      if (!m || Number(m[1]) >= MODELS.length) return sendError(x, 400, 'Invalid page token.')
-      offset = Number(m[1])
-    }
-    const models = MODELS.slice(offset, offset + pageSize)
-    const next = offset + pageSize
-    sendJson(x, 200, { models, ...(next < MODELS.length ? { nextPageToken: `page-${next}` } : {}) })
-  }
-
-  private getModel (x: Exchange, name: string, apiVersion: string): void {
-    const found = MODELS.find(m => m.name === `models/${name}`)
-    if (!found) return sendError(x, 404, `models/${name} is not found for API version ${apiVersion}, or is not supported.`)
-    sendJson(x, 200, found)
-  }
-
-  private countTokens (x: Exchange, body: unknown): void {
-    if (!isObject(body)) return sendError(x, 400, '* CountTokensRequest: request body must be a JSON object.')
-    const nested = isObject(body.generateContentRequest) ? body.generateContentRequest : undefined
-    const contents = body.contents ?? nested?.contents
-    if (contents !== undefined) {
-      const problem = contentsProblem(contents, 'CountTokensRequest')
-      if (problem) return sendError(x, 400, problem)
-    }
-    const total = countTokens(promptOf({ contents }))
-    sendJson(x, 200, { totalTokens: total, promptTokensDetails: [{ modality: 'TEXT', tokenCount: total }] })
-  }
-
-  private async generate (x: Exchange, kind: 'stream' | 'unary', modelName: string, body: unknown): Promise<void> {
-    if (kind === 'stream') {
-      x.isStream = true
-      this.streamsInFlight++
-    }
-    if (!isObject(body)) return sendError(x, 400, '* GenerateContentRequest.contents: contents is not specified')
-    const contentsError = body.contents === undefined
-      ? '* GenerateContentRequest.contents: contents is not specified'
-      : contentsProblem(body.contents, 'GenerateContentRequest')
-    if (contentsError) return sendError(x, 400, contentsError)
-    const gen = generationOptionsOf(body.generationConfig)
-    if (typeof gen === 'string') return sendError(x, 400, gen)
-
-    const rpc = kind === 'stream' ? 'streamGenerateContent' : 'generateContent'
-    const fault = this.takeFault(rpc, x.rec.prompt)
-    x.rec.fault = fault
-    const serverTimeout = Number(headerValue(x.req.headers['x-server-timeout']))
-    if (Number.isFinite(serverTimeout) && serverTimeout > 0) {
-      x.deadlineTimer = setTimeout(() => {
-        x.deadlineHit = true
-        x.wake('all', 'deadline')
-      }, serverTimeout * 1000)
-    }
-
-    const answer = answerFor(x.rec.prompt, gen, { chunkCount: this.pace.chunkCount, defaultMaxTokens: this.options.defaultMaxTokens })
-    const meta = { modelVersion: modelName, responseId: randomBytes(16).toString('base64url') }
-
-    if (fault?.kind === 'stall-headers') {
-      const r = await x.wait('stall', fault.ms)
-      if (r === 'gone') return
-      if (r === 'deadline') return sendError(x, 504)
-    }
-    if (fault?.kind === 'http-error') return sendHttpFault(x, fault)
-    if (fault?.kind === 'huge-error') return await sendHugeError(x, fault)
-    if (kind === 'stream') return await this.stream(x, answer, meta, fault)
-    return await this.unary(x, answer, meta, fault)
-  }
-
-  private async stream (x: Exchange, answer: Answer, meta: Meta, fault: Fault | undefined): Promise<void> {
-    if (x.gone) return
-    const steps = streamSteps(responseEvents(answer, meta, fault), fault)
-    x.res.writeHead(200, {
-      'Content-Type': 'text/event-stream',
-      'Content-Disposition': 'attachment',
-      Vary: 'Origin, X-Origin, Referer',
-      'X-Content-Type-Options': 'nosniff'
-    })
-    x.res.flushHeaders()
-    if (fault?.kind === 'huge-event' || fault?.kind === 'endless') return await this.streamHuge(x, answer, meta, fault)
-    let written = 0
-    for (const step of steps) {
-      if (step.type === 'stall') {
-        await x.wait('stall', step.ms)
-      } else if (step.type === 'drop') {
-        return await x.drop()
-      } else {
-        const delay = this.pace.chunkDelayMs
-        if (written > 0 && delay > 0) await x.wait('delay', delay)
-        if (x.gone) return
-        if (x.deadlineHit) break
-        if (!x.write(step.text)) return
-        written++
-        if (step.good) x.rec.chunksSent++
-        await x.drained()
-      }
-      if (x.gone) return
-      if (x.deadlineHit) break
-    }
-    if (x.deadlineHit && !x.gone) x.write(sseEvent(googleError(504)))
-    x.end()
-  }
-
-  /** The size faults: one event of `chars` characters (or one that never ends), or deltas that never end. */
-  private async streamHuge (x: Exchange, answer: Answer, meta: Meta, fault: Extract<Fault, { kind: 'huge-event' | 'endless' }>): Promise<void> {
-    const events = responseEvents(answer, meta, undefined)
-    const send = async (text: string, good: boolean): Promise<boolean> => {
-      if (!x.write(text)) return false
-      if (good) x.rec.chunksSent++
-      await x.drained()
-      return !x.gone
-    }
-    if (fault.kind === 'endless') {
-      const text = 'endless '.repeat(Math.ceil((fault.chunkChars ?? 16_384) / 8)).slice(0, fault.chunkChars ?? 16_384)
-      const event = sseEvent({ candidates: [{ content: { parts: [{ text }], role: 'model' }, index: 0 }], ...meta })
-      do {
-        if (this.pace.chunkDelayMs > 0 && await x.wait('delay', this.pace.chunkDelayMs) === 'gone') return
-      } while (await send(event, true))
-      return
-    }
-    const k = Math.min(fault.afterChunks, events.length)
-    for (const event of events.slice(0, k)) if (!await send(sseEvent(event), true)) return
-    const opening = `data: {"candidates": [{"content": {"parts": [{"text": "`
-    if (!await send(opening, false)) return
-    const piece = 'x'.repeat(HUGE_PIECE_CHARS)
-    for (let left = fault.chars ?? Infinity; left > 0; left -= HUGE_PIECE_CHARS) {
-      if (!await send(left >= HUGE_PIECE_CHARS ? piece : piece.slice(0, left), false)) return
-    }
-    if (!await send(`"}], "role": "model"}, "index": 0}]}\r\n\r\n`, true)) return
-    for (const event of events.slice(k)) if (!await send(sseEvent(event), true)) return
-    x.end()
-  }
-
-  private async unary (x: Exchange, answer: Answer, meta: Meta, fault: Fault | undefined): Promise<void> {
-    const response = unaryResponse(answer, meta, fault)
-    const text = JSON.stringify(response)
-    switch (fault?.kind) {
-      case 'stream-error':
-        return sendError(x, fault.code, fault.message, fault.status)
-      case 'empty-200':
-        return sendRaw(x, 200, JSON_TYPE, '')
-      case 'malformed-json':
-      case 'unterminated':
-        return sendRaw(x, 200, JSON_TYPE, text.slice(0, Math.floor(text.length / 2)))
-      case 'drop':
-        if (fault.afterChunks > 0) {
-          x.res.writeHead(200, { 'Content-Type': JSON_TYPE })
-          x.write(text.slice(0, Math.floor(text.length / 2)))
-        }
-        return await x.drop()
-      case 'stall': {
-        x.res.writeHead(200, { 'Content-Type': JSON_TYPE })
-        x.res.flushHeaders()
-        const r = await x.wait('stall', fault.ms)
-        if (r === 'gone') return
-        if (r === 'deadline') {
-          x.destroyedByUs = true
-          x.res.destroy()
-          return
-        }
-        x.rec.chunksSent = 1
-        return x.end(text)
-      }
-    }
-    if (x.deadlineHit) return sendError(x, 504)
-    x.rec.chunksSent = 1
-    sendRaw(x, 200, JSON_TYPE, text)
-  }
-}
-
-interface Meta { modelVersion: string; responseId: string }
-
-type Step =
-  | { type: 'event'; text: string; good: boolean }
-  | { type: 'stall'; ms: number | undefined }
-  | { type: 'drop' }
-
-const MALFORMED_EVENT = 'data: {"candidates": [ this is not json\r\n\r\n'
-
-function sseEvent (value: unknown): string {
-  return `data: ${JSON.stringify(value)}\r\n\r\n`
-}
-
-/** The GenerateContentResponse objects a stream sends, shaped by the content faults. */
-function responseEvents (answer: Answer, meta: Meta, fault: Fault | undefined): Record<string, unknown>[] {
-  const p = answer.promptTokens
-  if (fault?.kind === 'blocked') {
-    return [{
-      promptFeedback: {
-        blockReason: 'SAFETY',
-        safetyRatings: [
-          { category: 'HARM_CATEGORY_SEXUALLY_EXPLICIT', probability: 'NEGLIGIBLE' },
-          { category: 'HARM_CATEGORY_HATE_SPEECH', probability: 'NEGLIGIBLE' },
-          { category: 'HARM_CATEGORY_HARASSMENT', probability: 'NEGLIGIBLE' },
-          { category: 'HARM_CATEGORY_DANGEROUS_CONTENT', probability: 'HIGH', blocked: true }
-        ]
-      },
-      usageMetadata: { promptTokenCount: p, totalTokenCount: p },
-      ...meta
-    }]
-  }
-  const pieces: { parts: unknown[]; words: number }[] = answer.deltas.map(d => ({ parts: [{ text: d }], words: countWords(d) }))
-  if (fault?.kind === 'non-text-part') {
-    pieces.splice(1, 0, { parts: [{ functionCall: { name: 'lookup', args: {} } }], words: 0 })
-  }
-  let completion = 0
-  return pieces.map((piece, i) => {
-    completion += piece.words
-    const last = i === pieces.length - 1
-    return {
-      candidates: [{
-        content: { parts: piece.parts, role: 'model' },
-        ...(last ? { finishReason: answer.finishReason } : {}),
-        index: 0
-      }],
-      ...(fault?.kind === 'no-usage'
-        ? {}
-        : { usageMetadata: { promptTokenCount: p, candidatesTokenCount: completion, totalTokenCount: p + completion } }),
-      ...meta
-    }
-  })
-}
-
-/** The stream as a list of writes, stalls and a drop, shaped by the framing/transport faults. */
-function streamSteps (events: Record<string, unknown>[], fault: Fault | undefined): Step[] {
-  const good = (list: Record<string, unknown>[]): Step[] => list.map(e => ({ type: 'event', text: sseEvent(e), good: true }))
-  const upTo = (k: number): Record<string, unknown>[] => events.slice(0, Math.min(k, events.length))
-  switch (fault?.kind) {
-    case 'empty-200':
-      return []
-    case 'done-sentinel':
-      return [...good(events), { type: 'event', text: 'data: [DONE]\r\n\r\n', good: false }]
-    case 'stream-error': {
-      const error = { error: { code: fault.code, message: fault.message ?? googleError(fault.code).error.message, status: fault.status ?? googleStatusFor(fault.code) } }
-      return [...good(upTo(fault.afterChunks)), { type: 'event', text: sseEvent(error), good: false }]
-    }
-    case 'drop':
-      return [...good(upTo(fault.afterChunks)), { type: 'drop' }]
-    case 'stall':
-      return [...good(upTo(fault.afterChunks)), { type: 'stall', ms: fault.ms }, ...good(events.slice(fault.afterChunks))]
-    case 'malformed-json':
-      return [...good(upTo(fault.afterChunks)), { type: 'event', text: MALFORMED_EVENT, good: false }]
-    case 'unterminated': {
-      const k = Math.min(fault.afterChunks, events.length - 1)
-      return [...good(events.slice(0, k)), { type: 'event', text: `data: ${JSON.stringify(events[k])}`, good: false }]
-    }
-    default:
-      return good(events)
-  }
-}
-
-function unaryResponse (answer: Answer, meta: Meta, fault: Fault | undefined): Record<string, unknown> {
-  if (fault?.kind === 'blocked') return responseEvents(answer, meta, fault)[0]!
-  const text = answer.deltas.join('')
-  const parts: unknown[] = [{ text }]
-  if (fault?.kind === 'non-text-part') parts.push({ functionCall: { name: 'lookup', args: {} } })
-  const p = answer.promptTokens
-  const c = answer.completionTokens
-  return {
-    candidates: [{ content: { parts, role: 'model' }, finishReason: answer.finishReason, index: 0 }],
-    ...(fault?.kind === 'no-usage' ? {} : { usageMetadata: { promptTokenCount: p, candidatesTokenCount: c, totalTokenCount: p + c } }),
-    ...meta
-  }
-}
-
-function sendRaw (x: Exchange, status: number, contentType: string, body: string, headers: Record<string, string> = {}): void {
-  if (x.gone || x.res.headersSent) return
-  x.res.writeHead(status, { ...headers, 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body) })
-  x.end(body)
-}
-
-function sendJson (x: Exchange, status: number, value: unknown): void {
-  sendRaw(x, status, JSON_TYPE, JSON.stringify(value))
-}
-
-function sendError (x: Exchange, code: number, message?: string, status?: string, details?: unknown[]): void {
-  sendJson(x, code, googleError(code, message, status, details))
-}
-
-const HUGE_PIECE_CHARS = 64 * 1024
-
-/** An error status whose body is `prefix` and then filler, `bytes` long in all or without end, written as the client reads. */
-async function sendHugeError (x: Exchange, fault: Extract<Fault, { kind: 'huge-error' }>): Promise<void> {
-  if (x.gone) return
-  x.res.writeHead(fault.status, { 'Content-Type': fault.contentType ?? 'text/html; charset=UTF-8' })
-  const filler = ' '.repeat(HUGE_PIECE_CHARS)
-  let left = (fault.bytes ?? Infinity) - Buffer.byteLength(fault.prefix ?? '')
-  if (!x.write(fault.prefix ?? '')) return
-  for (; left > 0; left -= HUGE_PIECE_CHARS) {
-    await x.drained()
-    if (x.gone || !x.write(left >= HUGE_PIECE_CHARS ? filler : filler.slice(0, left))) return
-  }
-  x.end()
-}
-
-function sendHttpFault (x: Exchange, fault: Extract<Fault, { kind: 'http-error' }>): void {
-  const body = fault.body === undefined
-    ? JSON.stringify(googleError(fault.status))
-    : typeof fault.body === 'string' ? fault.body : JSON.stringify(fault.body)
-  sendRaw(x, fault.status, fault.contentType ?? JSON_TYPE, body, fault.headers)
-}
-
-interface Route {
-  kind: 'stream' | 'unary' | 'countTokens' | 'list' | 'get' | 'unknown'
-  rpc: string | undefined
-  model: string | undefined
-  apiVersion: string | undefined
-}
-
-function parseRoute (method: string, rawPath: string): Route {
-  const q = rawPath.indexOf('?')
-  const pathname = q === -1 ? rawPath : rawPath.slice(0, q)
-  let m = RPC_RE.exec(pathname)
-  if (m) {
-    const rpc = m[3]!
-    const kind = method !== 'POST'
-      ? 'unknown'
-      : rpc === 'streamGenerateContent' ? 'stream' : rpc === 'generateContent' ? 'unary' : rpc === 'countTokens' ? 'countTokens' : 'unknown'
-    return { kind, rpc, model: modelId(m[2]!), apiVersion: m[1] }
-  }
-  m = LIST_RE.exec(pathname)
-  if (m) return { kind: method === 'GET' ? 'list' : 'unknown', rpc: 'list', model: undefined, apiVersion: m[1] }
-  m = GET_RE.exec(pathname)
-  if (m) return { kind: method === 'GET' ? 'get' : 'unknown', rpc: 'get', model: modelId(m[2]!), apiVersion: m[1] }
-  return { kind: 'unknown', rpc: undefined, model: undefined, apiVersion: /^\/(v1|v1beta|v1alpha)\//.exec(pathname)?.[1] }
-}
-
-function modelId (resource: string): string {
-  let name = resource
-  try { name = decodeURIComponent(resource) } catch {}
-  while (name.startsWith('models/')) name = name.slice('models/'.length)
-  return name
-}
-
-function readBody (req: IncomingMessage): Promise<Buffer | 'too-large' | undefined> {
-  return new Promise(resolve => {
-    const chunks: Buffer[] = []
-    let size = 0
-    let done = false
-    const finish = (value: Buffer | 'too-large' | undefined): void => {
-      if (done) return
-      done = true
-      resolve(value)
-    }
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length
-      if (size > MAX_BODY_BYTES) finish('too-large')
-      else if (!done) chunks.push(chunk)
-    })
-    req.on('end', () => finish(Buffer.concat(chunks)))
-    req.on('error', () => finish(undefined))
-    req.on('close', () => finish(undefined))
-  })
-}
-
-function parseJson (raw: Buffer): { ok: true; value: unknown } | { ok: false; message: string } {
-  try {
-    return { ok: true, value: JSON.parse(raw.toString('utf8')) as unknown }
-  } catch (err) {
-    return { ok: false, message: err instanceof Error ? err.message : String(err) }
-  }
-}
-
-function isObject (value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-function headerValue (value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value
-}
-
-/** Text parts of all contents, joined with '\n'. */
-function promptOf (body: unknown): string {
-  if (!isObject(body) || !Array.isArray(body.contents)) return ''
-  const texts: string[] = []
-  for (const content of body.contents) {
-    if (!isObject(content) || !Array.isArray(content.parts)) continue
-    for (const part of content.parts) if (isObject(part) && typeof part.text === 'string') texts.push(part.text)
-  }
-  return texts.join('\n')
-}
-
-function contentsProblem (contents: unknown, request: string): string | undefined {
-  if (!Array.isArray(contents) || contents.length === 0) return `* ${request}.contents: contents is not specified`
-  for (const [i, content] of contents.entries()) {
-    if (!isObject(content)) return `Invalid JSON payload received. ${request}.contents[${i}]: expected an object.`
-    if (content.role !== undefined && !VALID_ROLES.has(String(content.role))) {
-      return 'Please use a valid role: user, model.'
-    }
-    if (!Array.isArray(content.parts) || content.parts.length === 0) {
-      return `* ${request}.contents[${i}].parts: contents.parts must not be empty.`
-    }
-  }
-  return undefined
-}
-
-/** The sampling options the answer depends on, or an error message. */
-function generationOptionsOf (config: unknown): GenerationOptions | string {
-  if (config === undefined) return {}
-  if (!isObject(config)) return 'Invalid JSON payload received. generationConfig: expected an object.'
-  const out: GenerationOptions = {}
-  for (const key of ['temperature', 'topP', 'topK', 'maxOutputTokens'] as const) {
-    const value = config[key]
-    if (value === undefined || value === null) continue
-    if (typeof value !== 'number' || !Number.isFinite(value)) {
-      return `Invalid value at 'generation_config.${snake(key)}', "${String(value)}"`
-    }
-    out[key] = value
-  }
-  if (out.maxOutputTokens !== undefined && !(Number.isInteger(out.maxOutputTokens) && out.maxOutputTokens >= 1)) {
-    return `* GenerateContentRequest.generation_config.max_output_tokens: must be a positive integer, got ${out.maxOutputTokens}`
-  }
-  return out
-}
-
-function snake (name: string): string {
-  return name.replace(/[A-Z]/g, c => `_${c.toLowerCase()}`)
-}
-
-function promptMatches (match: string | RegExp | undefined, prompt: string): boolean {
-  if (match === undefined) return true
-  if (typeof match === 'string') return prompt.includes(match)
-  match.lastIndex = 0
-  return match.test(prompt)
-}
-
-function validateOptions (options: EmulatorOptions): void {
-  const { port, host, defaultMaxTokens, apiKey } = options
-  if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
-    throw new RangeError(`GeminiEmulator: port must be an integer from 0 to 65535, got ${String(port)}`)
-  }
-  if (host !== undefined && (typeof host !== 'string' || host === '')) {
-    throw new TypeError('GeminiEmulator: host must be a non-empty string')
-  }
-  validatePace(options, 'GeminiEmulator')
-  if (defaultMaxTokens !== undefined && !(Number.isInteger(defaultMaxTokens) && defaultMaxTokens >= 1 && defaultMaxTokens <= 4096)) {
-    throw new RangeError(`GeminiEmulator: defaultMaxTokens must be an integer from 1 to 4096, got ${String(defaultMaxTokens)}`)
-  }
-  if (apiKey !== undefined && (typeof apiKey !== 'string' || apiKey === '')) {
-    throw new TypeError('GeminiEmulator: apiKey must be a non-empty string when set')
-  }
-  const { recordRequests } = options
-  if (recordRequests !== undefined && !(Number.isInteger(recordRequests) && recordRequests >= 0)) {
-    throw new RangeError(`GeminiEmulator: recordRequests must be a non-negative integer, got ${String(recordRequests)}`)
-  }
-}
-
-function validatePace (pace: { chunkCount?: number; chunkDelayMs?: number }, where: string): void {
-  const { chunkCount, chunkDelayMs } = pace
-  if (chunkCount !== undefined && !(Number.isInteger(chunkCount) && chunkCount >= 1)) {
-    throw new RangeError(`${where}: chunkCount must be a positive integer, got ${String(chunkCount)}`)
-  }
-  if (chunkDelayMs !== undefined && !(typeof chunkDelayMs === 'number' && Number.isFinite(chunkDelayMs) && chunkDelayMs >= 0)) {
-    throw new RangeError(`${where}: chunkDelayMs must be a finite number >= 0, got ${String(chunkDelayMs)}`)
-  }
-}
-
-function validateFault (fault: Fault): void {
-  const bad = (what: string): never => { throw new RangeError(`addFault(${fault.kind}): ${what}`) }
-  if ('afterChunks' in fault && !(Number.isInteger(fault.afterChunks) && fault.afterChunks >= 0)) {
-    bad(`afterChunks must be an integer >= 0, got ${String(fault.afterChunks)}`)
-  }
-  if ('ms' in fault && fault.ms !== undefined && !(Number.isFinite(fault.ms) && fault.ms >= 0)) {
-    bad(`ms must be a finite number >= 0, got ${String(fault.ms)}`)
-  }
-  switch (fault.kind) {
-    case 'http-error':
-      if (!(Number.isInteger(fault.status) && fault.status >= 300 && fault.status <= 599)) bad(`status must be an integer from 300 to 599, got ${String(fault.status)}`)
-      break
-    case 'stream-error':
-      if (!Number.isInteger(fault.code)) bad(`code must be an integer, got ${String(fault.code)}`)
-      break
-    case 'huge-error':
-      if (!(Number.isInteger(fault.status) && fault.status >= 300 && fault.status <= 599)) bad(`status must be an integer from 300 to 599, got ${String(fault.status)}`)
-      if (fault.bytes !== undefined && !(Number.isInteger(fault.bytes) && fault.bytes >= 0)) bad(`bytes must be an integer >= 0, got ${String(fault.bytes)}`)
-      break
-    case 'huge-event':
-      if (fault.chars !== undefined && !(Number.isInteger(fault.chars) && fault.chars >= 0)) bad(`chars must be an integer >= 0, got ${String(fault.chars)}`)
-      break
-    case 'endless':
-      if (fault.chunkChars !== undefined && !(Number.isInteger(fault.chunkChars) && fault.chunkChars >= 1)) bad(`chunkChars must be an integer >= 1, got ${String(fault.chunkChars)}`)
-      break
-    case 'drop': case 'stall-headers': case 'stall': case 'malformed-json': case 'unterminated':
-    case 'done-sentinel': case 'no-usage': case 'blocked': case 'non-text-part': case 'empty-200':
-      break
-    default:
-      bad('unknown fault kind')
   }
 }

@@ -1,0 +1,72 @@
+// The emulator's options: their defaults, and the checks start() and setPace() make up front, with
+// errors that name the option.
+
+export interface EmulatorOptions {
+  /** Interface to listen on. Default '127.0.0.1'. */
+  host?: string
+  /** Port to listen on. Default 0 (ephemeral). */
+  port?: number
+  /** Stream events per answer (fewer when the answer has fewer words). Default 8. */
+  chunkCount?: number
+  /** Delay between stream events, in ms. Default 0. */
+  chunkDelayMs?: number
+  /** Answer length in words when the request has no maxOutputTokens. Default 64. */
+  defaultMaxTokens?: number
+  /** When set, a different x-goog-api-key gets 400 API_KEY_INVALID. A missing key is always 403. */
+  apiKey?: string
+  /** Receives one line per finished request. */
+  logger?: (line: string) => void
+  /**
+   * How many requests `requests` keeps, the oldest dropped first. Default 0: none, so a long-lived
+   * emulator holds no history; tests that inspect requests ask for it.
+   */
+  recordRequests?: number
+}
+
+export type ResolvedOptions = Required<Omit<EmulatorOptions, 'apiKey' | 'logger'>> & Pick<EmulatorOptions, 'apiKey' | 'logger'>
+
+export interface Pace { chunkCount: number; chunkDelayMs: number }
+
+export function resolveOptions (options: EmulatorOptions): ResolvedOptions {
+  return {
+    host: options.host ?? '127.0.0.1',
+    port: options.port ?? 0,
+    chunkCount: options.chunkCount ?? 8,
+    chunkDelayMs: options.chunkDelayMs ?? 0,
+    defaultMaxTokens: options.defaultMaxTokens ?? 64,
+    apiKey: options.apiKey,
+    logger: options.logger,
+    recordRequests: options.recordRequests ?? 0
+  }
+}
+
+export function validateOptions (options: EmulatorOptions): void {
+  const { port, host, defaultMaxTokens, apiKey } = options
+  if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
+    throw new RangeError(`GeminiEmulator: port must be an integer from 0 to 65535, got ${String(port)}`)
+  }
+  if (host !== undefined && (typeof host !== 'string' || host === '')) {
+    throw new TypeError('GeminiEmulator: host must be a non-empty string')
+  }
+  validatePace(options, 'GeminiEmulator')
+  if (defaultMaxTokens !== undefined && !(Number.isInteger(defaultMaxTokens) && defaultMaxTokens >= 1 && defaultMaxTokens <= 4096)) {
+    throw new RangeError(`GeminiEmulator: defaultMaxTokens must be an integer from 1 to 4096, got ${String(defaultMaxTokens)}`)
+  }
+  if (apiKey !== undefined && (typeof apiKey !== 'string' || apiKey === '')) {
+    throw new TypeError('GeminiEmulator: apiKey must be a non-empty string when set')
+  }
+  const { recordRequests } = options
+  if (recordRequests !== undefined && !(Number.isInteger(recordRequests) && recordRequests >= 0)) {
+    throw new RangeError(`GeminiEmulator: recordRequests must be a non-negative integer, got ${String(recordRequests)}`)
+  }
+}
+
+export function validatePace (pace: { chunkCount?: number; chunkDelayMs?: number }, where: string): void {
+  const { chunkCount, chunkDelayMs } = pace
+  if (chunkCount !== undefined && !(Number.isInteger(chunkCount) && chunkCount >= 1)) {
+    throw new RangeError(`${where}: chunkCount must be a positive integer, got ${String(chunkCount)}`)
+  }
+  if (chunkDelayMs !== undefined && !(typeof chunkDelayMs === 'number' && Number.isFinite(chunkDelayMs) && chunkDelayMs >= 0)) {
+    throw new RangeError(`${where}: chunkDelayMs must be a finite number >= 0, got ${String(chunkDelayMs)}`)
+  }
+}

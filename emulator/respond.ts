@@ -1,0 +1,61 @@
+// Answers one recorded request: the path, the key and the body are checked in that order (so a bad
+// key wins over a bad body), then the RPC the path names is served.
+
+import { countTokens } from './answer.js'
+import { type EmulatorContext, type Exchange, sendError, sendJson } from './exchange.js'
+import { generate } from './generate.js'
+import { findModel, modelsPage } from './models.js'
+import { apiKeyProblem, contentsProblem, generateRequestOf, isObject, MAX_BODY_BYTES, promptOf } from './request-checks.js'
+import type { Route } from './routes.js'
+
+/** The body as read: 'too-large' past the cap, or its JSON (undefined when empty) or why it is not JSON. */
+export type ReadBody = 'too-large' | { ok: true; value: unknown } | { ok: false; message: string }
+
+export async function respond (ctx: EmulatorContext, x: Exchange, route: Route, body: ReadBody): Promise<void> {
+  const { method, path } = x.rec
+  if (route.kind === 'unknown') {
+    return sendError(x, 404, `Method or path not found: ${method} ${path.split('?')[0]}`)
+  }
+  const keyError = apiKeyProblem(x.req, path, ctx.apiKey)
+  if (keyError) return sendJson(x, keyError.error.code, keyError)
+  if (body === 'too-large') return sendError(x, 400, `Request payload size exceeds the limit: ${MAX_BODY_BYTES} bytes.`)
+  if (!body.ok) return sendError(x, 400, `Invalid JSON payload received. ${body.message}`)
+
+  const query = new URLSearchParams(path.includes('?') ? path.slice(path.indexOf('?') + 1) : '')
+  switch (route.kind) {
+    case 'list': return listModels(x, query)
+    case 'get': return getModel(x, route.model ?? '', route.apiVersion ?? '')
+    case 'countTokens': return countTokensOf(x, body.value)
+    case 'stream':
+    case 'unary': {
+      if (route.kind === 'stream') x.isStream = true
+      const gen = generateRequestOf(body.value)
+      if (typeof gen === 'string') return sendError(x, 400, gen)
+      return await generate(ctx, x, route.kind, route.model ?? '', gen)
+    }
+  }
+}
+
+function listModels (x: Exchange, query: URLSearchParams): void {
+  const page = modelsPage(query)
+  if (!page.ok) return sendError(x, 400, page.message)
+  sendJson(x, 200, page.body)
+}
+
+function getModel (x: Exchange, name: string, apiVersion: string): void {
+  const found = findModel(name)
+  if (!found) return sendError(x, 404, `models/${name} is not found for API version ${apiVersion}, or is not supported.`)
+  sendJson(x, 200, found)
+}
+
+function countTokensOf (x: Exchange, body: unknown): void {
+  if (!isObject(body)) return sendError(x, 400, '* CountTokensRequest: request body must be a JSON object.')
+  const nested = isObject(body.generateContentRequest) ? body.generateContentRequest : undefined
+  const contents = body.contents ?? nested?.contents
+  if (contents !== undefined) {
+    const problem = contentsProblem(contents, 'CountTokensRequest')
+    if (problem) return sendError(x, 400, problem)
+  }
+  const total = countTokens(promptOf({ contents }))
+  sendJson(x, 200, { totalTokens: total, promptTokensDetails: [{ modality: 'TEXT', tokenCount: total }] })
+}

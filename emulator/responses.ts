@@ -1,0 +1,105 @@
+// The response bodies the emulator builds from an answer: the GenerateContentResponse events of a
+// stream, the unary GenerateContentResponse, and the SSE framing, each shaped by the faults that
+// change content or framing. Pure: the writes are in generate.ts.
+
+import { countWords, type Answer } from './answer.js'
+import type { Fault } from './faults.js'
+import { googleError, googleStatusFor } from './google-errors.js'
+
+export const JSON_TYPE = 'application/json; charset=UTF-8'
+
+/** Repeated on every event of one response. */
+export interface Meta { modelVersion: string; responseId: string }
+
+export type Step =
+  | { type: 'event'; text: string; good: boolean }
+  | { type: 'stall'; ms: number | undefined }
+  | { type: 'drop' }
+
+const MALFORMED_EVENT = 'data: {"candidates": [ this is not json\r\n\r\n'
+
+export function sseEvent (value: unknown): string {
+  return `data: ${JSON.stringify(value)}\r\n\r\n`
+}
+
+/** The GenerateContentResponse objects a stream sends, shaped by the content faults. */
+export function responseEvents (answer: Answer, meta: Meta, fault: Fault | undefined): Record<string, unknown>[] {
+  const p = answer.promptTokens
+  if (fault?.kind === 'blocked') {
+    return [{
+      promptFeedback: {
+        blockReason: 'SAFETY',
+        safetyRatings: [
+          { category: 'HARM_CATEGORY_SEXUALLY_EXPLICIT', probability: 'NEGLIGIBLE' },
+          { category: 'HARM_CATEGORY_HATE_SPEECH', probability: 'NEGLIGIBLE' },
+          { category: 'HARM_CATEGORY_HARASSMENT', probability: 'NEGLIGIBLE' },
+          { category: 'HARM_CATEGORY_DANGEROUS_CONTENT', probability: 'HIGH', blocked: true }
+        ]
+      },
+      usageMetadata: { promptTokenCount: p, totalTokenCount: p },
+      ...meta
+    }]
+  }
+  const pieces: { parts: unknown[]; words: number }[] = answer.deltas.map(d => ({ parts: [{ text: d }], words: countWords(d) }))
+  if (fault?.kind === 'non-text-part') {
+    pieces.splice(1, 0, { parts: [{ functionCall: { name: 'lookup', args: {} } }], words: 0 })
+  }
+  let completion = 0
+  return pieces.map((piece, i) => {
+    completion += piece.words
+    const last = i === pieces.length - 1
+    return {
+      candidates: [{
+        content: { parts: piece.parts, role: 'model' },
+        ...(last ? { finishReason: answer.finishReason } : {}),
+        index: 0
+      }],
+      ...(fault?.kind === 'no-usage'
+        ? {}
+        : { usageMetadata: { promptTokenCount: p, candidatesTokenCount: completion, totalTokenCount: p + completion } }),
+      ...meta
+    }
+  })
+}
+
+/** The stream as a list of writes, stalls and a drop, shaped by the framing/transport faults. */
+export function streamSteps (events: Record<string, unknown>[], fault: Fault | undefined): Step[] {
+  const good = (list: Record<string, unknown>[]): Step[] => list.map(e => ({ type: 'event', text: sseEvent(e), good: true }))
+  const upTo = (k: number): Record<string, unknown>[] => events.slice(0, Math.min(k, events.length))
+  switch (fault?.kind) {
+    case 'empty-200':
+      return []
+    case 'done-sentinel':
+      return [...good(events), { type: 'event', text: 'data: [DONE]\r\n\r\n', good: false }]
+    case 'stream-error': {
+      const error = { error: { code: fault.code, message: fault.message ?? googleError(fault.code).error.message, status: fault.status ?? googleStatusFor(fault.code) } }
+      return [...good(upTo(fault.afterChunks)), { type: 'event', text: sseEvent(error), good: false }]
+    }
+    case 'drop':
+      return [...good(upTo(fault.afterChunks)), { type: 'drop' }]
+    case 'stall':
+      return [...good(upTo(fault.afterChunks)), { type: 'stall', ms: fault.ms }, ...good(events.slice(fault.afterChunks))]
+    case 'malformed-json':
+      return [...good(upTo(fault.afterChunks)), { type: 'event', text: MALFORMED_EVENT, good: false }]
+    case 'unterminated': {
+      const k = Math.min(fault.afterChunks, events.length - 1)
+      return [...good(events.slice(0, k)), { type: 'event', text: `data: ${JSON.stringify(events[k])}`, good: false }]
+    }
+    default:
+      return good(events)
+  }
+}
+
+export function unaryResponse (answer: Answer, meta: Meta, fault: Fault | undefined): Record<string, unknown> {
+  if (fault?.kind === 'blocked') return responseEvents(answer, meta, fault)[0]!
+  const text = answer.deltas.join('')
+  const parts: unknown[] = [{ text }]
+  if (fault?.kind === 'non-text-part') parts.push({ functionCall: { name: 'lookup', args: {} } })
+  const p = answer.promptTokens
+  const c = answer.completionTokens
+  return {
+    candidates: [{ content: { parts, role: 'model' }, finishReason: answer.finishReason, index: 0 }],
+    ...(fault?.kind === 'no-usage' ? {} : { usageMetadata: { promptTokenCount: p, candidatesTokenCount: c, totalTokenCount: p + c } }),
+    ...meta
+  }
+}
