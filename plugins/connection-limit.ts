@@ -3,9 +3,11 @@ import type { Socket } from 'node:net'
 import { refusals } from '../schemas/refusals.js'
 
 export interface ConnectionLimitOptions {
-  /** Client connections the server keeps open at once; past it a new one is answered 503 and closed. */
-  maxConnections: number
+  /** Client connections the server keeps open at once; past it a new one is answered 503 and closed. Default 10,000. */
+  maxConnections?: number
 }
+
+export const DEFAULT_MAX_CONNECTIONS = 10_000
 
 const REFUSAL_BODY = JSON.stringify(refusals.tooManyConnections().body)
 const REFUSAL = [
@@ -26,7 +28,7 @@ const REFUSAL_LINGER_MS = 1_000
  * limit (answered with a clear 503) before it exhausts the process's file descriptors, where every
  * upstream call would fail too.
  */
-export default fp<ConnectionLimitOptions>(async function connectionLimit (app, { maxConnections }) {
+export default fp<ConnectionLimitOptions>(async function connectionLimit (app, { maxConnections = DEFAULT_MAX_CONNECTIONS }) {
   if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new Error('connection limit: option "maxConnections" must be a positive integer')
   let open = 0
   let refused = 0

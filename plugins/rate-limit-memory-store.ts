@@ -22,10 +22,15 @@ export class MemoryStore {
   // A Map iterates in insertion order: re-inserting on every hit keeps the least recently seen address first.
   private readonly addresses = new Map<string, Counter>()
 
-  constructor (private readonly maxAddresses: number, private readonly onEvict: () => void = () => {}) {}
+  /** `now` is the clock windows are measured on, in milliseconds; a test passes its own to cross a window at once. */
+  constructor (
+    private readonly maxAddresses: number,
+    private readonly onEvict: () => void = () => {},
+    private readonly now: () => number = Date.now
+  ) {}
 
   incr (id: string, callback: MemoryStoreCallback, timeWindow: number): void {
-    const now = Date.now()
+    const now = this.now()
     const isKey = id.startsWith('key:')
     const space = isKey ? this.keys : this.addresses
     let counter = space.get(id)

@@ -4,7 +4,7 @@ import { parse as parseYaml } from 'yaml'
 import { openStream, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
 import { Exposition } from './support/prometheus.js'
 import { Value } from 'typebox/value'
-import { EnvSchema, type Env } from '../plugins/config.js'
+import { EnvSchema, type Env } from '../standalone/env.js'
 
 const ROOT = new URL('../', import.meta.url)
 const DASHBOARD_FILE = 'deploy/grafana/dashboards/amrikyy-gateway.json'

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process'
+import { createServer, type AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { parseEvents } from './support/gateway.js'
@@ -44,6 +45,31 @@ t.test('a production start refuses what it cannot run safely, naming the variabl
   const badLevel = await runUntilExit({ RATE_LIMIT_ON_REDIS_ERROR: 'sometimes' })
   t.equal(badLevel.code, 1)
   t.match(badLevel.output, /RATE_LIMIT_ON_REDIS_ERROR/)
+})
+
+t.test('the variables Fastify is built from are checked first: one stderr line naming the variable and its rule', async t => {
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent'],
+    [{ TRUST_PROXY: '2' }, 'TRUST_PROXY must be true, false, or the comma-separated addresses or CIDRs of the proxies (or loopback, linklocal, uniquelocal); a hop count is not accepted'],
+    [{ REQUEST_TIMEOUT_MS: 'soon' }, 'REQUEST_TIMEOUT_MS must be an integer >= 1'],
+    [{ REQUEST_TIMEOUT_MS: '0' }, 'REQUEST_TIMEOUT_MS must be an integer >= 1'],
+    [{ PORT: '65536', RATE_LIMIT_WINDOW: 'fortnight' }, 'PORT must be an integer from 0 to 65535; RATE_LIMIT_WINDOW must be milliseconds or a duration such as "15 minutes"']
+  ]
+  for (const [env, message] of cases) {
+    const refused = await runUntilExit(env)
+    t.same([refused.code, refused.stderr], [1, `amrikyy gateway failed to start: ${message}\n`], JSON.stringify(env))
+    t.equal(refused.output, refused.stderr, 'before any logger exists: nothing on stdout')
+  }
+})
+
+t.test('a start that fails for any other reason is printed with its stack', async t => {
+  const taken = createServer()
+  await new Promise<void>(resolve => { taken.listen(0, '127.0.0.1', resolve) })
+  t.teardown(() => { taken.close() })
+  const port = (taken.address() as AddressInfo).port
+  const refused = await runUntilExit({ PORT: String(port) })
+  t.equal(refused.code, 1)
+  t.match(refused.stderr, new RegExp(`^amrikyy gateway failed to start: Error: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}\n {4}at `))
 })
 
 t.test('TRUST_PROXY=true starts with a warning that clients can then choose their address', async t => {

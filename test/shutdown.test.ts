@@ -2,7 +2,6 @@ import t from 'tap'
 import { USER_KEY, openStream, parseEvents, postStream, startEmulator, within } from './support/gateway.js'
 import { UPSTREAM_KEY, freePort, startServerProcess } from './support/server-process.js'
 
-
 t.test('SIGTERM drains: open streams finish or are cut at the deadline, new ones get 503, exit 0', async t => {
   const emulator = await startEmulator(t, { chunkCount: 10, chunkDelayMs: 60, defaultMaxTokens: 20 })
   emulator.addFault({ kind: 'stall', afterChunks: 1 }, { match: 'stuck' })

@@ -51,12 +51,13 @@ function serverEnv (env: Record<string, string | undefined>): NodeJS.ProcessEnv 
   return Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, string] => entry[1] !== undefined))
 }
 
-/** Runs the server expecting it to refuse to start; resolves with its exit code and output. */
-export async function runUntilExit (env: Record<string, string | undefined>): Promise<{ code: number | null, output: string }> {
+/** Runs the server expecting it to refuse to start; resolves with its exit code, its output and its stderr alone. */
+export async function runUntilExit (env: Record<string, string | undefined>): Promise<{ code: number | null, output: string, stderr: string }> {
   const child = spawn(process.execPath, [SERVER], { env: serverEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
+  let stderr = ''
   child.stdout.on('data', (data: Buffer) => { output += data.toString() })
-  child.stderr.on('data', (data: Buffer) => { output += data.toString() })
+  child.stderr.on('data', (data: Buffer) => { output += data.toString(); stderr += data.toString() })
   const code = await within(10_000, new Promise<number | null>(resolve => { child.once('exit', resolve) }), 'server exit').finally(() => { child.kill('SIGKILL') })
-  return { code, output }
+  return { code, output, stderr }
 }

@@ -1,8 +1,9 @@
 import { readFile } from 'node:fs/promises'
-import type { ApiKeyEntry, Role } from './plugins/auth.js'
+import type { ApiKeyEntry, Role } from '../plugins/auth.js'
+import { ConfigError } from './config-error.js'
 
 /** A keys file the gateway refuses to start with; the message names the file and the entry. */
-export class KeysFileError extends Error {
+export class KeysFileError extends ConfigError {
   override name = 'KeysFileError'
 }
 

@@ -1,0 +1,139 @@
+import envSchema from 'env-schema'
+import { Type, type Static } from 'typebox'
+import { DEFAULT_MODEL } from '../app.js'
+import { DEFAULT_MAX_CONNECTIONS } from '../plugins/connection-limit.js'
+import { DEFAULT_ADMIN_MAX, DEFAULT_MAX, DEFAULT_TIME_WINDOW, parseTimeWindow } from '../plugins/rate-limit.js'
+import { DEFAULT_RELAY_SETTINGS } from '../relay/settings.js'
+import { ConfigError } from './config-error.js'
+
+// Each default the gateway's parts also apply lives with the part that applies it; the ones written here are the
+// standalone server's own.
+const { timeouts, heartbeatMs, retry } = DEFAULT_RELAY_SETTINGS
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+// What @fastify/proxy-addr compiles: an address, a CIDR, or one of its named ranges. Fastify 5.12 also takes a
+// hop count but then trusts no peer at all (it cannot check who sent the hops), so a number is refused here.
+const TRUST_PROXY_ENTRY = '(loopback|linklocal|uniquelocal|[0-9a-fA-F.:]*[.:][0-9a-fA-F.:]*(/[0-9]{1,3})?)'
+const TRUST_PROXY_PATTERN = `^(true|false|\\s*${TRUST_PROXY_ENTRY}(\\s*,\\s*${TRUST_PROXY_ENTRY})*\\s*,?\\s*)$`
+
+/** Every environment variable the standalone server reads, validated before anything is built; the plugins themselves take options only. */
+export const EnvSchema = Type.Object({
+  NODE_ENV: Type.String({ default: 'development' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 5000 }),
+  HOST: Type.String({ default: '0.0.0.0' }),
+  LOG_LEVEL: Type.Union(LOG_LEVELS.map(level => Type.Literal(level)), { default: 'info' }),
+  GEMINI_API_KEY: Type.Optional(Type.String({ minLength: 1 })),
+  GEMINI_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  GEMINI_CLIENT: Type.Union([Type.Literal('sdk'), Type.Literal('rest')], { default: 'rest' }),
+  DEFAULT_MODEL: Type.String({ minLength: 1, default: DEFAULT_MODEL }),
+  API_KEYS: Type.String({ default: '' }),
+  ADMIN_API_KEYS: Type.String({ default: '' }),
+  EMULATOR_CHUNK_DELAY_MS: Type.Integer({ minimum: 0, default: 30 }),
+  METRICS_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
+  METRICS_PORT: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+  /**
+   * Behind a reverse proxy: comma-separated addresses/CIDRs of the proxies (or proxy-addr's names `loopback`,
+   * `linklocal`, `uniquelocal`) whose X-Forwarded-For is believed, or `true`, which believes the left-most entry,
+   * the one the client writes: only behind a proxy that replaces the header.
+   */
+  TRUST_PROXY: Type.Optional(Type.String({ pattern: TRUST_PROXY_PATTERN })),
+  SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 0, default: 30_000 }),
+  HEARTBEAT_INTERVAL_MS: Type.Integer({ minimum: 0, default: heartbeatMs }),
+  STREAM_FIRST_CHUNK_TIMEOUT_MS: Type.Integer({ minimum: 1, default: timeouts.firstChunkMs }),
+  STREAM_IDLE_TIMEOUT_MS: Type.Integer({ minimum: 1, default: timeouts.idleMs }),
+  STREAM_TOTAL_TIMEOUT_MS: Type.Integer({ minimum: 1, default: timeouts.totalMs }),
+  STREAM_CLIENT_STALL_TIMEOUT_MS: Type.Integer({ minimum: 1, default: timeouts.clientStallMs }),
+  /** Receiving one whole request (headers and body); never bounds the streamed answer. */
+  REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 30_000 }),
+  /** Open client connections per process; past it new ones get a 503 and are closed. */
+  MAX_CONNECTIONS: Type.Integer({ minimum: 1, default: DEFAULT_MAX_CONNECTIONS }),
+  /** Per-address counters the in-memory limiter holds for callers without a valid key (default in the plugin). */
+  RATE_LIMIT_MAX_ADDRESSES: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Comma-separated model ids that get their own metric label; unset: the known Gemini models. */
+  METRICS_MODELS: Type.Optional(Type.String({ minLength: 1 })),
+  /** Comma-separated agent names that always keep their metric label. */
+  METRICS_AGENTS: Type.Optional(Type.String({ minLength: 1 })),
+  UPSTREAM_RETRY_ATTEMPTS: Type.Integer({ minimum: 1, default: retry.attempts }),
+  /** Characters of one upstream SSE event before the stream is refused as too large. */
+  GEMINI_MAX_EVENT_CHARS: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Characters of one whole answer before the stream is refused as too large. */
+  STREAM_MAX_ANSWER_CHARS: Type.Optional(Type.Integer({ minimum: 1 })),
+  API_KEYS_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: DEFAULT_MAX }),
+  RATE_LIMIT_ADMIN_MAX: Type.Integer({ minimum: 1, default: DEFAULT_ADMIN_MAX }),
+  /** Read by the rate-limit plugin's own parser (see `RULES`). */
+  RATE_LIMIT_WINDOW: Type.String({ default: DEFAULT_TIME_WINDOW }),
+  RATE_LIMIT_ON_REDIS_ERROR: Type.Union([Type.Literal('open'), Type.Literal('closed')], { default: 'open' }),
+  /** Serves the browser playground at /playground. Unset: on unless NODE_ENV=production. */
+  PLAYGROUND: Type.Optional(Type.Boolean())
+})
+export type Env = Static<typeof EnvSchema>
+
+/** Fastify's `trustProxy` from TRUST_PROXY's text. */
+export function trustProxyOf (value: string | undefined): boolean | string[] {
+  if (value === undefined || value === 'false') return false
+  return value === 'true' ? true : splitList(value)
+}
+
+export function splitList (value: string): string[] {
+  return value.split(',').map(item => item.trim()).filter(item => item !== '')
+}
+
+type Rule = string | { rule: string, accepts: (value: string) => boolean }
+
+/** What a variable must be, where its schema alone would make an unreadable message (a pattern) or cannot say it. */
+const RULES: Partial<Record<keyof Env, Rule>> = {
+  GEMINI_BASE_URL: 'must be an http:// or https:// URL',
+  REDIS_URL: 'must be a redis:// or rediss:// URL',
+  TRUST_PROXY: 'must be true, false, or the comma-separated addresses or CIDRs of the proxies (or loopback, linklocal, uniquelocal); a hop count is not accepted',
+  RATE_LIMIT_WINDOW: { rule: 'must be milliseconds or a duration such as "15 minutes"', accepts: value => accepted(() => parseTimeWindow(value)) }
+}
+
+function accepted (check: () => unknown): boolean {
+  try {
+    check()
+    return true
+  } catch {
+    return false
+  }
+}
+
+interface PropertySchema { type?: string, anyOf?: Array<{ const?: unknown }>, minimum?: number, maximum?: number, minLength?: number }
+
+function ruleOf (name: keyof Env): string {
+  const own = RULES[name]
+  if (own !== undefined) return typeof own === 'string' ? own : own.rule
+  const schema = EnvSchema.properties[name] as PropertySchema
+  if (schema.anyOf !== undefined) return `must be one of ${schema.anyOf.map(option => String(option.const)).join(', ')}`
+  if (schema.type === 'integer') {
+    return schema.maximum === undefined ? `must be an integer >= ${schema.minimum ?? 0}` : `must be an integer from ${schema.minimum ?? 0} to ${schema.maximum}`
+  }
+  if (schema.type === 'boolean') return 'must be true or false'
+  return schema.minLength === 1 ? 'must not be empty' : 'is invalid'
+}
+
+/**
+ * The environment, checked against `EnvSchema` with its defaults applied, as @fastify/env would but before Fastify is
+ * built. A bad value is a ConfigError naming each bad variable and its rule; values are never quoted back, since
+ * some of them are secrets.
+ */
+export function loadEnv (source: NodeJS.ProcessEnv): Env {
+  let env: Env | undefined
+  const bad = new Set<keyof Env>()
+  try {
+    env = envSchema<Env>({ schema: EnvSchema, data: { ...source }, env: false, dotenv: false })
+  } catch (error) {
+    const errors = (error as { errors?: Array<{ instancePath: string }> }).errors
+    if (errors === undefined) throw error
+    for (const { instancePath } of errors) bad.add(instancePath.split('/')[1] as keyof Env)
+  }
+  for (const [name, rule] of Object.entries(RULES) as Array<[keyof Env, Rule]>) {
+    const value = source[name]
+    if (typeof rule !== 'string' && value !== undefined && !bad.has(name) && !rule.accepts(value)) bad.add(name)
+  }
+  if (env === undefined || bad.size > 0) {
+    throw new ConfigError([...bad].map(name => `${name} ${ruleOf(name)}`).join('; '))
+  }
+  return env
+}

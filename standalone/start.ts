@@ -1,0 +1,100 @@
+import { createRequire } from 'node:module'
+import Fastify, { type FastifyInstance } from 'fastify'
+import closeWithGrace from 'close-with-grace'
+import { Registry } from '@prometheus-io/client'
+import streamGateway from '../app.js'
+import { GatewayLifecycle } from '../plugins/lifecycle.js'
+import { metricsEndpoint } from '../plugins/metrics.js'
+import requestIdPlugin, { genReqId } from '../plugins/request-id.js'
+import openApiPlugin from '../plugins/openapi.js'
+import connectionLimit from '../plugins/connection-limit.js'
+import healthRoute from '../routes/health.js'
+import playgroundRoute from '../routes/playground.js'
+import { splitList, trustProxyOf, type Env } from './env.js'
+import { chooseKeys } from './keys.js'
+import { chooseUpstream } from './upstream.js'
+
+// By the package's own name, so it resolves the same from dist/ and from the sources.
+const { version: packageVersion } = createRequire(import.meta.url)('amrikyy-stream-gateway/package.json') as { version: string }
+
+/** How much longer than the drain close-with-grace waits before it exits anyway: time to close what remains. */
+const CLOSE_MARGIN_MS = 10_000
+
+/** The standalone server from a validated environment (see `loadEnv`): the gateway, probes, OpenAPI, listening, drain on a signal. */
+export async function startServer (env: Env): Promise<FastifyInstance> {
+  const requestTimeoutMs = env.REQUEST_TIMEOUT_MS
+  const app = Fastify({
+    genReqId,
+    // Receiving a request is bounded (a slow or never-finished body gets 408 and its socket closed);
+    // Node checks these deadlines every connectionsCheckingInterval, so that is kept well below them.
+    requestTimeout: requestTimeoutMs,
+    http: { headersTimeout: requestTimeoutMs, requestTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs) },
+    // Once the drain is over every stream has its terminal event: what is still open is an unfinished request.
+    forceCloseConnections: true,
+    // The rate limit keys unauthenticated callers by client address.
+    trustProxy: trustProxyOf(env.TRUST_PROXY),
+    logger: {
+      level: env.LOG_LEVEL,
+      redact: ['req.headers["x-api-key"]', 'req.headers.authorization']
+    }
+  })
+  await app.register(connectionLimit, { maxConnections: env.MAX_CONNECTIONS })
+  if (env.TRUST_PROXY === 'true') {
+    app.log.warn('TRUST_PROXY=true believes the left-most X-Forwarded-For, which clients write themselves: name your proxies\' addresses instead unless every request passes a proxy that replaces the header')
+  }
+
+  const upstream = await chooseUpstream(app.log, env)
+  app.addHook('onClose', upstream.close)
+  const lifecycle = new GatewayLifecycle()
+  const registry = new Registry()
+  // Request ids on every answer of the process, the probes included; the gateway sets the same header on its own routes.
+  await app.register(requestIdPlugin)
+  await app.register(healthRoute, { lifecycle })
+  await app.register(openApiPlugin, { version: packageVersion })
+  await app.register(streamGateway, {
+    lifecycle,
+    ...await chooseKeys(env),
+    gemini: { ...upstream.gemini, client: env.GEMINI_CLIENT, maxEventChars: env.GEMINI_MAX_EVENT_CHARS },
+    defaultModel: env.DEFAULT_MODEL,
+    // With METRICS_PORT the scrape endpoint lives on its own listener, off the public port.
+    metrics: {
+      registry,
+      bearerToken: env.METRICS_TOKEN,
+      endpoint: env.METRICS_PORT === undefined ? '/api/metrics' : null,
+      ...(env.METRICS_MODELS === undefined ? {} : { models: splitList(env.METRICS_MODELS) }),
+      ...(env.METRICS_AGENTS === undefined ? {} : { agents: splitList(env.METRICS_AGENTS) })
+    },
+    stream: {
+      heartbeatMs: env.HEARTBEAT_INTERVAL_MS,
+      timeouts: { firstChunkMs: env.STREAM_FIRST_CHUNK_TIMEOUT_MS, idleMs: env.STREAM_IDLE_TIMEOUT_MS, totalMs: env.STREAM_TOTAL_TIMEOUT_MS, clientStallMs: env.STREAM_CLIENT_STALL_TIMEOUT_MS },
+      retry: { attempts: env.UPSTREAM_RETRY_ATTEMPTS },
+      maxAnswerChars: env.STREAM_MAX_ANSWER_CHARS
+    },
+    rateLimit: {
+      max: env.RATE_LIMIT_MAX,
+      adminMax: env.RATE_LIMIT_ADMIN_MAX,
+      timeWindow: env.RATE_LIMIT_WINDOW,
+      redis: env.REDIS_URL,
+      maxAddresses: env.RATE_LIMIT_MAX_ADDRESSES,
+      onRedisError: env.RATE_LIMIT_ON_REDIS_ERROR
+    }
+  })
+  if (env.PLAYGROUND ?? env.NODE_ENV !== 'production') await app.register(playgroundRoute)
+
+  const metricsServer = env.METRICS_PORT === undefined ? undefined : Fastify({ logger: false })
+  if (metricsServer !== undefined) {
+    await metricsServer.register(metricsEndpoint, { registry, path: '/api/metrics', bearerToken: env.METRICS_TOKEN })
+    app.addHook('onClose', async () => { await metricsServer.close() })
+  }
+
+  closeWithGrace({ delay: env.SHUTDOWN_TIMEOUT_MS + CLOSE_MARGIN_MS }, async ({ signal, err }) => {
+    if (err !== undefined) app.log.error({ err }, 'closing after an error')
+    app.log.info({ signal, openStreams: lifecycle.openStreams, deadlineMs: env.SHUTDOWN_TIMEOUT_MS }, 'draining open streams before exit')
+    const drained = await lifecycle.drain(env.SHUTDOWN_TIMEOUT_MS)
+    app.log.info(drained, 'streams drained; closing')
+    await app.close()
+  })
+  await app.listen({ port: env.PORT, host: env.HOST })
+  if (metricsServer !== undefined) await metricsServer.listen({ port: env.METRICS_PORT, host: env.HOST })
+  return app
+}
