@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import t from 'tap'
-import { answerFor } from '../emulator/server.js'
-import { USER_KEY, expectedStreamBody, startEmulator, within } from './support/gateway.js'
+import t, { type Test } from 'tap'
+import { within } from './support/gateway.js'
+import { markedBlock, markedBlockNames } from './support/readme-blocks.js'
 
 const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -33,16 +33,69 @@ async function fastifyCopies (nodeModules: string): Promise<string[]> {
   return copies.sort()
 }
 
-/** The README's embedding example, exactly as a reader copies it. */
-async function readmeEmbeddingExample (): Promise<string> {
-  const readme = await readFile(join(ROOT, 'README.md'), 'utf8')
-  const section = readme.slice(readme.indexOf('## Embed in your Fastify app'))
-  const match = /```js\n([\s\S]*?)```/.exec(section)
-  if (match?.[1] === undefined) throw new Error('README has no js example under "Embed in your Fastify app"')
-  return match[1]
+/** A marked README block, exactly as a reader copies it; every block this file runs is JavaScript. */
+async function readmeBlock (name: string): Promise<string> {
+  const block = markedBlock(await readFile(join(ROOT, 'README.md'), 'utf8'), name)
+  if (block.lang !== 'js') throw new Error(`README block "${name}" is ${block.lang}, not js`)
+  return block.code
 }
 
-t.test('the packed package installs, type-checks for a consumer and runs the README example', async t => {
+interface Example {
+  stdout: () => string
+  stderr: () => string
+  stop: () => void
+  /** Resolves with the exit code, or the signal that ended it. */
+  exited: Promise<number | string>
+}
+
+/** Runs `file` with this Node in the scratch host, with nothing of our environment but PATH and `env`. */
+function runExample (t: Test, cwd: string, file: string, env: Record<string, string>): Example {
+  const child = spawn(process.execPath, [file], { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => { child.kill('SIGKILL') })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (data: Buffer) => { stdout += data.toString() })
+  child.stderr.on('data', (data: Buffer) => { stderr += data.toString() })
+  const exited = new Promise<number | string>(resolve => { child.once('exit', (code, signal) => { resolve(code ?? signal ?? 'unknown') }) })
+  return { stdout: () => stdout, stderr: () => stderr, stop: () => { child.kill('SIGTERM') }, exited }
+}
+
+/** Resolves with `pattern`'s match on one of the example's outputs, or rejects when it exits first. */
+async function waitForOutput (example: Example, output: 'stdout' | 'stderr', pattern: RegExp, label: string): Promise<RegExpExecArray> {
+  const seen = new Promise<RegExpExecArray>((resolve, reject) => {
+    const poll = setInterval(() => {
+      const match = pattern.exec(example[output]())
+      if (match !== null) { clearInterval(poll); resolve(match) }
+    }, 20)
+    void example.exited.then(code => { clearInterval(poll); reject(new Error(`${label} exited with ${code}: ${example.stdout()}${example.stderr()}`)) })
+  })
+  return await within(15_000, seen, label)
+}
+
+async function postStream (url: string, key: string | undefined, body: object): Promise<Response> {
+  return await fetch(`${url}/api/stream`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(key === undefined ? {} : { 'x-api-key': key }) },
+    body: JSON.stringify(body)
+  })
+}
+
+/** Checks one whole streamed answer: chunk events numbered from 1, then one completion event that sums them up. */
+function checkStream (t: Test, body: string): void {
+  const events = body.split('\n\n')
+  t.equal(events.pop(), '', 'the body ends with a complete event')
+  const parsed = events.map(event => {
+    t.match(event, /^data: \{.*\}$/, 'one data line per event')
+    return JSON.parse(event.slice('data: '.length)) as Record<string, unknown>
+  })
+  const completion = parsed.pop()
+  t.ok(parsed.length >= 1, 'at least one chunk event')
+  parsed.forEach((event, i) => { t.same(Object.keys(event), ['chunk', 'index']); t.equal(event.index, i + 1) })
+  const fullText = parsed.map(event => event.chunk).join('')
+  t.match(completion, { complete: true, totalChunks: parsed.length, fullText, usage: { totalTokens: Number } }, 'the completion event')
+}
+
+t.test('the packed package installs, type-checks for a consumer and runs the README examples', async t => {
   const scratch = await mkdtemp(join(tmpdir(), 'amrikyy-pack-'))
   t.teardown(async () => { await rm(scratch, { recursive: true, force: true }) })
 
@@ -83,31 +136,48 @@ t.test('the packed package installs, type-checks for a consumer and runs the REA
     t.equal(result.ok, true)
   })
 
-  t.test('the README example runs from the installed package', async t => {
-    const emulator = await startEmulator(t, { chunkCount: 3, defaultMaxTokens: 9 })
-    await writeFile(join(scratch, 'example.mjs'), await readmeEmbeddingExample())
-    const child = spawn(process.execPath, ['example.mjs'], {
-      cwd: scratch,
-      env: { PATH: process.env.PATH ?? '', API_KEYS: USER_KEY, GEMINI_API_KEY: 'upstream-key', GEMINI_BASE_URL: emulator.url, PORT: '0' },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    t.teardown(() => { child.kill('SIGKILL') })
-    let output = ''
-    child.stdout.on('data', (data: Buffer) => { output += data.toString() })
-    child.stderr.on('data', (data: Buffer) => { output += data.toString() })
-    const url = await within(10_000, new Promise<string>((resolve, reject) => {
-      child.stdout.on('data', () => {
-        const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
-        if (match?.[1] !== undefined) resolve(match[1])
-      })
-      child.once('exit', code => { reject(new Error(`example exited with ${code}: ${output}`)) })
-    }), 'example start')
+  t.test('the README\'s examples run from the installed package', async t => {
+    const readme = await readFile(join(ROOT, 'README.md'), 'utf8')
+    t.same(markedBlockNames(readme), ['client', 'embed'], 'the README\'s runnable blocks, each run below')
+    await writeFile(join(scratch, 'server.mjs'), await readmeBlock('embed'))
+    await writeFile(join(scratch, 'client.mjs'), await readmeBlock('client'))
 
-    t.same(await (await fetch(`${url}/hello`)).json(), { hello: 'world' })
-    const response = await fetch(`${url}/ai/api/stream`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': USER_KEY }, body: '{"prompt":"from the readme"}' })
-    t.equal(response.status, 200)
-    const answer = answerFor('from the readme', undefined, { chunkCount: 3, defaultMaxTokens: 9 })
-    t.equal(await response.text(), expectedStreamBody(answer.deltas, answer))
-    t.match(await (await fetch(`${url}/ai/api/metrics`)).text(), /amrikyy_stream_sessions_completed_total\{agent="unknown",model="gemini-2.0-flash-exp"\} 1/)
+    t.test('embedding in a host with no environment: the emulator upstream, a key made up for the run', async t => {
+      const server = runExample(t, scratch, 'server.mjs', { PORT: '0' })
+      const [, origin, key] = await waitForOutput(server, 'stderr', /^curl -N (http:\/\/127\.0\.0\.1:\d+)\/ai\/api\/stream .*'X-API-Key: ([^']+)'/m, 'embedding example')
+      const gateway = `${origin!}/ai`
+      t.notOk(server.stdout().includes(key!), 'the key stays out of the log')
+
+      t.same(await (await fetch(`${origin!}/hello`)).json(), { hello: 'world' }, 'the host\'s own route')
+      t.equal((await postStream(gateway, undefined, { prompt: 'x' })).status, 401, 'the gateway\'s key check')
+      const response = await postStream(gateway, key, { prompt: 'from the readme' })
+      t.equal(response.status, 200)
+      t.equal(response.headers.get('content-type'), 'text/event-stream')
+      checkStream(t, await response.text())
+
+      // The client example, pointed at the embedded gateway, prints the answer and its summary.
+      const client = runExample(t, scratch, 'client.mjs', { AMRIKYY_URL: gateway, AMRIKYY_API_KEY: key! })
+      t.equal(await within(15_000, client.exited, 'client example'), 0, client.stderr())
+      t.match(client.stdout(), /\S/, 'the answer\'s text on stdout')
+      t.match(client.stderr(), /^\n[1-9]\d* chunks, [1-9]\d* tokens\n$/, 'the summary on stderr')
+
+      const metrics = await (await fetch(`${gateway}/api/metrics`)).text()
+      t.match(metrics, /^amrikyy_stream_sessions_completed_total\{agent="unknown",model="gemini-2.0-flash-exp"\} 1$/m, 'our stream')
+      t.match(metrics, /^amrikyy_stream_sessions_completed_total\{agent="poet",model="gemini-2.0-flash-exp"\} 1$/m, 'the client example\'s stream')
+      server.stop()
+      t.equal(await within(5_000, server.exited, 'embedding example stop'), 'SIGTERM')
+    })
+
+    t.test('embedding with API_KEYS: those keys, and no key printed', async t => {
+      const server = runExample(t, scratch, 'server.mjs', { PORT: '0', API_KEYS: 'first-key,second-key' })
+      const [, origin] = await waitForOutput(server, 'stdout', /Server listening at (http:\/\/127\.0\.0\.1:\d+)/, 'embedding example')
+      t.equal((await postStream(`${origin!}/ai`, 'made-up-key', { prompt: 'x' })).status, 403)
+      const response = await postStream(`${origin!}/ai`, 'second-key', { prompt: 'with a configured key' })
+      t.equal(response.status, 200)
+      checkStream(t, await response.text())
+      server.stop()
+      t.equal(await within(5_000, server.exited, 'embedding example stop'), 'SIGTERM')
+      t.notMatch(server.stdout() + server.stderr(), /second-key|curl/, 'no key in the output')
+    })
   })
 })
