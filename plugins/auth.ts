@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { refusals } from '../schemas/refusals.js'
+import { provide } from './services.js'
 
 export type Role = 'user' | 'admin'
 
@@ -46,17 +47,35 @@ function buildKeyTable (options: AuthOptions): Map<string, Caller> {
   return table
 }
 
+/** What `identifyCaller` found out about a request: its caller, or why it has none. */
+export interface RequestIdentity {
+  caller: Caller | null
+  authFailure: AuthFailure | null
+}
+
+export interface AuthHooks {
+  /** Sets `request.amrikyy` from X-API-Key without rejecting, so later hooks can key on the caller. */
+  identifyCaller: (request: FastifyRequest) => Promise<void>
+  /** Rejects requests that `identifyCaller` could not identify, with the contract's 401/403 bodies. */
+  requireCaller: (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined>
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
-    caller: Caller | null
-    authFailure: AuthFailure | null
+    /** Set on the gateway's routes once `identifyCaller` ran; absent on any other request. */
+    amrikyy?: RequestIdentity | null
   }
-  interface FastifyInstance {
-    /** Resolves `request.caller` from X-API-Key without rejecting, so later hooks can key on it. */
-    identifyCaller: (request: FastifyRequest) => Promise<void>
-    /** Rejects requests that `identifyCaller` could not identify, with the contract's 401/403 bodies. */
-    requireCaller: (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined>
+}
+
+declare module './services.js' {
+  interface GatewayServices {
+    auth?: AuthHooks
   }
+}
+
+/** The caller of a request `identifyCaller` identified; null for any other request. */
+export function callerOf (request: FastifyRequest): Caller | null {
+  return request.amrikyy?.caller ?? null
 }
 
 export default fp<AuthOptions>(async function authPlugin (app, options) {
@@ -65,23 +84,23 @@ export default fp<AuthOptions>(async function authPlugin (app, options) {
     throw new Error('auth: no API keys configured (options "apiKeys", "adminApiKeys" or "keyEntries")')
   }
 
-  app.decorateRequest('caller', null)
-  app.decorateRequest('authFailure', null)
+  if (!app.hasRequestDecorator('amrikyy')) app.decorateRequest('amrikyy', null)
 
-  app.decorate('identifyCaller', async function identifyCaller (request: FastifyRequest) {
-    const presented = request.headers['x-api-key']
-    if (typeof presented !== 'string' || presented.trim() === '') {
-      request.authFailure = 'missing'
-      return
+  provide(app, 'auth', {
+    async identifyCaller (request) {
+      const presented = request.headers['x-api-key']
+      if (typeof presented !== 'string' || presented.trim() === '') {
+        request.amrikyy = { caller: null, authFailure: 'missing' }
+        return
+      }
+      // Looking up the hash, not the key, keeps the comparison time independent of how much of a key matches.
+      const caller = table.get(sha256Hex(presented))
+      request.amrikyy = caller === undefined ? { caller: null, authFailure: 'invalid' } : { caller, authFailure: null }
+    },
+    async requireCaller (request, reply) {
+      if (callerOf(request) !== null) return undefined
+      const refusal = request.amrikyy?.authFailure === 'missing' ? refusals.missingKey() : refusals.invalidKey()
+      return await refusal.sendWith(reply)
     }
-    // Looking up the hash, not the key, keeps the comparison time independent of how much of a key matches.
-    const caller = table.get(sha256Hex(presented))
-    if (caller === undefined) request.authFailure = 'invalid'
-    else request.caller = caller
-  })
-
-  app.decorate('requireCaller', async function requireCaller (request: FastifyRequest, reply: FastifyReply) {
-    if (request.caller !== null) return undefined
-    return await (request.authFailure === 'missing' ? refusals.missingKey() : refusals.invalidKey()).sendWith(reply)
   })
 }, { name: 'amrikyy-auth', fastify: '5.x' })

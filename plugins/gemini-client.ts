@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { createRestGeminiClient } from '../gemini/rest-client.js'
+import { provide } from './services.js'
 import type { GeminiClient, GeminiClientOptions } from '../gemini/types.js'
 
 export * from '../gemini/types.js'
@@ -12,15 +13,15 @@ function isOwnClient (options: GeminiPluginOptions): options is { client: Gemini
   return typeof options.client === 'object' && options.client !== null
 }
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    gemini: GeminiClient
+declare module './services.js' {
+  interface GatewayServices {
+    gemini?: GeminiClient
   }
 }
 
 export default fp<GeminiPluginOptions>(async function geminiClientPlugin (app, options) {
   if (isOwnClient(options)) {
-    app.decorate('gemini', options.client)
+    provide(app, 'gemini', options.client)
     return
   }
   if (typeof options.apiKey !== 'string' || options.apiKey === '') {
@@ -37,10 +38,10 @@ export default fp<GeminiPluginOptions>(async function geminiClientPlugin (app, o
   if (choice === 'rest') {
     const client = createRestGeminiClient(options)
     app.addHook('onClose', async () => { await client.close() })
-    app.decorate('gemini', client)
+    provide(app, 'gemini', client)
   } else {
     // Loaded only when chosen: the SDK alone adds about 20 MiB to the process.
     const { createSdkGeminiClient } = await import('../gemini/sdk-client.js')
-    app.decorate('gemini', createSdkGeminiClient(options))
+    provide(app, 'gemini', createSdkGeminiClient(options))
   }
 }, { name: 'amrikyy-gemini-client', fastify: '5.x' })

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { SHUTTING_DOWN_MESSAGE } from '../schemas/refusals.js'
+import { provide } from './services.js'
 
 /** A stream in flight, as the lifecycle sees it. */
 export interface TrackedStream {
@@ -73,12 +74,12 @@ export interface LifecycleOptions {
   lifecycle?: GatewayLifecycle
 }
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    lifecycle: GatewayLifecycle
+declare module './services.js' {
+  interface GatewayServices {
+    lifecycle?: GatewayLifecycle
   }
 }
 
 export default fp<LifecycleOptions>(async function lifecyclePlugin (app, options) {
-  app.decorate('lifecycle', options.lifecycle ?? new GatewayLifecycle())
+  provide(app, 'lifecycle', options.lifecycle ?? new GatewayLifecycle())
 }, { name: 'amrikyy-lifecycle', fastify: '5.x' })

@@ -5,6 +5,9 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { Usage } from '../schemas/stream.js'
 import { refusals } from '../schemas/refusals.js'
+import { provide } from './services.js'
+// The auth plugin declares `request.amrikyy`, which this plugin reads when auth ran.
+import type {} from './auth.js'
 
 export type StreamOutcome = 'completed' | 'failed' | 'cancelled'
 
@@ -109,9 +112,9 @@ function positiveInteger (name: string, value: number | undefined, fallback: num
   return value
 }
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    gatewayMetrics: GatewayMetrics
+declare module './services.js' {
+  interface GatewayServices {
+    metrics?: GatewayMetrics
   }
 }
 
@@ -174,12 +177,13 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
     upstreamError (status) { upstreamErrors.labels(String(status)).inc() },
     rateLimited () { rateLimited.inc() }
   }
-  app.decorate('gatewayMetrics', metrics)
+  provide(app, 'metrics', metrics)
 
   // `authFailure` is set by the auth plugin when it runs; without it there is nothing to count.
   app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
-    if (request.authFailure != null && (reply.statusCode === 401 || reply.statusCode === 403)) {
-      authFailures.labels(request.authFailure).inc()
+    const authFailure = request.amrikyy?.authFailure
+    if (authFailure != null && (reply.statusCode === 401 || reply.statusCode === 403)) {
+      authFailures.labels(authFailure).inc()
     }
   })
 

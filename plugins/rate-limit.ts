@@ -5,6 +5,8 @@ import type { Redis } from 'ioredis'
 import promClient from '@prometheus-io/client'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import { refusals } from '../schemas/refusals.js'
+import { callerOf } from './auth.js'
+import { need, provide } from './services.js'
 import { DEFAULT_MAX_ADDRESSES, MemoryStore } from './rate-limit-memory-store.js'
 import { RedisStore, connectRedis, isRedisClient } from './rate-limit-redis-store.js'
 
@@ -98,7 +100,8 @@ function resolveOptions (options: RateLimitOptions): ResolvedOptions {
 
 /** The counter a request spends: its caller's stable, non-secret id, or its client address when it carries no valid key. */
 export function rateLimitKey (request: FastifyRequest): string {
-  return request.caller !== null ? `key:${request.caller.id}` : `ip:${normalizeIP(request.ip)}`
+  const caller = callerOf(request)
+  return caller !== null ? `key:${caller.id}` : `ip:${normalizeIP(request.ip)}`
 }
 
 /**
@@ -120,19 +123,20 @@ function throttledWarn (log: FastifyBaseLogger, intervalMs: number): (error: unk
   }
 }
 
-declare module 'fastify' {
-  interface FastifyInstance {
+declare module './services.js' {
+  interface GatewayServices {
     /** Counts the request against its caller's budget; the stream route runs it between identifying and rejecting a caller. */
-    rateLimitCaller: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>
+    rateLimit?: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>
   }
 }
 
 export default fp<RateLimitOptions>(async function rateLimitPlugin (app, options) {
   const settings = resolveOptions(options)
+  const metrics = need(app, 'metrics', 'amrikyy-metrics')
   const storeErrors = new promClient.Counter({
     name: 'amrikyy_rate_limit_store_errors_total',
     help: 'Rate-limit checks that could not reach Redis (let through when failing open, answered 503 when failing closed)',
-    registers: [app.gatewayMetrics.registry]
+    registers: [metrics.registry]
   })
   const warnUnreachable = throttledWarn(app.log, 5000)
   const warnFailedCheck = throttledWarn(app.log, 5000)
@@ -146,7 +150,7 @@ export default fp<RateLimitOptions>(async function rateLimitPlugin (app, options
     const evictions = new promClient.Counter({
       name: 'amrikyy_rate_limit_address_evictions_total',
       help: 'Per-address rate-limit counters dropped within their window because maxAddresses were held (in-memory limiter only)',
-      registers: [app.gatewayMetrics.registry]
+      registers: [metrics.registry]
     })
     store = class AppMemoryStore extends MemoryStore {
       constructor () { super(maxAddresses, () => { evictions.inc() }, now) }
@@ -177,11 +181,11 @@ export default fp<RateLimitOptions>(async function rateLimitPlugin (app, options
   })
 
   const limiter = app.rateLimit({
-    max: request => request.caller?.role === 'admin' ? settings.adminMax : settings.max,
+    max: request => callerOf(request)?.role === 'admin' ? settings.adminMax : settings.max,
     timeWindow: settings.timeWindowMs,
     keyGenerator: rateLimitKey,
-    onExceeded: () => { app.gatewayMetrics.rateLimited() },
+    onExceeded: () => { metrics.rateLimited() },
     errorResponseBuilder: () => refusals.tooManyRequests()
   })
-  app.decorate('rateLimitCaller', limiter as (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>)
+  provide(app, 'rateLimit', limiter as (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>)
 }, { name: 'amrikyy-rate-limit', fastify: '5.x', dependencies: ['amrikyy-auth', 'amrikyy-metrics'] })

@@ -6,7 +6,12 @@ import { StreamRelay } from '../relay/relay.js'
 import { relaySettings, type RelayOptions } from '../relay/settings.js'
 import { PROMPT_MAX_LENGTH, StreamRequest, StreamResponses } from '../schemas/stream.js'
 import { refusals } from '../schemas/refusals.js'
-// The rate limiter is optional; its decorator's type comes with the plugin that adds it.
+import { need } from '../plugins/services.js'
+// Each service's type comes with the plugin that provides it.
+import type {} from '../plugins/auth.js'
+import type {} from '../plugins/gemini-client.js'
+import type {} from '../plugins/lifecycle.js'
+import type {} from '../plugins/metrics.js'
 import type {} from '../plugins/rate-limit.js'
 
 export interface StreamRouteOptions extends RelayOptions {
@@ -25,10 +30,16 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
   // The contract speaks JSON only; Fastify would otherwise hand a text/plain body to validation.
   app.removeContentTypeParser(['text/plain', 'application/json'])
   app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonBody)
-  const rateLimitHooks = app.hasDecorator('rateLimitCaller') ? [app.rateLimitCaller] : []
+  const { identifyCaller, requireCaller } = need(app, 'auth', 'amrikyy-auth')
+  const gemini = need(app, 'gemini', 'amrikyy-gemini-client')
+  const metrics = need(app, 'metrics', 'amrikyy-metrics')
+  const lifecycle = need(app, 'lifecycle', 'amrikyy-lifecycle')
+  // The rate limiter is optional.
+  const rateLimit = app.amrikyy?.rateLimit
+  const rateLimitHooks = rateLimit === undefined ? [] : [rateLimit]
 
   async function refuseWhileDraining (): Promise<void> {
-    if (app.lifecycle.draining) throw refusals.shuttingDown()
+    if (lifecycle.draining) throw refusals.shuttingDown()
   }
 
   app.post('/api/stream', {
@@ -41,20 +52,14 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     bodyLimit: BODY_LIMIT,
     // fastify-metrics would time a whole stream as one request and miss disconnects; we record our own.
     config: { disableMetrics: true },
-    onRequest: [refuseWhileDraining, app.identifyCaller, ...rateLimitHooks, app.requireCaller],
+    onRequest: [refuseWhileDraining, identifyCaller, ...rateLimitHooks, requireCaller],
     preParsing: refuseOtherCharsets
   }, async function streamHandler (request, reply) {
     // The body may have arrived after draining began: no stream may start that the drain does not track.
     await refuseWhileDraining()
     const { prompt, options: generation, agent } = request.body
     const model = request.body.model ?? options.defaultModel
-    const context = {
-      gemini: app.gemini,
-      recorder: app.gatewayMetrics.beginStream({ agent, model }),
-      lifecycle: app.lifecycle,
-      log: request.log,
-      settings
-    }
+    const context = { gemini, recorder: metrics.beginStream({ agent, model }), lifecycle, log: request.log, settings }
     return await new StreamRelay(context, reply, { model, prompt, options: generation }, contractSse).run()
   })
 }
