@@ -1,5 +1,3 @@
-import { once } from 'node:events'
-import type { OutgoingHttpHeaders } from 'node:http'
 import { setTimeout as wait } from 'node:timers/promises'
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import { tooLarge, UpstreamError } from '../gemini/upstream-error.js'
@@ -7,8 +5,9 @@ import type { GeminiClient, GenerationDelta, GenerationRequest } from '../gemini
 import type { GatewayLifecycle } from '../plugins/lifecycle.js'
 import type { StreamRecorder } from '../plugins/metrics.js'
 import type { Usage } from '../schemas/stream.js'
+import { ClientWriter } from './client-writer.js'
 import { retryDelay } from './retry.js'
-import type { RelaySettings } from './settings.js'
+import { seconds, type RelaySettings } from './settings.js'
 import type { StreamFailure, WireFormat } from './wire-format.js'
 
 /** What one relayed stream uses of the gateway. */
@@ -32,10 +31,6 @@ const STOPPED = Symbol('stopped')
 /** Finish reasons that mean the answer is whole; any other one means Gemini cut it short. */
 const COMPLETE_FINISH_REASONS = new Set(['STOP', 'MAX_TOKENS'])
 
-function seconds (ms: number): string {
-  return `${Math.round(ms / 100) / 10} s`
-}
-
 function upstreamFailure (error: UpstreamError): StreamFailure {
   return { kind: error.code === 'out_of_descriptors' ? 'unavailable' : 'upstream', message: error.message, recoverable: error.recoverable, upstream: error }
 }
@@ -49,8 +44,7 @@ export class StreamRelay {
   private readonly upstream = new AbortController()
   private stopped: Stop | undefined
   private readonly stopSignal = Promise.withResolvers<typeof STOPPED>()
-  private headersSent = false
-  private wroteSinceHeartbeat = false
+  private readonly writer: ClientWriter
   private index = 0
   private fullText = ''
   private usage: Usage | undefined
@@ -62,14 +56,24 @@ export class StreamRelay {
   private waitedMs = 0
   /** While true the relay waits on the client, not on Gemini: the idle budget is not spent. */
   private awaitingClient = false
-  private corked = false
 
   constructor (
     private readonly context: RelayContext,
     private readonly reply: FastifyReply,
     private readonly generation: GenerationRequest,
     private readonly format: WireFormat
-  ) {}
+  ) {
+    this.writer = new ClientWriter(reply, {
+      stallMs: context.settings.timeouts.clientStallMs,
+      signal: this.upstream.signal,
+      onStall: message => { this.stop({ kind: 'client-stalled', message }) },
+      onAwaitingClient: waiting => {
+        this.awaitingClient = waiting
+        // Gemini's idle budget starts again from the moment the relay asks it for more.
+        if (!waiting) this.idleTimer?.refresh()
+      }
+    })
+  }
 
   private stop (reason: Stop): void {
     if (this.stopped !== undefined) return
@@ -108,78 +112,21 @@ export class StreamRelay {
 
   private heartbeat (): void {
     if (this.stopped !== undefined) return
-    if (this.wroteSinceHeartbeat) {
-      this.wroteSinceHeartbeat = false
+    if (this.writer.wroteSinceHeartbeat) {
+      this.writer.wroteSinceHeartbeat = false
       return
     }
     const frame = this.format.heartbeat()
     if (frame === undefined) return
     // A slow first token must not look like a dead connection to proxies with idle timeouts.
-    if (!this.headersSent) this.open()
-    this.reply.raw.write(frame)
+    this.openOnce()
+    this.writer.writeNow(frame)
   }
 
-  private open (): void {
-    this.reply.hijack()
-    this.headersSent = true
+  private openOnce (): void {
+    if (this.writer.headersSent) return
     const { status, headers } = this.format.head()
-    // The headers hooks set on the reply (request id, rate limits) go out with the stream's own.
-    const merged: OutgoingHttpHeaders = {}
-    for (const [name, value] of Object.entries(this.reply.getHeaders())) if (value !== undefined) merged[name] = value
-    this.reply.raw.writeHead(status, Object.assign(merged, headers))
-    this.reply.raw.flushHeaders()
-  }
-
-  private async write (frame: string): Promise<void> {
-    this.wroteSinceHeartbeat = true
-    const raw = this.reply.raw
-    if (!this.corked) {
-      // Events parsed from one upstream read leave in one syscall instead of one each.
-      this.corked = true
-      raw.cork()
-      process.nextTick(this.uncork)
-    }
-    if (raw.write(frame)) return
-    // A slow reader: pull nothing more from upstream until the socket drains, so memory stays bounded.
-    this.uncork()
-    // An event over the high-water mark written while corked reports "full" even when uncorking just
-    // handed it all to the kernel: then no `drain` may ever come (Node 22 and 24 differ in which of
-    // the response and the socket keep a "needs drain" flag). Only bytes still buffered mean waiting.
-    if (raw.writableLength === 0 && (raw.socket?.writableLength ?? 0) === 0) return
-    await this.awaitClientDrain()
-  }
-
-  private async awaitClientDrain (): Promise<void> {
-    const { clientStallMs } = this.context.settings.timeouts
-    this.awaitingClient = true
-    const stall = setTimeout(() => {
-      this.stop({ kind: 'client-stalled', message: `the client read nothing for ${seconds(clientStallMs)}` })
-    }, clientStallMs)
-    try {
-      await once(this.reply.raw, 'drain', { signal: this.upstream.signal })
-    } catch {
-      // Stopped while waiting (the stop says why), or the socket failed, which its `close` reports.
-    } finally {
-      clearTimeout(stall)
-      this.awaitingClient = false
-      // Gemini's idle budget starts again from the moment the relay asks it for more.
-      this.idleTimer?.refresh()
-    }
-  }
-
-  /**
-   * Ends the response with its last frame. Uncorks first: on Node 22, `end()` on a response still
-   * corked by this tick's writes sends an empty body and drops the corked events.
-   */
-  private end (frame: string): void {
-    this.uncork()
-    this.reply.raw.end(frame)
-  }
-
-  private readonly uncork = (): void => {
-    if (!this.corked) return
-    this.corked = false
-    this.reply.raw.uncork()
+    this.writer.open(status, headers)
   }
 
   private resetAnswer (): void {
@@ -274,8 +221,8 @@ export class StreamRelay {
   }
 
   private async send (frame: string): Promise<void> {
-    if (!this.headersSent) this.open()
-    await this.write(frame)
+    this.openOnce()
+    await this.writer.write(frame)
   }
 
   private answerRefused (message: string, recoverable: boolean): StreamFailure {
@@ -298,8 +245,8 @@ export class StreamRelay {
       model: this.generation.model,
       finishReason: this.finishReason
     })
-    if (!this.headersSent) this.open()
-    this.end(frame)
+    this.openOnce()
+    this.writer.end(frame)
     this.context.recorder.end('completed', this.usage)
     return this.reply
   }
@@ -329,12 +276,12 @@ export class StreamRelay {
     this.upstream.abort()
     this.context.log.warn({ upstreamStatus: failure.upstream?.status, chunksSent: this.index, reason: failure.message }, 'stream failed')
     this.context.recorder.end('failed')
-    if (!this.headersSent) {
+    if (!this.writer.headersSent) {
       const answer = this.format.refusal(failure)
       if (answer.headers !== undefined) this.reply.headers(answer.headers)
       return await this.reply.code(answer.status).send(answer.body)
     }
-    this.end(this.format.error(failure))
+    this.writer.end(this.format.error(failure))
     return this.reply
   }
 
@@ -342,7 +289,7 @@ export class StreamRelay {
     const { recorder, log } = this.context
     switch (stop.kind) {
       case 'client-gone':
-        if (!this.headersSent) this.reply.hijack()
+        if (!this.writer.headersSent) this.reply.hijack()
         recorder.end('cancelled')
         log.info({ chunksSent: this.index }, 'client disconnected; upstream call aborted')
         return this.reply

@@ -63,3 +63,8 @@ export function relaySettings (options: RelayOptions): RelaySettings {
     maxAnswerChars: checked('maxAnswerChars', options.maxAnswerChars, maxAnswerChars, 1)
   }
 }
+
+/** A duration as the relay's messages word it: `2.5 s`. */
+export function seconds (ms: number): string {
+  return `${Math.round(ms / 100) / 10} s`
+}
