@@ -114,7 +114,8 @@ export class Exchange {
   async drop (): Promise<void> {
     await this.lastWrite
     const socket = this.res.socket
-    for (let i = 0; i < 200 && socket && !socket.destroyed && socket.writableLength > 0; i++) {
+    const buffered = (): boolean => socket !== null && !socket.destroyed && socket.writableLength > 0
+    for (let i = 0; i < 200 && buffered(); i++) {
       await new Promise<void>(resolve => setTimeout(resolve, 1))
     }
     if (this.gone) return

@@ -90,13 +90,13 @@ async function streamHuge (ctx: EmulatorContext, x: Exchange, answer: Answer, me
   }
   const k = Math.min(fault.afterChunks, events.length)
   for (const event of events.slice(0, k)) if (!await send(sseEvent(event), true)) return
-  const opening = `data: {"candidates": [{"content": {"parts": [{"text": "`
+  const opening = 'data: {"candidates": [{"content": {"parts": [{"text": "'
   if (!await send(opening, false)) return
   const piece = 'x'.repeat(HUGE_PIECE_CHARS)
   for (let left = fault.chars ?? Infinity; left > 0; left -= HUGE_PIECE_CHARS) {
     if (!await send(left >= HUGE_PIECE_CHARS ? piece : piece.slice(0, left), false)) return
   }
-  if (!await send(`"}], "role": "model"}, "index": 0}]}\r\n\r\n`, true)) return
+  if (!await send('"}], "role": "model"}, "index": 0}]}\r\n\r\n', true)) return
   for (const event of events.slice(k)) if (!await send(sseEvent(event), true)) return
   x.end()
 }

@@ -54,7 +54,7 @@ export class GeminiEmulator {
       this.sockets.add(socket)
       socket.once('close', () => this.sockets.delete(socket))
     })
-    this.server.on('request', (req: IncomingMessage, res: ServerResponse) => { void this.handle(req, res) })
+    this.server.on('request', (req: IncomingMessage, res: ServerResponse) => { this.handle(req, res).catch((error: unknown) => { res.destroy(error as Error) }) })
   }
 
   static async start (options: EmulatorOptions = {}): Promise<GeminiEmulator> {

@@ -27,7 +27,6 @@ export interface AuthOptions {
   keyEntries?: readonly ApiKeyEntry[]
 }
 
-
 export function sha256Hex (value: string): string {
   return createHash('sha256').update(value).digest('hex')
 }

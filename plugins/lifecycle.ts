@@ -15,7 +15,6 @@ export interface DrainResult {
   interrupted: number
 }
 
-
 /**
  * Knows the open streams so a deploy can drain them: refuse new streams, let open ones finish
  * until a deadline, then cut the rest cleanly.

@@ -201,7 +201,7 @@ t.test('the defaults are 100 per 15 minutes for users and 1000 for admins', asyn
 
 t.test('counter keys are the caller id or the client address, never the raw key', async t => {
   const request = (caller: { id: string, role: 'user' | 'admin' } | null, ip = '127.0.0.1'): Parameters<typeof rateLimitKey>[0] =>
-    ({ caller, ip }) as unknown as Parameters<typeof rateLimitKey>[0]
+    ({ amrikyy: { caller, authFailure: null }, ip }) as unknown as Parameters<typeof rateLimitKey>[0]
   t.equal(rateLimitKey(request({ id: 'alice', role: 'admin' })), 'key:alice')
   t.equal(rateLimitKey(request({ id: `key-${sha256Hex(USER_KEY).slice(0, 12)}`, role: 'user' })), `key:key-${sha256Hex(USER_KEY).slice(0, 12)}`)
   t.equal(rateLimitKey(request(null, '203.0.113.7')), 'ip:203.0.113.7')

@@ -1,0 +1,16 @@
+import neostandard from 'neostandard'
+
+export default [
+  ...neostandard({
+    ts: true,
+    // The seed contract's examples are kept byte for byte as the contract gives them.
+    ignores: ['dist/**', '.cache/**', '.tap/**', 'bench/results/**', 'test/fixtures/seed-examples/**']
+  }),
+  {
+    files: ['**/*.ts'],
+    rules: {
+      // A TypeBox schema and its static type share a name by design; the compiler catches real redeclarations.
+      '@typescript-eslint/no-redeclare': 'off'
+    }
+  }
+]
