@@ -7,12 +7,13 @@ import fc from 'fast-check'
 import { answerFor, type GeminiEmulator } from '../emulator/server.js'
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { createRestGeminiClient, SseSplitter } from '../gemini/rest-client.js'
 import { createSdkGeminiClient } from '../gemini/sdk-client.js'
 import { UpstreamError } from '../gemini/types.js'
 import type { GatewayOptions } from '../app.js'
 import { startScriptedServer } from './support/scripted-server.js'
-import { buildGateway, chunkEvent, listenOnLoopback, postStream, startEmulator, within } from './support/gateway.js'
+import { buildGateway, chunkEvent, errorEvent, listenOnLoopback, postStream, startEmulator, within } from './support/gateway.js'
 import { Exposition } from './support/prometheus.js'
 
 const PACE = { chunkCount: 4, defaultMaxTokens: 12 }
@@ -44,10 +45,6 @@ async function gateway (t: Test, emulator: GeminiEmulator, client: 'rest' | 'sdk
 
 async function scrape (url: string): Promise<Exposition> {
   return new Exposition(await (await fetch(`${url}/api/metrics`)).text())
-}
-
-function errorEvent (error: string, recoverable: boolean): string {
-  return `data: ${JSON.stringify({ error, recoverable })}\n\n`
 }
 
 /** Every upstream request of the test ended, and ended because the gateway let go of it. */
@@ -209,7 +206,7 @@ t.test('a token count that never ends is read up to the cap and refused the same
   }
   t.same(outcomes, [{ message: 'Gemini sent a malformed stream', recoverable: true }, { message: 'Gemini sent a malformed stream', recoverable: true }])
   const deadline = Date.now() + 5000
-  while (closedEarly.length < 2 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
+  while (closedEarly.length < 2 && Date.now() < deadline) await sleep(10)
   t.same(closedEarly, [true, true], 'both clients closed the connection instead of draining it')
 })
 

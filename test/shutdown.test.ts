@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { USER_KEY, openStream, parseEvents, postStream, startEmulator, within } from './support/gateway.js'
 import { UPSTREAM_KEY, freePort, startServerProcess } from './support/server-process.js'
@@ -17,7 +18,7 @@ t.test('SIGTERM drains: open streams finish or are cut at the deadline, new ones
 
   const signalledAt = Date.now()
   server.child.kill('SIGTERM')
-  await new Promise(resolve => setTimeout(resolve, 100))
+  await sleep(100)
   const ready = await fetch(`${server.url}/health/ready`)
   t.equal(ready.status, 503)
   t.same(await ready.json(), { status: 'draining', openStreams: 2 })

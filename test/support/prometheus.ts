@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process'
 
-export { Exposition, parseSamples, type Sample } from '../../scripts/prometheus-text.js'
+export { Exposition, parseSamples, type Sample } from '../../scripts/shared/prometheus-text.js'
 
 export interface PromtoolVerdict {
   /** The text failed to parse: promtool exits 1. */
