@@ -7,7 +7,7 @@ import { machineFacts as sharedMachineFacts, type MachineFacts as SharedMachineF
 import { GATEWAY_CLIENT_KEY, startEmulatorProcess, type GatewayProcessOptions, startGatewayProcess, startProxyProcess, type Child } from './children.js'
 import { expectedStream, gatewayBodyProblem, upstreamBodyProblem, type ExpectedStream } from './expect.js'
 import { keepAliveAgent, percentile, runLoad, type StreamSample, type StreamTarget } from './load.js'
-import { cpuMs, sampleRss, ticksPerSecond } from './procfs.js'
+import { cpuMs, sampleRss, ticksPerSecond } from '../scripts/shared/procfs.js'
 
 export type PathName = 'direct' | 'proxy' | 'gateway'
 export const PATHS: readonly PathName[] = ['direct', 'proxy', 'gateway']

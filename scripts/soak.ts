@@ -23,7 +23,8 @@ import { machineFacts } from './shared/machine.js'
 import { LOOPBACK, freePort } from './shared/ports.js'
 import { parseSamples } from './shared/prometheus-text.js'
 import { SoakLoad, type LoadTally } from './soak-load.js'
-import { openFileLimit, rssKiB, socketCount, startNodeChild, type NodeChild } from './soak-processes.js'
+import { memory, openFileLimit, socketCount } from './shared/procfs.js'
+import { startNodeChild, type NodeChild } from './soak-processes.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const REPORT_FILE = join(ROOT, 'bench', 'results', 'soak.md')
@@ -191,7 +192,7 @@ interface Sample {
 
 async function takeSample (gateway: NodeChild, emulator: NodeChild, gatewayUrl: string, loadStart: number, clientOpen: number): Promise<Sample> {
   // /proc first, the scrape after: the scrape's own connection must not be counted.
-  const gatewayRss = rssKiB(gateway.pid)
+  const gatewayRss = memory(gateway.pid).rssKiB
   const gatewaySockets = socketCount(gateway.pid)
   const emulatorSockets = socketCount(emulator.pid)
   const metrics = await scrape(gatewayUrl)
