@@ -111,10 +111,7 @@ t.test('upstream retries', async t => {
     const gaps = calls.slice(1).map((call, i) => call.startedAt - calls[i]!.startedAt)
     t.ok(gaps[0]! >= 30, `first back-off ${gaps[0]} ms is at least half of 60 ms`)
     t.ok(gaps[1]! >= 60, `second back-off ${gaps[1]} ms is at least half of 120 ms`)
-    const metrics = await scrape(url)
-    t.equal(metrics.value('amrikyy_upstream_errors_total', { status: '503' }), 1)
-    t.equal(metrics.value('amrikyy_upstream_errors_total', { status: 'network' }), 1)
-    t.equal(metrics.value('amrikyy_stream_sessions_completed_total'), 1)
+    t.same(streamMetrics(await scrape(url)), { completed: 1, active: 0, upstreamErrors: { 503: 1, network: 1 } })
   })
 
   t.test('Gemini\'s RetryInfo delay is honoured', async t => {
@@ -125,20 +122,26 @@ t.test('upstream retries', async t => {
       status: 429,
       body: { error: { code: 429, message: 'Quota exceeded', status: 'RESOURCE_EXHAUSTED', details: [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '0.4s' }] } }
     })
-    t.equal((await postStream(url, { prompt: 'p' })).status, 200)
+    const response = await postStream(url, { prompt: 'p' })
+    t.equal(response.status, 200)
+    t.equal(await response.text(), expectedStreamBody(answerFor('p', undefined, PACE).deltas, answerFor('p', undefined, PACE)))
     const calls = streamCalls(emulator)
     t.equal(calls.length, 2)
     t.ok(calls[1]!.startedAt - calls[0]!.startedAt >= 400, 'waited as long as Gemini asked')
+    t.same(streamMetrics(await scrape(url)), { completed: 1, active: 0, upstreamErrors: { 429: 1 } })
   })
 
   t.test('a Retry-After header is honoured', async t => {
     const emulator = await startEmulator(t, PACE)
     const { url } = await startGateway(t, emulator, { stream: { retry } })
     emulator.addFault({ kind: 'http-error', status: 503, headers: { 'retry-after': '1' } })
-    t.equal((await postStream(url, { prompt: 'p' })).status, 200)
+    const response = await postStream(url, { prompt: 'p' })
+    t.equal(response.status, 200)
+    t.equal(await response.text(), expectedStreamBody(answerFor('p', undefined, PACE).deltas, answerFor('p', undefined, PACE)))
     const calls = streamCalls(emulator)
     t.equal(calls.length, 2)
     t.ok(calls[1]!.startedAt - calls[0]!.startedAt >= 1000, 'waited the second Gemini asked for')
+    t.same(streamMetrics(await scrape(url)), { completed: 1, active: 0, upstreamErrors: { 503: 1 } })
   })
 
   t.test('a Retry-After beyond the wait budget fails at once', async t => {
@@ -153,6 +156,7 @@ t.test('upstream retries', async t => {
     t.equal(response.status, 500)
     t.equal(await response.text(), '{"error":"Failed to start stream","message":"Quota exceeded"}')
     t.equal(streamCalls(emulator).length, 1)
+    t.same(streamMetrics(await scrape(url)), { failed: 1, active: 0, upstreamErrors: { 429: 1 } })
   })
 
   t.test('attempts are bounded and the last failure is the contract\'s 500', async t => {
@@ -163,24 +167,31 @@ t.test('upstream retries', async t => {
     t.equal(response.status, 500)
     t.equal(await response.text(), '{"error":"Failed to start stream","message":"Bad Gateway"}')
     t.equal(streamCalls(emulator).length, 3)
+    t.same(streamMetrics(await scrape(url)), { failed: 1, active: 0, upstreamErrors: { 502: 3 } })
   })
 
   t.test('request errors are not retried', async t => {
     const emulator = await startEmulator(t, PACE)
     const { url } = await startGateway(t, emulator, { stream: { retry } })
     emulator.addFault({ kind: 'http-error', status: 400 }, { times: Infinity })
-    t.equal((await postStream(url, { prompt: 'p' })).status, 500)
+    const response = await postStream(url, { prompt: 'p' })
+    t.equal(response.status, 500)
+    t.equal(await response.text(), '{"error":"Failed to start stream","message":"Request contains an invalid argument."}')
     t.equal(streamCalls(emulator).length, 1)
+    t.same(streamMetrics(await scrape(url)), { failed: 1, active: 0, upstreamErrors: { 400: 1 } })
   })
 
   t.test('never after the first chunk', async t => {
     const emulator = await startEmulator(t, PACE)
     const { url } = await startGateway(t, emulator, { stream: { retry } })
     emulator.addFault({ kind: 'stream-error', afterChunks: 2, code: 503, message: 'overloaded' })
-    const events = parseEvents(await (await postStream(url, { prompt: 'p' })).text())
+    const body = await (await postStream(url, { prompt: 'p' })).text()
+    const events = parseEvents(body)
     t.same(events.at(-1), { error: 'overloaded', recoverable: true })
     t.equal(events.length, 3)
+    t.equal(body, chunkEvents(answerFor('p', undefined, PACE).deltas.slice(0, 2)) + errorEvent('overloaded', true))
     t.equal(streamCalls(emulator).length, 1)
+    t.same(streamMetrics(await scrape(url)), { failed: 1, active: 0, upstreamErrors: { 503: 1 } })
   })
 })
 
@@ -236,10 +247,7 @@ t.test('draining refuses new streams, lets open ones finish and cuts the rest at
   await within(1000, stuckUpstream!.closed, 'stuck upstream closed')
   t.equal(stuckUpstream?.clientClosedEarly, true)
   t.equal(emulator.openStreams(), 0)
-  const metrics = await scrape(url)
-  t.equal(metrics.value('amrikyy_stream_sessions_completed_total'), 1)
-  t.equal(metrics.value('amrikyy_stream_sessions_failed_total'), 1)
-  t.equal(metrics.value('amrikyy_active_streams'), 0)
+  t.same(streamMetrics(await scrape(url)), { completed: 1, failed: 1, active: 0, upstreamErrors: {} })
 })
 
 t.test('request ids are accepted when well-formed, generated otherwise, and returned everywhere', async t => {

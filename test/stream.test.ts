@@ -76,6 +76,7 @@ for (const client of ['rest', 'sdk'] as const) {
       t.equal(emulator.requests.length, 1)
       t.equal(emulator.requests[0]?.model, 'gemini-2.0-flash-exp', 'default model')
       t.equal(emulator.requests[0]?.headers['x-goog-api-key'], 'upstream-secret-key')
+      t.same(streamMetrics(await scrape(url), { agent: 'poet', model: 'gemini-2.0-flash-exp' }), { completed: 1, active: 0, upstreamErrors: {} })
     })
 
     t.test('keeps framing intact for text with newlines, quotes and multi-byte characters', async t => {
@@ -115,6 +116,7 @@ for (const client of ['rest', 'sdk'] as const) {
       const body = await (await postStream(url, { prompt })).text()
       t.equal(body, expectedStreamBody(answer.deltas, { promptTokens: 4, completionTokens: 20 }))
       t.same(emulator.requests.map(r => r.rpc).sort(), ['countTokens', 'countTokens', 'streamGenerateContent'])
+      t.same(streamMetrics(await scrape(url)), { completed: 1, active: 0, upstreamErrors: {} })
     })
 
     t.test('upstream errors before the first chunk answer 500 without leaking secrets', async t => {
