@@ -1,11 +1,11 @@
 // Starts the processes under measurement (gateway, bare proxy, emulator) as children of the bench,
 // so each one's CPU and memory can be read from /proc on its own.
 
-import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { createServer, connect } from 'node:net'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { childEnv, startChild } from '../scripts/shared/child-process.js'
+import { freePort } from '../scripts/shared/ports.js'
 
 /** The repository root: the nearest folder above this file that holds package.json. */
 export function projectRoot (): string {
@@ -22,26 +22,6 @@ export function distFile (relative: string): string {
   const file = join(projectRoot(), 'dist', relative)
   if (!existsSync(file)) throw new Error(`bench: ${file} is missing; run "npm run build" first`)
   return file
-}
-
-export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-async function portAccepts (port: number): Promise<boolean> {
-  return await new Promise(resolve => {
-    const socket = connect(port, '127.0.0.1')
-    socket.once('connect', () => { socket.destroy(); resolve(true) })
-    socket.once('error', () => resolve(false))
-  })
 }
 
 export interface Child {
@@ -62,39 +42,22 @@ export interface SpawnOptions {
 
 /** Spawns `node script` with `env` and resolves once its port accepts connections. */
 export async function spawnServer (options: SpawnOptions): Promise<Child> {
-  const child: ChildProcess = spawn(process.execPath, [...(options.nodeArgs ?? []), options.script], {
-    env: { PATH: process.env.PATH ?? '', ...options.env },
-    // Output is discarded unread (a per-request log line would otherwise fill a pipe); stderr is
-    // kept so a failed start can say why.
-    stdio: ['ignore', 'ignore', 'pipe']
+  const child = await startChild({
+    name: options.name,
+    args: [...(options.nodeArgs ?? []), options.script],
+    env: childEnv(options.env, ['PATH']),
+    output: 'stderr'
   })
-  let stderr = ''
-  child.stderr?.setEncoding('utf8')
-  child.stderr?.on('data', (piece: string) => { if (stderr.length < 8192) stderr += piece })
-  let exited = false
-  const exit = new Promise<void>(resolve => child.once('exit', () => { exited = true; resolve() }))
-
-  const deadline = Date.now() + 15_000
-  while (!(await portAccepts(options.port))) {
-    if (exited) throw new Error(`bench: ${options.name} exited before listening: ${stderr.trim()}`)
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL')
-      throw new Error(`bench: ${options.name} did not listen on port ${options.port} within 15 s: ${stderr.trim()}`)
-    }
-    await new Promise(resolve => setTimeout(resolve, 25))
+  try {
+    await child.waitForPort(options.port)
+  } catch (error) {
+    throw new Error(`bench: ${(error as Error).message}`)
   }
-  if (child.pid === undefined) throw new Error(`bench: ${options.name} has no pid`)
   return {
     name: options.name,
     pid: child.pid,
     url: `http://127.0.0.1:${options.port}`,
-    stop: async (graceMs = 10_000) => {
-      if (exited) return
-      child.kill('SIGTERM')
-      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs)
-      await exit
-      clearTimeout(timer)
-    }
+    stop: async (graceMs = 10_000) => { await child.stop(graceMs) }
   }
 }
 

@@ -3,6 +3,7 @@
 // body carries a random responseId, so a direct or proxied stream is checked event by event.
 
 import { answerFor, type AnswerPace } from '../emulator/answer.js'
+import { expectedStreamBody } from '../scripts/shared/expected-stream.js'
 
 export interface ExpectedStream {
   deltas: string[]
@@ -24,16 +25,7 @@ export function expectedStream (prompt: string, pace: AnswerPace): ExpectedStrea
 
 /** The exact SSE body the gateway must send for this answer (see the stream API contract). */
 export function expectedGatewayBody (expected: ExpectedStream): string {
-  const { deltas, promptTokens, completionTokens } = expected
-  let body = ''
-  for (let i = 0; i < deltas.length; i++) body += `data: {"chunk":${JSON.stringify(deltas[i])},"index":${i + 1}}\n\n`
-  const completion = {
-    complete: true,
-    totalChunks: deltas.length,
-    fullText: deltas.join(''),
-    usage: { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens }
-  }
-  return `${body}data: ${JSON.stringify(completion)}\n\n`
+  return expectedStreamBody(expected.deltas, expected)
 }
 
 /** Why a gateway body is wrong, or undefined when it is exactly right. */

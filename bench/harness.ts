@@ -1,13 +1,13 @@
 // The benchmark: three paths to the same emulator (direct, bare proxy, gateway), driven at several
 // concurrencies with the paths interleaved run by run, every stream's bytes checked.
 
-import { cpus, totalmem, release } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { AnswerPace } from '../emulator/answer.js'
+import { machineFacts as sharedMachineFacts, type MachineFacts as SharedMachineFacts } from '../scripts/shared/machine.js'
 import { GATEWAY_CLIENT_KEY, startEmulatorProcess, type GatewayProcessOptions, startGatewayProcess, startProxyProcess, type Child } from './children.js'
 import { expectedStream, gatewayBodyProblem, upstreamBodyProblem, type ExpectedStream } from './expect.js'
 import { keepAliveAgent, percentile, runLoad, type StreamSample, type StreamTarget } from './load.js'
-import { cpuMs, sampleRss, ticksPerSecond } from './procfs.js'
+import { cpuMs, sampleRss, ticksPerSecond } from '../scripts/shared/procfs.js'
 
 export type PathName = 'direct' | 'proxy' | 'gateway'
 export const PATHS: readonly PathName[] = ['direct', 'proxy', 'gateway']
@@ -98,12 +98,7 @@ export interface ScenarioReport {
   checks: CheckReport
 }
 
-export interface MachineFacts {
-  cpuModel: string
-  cores: number
-  memoryGiB: number
-  node: string
-  kernel: string
+export interface MachineFacts extends SharedMachineFacts {
   clockTicksPerSecond: number
 }
 
@@ -114,15 +109,7 @@ export interface BenchReport {
 }
 
 export function machineFacts (): MachineFacts {
-  const list = cpus()
-  return {
-    cpuModel: list[0]?.model.trim() ?? 'unknown',
-    cores: list.length,
-    memoryGiB: Math.round(totalmem() / 2 ** 30 * 10) / 10,
-    node: process.version,
-    kernel: release(),
-    clockTicksPerSecond: ticksPerSecond()
-  }
+  return { ...sharedMachineFacts(), clockTicksPerSecond: ticksPerSecond() }
 }
 
 export function promptFor (i: number, variety: number): string {

@@ -8,7 +8,7 @@ import { GeminiEmulator } from '../emulator/server.js'
 import { startGatewayProcess, startProxyProcess, type Child, type GatewayProcessOptions } from './children.js'
 import { keepAliveAgent, runLoad } from './load.js'
 import { promptFor, targetFor, type PathName, type UpstreamPace } from './harness.js'
-import { memory } from './procfs.js'
+import { memory } from '../scripts/shared/procfs.js'
 
 export interface MemoryReport {
   server: Exclude<PathName, 'direct'>

@@ -1,6 +1,11 @@
 // A dependency-free client for the gateway's POST /api/stream, for Node 22+ and browsers alike:
 // only fetch, ReadableStream, TextDecoder and AbortSignal are used.
 
+import type { Static } from 'typebox'
+import type {
+  ChunkEvent as ChunkEventSchema, CompletionEvent as CompletionEventSchema,
+  GenerationOptions as GenerationOptionsSchema, StreamRequest as StreamRequestSchema, Usage as UsageSchema
+} from '../schemas/stream.js'
 import { SseParser, type SseEvent } from './sse-parser.js'
 import { ConnectionError, GatewayError, StreamError, errorForResponse } from './errors.js'
 
@@ -10,42 +15,33 @@ export {
 } from './errors.js'
 export { SseParser, type SseEvent } from './sse-parser.js'
 
-export interface GenerationOptions {
-  temperature?: number
-  topP?: number
-  topK?: number
-  maxOutputTokens?: number
-}
+/** Sampling options, passed to Gemini as generationConfig. */
+export type GenerationOptions = Static<typeof GenerationOptionsSchema>
+
+/** The request body of POST /api/stream, as the gateway's schema defines it. */
+type StreamRequest = Static<typeof StreamRequestSchema>
 
 export interface StreamPromptOptions {
   /** The gateway's origin, e.g. http://localhost:5000 (a path prefix is kept). */
   baseUrl: string
   /** Sent as X-API-Key; omitted when undefined. */
   apiKey?: string | undefined
-  prompt: string
-  model?: string | undefined
+  prompt: StreamRequest['prompt']
+  model?: StreamRequest['model'] | undefined
   options?: GenerationOptions | undefined
-  agent?: string | undefined
+  agent?: StreamRequest['agent'] | undefined
   /** Aborting it closes the connection; iteration and `completion` then reject with its reason. */
   signal?: AbortSignal | undefined
 }
 
-export interface ChunkEvent {
-  chunk: string
-  index: number
-}
+/** One text delta: `data: {"chunk":"...","index":N}`, N from 1. */
+export type ChunkEvent = Static<typeof ChunkEventSchema>
 
-export interface Usage {
-  promptTokens: number
-  completionTokens: number
-  totalTokens: number
-}
+export type Usage = Static<typeof UsageSchema>
 
-export interface CompletionEvent {
-  complete: true
-  totalChunks: number
-  fullText: string
-  /** Absent only when the gateway could not count tokens. */
+/** The last event of a successful stream. */
+export type CompletionEvent = Omit<Static<typeof CompletionEventSchema>, 'usage'> & {
+  /** Absent only when the gateway could not count tokens (the relay then sends the event without it). */
   usage?: Usage
 }
 

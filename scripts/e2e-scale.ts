@@ -7,18 +7,18 @@
 // per-address budget by writing its own X-Forwarded-For. Everything listens on loopback, and every request comes
 // from a loopback address (127.0.0.0/8); every process started here is stopped on every path (normal end, failure, Ctrl-C).
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { once } from 'node:events'
-import { createWriteStream } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createConnection, createServer } from 'node:net'
+import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Exposition } from './prometheus-text.js'
-import { LOOPBACK, NginxConfigError, findNginx, localNginxConfig, nginxArgs, proxyDirectives } from './nginx-local.js'
+import { NginxConfigError, findNginx, localNginxConfig, nginxArgs, proxyDirectives } from './nginx-local.js'
+import { childEnv, startChild, type RunningChild } from './shared/child-process.js'
+import { LOOPBACK, freePort } from './shared/ports.js'
+import { Exposition } from './shared/prometheus-text.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const REDIS_PORT = 6379
@@ -37,62 +37,31 @@ class E2eError extends Error {
   override name = 'E2eError'
 }
 
-/** The children see only what this script sets, not whatever PORT or API_KEYS the caller's shell exports. */
-function childEnv (settings: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {}
-  for (const name of ['PATH', 'HOME', 'LANG', 'TZ']) if (process.env[name] !== undefined) env[name] = process.env[name]
-  return { ...env, ...settings }
-}
-
 function say (line = ''): void {
   process.stdout.write(`${line}\n`)
 }
 
-async function sleep (ms: number): Promise<void> {
-  await new Promise(resolve => setTimeout(resolve, ms))
-}
-
 // ---------------------------------------------------------------- child processes
 
-interface Child {
-  name: string
-  process: ChildProcess
+// The children see only what this script sets (childEnv), not whatever PORT or API_KEYS the caller's shell exports.
+interface Child extends RunningChild {
   logFile: string
-  exited: Promise<void>
 }
 
 const children: Child[] = []
 
-async function startChild (name: string, command: string, args: string[], env: NodeJS.ProcessEnv, logDir: string): Promise<Child> {
+async function startLoggedChild (name: string, command: string, args: string[], env: NodeJS.ProcessEnv, logDir: string): Promise<Child> {
   const logFile = join(logDir, `${name}.log`)
-  const log = createWriteStream(logFile)
-  const child = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
-  child.stdout?.pipe(log, { end: false })
-  child.stderr?.pipe(log, { end: false })
-  const exited = new Promise<void>(resolve => child.once('close', () => { log.end(); resolve() }))
-  const entry = { name, process: child, logFile, exited }
+  const child = await startChild({ name, command, args, cwd: ROOT, env, output: { logFile } })
+    .catch((error: unknown) => { throw new E2eError((error as Error).message) })
+  const entry = { ...child, logFile }
   children.push(entry)
-  const spawned = await Promise.race([
-    once(child, 'spawn').then(() => true),
-    once(child, 'error').then(([error]) => { throw new E2eError(`${name}: could not start ${command}: ${(error as Error).message}`) })
-  ])
-  if (!spawned) throw new E2eError(`${name}: did not start`)
   return entry
 }
 
-function isRunning (child: Child): boolean {
-  return child.process.exitCode === null && child.process.signalCode === null
-}
-
 async function stopChild (child: Child): Promise<void> {
-  if (!isRunning(child)) return
-  child.process.kill('SIGTERM')
-  const stopped = await Promise.race([child.exited.then(() => true), sleep(STOP_TIMEOUT_MS).then(() => false)])
-  if (!stopped) {
-    say(`  ${child.name} ignored SIGTERM for ${STOP_TIMEOUT_MS} ms: killing it`)
-    child.process.kill('SIGKILL')
-    await Promise.race([child.exited, sleep(2000)])
-  }
+  if (!child.running()) return
+  if (!(await child.stop(STOP_TIMEOUT_MS))) say(`  ${child.name} ignored SIGTERM for ${STOP_TIMEOUT_MS} ms: killed it`)
 }
 
 async function stopAll (): Promise<void> {
@@ -102,7 +71,7 @@ async function stopAll (): Promise<void> {
 
 // Last resort when the process exits without the orderly stop (an exception thrown elsewhere).
 process.on('exit', () => {
-  for (const child of children) if (isRunning(child)) child.process.kill('SIGKILL')
+  for (const child of children) if (child.running()) child.process.kill('SIGKILL')
 })
 
 async function logTail (child: Child, lines = 15): Promise<string> {
@@ -111,17 +80,6 @@ async function logTail (child: Child, lines = 15): Promise<string> {
 }
 
 // ---------------------------------------------------------------- network helpers
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, LOOPBACK)
-  await once(server, 'listening')
-  const address = server.address()
-  server.close()
-  await once(server, 'close')
-  if (address === null || typeof address === 'string') throw new E2eError('could not find a free port')
-  return address.port
-}
 
 async function redisAnswers (port: number): Promise<boolean> {
   return await new Promise(resolve => {
@@ -145,16 +103,12 @@ async function httpAnswers (url: string): Promise<number | undefined> {
 }
 
 /** Polls `check` until it returns true, failing with the child's log when the child dies or the deadline passes. */
-async function waitReady (child: Child | undefined, what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS
-  while (Date.now() < deadline) {
-    if (child !== undefined && !isRunning(child)) {
-      throw new E2eError(`${what} exited before it was ready (code ${String(child.process.exitCode)}):\n${await logTail(child)}`)
-    }
-    if (await check()) return
-    await sleep(100)
+async function waitReady (child: Child, what: string, check: () => Promise<boolean>): Promise<void> {
+  try {
+    await child.waitFor(check, `${what} was ready`, { timeoutMs: START_TIMEOUT_MS, pollMs: 100 })
+  } catch (error) {
+    throw new E2eError(`${(error as Error).message}:\n${await logTail(child)}`)
   }
-  throw new E2eError(`${what} was not ready within ${START_TIMEOUT_MS} ms${child === undefined ? '' : `:\n${await logTail(child)}`}`)
 }
 
 // ---------------------------------------------------------------- the gateway over HTTP
@@ -282,14 +236,14 @@ async function run (workDir: string): Promise<Check[]> {
   if (await redisAnswers(REDIS_PORT)) {
     say(`redis      already answering on ${LOOPBACK}:${REDIS_PORT}`)
   } else {
-    const redis = await startChild('redis', 'redis-server', ['--port', String(REDIS_PORT), '--bind', LOOPBACK, '--save', '', '--appendonly', 'no', '--daemonize', 'no'], childEnv({}), workDir)
+    const redis = await startLoggedChild('redis', 'redis-server', ['--port', String(REDIS_PORT), '--bind', LOOPBACK, '--save', '', '--appendonly', 'no', '--daemonize', 'no'], childEnv({}), workDir)
       .catch((error: unknown) => { throw new E2eError(`no Redis answers on ${LOOPBACK}:${REDIS_PORT} and redis-server could not start (apt-get install redis-server): ${(error as Error).message}`) })
     await waitReady(redis, 'redis-server', async () => await redisAnswers(REDIS_PORT))
-    say(`redis      started on ${LOOPBACK}:${REDIS_PORT} (pid ${String(redis.process.pid)})`)
+    say(`redis      started on ${LOOPBACK}:${REDIS_PORT} (pid ${redis.pid})`)
   }
 
   const emulatorPort = await freePort()
-  const emulator = await startChild('emulator', process.execPath, [join(ROOT, 'dist/emulator/cli.js')], childEnv({
+  const emulator = await startLoggedChild('emulator', process.execPath, [join(ROOT, 'dist/emulator/cli.js')], childEnv({
     EMULATOR_HOST: LOOPBACK,
     EMULATOR_PORT: String(emulatorPort),
     EMULATOR_CHUNK_COUNT: String(CHUNK_COUNT),
@@ -305,7 +259,7 @@ async function run (workDir: string): Promise<Check[]> {
   const gatewayUrls = gatewayPorts.map(port => `http://${LOOPBACK}:${port}`)
   for (const [index, port] of gatewayPorts.entries()) {
     const name = `gateway-${index + 1}`
-    const gateway = await startChild(name, process.execPath, [join(ROOT, 'dist/server.js')], childEnv({
+    const gateway = await startLoggedChild(name, process.execPath, [join(ROOT, 'dist/server.js')], childEnv({
       NODE_ENV: 'production',
       HOST: LOOPBACK,
       PORT: String(port),
@@ -322,7 +276,7 @@ async function run (workDir: string): Promise<Check[]> {
       TRUST_PROXY: LOOPBACK
     }), workDir)
     await waitReady(gateway, name, async () => await httpAnswers(`${gatewayUrls[index] ?? ''}/api/metrics`) === 200)
-    say(`${name}  ${gatewayUrls[index] ?? ''} (production mode, pid ${String(gateway.process.pid)})`)
+    say(`${name}  ${gatewayUrls[index] ?? ''} (production mode, pid ${gateway.pid})`)
   }
 
   const deployConfig = await readFile(join(ROOT, 'deploy/nginx.conf'), 'utf8')
@@ -341,7 +295,7 @@ async function run (workDir: string): Promise<Check[]> {
   const args = nginxArgs(prefix, configFile)
   const test = spawnSync(nginx, [...args, '-t'], { encoding: 'utf8' })
   if (test.status !== 0) throw new E2eError(`nginx rejects the generated config ${configFile}:\n${test.stderr}`)
-  const proxy = await startChild('nginx', nginx, [...args, '-g', 'daemon off;'], childEnv({}), workDir)
+  const proxy = await startLoggedChild('nginx', nginx, [...args, '-g', 'daemon off;'], childEnv({}), workDir)
   const nginxUrl = `http://${LOOPBACK}:${nginxPort}`
   // deploy/nginx.conf answers 404 for /api/metrics: proof that this nginx runs that file.
   await waitReady(proxy, 'nginx', async () => await httpAnswers(`${nginxUrl}/api/metrics`) === 404)

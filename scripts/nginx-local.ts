@@ -3,8 +3,7 @@
 
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
-
-export const LOOPBACK = '127.0.0.1'
+import { LOOPBACK } from './shared/ports.js'
 
 export class NginxConfigError extends Error {
   override name = 'NginxConfigError'

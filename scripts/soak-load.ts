@@ -4,7 +4,9 @@
 
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http'
 import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { answerFor, type AnswerPace } from '../emulator/answer.js'
+import { chunkEvent, errorEvent, expectedStreamBody } from './shared/expected-stream.js'
 
 export interface LoadSettings {
   /** The gateway, e.g. http://127.0.0.1:5000 */
@@ -65,23 +67,13 @@ function randomInt (min: number, max: number): number {
 /** The exact body the gateway owes this request (see the stream API contract), heartbeats aside. */
 export function expectedBody (prompt: string, maxOutputTokens: number, pace: AnswerPace): { body: string, chunks: number } {
   const answer = answerFor(prompt, { maxOutputTokens }, pace)
-  let body = ''
-  answer.deltas.forEach((delta, i) => { body += `data: {"chunk":${JSON.stringify(delta)},"index":${i + 1}}\n\n` })
-  const { promptTokens, completionTokens } = answer
-  const completion = {
-    complete: true,
-    totalChunks: answer.deltas.length,
-    fullText: answer.deltas.join(''),
-    usage: { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens }
-  }
-  return { body: `${body}data: ${JSON.stringify(completion)}\n\n`, chunks: answer.deltas.length }
+  return { body: expectedStreamBody(answer.deltas, answer), chunks: answer.deltas.length }
 }
 
 /** What the gateway owes a stream whose upstream sends one endless event after the first chunk. */
 export function refusedBody (prompt: string, maxOutputTokens: number, pace: AnswerPace, cap: number): { body: string, chunks: number } {
   const first = answerFor(prompt, { maxOutputTokens }, pace).deltas[0] ?? ''
-  const error = { error: `Gemini sent an event larger than ${cap} characters`, recoverable: false }
-  return { body: `data: {"chunk":${JSON.stringify(first)},"index":1}\n\ndata: ${JSON.stringify(error)}\n\n`, chunks: 1 }
+  return { body: chunkEvent(first, 1) + errorEvent(`Gemini sent an event larger than ${cap} characters`, false), chunks: 1 }
 }
 
 export class SoakLoad {
@@ -129,7 +121,7 @@ export class SoakLoad {
   }
 
   private async worker (endAt: number, delayMs: number): Promise<void> {
-    if (delayMs > 0) await new Promise(resolve => setTimeout(resolve, delayMs))
+    if (delayMs > 0) await sleep(delayMs)
     while (!this.stopping && performance.now() < endAt) await this.stream(this.nextId++)
   }
 

@@ -14,13 +14,17 @@
 
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { Agent, get as httpGet } from 'node:http'
-import { cpus, release, tmpdir, totalmem } from 'node:os'
+import { tmpdir } from 'node:os'
 import { dirname, join, resolve as resolvePath } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { parseSamples } from './prometheus-text.js'
+import { machineFacts } from './shared/machine.js'
+import { LOOPBACK, freePort } from './shared/ports.js'
+import { parseSamples } from './shared/prometheus-text.js'
 import { SoakLoad, type LoadTally } from './soak-load.js'
-import { freePort, LOOPBACK, openFileLimit, rssKiB, socketCount, startNodeChild, type NodeChild } from './soak-processes.js'
+import { memory, openFileLimit, socketCount } from './shared/procfs.js'
+import { startNodeChild, type NodeChild } from './soak-processes.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const REPORT_FILE = join(ROOT, 'bench', 'results', 'soak.md')
@@ -112,10 +116,6 @@ function say (line = ''): void {
   process.stdout.write(`${line}\n`)
 }
 
-async function sleep (ms: number): Promise<void> {
-  await new Promise(resolve => setTimeout(resolve, ms))
-}
-
 const mib = (kib: number): string => (kib / 1024).toFixed(1)
 
 function percentile (values: number[], p: number): number {
@@ -192,7 +192,7 @@ interface Sample {
 
 async function takeSample (gateway: NodeChild, emulator: NodeChild, gatewayUrl: string, loadStart: number, clientOpen: number): Promise<Sample> {
   // /proc first, the scrape after: the scrape's own connection must not be counted.
-  const gatewayRss = rssKiB(gateway.pid)
+  const gatewayRss = memory(gateway.pid).rssKiB
   const gatewaySockets = socketCount(gateway.pid)
   const emulatorSockets = socketCount(emulator.pid)
   const metrics = await scrape(gatewayUrl)
@@ -231,10 +231,9 @@ process.once('SIGINT', () => {
   void stopChildren().finally(() => process.exit(130))
 })
 
-function machineFacts (): string {
-  const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU'
-  const limit = openFileLimit()
-  return `${cpu}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}, Linux ${release()}, open-file limit ${limit.soft}`
+function machineLine (): string {
+  const m = machineFacts()
+  return `${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB.toFixed(1)} GiB, Node ${m.node}, Linux ${m.kernel}, open-file limit ${openFileLimit().soft}`
 }
 
 // ---------------------------------------------------------------- the run
@@ -310,7 +309,7 @@ async function main (): Promise<number> {
   try {
     say(`soak: ${concurrency} concurrent streams for ${durationMs / 1000} s, ${Math.round(options.cancelFraction * 100)}% left early by the client; ` +
       `emulator ${options.chunkCount} chunks x ${options.chunkDelayMs} ms; logs in ${logDir}`)
-    say(`soak: ${machineFacts()}`)
+    say(`soak: ${machineLine()}`)
     await sleep(1000)
     const baseline = await takeSample(gateway, emulator, gatewayUrl, performance.now(), 0)
     say(`soak: baseline: gateway sockets ${baseline.gatewaySockets}, emulator sockets ${baseline.emulatorSockets}, gateway RSS ${mib(baseline.gatewayRssKiB)} MiB`)
@@ -438,7 +437,7 @@ function buildReport (input: ReportInput): { markdown: string, verdicts: Verdict
   const lines = [
     `# Soak: ${options.concurrency.toLocaleString('en-US')} concurrent streams with random client disconnects`,
     '',
-    `Run ${new Date().toISOString()} on ${machineFacts()}. Emulator, gateway (NODE_ENV=production, LOG_LEVEL=warn, default settings) and load client are separate processes on loopback, sharing the cores.`,
+    `Run ${new Date().toISOString()} on ${machineLine()}. Emulator, gateway (NODE_ENV=production, LOG_LEVEL=warn, default settings) and load client are separate processes on loopback, sharing the cores.`,
     '',
     `Load: ${options.concurrency} streams open at all times for ${durationS} s (\`npm run soak -- --duration ${durationS}s --concurrency ${options.concurrency}\`), one connection per stream; ` +
       `answers of 20–200 words in up to ${options.chunkCount} chunk events, ${options.chunkDelayMs} ms apart; ${Math.round(options.cancelFraction * 100)}% of streams left by the client, ` +

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { answerFor } from '../emulator/server.js'
 import { USER_KEY, expectedStreamBody, startEmulator, startGateway, within } from './support/gateway.js'
-import { closedPortUrl } from './support/scripted-server.js'
+import { closedPortUrl } from '../scripts/shared/ports.js'
 
 const CLI = fileURLToPath(new URL('../dist/client/cli.js', import.meta.url))
 const PACE = { chunkCount: 5, defaultMaxTokens: 20 }

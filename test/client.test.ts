@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { answerFor } from '../emulator/server.js'
 import {
@@ -5,7 +6,8 @@ import {
   StreamStartError, UnauthorizedError, parseRetryAfter, streamPrompt, type ChunkEvent, type PromptStream
 } from '../client/index.js'
 import { ADMIN_KEY, USER_KEY, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
-import { closedPortUrl, sleep, startScriptedServer } from './support/scripted-server.js'
+import { startScriptedServer } from './support/scripted-server.js'
+import { closedPortUrl } from '../scripts/shared/ports.js'
 
 const PACE = { chunkCount: 5, defaultMaxTokens: 20 }
 

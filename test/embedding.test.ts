@@ -102,5 +102,6 @@ t.test('the parts compose on their own in a host that brings its own pieces', as
   const answer = answerFor('parts', undefined, PACE)
   t.equal(body, expectedStreamBody(answer.deltas, answer))
   t.equal(emulator.requests[0]?.model, 'gemini-2.5-flash')
-  t.match(await (await fetch(`${url}/parts/metrics`)).text(), /amrikyy_stream_sessions_completed_total\{agent="unknown",model="gemini-2.5-flash"\} 1/)
+  const scrape = new Exposition(await (await fetch(`${url}/parts/metrics`)).text())
+  t.equal(scrape.sample('amrikyy_stream_sessions_completed_total', { agent: 'unknown', model: 'gemini-2.5-flash' }), 1)
 })

@@ -266,7 +266,7 @@ t.test('same deltas from a body split into 7-byte writes, with every framing the
 t.test('the SSE splitter gives the same events however the text is cut', async t => {
   const events = ['{"a":1}', '{"b":"x\\ny"}', '{"c":"\u00e9\ud83d\ude80"}', '{"d":4}']
   const delimiters = ['\n\n', '\r\r', '\r\n\r\n']
-  fc.assert(fc.property(
+  t.doesNotThrow(() => fc.assert(fc.property(
     fc.array(fc.constantFrom(...delimiters), { minLength: events.length, maxLength: events.length }),
     fc.array(fc.nat(), { maxLength: 12 }),
     (chosen, cuts) => {
@@ -281,8 +281,7 @@ t.test('the SSE splitter gives the same events however the text is cut', async t
       }
       return JSON.stringify(got) === JSON.stringify(events) && !splitter.hasUnterminatedEvent
     }
-  ))
-  t.pass('every cut of the text gave the same events')
+  )), 'every cut of the text gave the same events')
   const splitter = new SseSplitter()
   t.same(splitter.push('data: {"x":1}\r\n\r\ndata: {"y"'), ['{"x":1}'])
   t.equal(splitter.hasUnterminatedEvent, true, 'a partial event waits for its delimiter')

@@ -129,7 +129,9 @@ t.test('METRICS_TOKEN protects the endpoint', async t => {
   t.equal((await fetch(`${url}/api/metrics`, { headers: { authorization: 'Bearer wrong' } })).status, 401)
   const allowed = await fetch(`${url}/api/metrics`, { headers: { authorization: 'Bearer s3cret-token' } })
   t.equal(allowed.status, 200)
-  t.match(await allowed.text(), /# TYPE amrikyy_active_streams gauge/)
+  const scrape = new Exposition(await allowed.text())
+  t.equal(scrape.sample('amrikyy_active_streams'), undefined, 'no stream has run, so the gauge has no series yet')
+  t.match(scrape.text, /^# TYPE amrikyy_active_streams gauge$/m)
 })
 
 t.test('made-up model names are counted as other and never push a real model out of its label', async t => {

@@ -3,16 +3,16 @@
 // trusting X-Forwarded-For from nginx's address only, as docker-compose.yml trusts nginx's network only
 // (test/dashboard.test.ts checks that pairing in the compose file).
 
-import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
-import { findNginx, localNginxConfig, nginxArgs, LOOPBACK } from '../scripts/nginx-local.js'
-import { freePort, startServerProcess } from './support/server-process.js'
-import { within } from './support/gateway.js'
+import { findNginx, localNginxConfig, nginxArgs } from '../scripts/nginx-local.js'
+import { LOOPBACK, freePort } from '../scripts/shared/ports.js'
+import { startServerProcess } from './support/server-process.js'
+import { startChild } from '../scripts/shared/child-process.js'
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url))
 const NGINX = findNginx()
@@ -55,26 +55,14 @@ async function startNginx (t: Test, nginx: string, gatewayPorts: number[]): Prom
   const port = await freePort()
   const configFile = join(prefix, 'nginx.conf')
   await writeFile(configFile, localNginxConfig(await readFile(join(ROOT, 'deploy/nginx.conf'), 'utf8'), gatewayPorts, port, prefix))
-  const child = spawn(nginx, [...nginxArgs(prefix, configFile), '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  child.stderr.on('data', (data: Buffer) => { stderr += data.toString() })
-  const exited = new Promise<void>(resolve => { child.once('exit', () => { resolve() }) })
+  const child = await startChild({ name: 'nginx', command: nginx, args: [...nginxArgs(prefix, configFile), '-g', 'daemon off;'], env: process.env, output: 'stderr' })
   t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
-    await exited
+    await child.stop()
     await rm(prefix, { recursive: true, force: true })
   })
   const url = `http://${LOOPBACK}:${port}`
   // The deploy file answers 404 for /api/metrics itself: proof that this nginx runs that file.
-  let ready = false
-  const probe = async (): Promise<void> => {
-    while (!ready && child.exitCode === null) {
-      ready = await fetch(`${url}/api/metrics`).then(response => response.status === 404, () => false)
-      if (!ready) await new Promise(resolve => setTimeout(resolve, 50))
-    }
-  }
-  await within(10_000, probe(), `nginx start (${stderr})`)
-  if (!ready) throw new Error(`nginx exited: ${stderr}`)
+  await child.waitFor(async () => await fetch(`${url}/api/metrics`).then(response => response.status === 404, () => false), 'nginx serving the deploy file', { timeoutMs: 10_000, pollMs: 50 })
   return url
 }
 

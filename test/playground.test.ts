@@ -1,22 +1,22 @@
 // The playground page: its route, when the standalone server serves it, and the page itself driven
 // in a real headless Chromium against a live gateway.
-import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { chromium, type Page } from 'playwright-core'
 import streamGateway from '../app.js'
 import playgroundRoute from '../routes/playground.js'
 import { answerFor, type GeminiEmulator } from '../emulator/server.js'
-import { USER_KEY, startEmulator, waitUntil, within } from './support/gateway.js'
+import { USER_KEY, startEmulator, within } from './support/gateway.js'
+import { SERVER, startServerProcess } from './support/server-process.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const DIST_CLIENT = join(ROOT, 'dist', 'client')
-const SERVER = join(ROOT, 'dist', 'server.js')
 
 /** The gateway with the playground beside it, listening on a loopback port. */
 async function startPlaygroundGateway (t: Test, emulator: GeminiEmulator): Promise<{ app: FastifyInstance, url: string }> {
@@ -82,21 +82,10 @@ t.test('the route fails at start, naming the folder, when the page is missing', 
 })
 
 async function serverServesPlayground (t: Test, env: Record<string, string>): Promise<number> {
-  const child = spawn(process.execPath, [SERVER], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', API_KEYS: 'a-key-for-this-test', EMULATOR_CHUNK_DELAY_MS: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  t.teardown(() => { child.kill('SIGKILL') })
-  let output = ''
-  child.stdout.on('data', (piece: Buffer) => { output += piece.toString('utf8') })
-  child.stderr.on('data', (piece: Buffer) => { output += piece.toString('utf8') })
-  await waitUntil(() => /Server listening at http:\/\/127\.0\.0\.1:\d+/.test(output) || child.exitCode !== null, 15_000, 'the server listening')
-  const url = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1]
-  if (url === undefined) throw new Error(`the server did not start: ${output}`)
-  const status = (await fetch(`${url}/playground`)).status
-  const exited = new Promise(resolve => child.once('exit', resolve))
-  child.kill('SIGTERM')
-  await within(10_000, exited, 'the server exiting')
+  const server = await startServerProcess(t, { NODE_ENV: undefined, GEMINI_API_KEY: undefined, API_KEYS: 'a-key-for-this-test', EMULATOR_CHUNK_DELAY_MS: '0', ...env }, { startTimeoutMs: 15_000 })
+  const status = (await fetch(`${server.url}/playground`)).status
+  server.child.kill('SIGTERM')
+  await within(10_000, server.exited, 'the server exiting')
   return status
 }
 
@@ -124,7 +113,7 @@ async function waitForAnswer (page: Page, accept: (text: string) => boolean, wha
     const text = await answerText(page)
     if (accept(text)) return text
     if (Date.now() > deadline) throw new Error(`${what} did not happen within 10 s; the answer is ${JSON.stringify(text)}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
+    await sleep(10)
   }
 }
 
@@ -207,7 +196,7 @@ t.test('in headless Chromium: the answer streams in, Stop cancels it, the gatewa
   const scrape = async (): Promise<void> => { metrics = await (await fetch(`${url}/api/metrics`)).text() }
   const deadline = Date.now() + 5000
   for (await scrape(); counterTotal(metrics, 'amrikyy_stream_sessions_cancelled_total') === 0 && Date.now() < deadline; await scrape()) {
-    await new Promise(resolve => setTimeout(resolve, 20))
+    await sleep(20)
   }
   t.equal(counterTotal(metrics, 'amrikyy_stream_sessions_cancelled_total'), 1, 'one cancelled stream')
   t.equal(counterTotal(metrics, 'amrikyy_stream_sessions_completed_total'), 1, 'one completed stream')

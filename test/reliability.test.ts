@@ -1,10 +1,10 @@
 import t from 'tap'
-import { answerFor } from '../emulator/server.js'
+import { answerFor, type Fault } from '../emulator/server.js'
 import { GatewayLifecycle } from '../plugins/lifecycle.js'
 import {
-  USER_KEY, expectedStreamBody, openStream, parseEvents, postStream, startEmulator, startGateway, within
+  USER_KEY, chunkEvents, errorEvent, expectedStreamBody, openStream, parseEvents, postStream, startEmulator, startGateway, within
 } from './support/gateway.js'
-import { Exposition } from './support/prometheus.js'
+import { Exposition, streamMetrics, type StreamMetrics } from './support/prometheus.js'
 
 const PACE = { chunkCount: 5, defaultMaxTokens: 20 }
 const NO_RETRY = { attempts: 1 }
@@ -13,48 +13,71 @@ async function scrape (url: string): Promise<Exposition> {
   return new Exposition(await (await fetch(`${url}/api/metrics`)).text())
 }
 
-function errorEvent (error: string, recoverable: boolean): string {
-  return `data: ${JSON.stringify({ error, recoverable })}\n\n`
-}
+/**
+ * Each relay timeout, on a real socket with real waits: the answer the client gets, that the upstream
+ * call was aborted, no earlier than the timeout allows, and what the metrics count.
+ */
+const TIMEOUTS: ReadonlyArray<{
+  name: string
+  pace: { chunkCount: number, chunkDelayMs?: number, defaultMaxTokens: number }
+  timeouts: { firstChunkMs?: number, idleMs?: number, totalMs?: number }
+  fault?: Fault
+  status: number
+  /** The exact body, given the chunk events the client received before the cut. */
+  body: (deltas: string[]) => string
+  /** How many chunk events may arrive before the cut. */
+  chunks: { min: number, max: number }
+}> = [
+  {
+    name: 'first chunk: no answer within firstChunkMs is the contract\'s 500',
+    pace: PACE,
+    timeouts: { firstChunkMs: 200 },
+    fault: { kind: 'stall-headers' },
+    status: 500,
+    body: () => '{"error":"Failed to start stream","message":"Gemini sent no answer within 0.2 s"}',
+    chunks: { min: 0, max: 0 }
+  },
+  {
+    name: 'idle: a silence of idleMs between chunks ends the stream with an error event',
+    pace: PACE,
+    timeouts: { idleMs: 200 },
+    fault: { kind: 'stall', afterChunks: 2 },
+    status: 200,
+    body: deltas => chunkEvents(deltas) + errorEvent('Gemini went silent for 0.2 s', true),
+    chunks: { min: 2, max: 2 }
+  },
+  {
+    name: 'total: a steady stream still ends at totalMs',
+    pace: { chunkCount: 20, chunkDelayMs: 100, defaultMaxTokens: 40 },
+    timeouts: { totalMs: 450 },
+    status: 200,
+    body: deltas => chunkEvents(deltas) + errorEvent('Gemini did not finish the answer within 0.5 s', true),
+    // A chunk every 100 ms for 450 ms; never the whole answer.
+    chunks: { min: 1, max: 19 }
+  }
+]
 
 t.test('timeouts abort the upstream, answer with a recoverable error and count a failure', async t => {
-  t.test('first chunk', async t => {
-    const emulator = await startEmulator(t, PACE)
-    const { url } = await startGateway(t, emulator, { stream: { heartbeatMs: 0, retry: NO_RETRY, timeouts: { firstChunkMs: 200 } } })
-    emulator.addFault({ kind: 'stall-headers' })
-    const response = await postStream(url, { prompt: 'p' })
-    t.equal(response.status, 500)
-    t.equal(await response.text(), '{"error":"Failed to start stream","message":"Gemini sent no answer within 0.2 s"}')
-    await within(1000, emulator.requests[0]!.closed, 'upstream closed')
-    t.equal(emulator.requests[0]?.clientClosedEarly, true)
-    const metrics = await scrape(url)
-    t.equal(metrics.value('amrikyy_stream_sessions_failed_total'), 1)
-    t.equal(metrics.value('amrikyy_upstream_errors_total', { status: 'timeout' }), 1)
-    t.equal(metrics.value('amrikyy_active_streams'), 0)
-  })
-
-  t.test('idle between chunks', async t => {
-    const emulator = await startEmulator(t, PACE)
-    const { url } = await startGateway(t, emulator, { stream: { heartbeatMs: 0, retry: NO_RETRY, timeouts: { idleMs: 200 } } })
-    emulator.addFault({ kind: 'stall', afterChunks: 2 })
-    const body = await (await postStream(url, { prompt: 'p' })).text()
-    const deltas = answerFor('p', undefined, PACE).deltas
-    t.equal(body, `data: ${JSON.stringify({ chunk: deltas[0], index: 1 })}\n\ndata: ${JSON.stringify({ chunk: deltas[1], index: 2 })}\n\n` +
-      errorEvent('Gemini went silent for 0.2 s', true))
-    await within(1000, emulator.requests[0]!.closed, 'upstream closed')
-    t.equal(emulator.requests[0]?.clientClosedEarly, true)
-    t.equal((await scrape(url)).value('amrikyy_stream_sessions_failed_total'), 1)
-  })
-
-  t.test('whole stream', async t => {
-    const emulator = await startEmulator(t, { chunkCount: 20, chunkDelayMs: 100, defaultMaxTokens: 40 })
-    const { url } = await startGateway(t, emulator, { stream: { heartbeatMs: 0, retry: NO_RETRY, timeouts: { totalMs: 450 } } })
-    const events = parseEvents(await (await postStream(url, { prompt: 'p' })).text())
-    t.ok(events.length > 1 && events.length < 20, `cut short after ${events.length - 1} chunks`)
-    t.same(events.at(-1), { error: 'Gemini did not finish the answer within 0.5 s', recoverable: true })
-    await within(1000, emulator.requests[0]!.closed, 'upstream closed')
-    t.equal(emulator.requests[0]?.clientClosedEarly, true)
-  })
+  for (const row of TIMEOUTS) {
+    t.test(row.name, async t => {
+      const emulator = await startEmulator(t, row.pace)
+      const { url } = await startGateway(t, emulator, { stream: { heartbeatMs: 0, retry: NO_RETRY, timeouts: row.timeouts } })
+      if (row.fault !== undefined) emulator.addFault(row.fault)
+      const sentAt = performance.now()
+      const response = await postStream(url, { prompt: 'p' })
+      const body = await response.text()
+      const elapsedMs = performance.now() - sentAt
+      t.equal(response.status, row.status)
+      const received = (parseEvents(body) as Array<{ chunk?: string }>).filter(event => event.chunk !== undefined).length
+      t.ok(received >= row.chunks.min && received <= row.chunks.max, `${received} chunk events before the cut`)
+      t.equal(body, row.body(answerFor('p', undefined, row.pace).deltas.slice(0, received)))
+      const limitMs = row.timeouts.firstChunkMs ?? row.timeouts.idleMs ?? row.timeouts.totalMs ?? 0
+      t.ok(elapsedMs >= limitMs, `cut after ${elapsedMs.toFixed(0)} ms, not before the ${limitMs} ms timeout`)
+      await within(1000, emulator.requests[0]!.closed, 'upstream closed')
+      t.equal(emulator.requests[0]?.clientClosedEarly, true, 'the upstream call was aborted')
+      t.same(streamMetrics(await scrape(url)), { failed: 1, active: 0, upstreamErrors: { timeout: 1 } })
+    })
+  }
 })
 
 t.test('heartbeats keep a quiet stream alive without disturbing data-only clients', async t => {
@@ -88,10 +111,7 @@ t.test('upstream retries', async t => {
     const gaps = calls.slice(1).map((call, i) => call.startedAt - calls[i]!.startedAt)
     t.ok(gaps[0]! >= 30, `first back-off ${gaps[0]} ms is at least half of 60 ms`)
     t.ok(gaps[1]! >= 60, `second back-off ${gaps[1]} ms is at least half of 120 ms`)
-    const metrics = await scrape(url)
-    t.equal(metrics.value('amrikyy_upstream_errors_total', { status: '503' }), 1)
-    t.equal(metrics.value('amrikyy_upstream_errors_total', { status: 'network' }), 1)
-    t.equal(metrics.value('amrikyy_stream_sessions_completed_total'), 1)
+    t.same(streamMetrics(await scrape(url)), { completed: 1, active: 0, upstreamErrors: { 503: 1, network: 1 } })
   })
 
   t.test('Gemini\'s RetryInfo delay is honoured', async t => {
@@ -102,20 +122,26 @@ t.test('upstream retries', async t => {
       status: 429,
       body: { error: { code: 429, message: 'Quota exceeded', status: 'RESOURCE_EXHAUSTED', details: [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '0.4s' }] } }
     })
-    t.equal((await postStream(url, { prompt: 'p' })).status, 200)
+    const response = await postStream(url, { prompt: 'p' })
+    t.equal(response.status, 200)
+    t.equal(await response.text(), expectedStreamBody(answerFor('p', undefined, PACE).deltas, answerFor('p', undefined, PACE)))
     const calls = streamCalls(emulator)
     t.equal(calls.length, 2)
     t.ok(calls[1]!.startedAt - calls[0]!.startedAt >= 400, 'waited as long as Gemini asked')
+    t.same(streamMetrics(await scrape(url)), { completed: 1, active: 0, upstreamErrors: { 429: 1 } })
   })
 
   t.test('a Retry-After header is honoured', async t => {
     const emulator = await startEmulator(t, PACE)
     const { url } = await startGateway(t, emulator, { stream: { retry } })
     emulator.addFault({ kind: 'http-error', status: 503, headers: { 'retry-after': '1' } })
-    t.equal((await postStream(url, { prompt: 'p' })).status, 200)
+    const response = await postStream(url, { prompt: 'p' })
+    t.equal(response.status, 200)
+    t.equal(await response.text(), expectedStreamBody(answerFor('p', undefined, PACE).deltas, answerFor('p', undefined, PACE)))
     const calls = streamCalls(emulator)
     t.equal(calls.length, 2)
     t.ok(calls[1]!.startedAt - calls[0]!.startedAt >= 1000, 'waited the second Gemini asked for')
+    t.same(streamMetrics(await scrape(url)), { completed: 1, active: 0, upstreamErrors: { 503: 1 } })
   })
 
   t.test('a Retry-After beyond the wait budget fails at once', async t => {
@@ -130,6 +156,7 @@ t.test('upstream retries', async t => {
     t.equal(response.status, 500)
     t.equal(await response.text(), '{"error":"Failed to start stream","message":"Quota exceeded"}')
     t.equal(streamCalls(emulator).length, 1)
+    t.same(streamMetrics(await scrape(url)), { failed: 1, active: 0, upstreamErrors: { 429: 1 } })
   })
 
   t.test('attempts are bounded and the last failure is the contract\'s 500', async t => {
@@ -138,41 +165,63 @@ t.test('upstream retries', async t => {
     emulator.addFault({ kind: 'http-error', status: 502 }, { times: Infinity })
     const response = await postStream(url, { prompt: 'p' })
     t.equal(response.status, 500)
-    t.match(await response.json(), { error: 'Failed to start stream' })
+    t.equal(await response.text(), '{"error":"Failed to start stream","message":"Bad Gateway"}')
     t.equal(streamCalls(emulator).length, 3)
+    t.same(streamMetrics(await scrape(url)), { failed: 1, active: 0, upstreamErrors: { 502: 3 } })
   })
 
   t.test('request errors are not retried', async t => {
     const emulator = await startEmulator(t, PACE)
     const { url } = await startGateway(t, emulator, { stream: { retry } })
     emulator.addFault({ kind: 'http-error', status: 400 }, { times: Infinity })
-    t.equal((await postStream(url, { prompt: 'p' })).status, 500)
+    const response = await postStream(url, { prompt: 'p' })
+    t.equal(response.status, 500)
+    t.equal(await response.text(), '{"error":"Failed to start stream","message":"Request contains an invalid argument."}')
     t.equal(streamCalls(emulator).length, 1)
+    t.same(streamMetrics(await scrape(url)), { failed: 1, active: 0, upstreamErrors: { 400: 1 } })
   })
 
   t.test('never after the first chunk', async t => {
     const emulator = await startEmulator(t, PACE)
     const { url } = await startGateway(t, emulator, { stream: { retry } })
     emulator.addFault({ kind: 'stream-error', afterChunks: 2, code: 503, message: 'overloaded' })
-    const events = parseEvents(await (await postStream(url, { prompt: 'p' })).text())
+    const body = await (await postStream(url, { prompt: 'p' })).text()
+    const events = parseEvents(body)
     t.same(events.at(-1), { error: 'overloaded', recoverable: true })
     t.equal(events.length, 3)
+    t.equal(body, chunkEvents(answerFor('p', undefined, PACE).deltas.slice(0, 2)) + errorEvent('overloaded', true))
     t.equal(streamCalls(emulator).length, 1)
+    t.same(streamMetrics(await scrape(url)), { failed: 1, active: 0, upstreamErrors: { 503: 1 } })
   })
 })
 
 t.test('malformed upstream answers become a correct error or completion', async t => {
-  const emulator = await startEmulator(t, PACE)
-  const { url } = await startGateway(t, emulator, { stream: { retry: NO_RETRY } })
-  const answer = answerFor('p', undefined, PACE)
-
-  emulator.addFault({ kind: 'done-sentinel' })
-  const sentinel = parseEvents(await (await postStream(url, { prompt: 'p' })).text())
-  t.same(sentinel.at(-1), { error: 'Gemini sent a malformed stream', recoverable: true })
-  t.equal(sentinel.length, answer.deltas.length + 1)
-
-  emulator.addFault({ kind: 'non-text-part' })
-  t.equal(await (await postStream(url, { prompt: 'p' })).text(), expectedStreamBody(answer.deltas, answer), 'a function-call part adds no chunk')
+  const deltas = answerFor('p', undefined, PACE).deltas
+  const rows: ReadonlyArray<{ name: string, fault: Fault, body: string, metrics: StreamMetrics }> = [
+    {
+      name: 'a [DONE] sentinel after the answer is a malformed stream',
+      fault: { kind: 'done-sentinel' },
+      body: chunkEvents(deltas) + errorEvent('Gemini sent a malformed stream', true),
+      metrics: { failed: 1, active: 0, upstreamErrors: { network: 1 } }
+    },
+    {
+      name: 'a function-call part adds no chunk',
+      fault: { kind: 'non-text-part' },
+      body: expectedStreamBody(deltas, answerFor('p', undefined, PACE)),
+      metrics: { completed: 1, active: 0, upstreamErrors: {} }
+    }
+  ]
+  for (const row of rows) {
+    t.test(row.name, async t => {
+      const emulator = await startEmulator(t, PACE)
+      const { url } = await startGateway(t, emulator, { stream: { retry: NO_RETRY } })
+      emulator.addFault(row.fault)
+      const response = await postStream(url, { prompt: 'p' })
+      t.equal(response.status, 200)
+      t.equal(await response.text(), row.body)
+      t.same(streamMetrics(await scrape(url)), row.metrics)
+    })
+  }
 })
 
 t.test('draining refuses new streams, lets open ones finish and cuts the rest at the deadline', async t => {
@@ -198,22 +247,26 @@ t.test('draining refuses new streams, lets open ones finish and cuts the rest at
   await within(1000, stuckUpstream!.closed, 'stuck upstream closed')
   t.equal(stuckUpstream?.clientClosedEarly, true)
   t.equal(emulator.openStreams(), 0)
-  const metrics = await scrape(url)
-  t.equal(metrics.value('amrikyy_stream_sessions_completed_total'), 1)
-  t.equal(metrics.value('amrikyy_stream_sessions_failed_total'), 1)
-  t.equal(metrics.value('amrikyy_active_streams'), 0)
+  t.same(streamMetrics(await scrape(url)), { completed: 1, failed: 1, active: 0, upstreamErrors: {} })
 })
 
 t.test('request ids are accepted when well-formed, generated otherwise, and returned everywhere', async t => {
-  const emulator = await startEmulator(t, PACE)
-  const { url } = await startGateway(t, emulator)
-  const streamed = await postStream(url, { prompt: 'p' }, { 'x-api-key': USER_KEY, 'x-request-id': 'trace-42.a:b' })
-  t.equal(streamed.headers.get('x-request-id'), 'trace-42.a:b')
-  await streamed.text()
-  const rejected = await postStream(url, { prompt: 'p' }, { 'x-request-id': 'x'.repeat(200) })
-  t.equal(rejected.status, 401)
-  t.match(rejected.headers.get('x-request-id'), /^[0-9a-f-]{36}$/, 'an over-long id is replaced by a UUID')
-  const invalid = await postStream(url, { prompt: '' })
-  t.equal(invalid.status, 400)
-  t.match(invalid.headers.get('x-request-id'), /^[0-9a-f-]{36}$/)
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+  const rows: ReadonlyArray<{ name: string, body: unknown, headers: Record<string, string>, status: number, requestId: string | RegExp }> = [
+    { name: 'a well-formed id is kept on a stream', body: { prompt: 'p' }, headers: { 'x-api-key': USER_KEY, 'x-request-id': 'trace-42.a:b' }, status: 200, requestId: 'trace-42.a:b' },
+    { name: 'an over-long id is replaced by a UUID, on a 401 too', body: { prompt: 'p' }, headers: { 'x-request-id': 'x'.repeat(200) }, status: 401, requestId: UUID },
+    { name: 'a missing id is generated, on a 400 too', body: { prompt: '' }, headers: { 'x-api-key': USER_KEY }, status: 400, requestId: UUID }
+  ]
+  for (const row of rows) {
+    t.test(row.name, async t => {
+      const emulator = await startEmulator(t, PACE)
+      const { url } = await startGateway(t, emulator)
+      const response = await postStream(url, row.body, row.headers)
+      await response.text()
+      t.equal(response.status, row.status)
+      const id = response.headers.get('x-request-id')
+      if (typeof row.requestId === 'string') t.equal(id, row.requestId)
+      else t.match(id, row.requestId)
+    })
+  }
 })

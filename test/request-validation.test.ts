@@ -1,6 +1,7 @@
 import t from 'tap'
 import { USER_KEY, buildGateway } from './support/gateway.js'
 import { MODEL_NAME_RULE } from '../schemas/refusals.js'
+import { Exposition } from './support/prometheus.js'
 
 // Nothing listens here: every request below must be refused before the gateway calls Gemini.
 const UNREACHABLE_UPSTREAM = 'http://127.0.0.1:9'
@@ -20,8 +21,9 @@ t.test('API key checks answer the contract bodies byte for byte', async t => {
   t.equal(unauthenticatedGarbage.statusCode, 401)
 
   const metrics = await app.inject({ method: 'GET', url: '/api/metrics' })
-  t.match(metrics.body, /amrikyy_auth_failures_total\{reason="missing"\} 3/)
-  t.match(metrics.body, /amrikyy_auth_failures_total\{reason="invalid"\} 2/)
+  const scrape = new Exposition(metrics.body)
+  t.equal(scrape.sample('amrikyy_auth_failures_total', { reason: 'missing' }), 3)
+  t.equal(scrape.sample('amrikyy_auth_failures_total', { reason: 'invalid' }), 2)
 })
 
 t.test('every invalid body is a 400 naming what is wrong', async t => {

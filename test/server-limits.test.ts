@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process'
 import { connect, type Socket } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { USER_KEY, buildGateway, listenOnLoopback, startEmulator, waitUntil, within } from './support/gateway.js'
-import { SERVER, startServerProcess } from './support/server-process.js'
+import { startServerProcess } from './support/server-process.js'
 import { GatewayLifecycle } from '../plugins/lifecycle.js'
 import { Exposition } from './support/prometheus.js'
 
@@ -77,7 +77,7 @@ t.test('connections past MAX_CONNECTIONS get a clear 503 and are closed; the ser
   for (let attempt = 0; attempt < 50 && liveStatus !== 200; attempt++) {
     const probe = await rawConnection(server.url, 'GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
     liveStatus = statusAndBody(await probe.closed).status === 'HTTP/1.1 200 OK' ? 200 : 503
-    if (liveStatus !== 200) await new Promise(resolve => setTimeout(resolve, 20))
+    if (liveStatus !== 200) await sleep(20)
   }
   t.equal(liveStatus, 200, 'a freed slot is served again')
   for (const connection of held) connection.socket.destroy()
@@ -87,7 +87,7 @@ t.test('SIGTERM with a request whose body never arrives still exits 0', async t 
   const emulator = await startEmulator(t)
   const server = await startServerProcess(t, { GEMINI_BASE_URL: emulator.url, SHUTDOWN_TIMEOUT_MS: '300', REQUEST_TIMEOUT_MS: '60000' })
   const slow = await rawConnection(server.url, `POST /api/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-API-Key: ${USER_KEY}\r\nContent-Length: 40\r\n\r\n{"prompt":`)
-  await new Promise(resolve => setTimeout(resolve, 100))
+  await sleep(100)
   server.child.kill('SIGTERM')
   t.equal(await within(8_000, server.exited, 'exit'), 0, 'the unfinished request is cut on close, not waited for')
   await within(2_000, slow.closed, 'the slow connection to be closed')
@@ -101,7 +101,7 @@ t.test('a request whose body arrives after draining began starts no stream', asy
   const body = '{"prompt":"late"}'
   // The onRequest checks run before this body arrives, while the gateway is not yet draining.
   const late = await rawConnection(url, `POST /api/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-API-Key: ${USER_KEY}\r\nContent-Length: ${body.length}\r\n\r\n`)
-  await new Promise(resolve => setTimeout(resolve, 100))
+  await sleep(100)
   t.same(await lifecycle.drain(1_000), await lifecycle.drain(1_000), 'the drain is over before the body arrives')
   late.socket.write(body)
   const { status, body: answer } = statusAndBody(await within(5_000, late.closed, 'the late request to be answered'))
@@ -115,16 +115,10 @@ t.test('a request whose body arrives after draining began starts no stream', asy
 t.test('running out of file descriptors is reported as the gateway\'s own 503, never as a Gemini failure', async t => {
   const emulator = await startEmulator(t)
   // A descriptor limit low enough to reach with a few dozen idle connections.
-  const child = spawn('bash', ['-c', `ulimit -n 80 && exec "${process.execPath}" "${SERVER}"`], {
-    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', HOST: '127.0.0.1', PORT: '0', API_KEYS: USER_KEY, GEMINI_API_KEY: 'upstream-key', GEMINI_BASE_URL: emulator.url, REQUEST_TIMEOUT_MS: '60000', UPSTREAM_RETRY_ATTEMPTS: '1' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  t.teardown(() => { child.kill('SIGKILL') })
-  let output = ''
-  child.stdout.on('data', (data: Buffer) => { output += data.toString() })
-  child.stderr.on('data', (data: Buffer) => { output += data.toString() })
-  await waitUntil(() => /Server listening at http:\/\/127\.0\.0\.1:\d+/.test(output), 10_000, 'the server to listen')
-  const url = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)![1]!
+  const server = await startServerProcess(t, {
+    LOG_LEVEL: undefined, GEMINI_API_KEY: 'upstream-key', GEMINI_BASE_URL: emulator.url, REQUEST_TIMEOUT_MS: '60000', UPSTREAM_RETRY_ATTEMPTS: '1'
+  }, { fileLimit: 80 })
+  const url = server.url
 
   // The stream's own connection first, then idle ones until the server cannot accept any more.
   const streamConnection = await rawConnection(url)
@@ -133,7 +127,7 @@ t.test('running out of file descriptors is reported as the gateway\'s own 503, n
   for (let i = 0; i < 200 && !refusedAtAccept; i++) {
     const connection = await rawConnection(url)
     idle.push(connection)
-    refusedAtAccept = await Promise.race([connection.closed.then(() => true), new Promise<boolean>(resolve => setTimeout(() => { resolve(false) }, 50))])
+    refusedAtAccept = await Promise.race([connection.closed.then(() => true), sleep(50, false)])
   }
   t.ok(refusedAtAccept, 'the process ran out of descriptors')
 
@@ -146,9 +140,9 @@ t.test('running out of file descriptors is reported as the gateway\'s own 503, n
 
   for (const connection of idle) connection.socket.destroy()
   await Promise.all(idle.map(async connection => await connection.closed))
-  await new Promise(resolve => setTimeout(resolve, 200))
+  await sleep(200)
   const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
   t.equal(scrape.value('amrikyy_upstream_errors_total'), 0, 'not counted against Gemini')
   t.equal(scrape.value('amrikyy_stream_sessions_failed_total'), 1)
-  t.match(output, /"msg":"the process is out of file descriptors: raise its limit or lower MAX_CONNECTIONS"/)
+  t.match(server.output(), /"msg":"the process is out of file descriptors: raise its limit or lower MAX_CONNECTIONS"/)
 })

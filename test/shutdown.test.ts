@@ -1,6 +1,8 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { USER_KEY, openStream, parseEvents, postStream, startEmulator, within } from './support/gateway.js'
 import { UPSTREAM_KEY, freePort, startServerProcess } from './support/server-process.js'
+import { Exposition } from './support/prometheus.js'
 
 t.test('SIGTERM drains: open streams finish or are cut at the deadline, new ones get 503, exit 0', async t => {
   const emulator = await startEmulator(t, { chunkCount: 10, chunkDelayMs: 60, defaultMaxTokens: 20 })
@@ -16,7 +18,7 @@ t.test('SIGTERM drains: open streams finish or are cut at the deadline, new ones
 
   const signalledAt = Date.now()
   server.child.kill('SIGTERM')
-  await new Promise(resolve => setTimeout(resolve, 100))
+  await sleep(100)
   const ready = await fetch(`${server.url}/health/ready`)
   t.equal(ready.status, 503)
   t.same(await ready.json(), { status: 'draining', openStreams: 2 })
@@ -51,7 +53,7 @@ t.test('METRICS_PORT moves the scrape endpoint off the public listener', async t
   t.match(await docs.json(), { info: { title: 'Amrikyy stream gateway', version: '0.1.0' }, paths: { '/api/stream': { post: {} } } })
   t.equal((await fetch(`http://127.0.0.1:${metricsPort}/api/metrics`)).status, 401, 'the token still applies')
   const scrape = await (await fetch(`http://127.0.0.1:${metricsPort}/api/metrics`, { headers: { authorization: 'Bearer scrape-token' } })).text()
-  t.match(scrape, /amrikyy_stream_sessions_completed_total\{agent="ops",model="gemini-2.0-flash-exp"\} 1/)
+  t.equal(new Exposition(scrape).sample('amrikyy_stream_sessions_completed_total', { agent: 'ops', model: 'gemini-2.0-flash-exp' }), 1)
   server.child.kill('SIGTERM')
   t.equal(await within(5000, server.exited, 'exit'), 0)
 })

@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { USER_KEY, buildGateway, listenOnLoopback, startEmulator, within } from './support/gateway.js'
 import { Exposition } from './support/prometheus.js'
@@ -93,9 +94,9 @@ t.test('a client that reads slowly but steadily gets the whole wait it needs', a
   const socket = await postThenStopReading(url)
   t.teardown(() => { socket.destroy() })
   for (let i = 0; i < 3; i++) {
-    await new Promise(resolve => setTimeout(resolve, 300))
+    await sleep(300)
     socket.resume()
-    await new Promise(resolve => setTimeout(resolve, 5))
+    await sleep(5)
     socket.pause()
   }
   const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())

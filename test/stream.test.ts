@@ -1,11 +1,50 @@
 import t from 'tap'
-import { answerFor } from '../emulator/server.js'
+import { answerFor, type Fault } from '../emulator/server.js'
 import {
-  expectedStreamBody, openStream, parseEvents, postAndHangUp, postStream,
+  chunkEvents, errorEvent, expectedStreamBody, openStream, parseEvents, postAndHangUp, postStream,
   startEmulator, startGateway, waitUntil, within
 } from './support/gateway.js'
+import { Exposition, streamMetrics } from './support/prometheus.js'
 
 const PACE = { chunkCount: 5, defaultMaxTokens: 20 }
+
+async function scrape (url: string): Promise<Exposition> {
+  return new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+}
+
+/** Gemini fails before the gateway sent anything: the contract's 500, Gemini's message with secrets redacted. */
+const BEFORE_FIRST_CHUNK: ReadonlyArray<{ name: string, fault: Fault, message: string, upstreamErrors: Record<string, number> }> = [
+  {
+    name: 'a 429 passes Gemini\'s message on',
+    fault: { kind: 'http-error', status: 429, body: { error: { code: 429, message: 'Resource has been exhausted (e.g. check quota).', status: 'RESOURCE_EXHAUSTED' } } },
+    message: 'Resource has been exhausted (e.g. check quota).',
+    upstreamErrors: { 429: 1 }
+  },
+  {
+    name: 'a message quoting the upstream key has it redacted',
+    fault: { kind: 'http-error', status: 400, body: { error: { code: 400, message: 'API key upstream-secret-key not valid', status: 'INVALID_ARGUMENT' } } },
+    message: 'API key [redacted] not valid',
+    upstreamErrors: { 400: 1 }
+  },
+  {
+    name: 'an error event before the first chunk',
+    fault: { kind: 'stream-error', afterChunks: 0, code: 503, message: 'The model is overloaded.' },
+    message: 'The model is overloaded.',
+    upstreamErrors: { 503: 1 }
+  },
+  { name: 'a blocked prompt', fault: { kind: 'blocked' }, message: 'Gemini blocked the prompt: SAFETY', upstreamErrors: {} },
+  { name: 'an empty 200', fault: { kind: 'empty-200' }, message: 'Gemini ended the stream before the answer was complete', upstreamErrors: {} },
+  { name: 'a dropped connection', fault: { kind: 'drop', afterChunks: 0 }, message: 'Connection to Gemini failed', upstreamErrors: { network: 1 } }
+]
+
+/** Gemini fails after two chunks went out: the two chunk events, then one error event. */
+const AFTER_FIRST_CHUNK: ReadonlyArray<{ name: string, fault: Fault, error: string, recoverable: boolean, upstreamErrors: Record<string, number> }> = [
+  { name: 'a 503 error event is recoverable', fault: { kind: 'stream-error', afterChunks: 2, code: 503, message: 'The model is overloaded.' }, error: 'The model is overloaded.', recoverable: true, upstreamErrors: { 503: 1 } },
+  { name: 'a 400 error event is not recoverable', fault: { kind: 'stream-error', afterChunks: 2, code: 400, message: 'Request contains an invalid argument.' }, error: 'Request contains an invalid argument.', recoverable: false, upstreamErrors: { 400: 1 } },
+  { name: 'a dropped connection', fault: { kind: 'drop', afterChunks: 2 }, error: 'Connection to Gemini failed', recoverable: true, upstreamErrors: { network: 1 } },
+  { name: 'malformed JSON', fault: { kind: 'malformed-json', afterChunks: 2 }, error: 'Gemini sent a malformed stream', recoverable: true, upstreamErrors: { network: 1 } },
+  { name: 'an unterminated event', fault: { kind: 'unterminated', afterChunks: 2 }, error: 'Gemini sent a malformed stream', recoverable: true, upstreamErrors: { network: 1 } }
+]
 
 // The whole core path runs through both Gemini clients: the default REST client and the SDK it must match.
 for (const client of ['rest', 'sdk'] as const) {
@@ -37,6 +76,7 @@ for (const client of ['rest', 'sdk'] as const) {
       t.equal(emulator.requests.length, 1)
       t.equal(emulator.requests[0]?.model, 'gemini-2.0-flash-exp', 'default model')
       t.equal(emulator.requests[0]?.headers['x-goog-api-key'], 'upstream-secret-key')
+      t.same(streamMetrics(await scrape(url), { agent: 'poet', model: 'gemini-2.0-flash-exp' }), { completed: 1, active: 0, upstreamErrors: {} })
     })
 
     t.test('keeps framing intact for text with newlines, quotes and multi-byte characters', async t => {
@@ -76,69 +116,43 @@ for (const client of ['rest', 'sdk'] as const) {
       const body = await (await postStream(url, { prompt })).text()
       t.equal(body, expectedStreamBody(answer.deltas, { promptTokens: 4, completionTokens: 20 }))
       t.same(emulator.requests.map(r => r.rpc).sort(), ['countTokens', 'countTokens', 'streamGenerateContent'])
+      t.same(streamMetrics(await scrape(url)), { completed: 1, active: 0, upstreamErrors: {} })
     })
 
     t.test('upstream errors before the first chunk answer 500 without leaking secrets', async t => {
-      const emulator = await startEmulator(t, PACE)
-      // One try only: retries have their own tests.
-      const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client }, stream: { retry: { attempts: 1 } } })
-
-      emulator.addFault({ kind: 'http-error', status: 429, body: { error: { code: 429, message: 'Resource has been exhausted (e.g. check quota).', status: 'RESOURCE_EXHAUSTED' } } })
-      let response = await postStream(url, { prompt: 'p' })
-      t.equal(response.status, 500)
-      t.equal(response.headers.get('content-type'), 'application/json; charset=utf-8')
-      t.equal(await response.text(), '{"error":"Failed to start stream","message":"Resource has been exhausted (e.g. check quota)."}')
-
-      emulator.addFault({ kind: 'http-error', status: 400, body: { error: { code: 400, message: 'API key upstream-secret-key not valid', status: 'INVALID_ARGUMENT' } } })
-      response = await postStream(url, { prompt: 'p' })
-      t.equal(response.status, 500)
-      t.equal(await response.text(), '{"error":"Failed to start stream","message":"API key [redacted] not valid"}')
-
-      emulator.addFault({ kind: 'stream-error', afterChunks: 0, code: 503, message: 'The model is overloaded.' })
-      response = await postStream(url, { prompt: 'p' })
-      t.equal(response.status, 500)
-      t.same(await response.json(), { error: 'Failed to start stream', message: 'The model is overloaded.' })
-
-      emulator.addFault({ kind: 'blocked' })
-      response = await postStream(url, { prompt: 'p' })
-      t.equal(response.status, 500)
-      t.same(await response.json(), { error: 'Failed to start stream', message: 'Gemini blocked the prompt: SAFETY' })
-
-      emulator.addFault({ kind: 'empty-200' })
-      response = await postStream(url, { prompt: 'p' })
-      t.equal(response.status, 500)
-      t.same(await response.json(), { error: 'Failed to start stream', message: 'Gemini ended the stream before the answer was complete' })
-
-      emulator.addFault({ kind: 'drop', afterChunks: 0 })
-      response = await postStream(url, { prompt: 'p' })
-      t.equal(response.status, 500)
-      t.same(await response.json(), { error: 'Failed to start stream', message: 'Connection to Gemini failed' })
-    })
-
-    t.test('upstream failures after the first chunk end the stream with an error event', async t => {
-      const emulator = await startEmulator(t, PACE)
-      const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
-      const answer = answerFor('p', undefined, PACE)
-      const firstTwo = answer.deltas.slice(0, 2).map((delta, i) => `data: ${JSON.stringify({ chunk: delta, index: i + 1 })}\n\n`).join('')
-
-      const cases = [
-        { fault: { kind: 'stream-error', afterChunks: 2, code: 503, message: 'The model is overloaded.' }, event: { error: 'The model is overloaded.', recoverable: true } },
-        { fault: { kind: 'stream-error', afterChunks: 2, code: 400, message: 'Request contains an invalid argument.' }, event: { error: 'Request contains an invalid argument.', recoverable: false } },
-        { fault: { kind: 'drop', afterChunks: 2 }, event: { error: 'Connection to Gemini failed', recoverable: true } },
-        { fault: { kind: 'malformed-json', afterChunks: 2 }, event: { error: 'Gemini sent a malformed stream', recoverable: true } },
-        { fault: { kind: 'unterminated', afterChunks: 2 }, event: { error: 'Gemini sent a malformed stream', recoverable: true } }
-      ] as const
-      for (const { fault, event } of cases) {
-        emulator.addFault(fault)
-        const response = await postStream(url, { prompt: 'p' })
-        t.equal(response.status, 200, fault.kind)
-        t.equal(await response.text(), firstTwo + `data: ${JSON.stringify(event)}\n\n`, `${fault.kind} ${'code' in fault ? fault.code : ''}`)
+      for (const row of BEFORE_FIRST_CHUNK) {
+        t.test(row.name, async t => {
+          const emulator = await startEmulator(t, PACE)
+          // One try only: retries have their own tests.
+          const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client }, stream: { retry: { attempts: 1 } } })
+          emulator.addFault(row.fault)
+          const response = await postStream(url, { prompt: 'p' })
+          t.equal(response.status, 500)
+          t.equal(response.headers.get('content-type'), 'application/json; charset=utf-8')
+          t.equal(await response.text(), JSON.stringify({ error: 'Failed to start stream', message: row.message }))
+          t.same(streamMetrics(await scrape(url)), { failed: 1, active: 0, upstreamErrors: row.upstreamErrors })
+        })
       }
     })
 
-    t.test('a client disconnect aborts the upstream call', async t => {
+    t.test('upstream failures after the first chunk end the stream with an error event', async t => {
+      const firstTwo = chunkEvents(answerFor('p', undefined, PACE).deltas.slice(0, 2))
+      for (const row of AFTER_FIRST_CHUNK) {
+        t.test(row.name, async t => {
+          const emulator = await startEmulator(t, PACE)
+          const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
+          emulator.addFault(row.fault)
+          const response = await postStream(url, { prompt: 'p' })
+          t.equal(response.status, 200)
+          t.equal(await response.text(), firstTwo + errorEvent(row.error, row.recoverable))
+          t.same(streamMetrics(await scrape(url)), { failed: 1, active: 0, upstreamErrors: row.upstreamErrors })
+        })
+      }
+    })
+
+    t.test('a client disconnect after the first chunk aborts the upstream call', async t => {
       const emulator = await startEmulator(t, { chunkCount: 20, chunkDelayMs: 50, defaultMaxTokens: 40 })
-      const { app, url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
+      const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
 
       const stream = await openStream(url, { prompt: 'a long story' })
       await stream.waitFor('"index":1}')
@@ -150,17 +164,20 @@ for (const client of ['rest', 'sdk'] as const) {
       t.ok(upstream!.endedAt! - cutAt < 1000, 'within a second of the client leaving')
       t.ok(upstream!.chunksSent < 20, 'generation stopped early')
       await waitUntil(() => emulator.openStreams() === 0, 1000, 'emulator idle')
+      t.same(streamMetrics(await scrape(url)), { cancelled: 1, active: 0, upstreamErrors: {} })
+    })
 
-      // Before any chunk: the upstream is still sending no headers.
+    t.test('a client disconnect before any chunk aborts the upstream call', async t => {
+      const emulator = await startEmulator(t, PACE)
+      const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
+      // The upstream is still sending no headers.
       emulator.addFault({ kind: 'stall-headers' })
       await postAndHangUp(url, { prompt: 'stalled' }, 100)
-      const stalled = emulator.requests[1]
+      const stalled = emulator.requests[0]
       await within(1000, stalled!.closed, 'stalled upstream close')
       t.equal(stalled?.clientClosedEarly, true)
-
-      const scrape = await app.inject({ method: 'GET', url: '/api/metrics' })
-      t.match(scrape.body, /amrikyy_stream_sessions_cancelled_total\{agent="unknown",model="gemini-2.0-flash-exp"\} 2/)
-      t.match(scrape.body, /amrikyy_active_streams\{agent="unknown",model="gemini-2.0-flash-exp"\} 0/)
+      await waitUntil(() => emulator.openStreams() === 0, 1000, 'emulator idle')
+      t.same(streamMetrics(await scrape(url)), { cancelled: 1, active: 0, upstreamErrors: {} })
     })
   })
 }

@@ -1,9 +1,12 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Test } from 'tap'
 import streamGateway, { type GatewayOptions } from '../../app.js'
 import { genReqId } from '../../plugins/request-id.js'
 import { GeminiEmulator, type EmulatorOptions } from '../../emulator/server.js'
+
+export { chunkEvent, chunkEvents, errorEvent, expectedStreamBody } from '../../scripts/shared/expected-stream.js'
 
 export const USER_KEY = 'test-user-key-0123456789'
 export const ADMIN_KEY = 'test-admin-key-0123456789'
@@ -64,20 +67,6 @@ export function parseEvents (body: string): unknown[] {
   })
 }
 
-export function chunkEvent (chunk: string, index: number): string {
-  return `data: ${JSON.stringify({ chunk, index })}\n\n`
-}
-
-export function expectedStreamBody (deltas: readonly string[], usage: { promptTokens: number, completionTokens: number }): string {
-  return deltas.map((delta, i) => chunkEvent(delta, i + 1)).join('') +
-    `data: ${JSON.stringify({
-      complete: true,
-      totalChunks: deltas.length,
-      fullText: deltas.join(''),
-      usage: { promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, totalTokens: usage.promptTokens + usage.completionTokens }
-    })}\n\n`
-}
-
 export interface OpenStream {
   response: IncomingMessage
   /** Resolves with the body text once it contains `marker`. */
@@ -129,7 +118,7 @@ export async function postAndHangUp (url: string, body: unknown, afterMs: number
   })
   req.on('error', () => {})
   req.end(payload)
-  await new Promise(resolve => setTimeout(resolve, afterMs))
+  await sleep(afterMs)
   req.destroy()
 }
 
@@ -147,6 +136,6 @@ export async function waitUntil (check: () => boolean, ms: number, what: string)
   const deadline = Date.now() + ms
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`)
-    await new Promise(resolve => setTimeout(resolve, 10))
+    await sleep(10)
   }
 }

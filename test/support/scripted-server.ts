@@ -20,16 +20,3 @@ export async function startScriptedServer (t: Test, answer: (request: IncomingMe
   })
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
 }
-
-export async function sleep (ms: number): Promise<void> {
-  await new Promise(resolve => setTimeout(resolve, ms))
-}
-
-/** A loopback URL nothing listens on: a port the system just handed out and took back. */
-export async function closedPortUrl (): Promise<string> {
-  const server = createServer()
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise(resolve => server.close(resolve))
-  return `http://127.0.0.1:${port}`
-}

@@ -1,7 +1,8 @@
-// CPU time and memory of another process, read from /proc so a server's numbers are its own.
+// What /proc says about another process (CPU time, memory, open sockets, open-file limit), so a
+// server's numbers are its own. Linux only, like the bench and the soak.
 
 import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
 
 let clockTicks: number | undefined
 
@@ -62,4 +63,28 @@ export function sampleRss (pid: number, intervalMs = 50): { stop: () => number }
       return peak
     }
   }
+}
+
+export interface FileLimit { soft: number, hard: number }
+
+/** The "Max open files" limit of a process ('self' for this one); Infinity for "unlimited". */
+export function openFileLimit (pid: number | 'self' = 'self'): FileLimit {
+  const line = readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find(l => l.startsWith('Max open files'))
+  const match = line === undefined ? null : /^Max open files\s+(\S+)\s+(\S+)/.exec(line)
+  if (match === null) throw new Error(`/proc/${pid}/limits has no "Max open files" line`)
+  const value = (raw: string): number => raw === 'unlimited' ? Infinity : Number(raw)
+  return { soft: value(match[1]!), hard: value(match[2]!) }
+}
+
+/** Open sockets of a process (listeners included): its file descriptors that link to `socket:[inode]`. */
+export function socketCount (pid: number): number {
+  let sockets = 0
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:')) sockets++
+    } catch {
+      // The descriptor closed between the listing and the read: it is no longer open.
+    }
+  }
+  return sockets
 }

@@ -76,6 +76,17 @@ export class Exposition {
     this.samples = parseSamples(text)
   }
 
+  /**
+   * The value of the one sample of `name` whose labels are exactly `labels`; undefined when there is
+   * none. What a test asserts `metric{labels} value` with.
+   */
+  sample (name: string, labels: Record<string, string> = {}): number | undefined {
+    const wanted = Object.entries(labels)
+    return this.samples.find(sample => sample.name === name &&
+      Object.keys(sample.labels).length === wanted.length &&
+      wanted.every(([key, value]) => sample.labels[key] === value))?.value
+  }
+
   /** Sum of the values of `name`'s samples whose labels include `labels`; 0 when none match. */
   value (name: string, labels: Record<string, string> = {}): number {
     return this.samples
