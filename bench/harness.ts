@@ -117,7 +117,7 @@ export function promptFor (i: number, variety: number): string {
 }
 
 export function upstreamRequestBody (prompt: string): string {
-  // What the SDK sends for a bare prompt with a config object (see gemini-wire-protocol.md §2.3).
+  // What the SDK sends for a bare prompt with a config object (see docs/gemini-wire-protocol.md §2.3).
   return JSON.stringify({ contents: [{ parts: [{ text: prompt }], role: 'user' }], generationConfig: {} })
 }
 

@@ -15,7 +15,7 @@ function cell (spread: Spread, digits: number): string {
 export function renderMarkdown (report: BenchReport, memory?: MemoryReport[]): string {
   const m = report.machine
   const lines: string[] = [
-    `# Benchmark: gateway vs bare proxy vs direct upstream`,
+    '# Benchmark: gateway vs bare proxy vs direct upstream',
     '',
     `Run ${report.startedAt} on ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, Linux ${m.kernel}. ` +
       'Emulator, bare proxy, gateway and load client are separate processes on the same machine.',

@@ -65,7 +65,7 @@ async function profileGateway (resultsDir: string, gatewayOptions: GatewayProces
   if (file === undefined) throw new Error('bench: the gateway wrote no .cpuprofile')
   const summary = summariseProfile(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile, 40)
   const m = machineFacts()
-  const markdown = `# Gateway CPU profile under load\n\n5,000 streams of 50 chunks at concurrency 50 (after 500 warm-up streams), ` +
+  const markdown = '# Gateway CPU profile under load\n\n5,000 streams of 50 chunks at concurrency 50 (after 500 warm-up streams), ' +
     `cheap emulator upstream, gateway in production mode. ${m.cpuModel}, ${m.cores} cores, Node ${m.node}.\n\n` +
     renderProfileSummary(summary, `Profile ${file}`)
   writeFileSync(join(resultsDir, 'profile.md'), markdown)

@@ -300,7 +300,7 @@ async function run (workDir: string): Promise<Check[]> {
   // deploy/nginx.conf answers 404 for /api/metrics: proof that this nginx runs that file.
   await waitReady(proxy, 'nginx', async () => await httpAnswers(`${nginxUrl}/api/metrics`) === 404)
   say(`nginx      ${nginxUrl} -> ${gatewayPorts.map(port => `${LOOPBACK}:${port}`).join(', ')}`)
-  say(`           runs deploy/nginx.conf with upstream, listen, log and temp paths rewritten; these directives are identical:`)
+  say('           runs deploy/nginx.conf with upstream, listen, log and temp paths rewritten; these directives are identical:')
   for (const directive of local) say(`             ${directive}`)
   say()
 

@@ -332,7 +332,7 @@ async function main (): Promise<number> {
     void running.finally(() => { loadOver = true })
     const samples: Sample[] = []
     const scrapeFailures: string[] = []
-    while (!loadOver) {
+    for (;;) {
       await Promise.race([sleep(sampleEveryMs), running])
       if (loadOver || childDied !== undefined) break
       try {
@@ -441,7 +441,7 @@ function buildReport (input: ReportInput): { markdown: string, verdicts: Verdict
     '',
     `Load: ${options.concurrency} streams open at all times for ${durationS} s (\`npm run soak -- --duration ${durationS}s --concurrency ${options.concurrency}\`), one connection per stream; ` +
       `answers of 20–200 words in up to ${options.chunkCount} chunk events, ${options.chunkDelayMs} ms apart; ${Math.round(options.cancelFraction * 100)}% of streams left by the client, ` +
-      `half of them 0–25 ms after the request was sent, half after a random number of chunk events. Every completed stream was compared byte for byte with the answer the emulator owes it.` +
+      'half of them 0–25 ms after the request was sent, half after a random number of chunk events. Every completed stream was compared byte for byte with the answer the emulator owes it.' +
       (options.hugeEventFraction > 0
         ? ` ${Math.round(options.hugeEventFraction * 100)}% of streams got one endless upstream event after their first chunk; each had to end with exactly the too-large error event.`
         : ''),
@@ -485,7 +485,7 @@ function buildReport (input: ReportInput): { markdown: string, verdicts: Verdict
       'the upstream call of every stream the client left was closed, not run to its end.',
     '',
     fit === undefined || heapFit === undefined
-      ? `RSS growth: too few samples in the second half of the load for a fit (run longer).`
+      ? 'RSS growth: too few samples in the second half of the load for a fit (run longer).'
       : `RSS growth in the steady part: **${slope(fit)}** (least-squares fit over the ${steady.length} samples of the second half of the load, ${warmupS.toFixed(0)}–${durationS} s; ` +
         `RSS ${mib(steady[0]!.gatewayRssKiB)} → ${mib(steady[steady.length - 1]!.gatewayRssKiB)} MiB); V8 heap in use over the same samples ${slope(heapFit)}` +
         `${firstHalf === undefined ? '' : `; in the first half, while the heap grew to its working size, RSS grew ${slope(firstHalf)}`}.`,

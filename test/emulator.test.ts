@@ -77,7 +77,7 @@ t.test('answerFor is deterministic, word-counted and carries framing-hostile cha
   t.ok(text.includes('\n\n'), 'a blank line (an SSE delimiter if a gateway forgets to escape)')
   t.ok(text.includes('"'), 'a double quote')
   t.ok(text.includes('\\'), 'a backslash')
-  t.ok(/[^\x00-\x7f]/.test(text), 'non-ASCII')
+  t.ok(/[^\p{ASCII}]/u.test(text), 'non-ASCII')
   t.ok(/\p{Extended_Pictographic}/u.test(text), 'an emoji')
   t.equal(text.trim(), text, 'no leading or trailing whitespace')
   for (const delta of a.deltas.slice(1)) t.match(delta, /^\s+\S/, 'each later delta starts with the separator before its first word')

@@ -193,7 +193,7 @@ t.test('a token count that never ends is read up to the cap and refused the same
     response.writeHead(200, { 'content-type': 'application/json; charset=UTF-8' })
     response.write('{"totalTokens": 4, "padding": "')
     const filler = ' '.repeat(64 * 1024)
-    const more = (): void => { while (!response.destroyed && response.write(filler)) {} }
+    const more = (): void => { while (!response.destroyed && response.write(filler)) { /* fill until the socket refuses more */ } }
     response.on('drain', more)
     response.on('close', () => { closedEarly.push(!response.writableFinished) })
     more()
