@@ -21,6 +21,10 @@ declare module './services.js' {
 
 export default fp<GeminiPluginOptions>(async function geminiClientPlugin (app, options) {
   if (isOwnClient(options)) {
+    const { streamGenerate, countTokens } = options.client
+    if (typeof streamGenerate !== 'function' || typeof countTokens !== 'function') {
+      throw new Error('gemini-client: option "client" must be "sdk", "rest" or a GeminiClient (streamGenerate and countTokens)')
+    }
     provide(app, 'gemini', options.client)
     return
   }

@@ -202,7 +202,7 @@ t.test('malformed upstream answers become a correct error or completion', async 
       name: 'a [DONE] sentinel after the answer is a malformed stream',
       fault: { kind: 'done-sentinel' },
       body: chunkEvents(deltas) + errorEvent('Gemini sent a malformed stream', true),
-      metrics: { failed: 1, active: 0, upstreamErrors: { network: 1 } }
+      metrics: { failed: 1, active: 0, upstreamErrors: { malformed: 1 } }
     },
     {
       name: 'a function-call part adds no chunk',

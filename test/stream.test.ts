@@ -42,8 +42,8 @@ const AFTER_FIRST_CHUNK: ReadonlyArray<{ name: string, fault: Fault, error: stri
   { name: 'a 503 error event is recoverable', fault: { kind: 'stream-error', afterChunks: 2, code: 503, message: 'The model is overloaded.' }, error: 'The model is overloaded.', recoverable: true, upstreamErrors: { 503: 1 } },
   { name: 'a 400 error event is not recoverable', fault: { kind: 'stream-error', afterChunks: 2, code: 400, message: 'Request contains an invalid argument.' }, error: 'Request contains an invalid argument.', recoverable: false, upstreamErrors: { 400: 1 } },
   { name: 'a dropped connection', fault: { kind: 'drop', afterChunks: 2 }, error: 'Connection to Gemini failed', recoverable: true, upstreamErrors: { network: 1 } },
-  { name: 'malformed JSON', fault: { kind: 'malformed-json', afterChunks: 2 }, error: 'Gemini sent a malformed stream', recoverable: true, upstreamErrors: { network: 1 } },
-  { name: 'an unterminated event', fault: { kind: 'unterminated', afterChunks: 2 }, error: 'Gemini sent a malformed stream', recoverable: true, upstreamErrors: { network: 1 } }
+  { name: 'malformed JSON', fault: { kind: 'malformed-json', afterChunks: 2 }, error: 'Gemini sent a malformed stream', recoverable: true, upstreamErrors: { malformed: 1 } },
+  { name: 'an unterminated event', fault: { kind: 'unterminated', afterChunks: 2 }, error: 'Gemini sent a malformed stream', recoverable: true, upstreamErrors: { malformed: 1 } }
 ]
 
 // The whole core path runs through both Gemini clients: the default REST client and the SDK it must match.

@@ -98,3 +98,8 @@ t.test('an unexpected exception is a 500 logged with its stack, never retried an
   t.equal(metrics.value('amrikyy_stream_sessions_failed_total', { agent: 'unknown', model: 'gemini-2.0-flash-exp' }), 1)
   t.equal(metrics.value('amrikyy_active_streams', { agent: 'unknown', model: 'gemini-2.0-flash-exp' }), 0)
 })
+
+t.test('a host\'s own client must be a GeminiClient', async t => {
+  await t.rejects(buildGateway(t, 'http://127.0.0.1:1', { gemini: { client: { streamGenerate: async () => { throw new Error('x') } } as unknown as GeminiClient } }),
+    new Error('gemini-client: option "client" must be "sdk", "rest" or a GeminiClient (streamGenerate and countTokens)'))
+})
