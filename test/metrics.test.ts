@@ -27,7 +27,7 @@ t.test('every stream lands in exactly one outcome and the scrape says so exactly
   t.match(await (await postStream(url, { prompt: 'fails mid stream', agent: 'mix' })).text(), /"recoverable":true/)
 
   emulator.addFault({ kind: 'stall-headers' })
-  await postAndHangUp(url, { prompt: 'leaves before the first chunk', agent: 'mix' }, 100)
+  await postAndHangUp(url, { prompt: 'leaves before the first chunk', agent: 'mix' }, emulator.waitForRequests(emulator.requests.length + 1))
   await within(1000, emulator.requests.at(-1)!.closed, 'upstream closed')
 
   emulator.addFault({ kind: 'stall', afterChunks: 1 })

@@ -172,7 +172,8 @@ for (const client of ['rest', 'sdk'] as const) {
       const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'upstream-secret-key', baseUrl: emulator.url, client } })
       // The upstream is still sending no headers.
       emulator.addFault({ kind: 'stall-headers' })
-      await postAndHangUp(url, { prompt: 'stalled' }, 100)
+      // Hung up once the call reached Gemini, however loaded the machine is.
+      await postAndHangUp(url, { prompt: 'stalled' }, emulator.waitForRequests(1))
       const stalled = emulator.requests[0]
       await within(1000, stalled!.closed, 'stalled upstream close')
       t.equal(stalled?.clientClosedEarly, true)

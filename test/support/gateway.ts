@@ -109,8 +109,8 @@ export async function openStream (url: string, body: unknown, apiKey = USER_KEY)
   })
 }
 
-/** Sends a request and destroys the socket without waiting for any answer. */
-export async function postAndHangUp (url: string, body: unknown, afterMs: number): Promise<void> {
+/** Sends a request and destroys its socket after `after` ms, or once `after` settles, without reading any answer. */
+export async function postAndHangUp (url: string, body: unknown, after: number | Promise<unknown>): Promise<void> {
   const payload = JSON.stringify(body)
   const req = httpRequest(`${url}/api/stream`, {
     method: 'POST',
@@ -118,7 +118,7 @@ export async function postAndHangUp (url: string, body: unknown, afterMs: number
   })
   req.on('error', () => {})
   req.end(payload)
-  await sleep(afterMs)
+  await (typeof after === 'number' ? sleep(after) : after)
   req.destroy()
 }
 
