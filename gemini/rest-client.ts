@@ -9,7 +9,7 @@ import { Agent, type Dispatcher } from 'undici'
 import { toDelta } from './delta.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
 import { readSmallBody, googleErrorOf, isJsonContentType } from './upstream-text.js'
-import { DEFAULT_MAX_EVENT_CHARS, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest } from './types.js'
+import { DEFAULT_MAX_EVENT_CHARS, type CountedContents, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest } from './types.js'
 import { abortedCall, httpStatusError, invalidRequest, malformedStream, transportError, unexpectedAnswer, type UpstreamError } from './upstream-error.js'
 
 export const DEFAULT_GEMINI_BASE_URL = 'https://generativelanguage.googleapis.com'
@@ -54,16 +54,33 @@ export function modelPath (model: string): string {
   return model.startsWith('models/') || model.startsWith('tunedModels/') ? model : `models/${model}`
 }
 
-/** The request body the SDK sends for a text prompt with a config object (generationConfig always present). */
+interface Content { parts: Array<{ text: string }>, role: 'user' | 'model' }
+
+/** Gemini's `contents`, as the SDK builds them from a text or from turns. */
+export function contentsOf (contents: CountedContents): Content[] {
+  return typeof contents === 'string'
+    ? [{ parts: [{ text: contents }], role: 'user' }]
+    : contents.map(turn => ({ parts: [{ text: turn.text }], role: turn.role }))
+}
+
+/** The request body the SDK sends for a conversation with a config object (generationConfig always present). */
 export function generateContentBody (request: GenerationRequest): string {
-  const generationConfig: Record<string, number> = {}
+  const generationConfig: Record<string, unknown> = {}
   const options = request.options ?? {}
   // The SDK's field order; unset fields are left out.
   if (options.temperature != null) generationConfig.temperature = options.temperature
   if (options.topP != null) generationConfig.topP = options.topP
   if (options.topK != null) generationConfig.topK = options.topK
   if (options.maxOutputTokens != null) generationConfig.maxOutputTokens = options.maxOutputTokens
-  return JSON.stringify({ contents: [{ parts: [{ text: request.prompt }], role: 'user' }], generationConfig })
+  if (options.stopSequences != null) generationConfig.stopSequences = options.stopSequences
+  if (options.presencePenalty != null) generationConfig.presencePenalty = options.presencePenalty
+  if (options.frequencyPenalty != null) generationConfig.frequencyPenalty = options.frequencyPenalty
+  if (options.seed != null) generationConfig.seed = options.seed
+  if (options.responseMimeType != null) generationConfig.responseMimeType = options.responseMimeType
+  const contents = contentsOf([...request.history ?? [], { role: 'user', text: request.prompt }])
+  // The SDK makes a text system instruction a user-role content.
+  const systemInstruction = request.system === undefined ? undefined : { parts: [{ text: request.system }], role: 'user' }
+  return JSON.stringify({ contents, systemInstruction, generationConfig })
 }
 
 export function createRestGeminiClient (options: GeminiClientOptions): RestGeminiClient {
@@ -187,9 +204,9 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
       }
     },
 
-    async countTokens (model, text, signal) {
+    async countTokens (model, contents, signal) {
       const path = `${prefix}/${modelPath(model)}:countTokens`
-      const response = await post(path, JSON.stringify({ contents: [{ parts: [{ text }], role: 'user' }] }), signal)
+      const response = await post(path, JSON.stringify({ contents: contentsOf(contents) }), signal)
       const answer = await readCapped(response, signal)
       let result: unknown
       try {

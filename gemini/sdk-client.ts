@@ -1,4 +1,5 @@
-import { GoogleGenAI, type GenerateContentResponse } from '@google/genai'
+import { GoogleGenAI, type Content, type GenerateContentResponse } from '@google/genai'
+import type { Turn } from '../schemas/stream.js'
 import { toDelta } from './delta.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
 import { DEFAULT_MAX_EVENT_CHARS, type GeminiClient, type GeminiClientOptions } from './types.js'
@@ -94,6 +95,10 @@ function classifySdkError (error: unknown, secret: string, signal: AbortSignal, 
   throw error
 }
 
+function sdkContents (turns: readonly Turn[]): Content[] {
+  return turns.map(turn => ({ role: turn.role, parts: [{ text: turn.text }] }))
+}
+
 function isErrorObject (text: string): boolean {
   try {
     const value: unknown = JSON.parse(text)
@@ -118,8 +123,8 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
       try {
         stream = await ai.models.generateContentStream({
           model: request.model,
-          contents: request.prompt,
-          config: { ...request.options, abortSignal: signal }
+          contents: request.history === undefined ? request.prompt : sdkContents([...request.history, { role: 'user', text: request.prompt }]),
+          config: { ...request.options, ...(request.system === undefined ? {} : { systemInstruction: request.system }), abortSignal: signal }
         })
       } catch (error) {
         throw classifySdkError(error, options.apiKey, signal)
@@ -135,9 +140,9 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
         }
       }
     },
-    async countTokens (model, text, signal) {
+    async countTokens (model, contents, signal) {
       try {
-        const result = await ai.models.countTokens({ model, contents: text, config: { abortSignal: signal } })
+        const result = await ai.models.countTokens({ model, contents: typeof contents === 'string' ? contents : sdkContents(contents), config: { abortSignal: signal } })
         return result.totalTokens ?? 0
       } catch (error) {
         throw classifySdkError(error, options.apiKey, signal)

@@ -1,10 +1,18 @@
-import type { GenerationOptions, Usage } from '../schemas/stream.js'
+import type { GenerationOptions, Turn, Usage } from '../schemas/stream.js'
 
 export interface GenerationRequest {
   model: string
+  /** The new user turn. */
   prompt: string
+  /** The system instruction. */
+  system?: string | undefined
+  /** Earlier turns, oldest first. */
+  history?: readonly Turn[] | undefined
   options?: GenerationOptions | undefined
 }
+
+/** What a token count counts: a text, or turns of a conversation. */
+export type CountedContents = string | readonly Turn[]
 
 /** One upstream event, reduced to what the gateway forwards. */
 export interface GenerationDelta {
@@ -22,7 +30,7 @@ export interface GeminiClient {
    * UpstreamError; anything else thrown is a bug of the gateway's own.
    */
   streamGenerate: (request: GenerationRequest, signal: AbortSignal) => Promise<AsyncIterator<GenerationDelta>>
-  countTokens: (model: string, text: string, signal: AbortSignal) => Promise<number>
+  countTokens: (model: string, contents: CountedContents, signal: AbortSignal) => Promise<number>
 }
 
 export interface GeminiClientOptions {

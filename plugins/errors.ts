@@ -27,6 +27,9 @@ export function describeValidation (issues: readonly ValidationIssue[]): string 
   const first = issues.find(issue => issue.keyword !== 'boolean') ?? issues[0]
   if (first === undefined) return 'Invalid request'
   const field = fieldName(first.instancePath)
+  // A union of literals fails once per literal: name them all.
+  const allowed = issues.filter(issue => issue.keyword === 'const' && issue.instancePath === first.instancePath).map(issue => issue.params.allowedValue)
+  if (allowed.length > 1) return `${field} must be one of ${allowed.map(value => JSON.stringify(value)).join(', ')}`
   return field === '' ? `Request body ${first.message ?? 'is invalid'}` : `${field} ${first.message ?? 'is invalid'}`
 }
 

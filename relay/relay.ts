@@ -254,10 +254,12 @@ export class StreamRelay {
   /** Gemini normally reports usage on its last event; when it does not, ask it to count rather than guess. */
   private async countUsage (): Promise<Usage | undefined | typeof STOPPED> {
     const { gemini, log } = this.context
-    const { model, prompt } = this.generation
+    const { model, prompt, history } = this.generation
+    // The SDK cannot count a system instruction on the Gemini Developer API: the turns are what is counted.
+    const asked = history === undefined ? prompt : [...history, { role: 'user' as const, text: prompt }]
     try {
       const counted = await this.orStop(Promise.all([
-        gemini.countTokens(model, prompt, this.upstream.signal),
+        gemini.countTokens(model, asked, this.upstream.signal),
         this.fullText === '' ? 0 : gemini.countTokens(model, this.fullText, this.upstream.signal)
       ]))
       if (counted === STOPPED) return STOPPED

@@ -4,7 +4,7 @@ import { parseJsonBody, refuseOtherCharsets } from './json-body.js'
 import { contractSse } from './contract-sse.js'
 import { StreamRelay } from '../relay/relay.js'
 import { relaySettings, type RelayOptions } from '../relay/settings.js'
-import { PROMPT_MAX_LENGTH, StreamRequest, StreamResponses } from '../schemas/stream.js'
+import { CONVERSATION_MAX_CHARS, PROMPT_MAX_LENGTH, StreamRequest, StreamResponses, type Turn } from '../schemas/stream.js'
 import { refusals } from '../schemas/refusals.js'
 import { need } from '../plugins/services.js'
 // Each service's type comes with the plugin that provides it.
@@ -19,10 +19,24 @@ export interface StreamRouteOptions extends RelayOptions {
 }
 
 /**
- * Room for a maximal prompt even when every character is escaped: an astral character (one of the
- * prompt's code points) is two `\uXXXX` escapes, 12 bytes; the rest of the body fits in 64 KiB.
+ * Room for a maximal prompt, system instruction and history even when every character is escaped: an
+ * astral character (one code point) is two `\uXXXX` escapes, 12 bytes; the rest of the body fits in 64 KiB.
  */
-const BODY_LIMIT = PROMPT_MAX_LENGTH * 12 + 64 * 1024
+const BODY_LIMIT = (PROMPT_MAX_LENGTH + CONVERSATION_MAX_CHARS) * 12 + 64 * 1024
+
+const SURROGATE_PAIR = /[\uD800-\uDBFF][\uDC00-\uDFFF]/g
+
+/** Characters as the schema's length limits count them: code points. */
+function characters (text: string): number {
+  return text.length - (text.match(SURROGATE_PAIR)?.length ?? 0)
+}
+
+/** The system instruction and the earlier turns together are bounded, not only each one. */
+function conversationTooLong (system: string | undefined, history: readonly Turn[] | undefined): boolean {
+  let chars = system === undefined ? 0 : characters(system)
+  for (const turn of history ?? []) chars += characters(turn.text)
+  return chars > CONVERSATION_MAX_CHARS
+}
 
 const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, options) => {
   const settings = relaySettings(options)
@@ -57,10 +71,11 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
   }, async function streamHandler (request, reply) {
     // The body may have arrived after draining began: no stream may start that the drain does not track.
     await refuseWhileDraining()
-    const { prompt, options: generation, agent } = request.body
+    const { prompt, system, history, options: generation, agent } = request.body
+    if (conversationTooLong(system, history)) throw refusals.conversationTooLong(CONVERSATION_MAX_CHARS)
     const model = request.body.model ?? options.defaultModel
     const context = { gemini, recorder: metrics.beginStream({ agent, model }), lifecycle, log: request.log, settings }
-    return await new StreamRelay(context, reply, { model, prompt, options: generation }, contractSse).run()
+    return await new StreamRelay(context, reply, { model, prompt, system, history, options: generation }, contractSse).run()
   })
 }
 

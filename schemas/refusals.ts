@@ -38,6 +38,7 @@ export class Refusal extends Error {
 export const refusals = {
   /** The body does not match the schema; `message` names the field. */
   invalidBody: (message: string) => new Refusal('AMRIKYY_INVALID_BODY', 400, { error: message }),
+  conversationTooLong: (maxChars: number) => new Refusal('AMRIKYY_CONVERSATION_TOO_LONG', 400, { error: `system and history may hold at most ${maxChars} characters together` }),
   promptRequired: () => new Refusal('AMRIKYY_PROMPT_REQUIRED', 400, { error: PROMPT_REQUIRED }),
   malformedJson: () => new Refusal('AMRIKYY_MALFORMED_JSON', 400, { error: 'Malformed JSON in request body' }),
   forbiddenField: (field: string) => new Refusal('AMRIKYY_FORBIDDEN_FIELD', 400, { error: `Forbidden field in request body: ${field}` }),

@@ -2,15 +2,34 @@ import { Type, type Static } from 'typebox'
 import { refusals, refusalSchema } from './refusals.js'
 
 export const PROMPT_MAX_LENGTH = 32_000
-/** Gemini's generationConfig.topK is an int32: anything larger can never work. */
+/** Characters the system instruction and the earlier turns may hold together. */
+export const CONVERSATION_MAX_CHARS = 128_000
+export const HISTORY_MAX_TURNS = 100
+/** Gemini's generationConfig.topK and seed are int32s: anything outside can never work. */
 const INT32_MAX = 2_147_483_647
+const INT32_MIN = -2_147_483_648
 
 export const GenerationOptions = Type.Object({
   temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 2 })),
   topP: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
   topK: Type.Optional(Type.Integer({ minimum: 1, maximum: INT32_MAX })),
-  maxOutputTokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 65_536 }))
-}, { additionalProperties: false, description: 'Sampling options, passed to Gemini as generationConfig' })
+  maxOutputTokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 65_536 })),
+  stopSequences: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 1024 }), {
+    maxItems: 5,
+    description: 'The answer ends before the first of these it would contain'
+  })),
+  seed: Type.Optional(Type.Integer({ minimum: INT32_MIN, maximum: INT32_MAX })),
+  // Gemini's documented range: [-2.0, 2.0).
+  presencePenalty: Type.Optional(Type.Number({ minimum: -2, exclusiveMaximum: 2 })),
+  frequencyPenalty: Type.Optional(Type.Number({ minimum: -2, exclusiveMaximum: 2 })),
+  responseMimeType: Type.Optional(Type.Union([Type.Literal('text/plain'), Type.Literal('application/json'), Type.Literal('text/x.enum')]))
+}, { additionalProperties: false, description: 'Generation options, passed to Gemini as generationConfig' })
+
+export const Turn = Type.Object({
+  role: Type.Union([Type.Literal('user'), Type.Literal('model')]),
+  text: Type.String({ minLength: 1, maxLength: CONVERSATION_MAX_CHARS })
+}, { additionalProperties: false, description: 'One earlier turn of the conversation' })
+export type Turn = Static<typeof Turn>
 
 export const StreamRequest = Type.Object({
   // `\S` rejects whitespace-only prompts with the same answer as a missing one.
@@ -19,6 +38,11 @@ export const StreamRequest = Type.Object({
     // No `..`: Gemini's clients refuse such a name before sending it, so it could only fail.
     pattern: '^(?!.*\\.\\.)(models/)?[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$',
     description: 'Gemini model name, for example gemini-2.0-flash-exp'
+  })),
+  system: Type.Optional(Type.String({ minLength: 1, maxLength: CONVERSATION_MAX_CHARS, description: 'The system instruction' })),
+  history: Type.Optional(Type.Array(Turn, {
+    maxItems: HISTORY_MAX_TURNS,
+    description: `Earlier turns, oldest first, before \`prompt\` (the new user turn); with \`system\` at most ${CONVERSATION_MAX_CHARS} characters`
   })),
   options: Type.Optional(GenerationOptions),
   agent: Type.Optional(Type.String({
@@ -61,7 +85,7 @@ export const StreamResponses = {
   400: refusalSchema('Invalid body: a missing prompt, a wrong type, an out-of-range option or an unknown field', refusals.promptRequired()),
   401: refusalSchema('No X-API-Key header', refusals.missingKey()),
   403: refusalSchema('Unknown API key', refusals.invalidKey()),
-  413: refusalSchema('Body over 440 KiB (room for a maximal prompt with every character JSON-escaped)', refusals.bodyTooLarge()),
+  413: refusalSchema('Body over 1.9 MiB (room for a maximal prompt, system instruction and history with every character JSON-escaped)', refusals.bodyTooLarge()),
   415: refusalSchema('Body is not application/json, or declares a charset other than UTF-8', refusals.notJson()),
   429: refusalSchema('Rate limit exceeded; see Retry-After', refusals.tooManyRequests()),
   500: refusalSchema('Gemini failed before the first chunk', refusals.streamFailed('Resource has been exhausted (e.g. check quota).')),

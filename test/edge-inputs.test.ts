@@ -1,5 +1,5 @@
 import t from 'tap'
-import { PROMPT_MAX_LENGTH } from '../schemas/stream.js'
+import { CONVERSATION_MAX_CHARS, PROMPT_MAX_LENGTH } from '../schemas/stream.js'
 import { USER_KEY, buildGateway, listenOnLoopback, startEmulator } from './support/gateway.js'
 import { Exposition } from './support/prometheus.js'
 
@@ -43,6 +43,20 @@ t.test('a maximal prompt is accepted however it is escaped', async t => {
   t.equal(emulator.requests[0]?.prompt, emoji, 'Gemini got the prompt as sent')
   const over = await post(url, asciiJson({ prompt: `${emoji}x` }))
   t.same([over.status, JSON.parse(over.text)], [400, { error: 'prompt must not have more than 32000 characters' }], 'one character over is the length error, not 413')
+})
+
+t.test('a maximal conversation is accepted however it is escaped', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 2, defaultMaxTokens: 4 })
+  const url = await listenOnLoopback(await buildGateway(t, emulator.url))
+  const emoji = (n: number): string => '\u{1F600}'.repeat(n)
+  const half = CONVERSATION_MAX_CHARS / 2
+  const body = asciiJson({ prompt: emoji(PROMPT_MAX_LENGTH), system: emoji(half), history: [{ role: 'user', text: emoji(half / 2) }, { role: 'model', text: emoji(half / 2) }] })
+  t.ok(body.length > (PROMPT_MAX_LENGTH + CONVERSATION_MAX_CHARS) * 12, 'twelve bytes a character')
+  const { status, text } = await post(url, body)
+  t.equal(status, 200)
+  t.match(text, /"complete":true/)
+  const over = await post(url, asciiJson({ prompt: 'p', system: emoji(half), history: [{ role: 'user', text: emoji(half + 1) }] }))
+  t.same([over.status, JSON.parse(over.text)], [400, { error: `system and history may hold at most ${CONVERSATION_MAX_CHARS} characters together` }], 'one character over is the length error, not 413')
 })
 
 t.test('a charset other than UTF-8 is refused with 415', async t => {

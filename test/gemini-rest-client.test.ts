@@ -107,6 +107,20 @@ t.test('same requests and answers without faults', async t => {
 
   await differential(t, emulator, clients, { model: 'models/gemini-2.5-pro', prompt: 'prefixed model name' })
   t.equal(emulator.requests.at(-1)?.path, '/v1/models/gemini-2.5-pro:streamGenerateContent?alt=sse')
+
+  const conversation = {
+    model: 'gemini-2.5-flash',
+    prompt: 'and now?',
+    system: 'Answer like a pirate',
+    history: [{ role: 'user' as const, text: 'hi' }, { role: 'model' as const, text: 'ahoy' }],
+    options: { temperature: 0.5, maxOutputTokens: 20, stopSequences: ['END'], seed: 7, presencePenalty: 0.5, frequencyPenalty: -0.5, responseMimeType: 'text/plain' as const }
+  }
+  await differential(t, emulator, clients, conversation)
+  t.equal(JSON.stringify(emulator.requests.at(-1)?.body),
+    '{"contents":[{"parts":[{"text":"hi"}],"role":"user"},{"parts":[{"text":"ahoy"}],"role":"model"},{"parts":[{"text":"and now?"}],"role":"user"}],' +
+    '"systemInstruction":{"parts":[{"text":"Answer like a pirate"}],"role":"user"},' +
+    '"generationConfig":{"temperature":0.5,"maxOutputTokens":20,"stopSequences":["END"],"presencePenalty":0.5,"frequencyPenalty":-0.5,"seed":7,"responseMimeType":"text/plain"}}',
+    'a conversation, as the SDK sends it')
 })
 
 t.test('same errors and deltas for every upstream fault', async t => {
@@ -203,6 +217,14 @@ t.test('same countTokens requests and results, and same client-side model checks
   t.same(wireView(emulator.requests[1]), wireView(emulator.requests[0]))
   t.equal(emulator.requests[1]?.path, '/v1/models/gemini-2.0-flash-exp:countTokens')
 
+  const turns = [{ role: 'user' as const, text: 'one two' }, { role: 'model' as const, text: 'three' }]
+  const before = emulator.requests.length
+  const turnCounts: number[] = []
+  for (const name of ['sdk', 'rest'] as const) turnCounts.push(await clients[name].countTokens('gemini-2.0-flash-exp', turns, signal))
+  t.equal(turnCounts[1], turnCounts[0], 'the same count for turns')
+  t.same(wireView(emulator.requests[before + 1]), wireView(emulator.requests[before]), 'the same turns on the wire')
+  t.equal(JSON.stringify(emulator.requests[before]?.body), '{"contents":[{"parts":[{"text":"one two"}],"role":"user"},{"parts":[{"text":"three"}],"role":"model"}]}')
+
   const invalid: unknown[] = []
   for (const name of ['sdk', 'rest'] as const) {
     invalid.push(await collect(clients[name], { model: '../escape', prompt: 'x' }))
@@ -210,7 +232,7 @@ t.test('same countTokens requests and results, and same client-side model checks
   }
   t.same(invalid.slice(2), invalid.slice(0, 2))
   t.match(invalid[0], { deltas: [], error: { message: 'Gemini request failed', recoverable: false } })
-  t.equal(emulator.requests.length, 2, 'invalid model names never reach the wire')
+  t.equal(emulator.requests.length, 4, 'invalid model names never reach the wire')
 })
 
 t.test('same error when nothing listens at the base URL', async t => {
