@@ -5,12 +5,28 @@
 // text and a different prompt gets a different one. At fixed positions the text carries the
 // characters that break naive SSE/JSON framing: a newline, a blank line, a double quote, a
 // backslash, non-ASCII letters and an emoji (a UTF-16 surrogate pair).
+//
+// A conversation (a system instruction, earlier turns) joins the seed, so it changes the words; a
+// single user turn without a system instruction is seeded exactly as a bare prompt always was.
+
+import { formatDeltas } from './answer-format.js'
+import { type Conversation, promptTextOf } from './conversation.js'
 
 export interface GenerationOptions {
-  maxOutputTokens?: number
-  temperature?: number
-  topP?: number
-  topK?: number
+  maxOutputTokens?: number | undefined
+  temperature?: number | undefined
+  topP?: number | undefined
+  topK?: number | undefined
+  /** Accepted, and no part of the seed: the answer is deterministic already. */
+  seed?: number | undefined
+  /** Accepted; they do not change the answer. */
+  presencePenalty?: number | undefined
+  frequencyPenalty?: number | undefined
+  /** The text ends before the first occurrence of any of them. */
+  stopSequences?: string[] | undefined
+  /** 'application/json' makes the answer a JSON string; 'text/x.enum' picks one of responseSchema's enum. */
+  responseMimeType?: string | undefined
+  responseSchema?: unknown
 }
 
 export interface AnswerPace {
@@ -25,7 +41,7 @@ export interface Answer {
   deltas: string[]
   promptTokens: number
   completionTokens: number
-  /** 'MAX_TOKENS' when the request's maxOutputTokens set the length, else 'STOP'. */
+  /** 'MAX_TOKENS' when the request's maxOutputTokens set the length (and no stop sequence cut it), else 'STOP'. */
   finishReason: FinishReason
 }
 
@@ -68,19 +84,25 @@ export function answerLength (maxOutputTokens: number | undefined, defaultMaxTok
 }
 
 /**
- * The deterministic answer for a prompt and generation options, as the text deltas a stream sends.
- * With n words and chunkCount c, there are min(n, c) deltas of near-equal word counts.
+ * The deterministic answer for a prompt (or a whole conversation) and generation options, as the text
+ * deltas a stream sends. With n words and chunkCount c, there are min(n, c) deltas of near-equal word
+ * counts, before the response MIME type and the stop sequences shape them (answer-format.ts).
  */
 export function answerFor (
-  prompt: string,
+  input: string | Conversation,
   generationConfig: GenerationOptions | undefined,
   pace: AnswerPace
 ): Answer {
+  const conversation: Conversation = typeof input === 'string' ? { turns: [{ role: 'user', text: input }] } : input
   const cfg = generationConfig ?? {}
   const n = answerLength(cfg.maxOutputTokens, pace.defaultMaxTokens)
-  const seed = hash32(JSON.stringify([
-    prompt, cfg.temperature ?? null, cfg.topP ?? null, cfg.topK ?? null, cfg.maxOutputTokens ?? null
-  ]))
+  const seedParts: unknown[] = [
+    conversation.turns.at(-1)?.text ?? '', cfg.temperature ?? null, cfg.topP ?? null, cfg.topK ?? null, cfg.maxOutputTokens ?? null
+  ]
+  if (conversation.system !== undefined || conversation.turns.length > 1) {
+    seedParts.push(conversation.system ?? null, conversation.turns.slice(0, -1).map(turn => [turn.role, turn.text]))
+  }
+  const seed = hash32(JSON.stringify(seedParts))
   const random = mulberry32(seed)
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)] as T
 
@@ -119,11 +141,14 @@ export function answerFor (
   }
 
   const limited = cfg.maxOutputTokens !== undefined && cfg.maxOutputTokens <= MAX_ANSWER_TOKENS
+  const formatted = formatDeltas(deltas, cfg, pick)
+  let completionTokens = 0
+  for (const delta of formatted.deltas) completionTokens += countWords(delta)
   return {
-    deltas,
-    promptTokens: countTokens(prompt),
-    completionTokens: n,
-    finishReason: limited ? 'MAX_TOKENS' : 'STOP'
+    deltas: formatted.deltas,
+    promptTokens: countTokens(promptTextOf(conversation)),
+    completionTokens,
+    finishReason: limited && !formatted.stopped ? 'MAX_TOKENS' : 'STOP'
   }
 }
 

@@ -2,16 +2,16 @@
 // with the fault the request drew (if any) applied to the writes, and X-Server-Timeout honoured.
 
 import { randomBytes } from 'node:crypto'
-import { answerFor, type Answer, type GenerationOptions } from './answer.js'
+import { answerFor, type Answer } from './answer.js'
 import { type EmulatorContext, type Exchange, sendError, sendRaw } from './exchange.js'
 import type { Fault } from './faults.js'
 import { googleError } from './google-errors.js'
-import { headerValue } from './request-checks.js'
+import { type GenerateRequest, headerValue } from './request-checks.js'
 import { JSON_TYPE, type Meta, responseEvents, sseEvent, streamSteps, unaryResponse } from './responses.js'
 
 const HUGE_PIECE_CHARS = 64 * 1024
 
-export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream' | 'unary', modelName: string, gen: GenerationOptions): Promise<void> {
+export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream' | 'unary', modelName: string, request: GenerateRequest): Promise<void> {
   const rpc = kind === 'stream' ? 'streamGenerateContent' : 'generateContent'
   const fault = ctx.takeFault(rpc, x.rec.prompt)
   x.rec.fault = fault
@@ -23,7 +23,7 @@ export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream
     }, serverTimeout * 1000)
   }
 
-  const answer = answerFor(x.rec.prompt, gen, { chunkCount: ctx.pace().chunkCount, defaultMaxTokens: ctx.defaultMaxTokens })
+  const answer = answerFor(request.conversation, request.gen, { chunkCount: ctx.pace().chunkCount, defaultMaxTokens: ctx.defaultMaxTokens })
   const meta = { modelVersion: modelName, responseId: randomBytes(16).toString('base64url') }
 
   if (fault?.kind === 'stall-headers') {

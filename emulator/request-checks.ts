@@ -1,12 +1,14 @@
-// Reading a request and the checks Google makes on it: body size, JSON, API key, contents and
-// generationConfig, each failure worded as Google words it.
+// Reading a request and the checks Google makes on it: body size, API key, and a generation
+// request's conversation (conversation.ts) and generationConfig (generation-config.ts).
 
 import type { IncomingMessage } from 'node:http'
 import type { GenerationOptions } from './answer.js'
+import { type Conversation, contentsProblem, conversationOf, systemInstructionProblem, turnOrderProblem } from './conversation.js'
+import { generationOptionsOf } from './generation-config.js'
 import { invalidKeyError, missingKeyError, type GoogleError } from './google-errors.js'
+import { isObject } from './json.js'
 
 export const MAX_BODY_BYTES = 20 * 1024 * 1024
-const VALID_ROLES = new Set(['user', 'model', 'function', 'tool'])
 
 /** The whole body; 'too-large' past MAX_BODY_BYTES; undefined when the client went away first. */
 export function readBody (req: IncomingMessage): Promise<Buffer | 'too-large' | undefined> {
@@ -30,18 +32,6 @@ export function readBody (req: IncomingMessage): Promise<Buffer | 'too-large' | 
   })
 }
 
-export function parseJson (raw: Buffer): { ok: true; value: unknown } | { ok: false; message: string } {
-  try {
-    return { ok: true, value: JSON.parse(raw.toString('utf8')) as unknown }
-  } catch (err) {
-    return { ok: false, message: err instanceof Error ? err.message : String(err) }
-  }
-}
-
-export function isObject (value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
 export function headerValue (value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value
 }
@@ -56,7 +46,7 @@ export function apiKeyProblem (req: IncomingMessage, path: string, expected: str
   return undefined
 }
 
-/** Text parts of all contents, joined with '\n'. */
+/** Text parts of all contents, joined with '\n': what faults match and the record shows. */
 export function promptOf (body: unknown): string {
   if (!isObject(body) || !Array.isArray(body.contents)) return ''
   const texts: string[] = []
@@ -67,49 +57,22 @@ export function promptOf (body: unknown): string {
   return texts.join('\n')
 }
 
-export function contentsProblem (contents: unknown, request: string): string | undefined {
-  if (!Array.isArray(contents) || contents.length === 0) return `* ${request}.contents: contents is not specified`
-  for (const [i, content] of contents.entries()) {
-    if (!isObject(content)) return `Invalid JSON payload received. ${request}.contents[${i}]: expected an object.`
-    if (content.role !== undefined && !VALID_ROLES.has(String(content.role))) {
-      return 'Please use a valid role: user, model.'
-    }
-    if (!Array.isArray(content.parts) || content.parts.length === 0) {
-      return `* ${request}.contents[${i}].parts: contents.parts must not be empty.`
-    }
-  }
-  return undefined
+export interface GenerateRequest {
+  conversation: Conversation
+  gen: GenerationOptions
 }
 
-/** A GenerateContentRequest's sampling options, or the message of the 400 its body gets. */
-export function generateRequestOf (body: unknown): GenerationOptions | string {
-  if (!isObject(body)) return '* GenerateContentRequest.contents: contents is not specified'
-  const contentsError = body.contents === undefined
-    ? '* GenerateContentRequest.contents: contents is not specified'
-    : contentsProblem(body.contents, 'GenerateContentRequest')
-  if (contentsError) return contentsError
-  return generationOptionsOf(body.generationConfig)
-}
-
-/** The sampling options the answer depends on, or an error message. */
-function generationOptionsOf (config: unknown): GenerationOptions | string {
-  if (config === undefined) return {}
-  if (!isObject(config)) return 'Invalid JSON payload received. generationConfig: expected an object.'
-  const out: GenerationOptions = {}
-  for (const key of ['temperature', 'topP', 'topK', 'maxOutputTokens'] as const) {
-    const value = config[key]
-    if (value === undefined || value === null) continue
-    if (typeof value !== 'number' || !Number.isFinite(value)) {
-      return `Invalid value at 'generation_config.${snake(key)}', "${String(value)}"`
-    }
-    out[key] = value
-  }
-  if (out.maxOutputTokens !== undefined && !(Number.isInteger(out.maxOutputTokens) && out.maxOutputTokens >= 1)) {
-    return `* GenerateContentRequest.generation_config.max_output_tokens: must be a positive integer, got ${out.maxOutputTokens}`
-  }
-  return out
-}
-
-function snake (name: string): string {
-  return name.replace(/[A-Z]/g, c => `_${c.toLowerCase()}`)
+/**
+ * A GenerateContentRequest's conversation and options, or the message of the 400 its body gets. Only a
+ * generation needs the turns in order (alternating, the user's last); countTokens counts any history.
+ */
+export function generateRequestOf (body: unknown, request = 'GenerateContentRequest', turnsInOrder = true): GenerateRequest | string {
+  if (!isObject(body) || body.contents === undefined) return `* ${request}.contents: contents is not specified`
+  const problem = contentsProblem(body.contents, request) ??
+    systemInstructionProblem(body.systemInstruction, request) ??
+    (turnsInOrder ? turnOrderProblem(body.contents as unknown[]) : undefined)
+  if (problem) return problem
+  const gen = generationOptionsOf(body.generationConfig)
+  if (typeof gen === 'string') return gen
+  return { conversation: conversationOf(body), gen }
 }

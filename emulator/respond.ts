@@ -2,10 +2,12 @@
 // key wins over a bad body), then the RPC the path names is served.
 
 import { countTokens } from './answer.js'
+import { contentsProblem, conversationOf, promptTextOf } from './conversation.js'
 import { type EmulatorContext, type Exchange, sendError, sendJson } from './exchange.js'
 import { generate } from './generate.js'
+import { isObject } from './json.js'
 import { findModel, modelsPage } from './models.js'
-import { apiKeyProblem, contentsProblem, generateRequestOf, isObject, MAX_BODY_BYTES, promptOf } from './request-checks.js'
+import { apiKeyProblem, generateRequestOf, MAX_BODY_BYTES } from './request-checks.js'
 import type { Route } from './routes.js'
 
 /** The body as read: 'too-large' past the cap, or its JSON (undefined when empty) or why it is not JSON. */
@@ -29,9 +31,9 @@ export async function respond (ctx: EmulatorContext, x: Exchange, route: Route, 
     case 'stream':
     case 'unary': {
       if (route.kind === 'stream') x.isStream = true
-      const gen = generateRequestOf(body.value)
-      if (typeof gen === 'string') return sendError(x, 400, gen)
-      return await generate(ctx, x, route.kind, route.model ?? '', gen)
+      const request = generateRequestOf(body.value)
+      if (typeof request === 'string') return sendError(x, 400, request)
+      return await generate(ctx, x, route.kind, route.model ?? '', request)
     }
   }
 }
@@ -48,14 +50,28 @@ function getModel (x: Exchange, name: string, apiVersion: string): void {
   sendJson(x, 200, found)
 }
 
+/**
+ * countTokens counts what a generation's promptTokenCount counts: with `generateContentRequest`, its
+ * system instruction and every turn; with bare `contents`, every turn. It does not check the turn
+ * order: a history that ends with the model's turn can be counted.
+ */
 function countTokensOf (x: Exchange, body: unknown): void {
   if (!isObject(body)) return sendError(x, 400, '* CountTokensRequest: request body must be a JSON object.')
-  const nested = isObject(body.generateContentRequest) ? body.generateContentRequest : undefined
-  const contents = body.contents ?? nested?.contents
-  if (contents !== undefined) {
-    const problem = contentsProblem(contents, 'CountTokensRequest')
-    if (problem) return sendError(x, 400, problem)
+  // The SDK refuses a top-level systemInstruction client-side; Google's JSON parser refuses unknown names.
+  for (const name of ['systemInstruction', 'generationConfig', 'tools']) {
+    if (body[name] !== undefined) return sendError(x, 400, `Invalid JSON payload received. Unknown name "${name}": Cannot find field.`)
   }
-  const total = countTokens(promptOf({ contents }))
+  const nested = isObject(body.generateContentRequest) ? body.generateContentRequest : undefined
+  let text = ''
+  if (nested !== undefined) {
+    const request = generateRequestOf(nested, 'CountTokensRequest.generate_content_request', false)
+    if (typeof request === 'string') return sendError(x, 400, request)
+    text = promptTextOf(request.conversation)
+  } else if (body.contents !== undefined) {
+    const problem = contentsProblem(body.contents, 'CountTokensRequest')
+    if (problem) return sendError(x, 400, problem)
+    text = promptTextOf(conversationOf(body))
+  }
+  const total = countTokens(text)
   sendJson(x, 200, { totalTokens: total, promptTokensDetails: [{ modality: 'TEXT', tokenCount: total }] })
 }

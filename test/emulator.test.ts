@@ -2,10 +2,11 @@
 
 import t from 'tap'
 import { Agent, request as httpRequest } from 'node:http'
-import { ApiError, GoogleGenAI, type GenerateContentResponse } from '@google/genai'
+import { ApiError, GoogleGenAI, Type, type GenerateContentResponse } from '@google/genai'
 import {
   GeminiEmulator,
   answerFor,
+  conversationOf,
   countTokens,
   type EmulatorOptions,
   type RecordedRequest
@@ -183,10 +184,10 @@ t.test('determinism and generationConfig through the SDK', async t => {
 
   const config = { temperature: 0.2, topP: 0.9, topK: 40, maxOutputTokens: 5, systemInstruction: 'Be terse.' }
   const short = await textOf('count to five', config)
-  t.equal(short.text, answerFor('count to five', config, PACE).deltas.join(''))
+  t.equal(short.text, answerFor({ system: 'Be terse.', turns: [{ role: 'user', text: 'count to five' }] }, config, PACE).deltas.join(''))
   t.equal(short.text.split(/\s+/).length, 5)
   t.equal(short.last.candidates?.[0]?.finishReason, 'MAX_TOKENS')
-  t.strictSame({ ...short.last.usageMetadata }, { promptTokenCount: 3, candidatesTokenCount: 5, totalTokenCount: 8 })
+  t.strictSame({ ...short.last.usageMetadata }, { promptTokenCount: 5, candidatesTokenCount: 5, totalTokenCount: 10 }, 'the system instruction counts')
   t.strictSame(emulator.requests[3]!.body, {
     contents: [{ parts: [{ text: 'count to five' }], role: 'user' }],
     systemInstruction: { parts: [{ text: 'Be terse.' }], role: 'user' },
@@ -194,7 +195,7 @@ t.test('determinism and generationConfig through the SDK', async t => {
   })
 })
 
-t.test('multi-turn prompt text joins all text parts with newlines', async t => {
+t.test('multi-turn: the record joins every text part, the answer and the prompt tokens follow every turn', async t => {
   const emulator = await startEmulator(t)
   const contents = [
     { role: 'user', parts: [{ text: 'first question' }] },
@@ -202,10 +203,12 @@ t.test('multi-turn prompt text joins all text parts with newlines', async t => {
     { role: 'user', parts: [{ text: 'second' }, { text: 'part' }] }
   ]
   const { chunks } = await collect(await sdk(emulator).models.generateContentStream({ model: `models/${MODEL}`, contents }))
-  const prompt = 'first question\nan answer\nsecond\npart'
-  t.equal(emulator.requests[0]!.prompt, prompt)
+  t.equal(emulator.requests[0]!.prompt, 'first question\nan answer\nsecond\npart')
   t.equal(emulator.requests[0]!.model, MODEL)
-  t.equal(chunks.map(c => c.text).join(''), answerFor(prompt, undefined, PACE).deltas.join(''))
+  const conversation = conversationOf(emulator.requests[0]!.body)
+  t.strictSame(conversation, { turns: [{ role: 'user', text: 'first question' }, { role: 'model', text: 'an answer' }, { role: 'user', text: 'second\npart' }] })
+  t.equal(chunks.map(c => c.text).join(''), answerFor(conversation, undefined, PACE).deltas.join(''))
+  t.not(chunks.map(c => c.text).join(''), answerFor('second\npart', undefined, PACE).deltas.join(''), 'the earlier turns change the answer')
   t.equal(chunks.at(-1)!.usageMetadata?.promptTokenCount, 6)
 })
 
@@ -603,4 +606,203 @@ t.test('recording is off unless asked for, and bounded when on', async t => {
   await ask(bounded, 5)
   await bounded.waitForRequests(5)
   t.strictSame(bounded.requests.map(r => [r.id, r.prompt]), [[4, 'q3'], [5, 'q4']], 'only the newest two, oldest dropped first')
+})
+
+/** The 400 an SDK call got, as Google's error body. */
+async function refusal (promise: Promise<unknown>): Promise<unknown> {
+  const error = await promise.then(() => undefined, (e: unknown) => e)
+  if (!(error instanceof ApiError)) throw new Error(`expected an ApiError, got ${String(error)}`)
+  return { status: error.status, body: JSON.parse(error.message) as unknown }
+}
+
+const invalid = (message: string): unknown => ({ status: 400, body: { error: { code: 400, message, status: 'INVALID_ARGUMENT' } } })
+
+t.test('systemInstruction: accepted with or without a role, it seeds the answer and counts as prompt tokens', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const plain = answerFor('name a colour', undefined, PACE)
+  const res = await ai.models.generateContent({ model: MODEL, contents: 'name a colour', config: { systemInstruction: 'Answer in French.' } })
+  const expected = answerFor({ system: 'Answer in French.', turns: [{ role: 'user', text: 'name a colour' }] }, undefined, PACE)
+  t.equal(res.text, expected.deltas.join(''))
+  t.not(res.text, plain.deltas.join(''), 'the system instruction changes the answer')
+  t.strictSame({ ...res.usageMetadata }, { promptTokenCount: 6, candidatesTokenCount: 64, totalTokenCount: 70 })
+  t.strictSame(emulator.requests[0]!.body, {
+    contents: [{ parts: [{ text: 'name a colour' }], role: 'user' }],
+    systemInstruction: { parts: [{ text: 'Answer in French.' }], role: 'user' },
+    generationConfig: {}
+  })
+  t.equal(emulator.requests[0]!.prompt, 'name a colour', 'the record (and fault matching) sees the turns only')
+
+  const parts = { parts: [{ text: 'sys A' }, { text: 'sys B' }] }
+  const { chunks } = await collect(await ai.models.generateContentStream({ model: MODEL, contents: 'hi', config: { systemInstruction: parts } }))
+  t.strictSame(emulator.requests[1]!.body, { contents: [{ parts: [{ text: 'hi' }], role: 'user' }], systemInstruction: parts, generationConfig: {} })
+  t.strictSame(conversationOf(emulator.requests[1]!.body), { system: 'sys A\nsys B', turns: [{ role: 'user', text: 'hi' }] })
+  t.strictSame(chunks.map(c => c.text), answerFor({ system: 'sys A\nsys B', turns: [{ role: 'user', text: 'hi' }] }, undefined, PACE).deltas)
+  t.equal(chunks.at(-1)!.usageMetadata?.promptTokenCount, 5)
+
+  const path = `/v1beta/models/${MODEL}:generateContent`
+  const empty = await rawPost(emulator, path, JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }], systemInstruction: { parts: [] } }))
+  t.strictSame([empty.status, await empty.json()], [400, { error: { code: 400, message: '* GenerateContentRequest.system_instruction.parts: contents.parts must not be empty.', status: 'INVALID_ARGUMENT' } }])
+  const notObject = await rawPost(emulator, path, JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }], systemInstruction: 'be brief' }))
+  t.equal(notObject.status, 400)
+})
+
+t.test('multi-turn contents: earlier turns seed the answer, every turn counts, bad orders are refused', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const turn = (role: string, text: string): { role: string; parts: { text: string }[] } => ({ role, parts: [{ text }] })
+  const history = [turn('user', 'What is the capital of France?'), turn('model', 'Paris.'), turn('user', 'And of Italy?')]
+
+  const single = await ai.models.generateContent({ model: MODEL, contents: [{ parts: [{ text: 'And of Italy?' }] }] })
+  t.equal(single.text, answerFor('And of Italy?', undefined, PACE).deltas.join(''), 'one turn without a role: today\'s answer, byte for byte')
+  t.strictSame(answerFor({ turns: [{ role: 'user', text: 'And of Italy?' }] }, undefined, PACE), answerFor('And of Italy?', undefined, PACE))
+
+  const stream = await collect(await ai.models.generateContentStream({
+    model: MODEL, contents: history, config: { systemInstruction: 'You are terse.', stopSequences: ['END', '\n\n'] }
+  }))
+  // What @google/genai 3.3.0 puts on the wire, byte for byte, for a REST client to match.
+  t.equal(JSON.stringify(emulator.requests[1]!.body), '{"contents":[{"parts":[{"text":"What is the capital of France?"}],"role":"user"},' +
+    '{"parts":[{"text":"Paris."}],"role":"model"},{"parts":[{"text":"And of Italy?"}],"role":"user"}],' +
+    '"systemInstruction":{"parts":[{"text":"You are terse."}],"role":"user"},"generationConfig":{"stopSequences":["END","\\n\\n"]}}')
+  const conversation = conversationOf(emulator.requests[1]!.body)
+  const expected = answerFor(conversation, { stopSequences: ['END', '\n\n'] }, PACE)
+  t.strictSame(stream.chunks.map(c => c.text), expected.deltas)
+  t.equal(stream.chunks.at(-1)!.usageMetadata?.promptTokenCount, 3 + 6 + 1 + 3, 'the system instruction and all three turns')
+  t.not(answerFor(conversation, undefined, PACE).deltas.join(''), single.text, 'the earlier turns change the answer')
+
+  const chat = ai.chats.create({ model: MODEL, history: history.slice(0, 2) })
+  const reply = await chat.sendMessage({ message: 'And of Italy?' })
+  t.equal(reply.text, answerFor({ turns: conversation.turns }, undefined, PACE).deltas.join(''), 'a chat sends its history as earlier turns')
+
+  const modelFirst = await ai.models.generateContent({ model: MODEL, contents: [turn('model', 'Hello, how can I help?'), turn('user', 'hi')] })
+  t.ok(modelFirst.text, 'a conversation may open with the model')
+
+  t.strictSame(await refusal(ai.models.generateContent({ model: MODEL, contents: [turn('user', 'a'), turn('user', 'b')] })),
+    invalid('Please ensure that multiturn requests alternate between user and model.'))
+  t.strictSame(await refusal(ai.models.generateContentStream({ model: MODEL, contents: [turn('user', 'a'), turn('model', 'b'), turn('model', 'c'), turn('user', 'd')] })),
+    invalid('Please ensure that multiturn requests alternate between user and model.'))
+  t.strictSame(await refusal(ai.models.generateContent({ model: MODEL, contents: history.slice(0, 2) })),
+    invalid('Please ensure that multiturn requests ends with a user role or a function response.'))
+  t.strictSame(await refusal(ai.models.generateContent({ model: MODEL, contents: [turn('assistant', 'a'), turn('user', 'b')] })),
+    invalid('Please use a valid role: user, model.'))
+  t.strictSame(await refusal(ai.models.generateContent({ model: MODEL, contents: [turn('model', 'a'), { role: 'user', parts: [] }] })),
+    invalid('* GenerateContentRequest.contents[1].parts: contents.parts must not be empty.'))
+})
+
+t.test('generationConfig: stop sequences end the text, across chunk boundaries, with STOP', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const prompt = 'tell me about rivers'
+  const full = answerFor(prompt, { maxOutputTokens: 40 }, PACE)
+  // A sequence that straddles the boundary between the third and the fourth delta.
+  const straddling = full.deltas[2]!.slice(-2) + full.deltas[3]!.slice(0, 3)
+  const text = full.deltas.join('')
+  const cut = text.indexOf(straddling)
+  t.ok(cut > 0 && cut < full.deltas.slice(0, 3).join('').length, 'the sequence starts in the third delta')
+
+  const { chunks } = await collect(await ai.models.generateContentStream({
+    model: MODEL, contents: prompt, config: { maxOutputTokens: 40, stopSequences: ['never-in-the-text', straddling] }
+  }))
+  t.equal(chunks.map(c => c.text ?? '').join(''), text.slice(0, cut), 'the text stops right before the sequence')
+  t.equal(chunks.length, 3, 'nothing is sent after the cut')
+  t.strictSame(chunks.map(c => c.candidates?.[0]?.finishReason), [undefined, undefined, 'STOP'], 'STOP, not MAX_TOKENS')
+  const words = text.slice(0, cut).split(/\s+/).filter(w => w !== '').length
+  t.equal(chunks.at(-1)!.usageMetadata?.candidatesTokenCount, words)
+
+  const unary = await ai.models.generateContent({ model: MODEL, contents: prompt, config: { maxOutputTokens: 40, stopSequences: [straddling] } })
+  t.equal(unary.text, text.slice(0, cut))
+  t.equal(unary.candidates?.[0]?.finishReason, 'STOP')
+  t.equal(unary.usageMetadata?.candidatesTokenCount, words)
+
+  const earliest = answerFor(prompt, { maxOutputTokens: 40, stopSequences: [full.deltas[3]!.trim().split(/\s+/)[0]!, '"'] }, PACE)
+  t.equal(earliest.deltas.join(''), text.slice(0, text.indexOf('"')), 'the earliest of the sequences wins')
+  const absent = answerFor(prompt, { maxOutputTokens: 40, stopSequences: ['zzz'] }, PACE)
+  t.strictSame(absent, full, 'a sequence that never occurs changes nothing, MAX_TOKENS included')
+  const atStart = answerFor(prompt, { maxOutputTokens: 40, stopSequences: [text.slice(0, 4)] }, PACE)
+  t.strictSame([atStart.deltas, atStart.completionTokens, atStart.finishReason], [[''], 0, 'STOP'], 'a stop at the very start leaves one empty delta')
+
+  t.strictSame(await refusal(ai.models.generateContent({ model: MODEL, contents: prompt, config: { stopSequences: ['a', 'b', 'c', 'd', 'e', 'f'] } })),
+    invalid('* GenerateContentRequest.generation_config.stop_sequences: the number of stop_sequences must not exceed 5'))
+  const five = await ai.models.generateContent({ model: MODEL, contents: prompt, config: { stopSequences: ['a1', 'b1', 'c1', 'd1', 'e1'] } })
+  t.ok(five.text, 'five are allowed')
+  const path = `/v1beta/models/${MODEL}:generateContent`
+  const notList = await rawPost(emulator, path, JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }], generationConfig: { stopSequences: 'END' } }))
+  t.equal(notList.status, 400)
+  const notString = await rawPost(emulator, path, JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }], generationConfig: { stopSequences: [1] } }))
+  t.equal(notString.status, 400)
+})
+
+t.test('generationConfig: seed and penalties are checked and do not change the answer', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const plain = answerFor('seeded', undefined, PACE).deltas.join('')
+  const res = await ai.models.generateContent({ model: MODEL, contents: 'seeded', config: { seed: 42, presencePenalty: -2, frequencyPenalty: 1.99 } })
+  t.equal(res.text, plain)
+  t.strictSame((emulator.requests[0]!.body as { generationConfig: unknown }).generationConfig, { presencePenalty: -2, frequencyPenalty: 1.99, seed: 42 })
+
+  t.strictSame(await refusal(ai.models.generateContent({ model: MODEL, contents: 'x', config: { presencePenalty: 2 } })),
+    invalid('presence_penalty must be in the range [-2.0, 2.0)'), '2.0 itself is out of range')
+  t.strictSame(await refusal(ai.models.generateContent({ model: MODEL, contents: 'x', config: { frequencyPenalty: -2.5 } })),
+    invalid('frequency_penalty must be in the range [-2.0, 2.0)'))
+  t.strictSame(await refusal(ai.models.generateContent({ model: MODEL, contents: 'x', config: { seed: 1.5 } })),
+    invalid("Invalid value at 'generation_config.seed' (TYPE_INT32), 1.5"))
+  t.strictSame(await refusal(ai.models.generateContent({ model: MODEL, contents: 'x', config: { seed: 2 ** 31 } })),
+    invalid("Invalid value at 'generation_config.seed' (TYPE_INT32), 2147483648"))
+  const negative = await ai.models.generateContent({ model: MODEL, contents: 'x', config: { seed: -(2 ** 31) } })
+  t.ok(negative.text, 'the whole int32 range')
+  const raw = await rawPost(emulator, `/v1beta/models/${MODEL}:generateContent`, JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }], generationConfig: { presencePenalty: 'high' } }))
+  t.strictSame(await raw.json(), { error: { code: 400, message: 'Invalid value at \'generation_config.presence_penalty\', "high"', status: 'INVALID_ARGUMENT' } })
+})
+
+t.test('generationConfig: responseMimeType', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const plain = answerFor('json please', undefined, PACE)
+  const { chunks } = await collect(await ai.models.generateContentStream({ model: MODEL, contents: 'json please', config: { responseMimeType: 'application/json' } }))
+  const json = chunks.map(c => c.text).join('')
+  t.equal(JSON.parse(json), plain.deltas.join(''), 'application/json: the answer as one JSON string')
+  t.equal(chunks.length, 8)
+  t.notOk(chunks.slice(0, -1).some(c => { try { JSON.parse(c.text ?? ''); return true } catch { return false } }), 'only the whole text is JSON')
+  t.strictSame(chunks.map(c => c.text), answerFor('json please', { responseMimeType: 'application/json' }, PACE).deltas)
+
+  const unary = await ai.models.generateContent({ model: MODEL, contents: 'json please', config: { responseMimeType: 'application/json', maxOutputTokens: 7 } })
+  t.equal(JSON.parse(unary.text ?? ''), answerFor('json please', { maxOutputTokens: 7 }, PACE).deltas.join(''))
+
+  const enumConfig = { responseMimeType: 'text/x.enum', responseSchema: { type: Type.STRING, enum: ['red', 'green', 'blue'] } }
+  const picked = await ai.models.generateContent({ model: MODEL, contents: 'pick a colour', config: enumConfig })
+  t.ok(['red', 'green', 'blue'].includes(picked.text ?? ''), `text/x.enum: one of the values (${String(picked.text)})`)
+  t.equal(picked.usageMetadata?.candidatesTokenCount, 1)
+  t.equal(picked.text, answerFor('pick a colour', enumConfig, PACE).deltas.join(''))
+
+  for (const mime of ['text/plain', 'application/xml', 'application/yaml']) {
+    const res = await ai.models.generateContent({ model: MODEL, contents: 'json please', config: { responseMimeType: mime } })
+    t.equal(res.text, plain.deltas.join(''), `${mime}: the plain answer`)
+  }
+  const allowed = '* GenerateContentRequest.generation_config.response_mime_type: allowed mimetypes are `text/plain`, `application/json`, `application/xml`, `application/yaml` and `text/x.enum`.'
+  t.strictSame(await refusal(ai.models.generateContent({ model: MODEL, contents: 'x', config: { responseMimeType: 'image/png' } })), invalid(allowed))
+})
+
+t.test('countTokens counts the system instruction and every turn, as promptTokenCount does', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const contents = [
+    { role: 'user', parts: [{ text: 'What is the capital of France?' }] },
+    { role: 'model', parts: [{ text: 'Paris.' }] },
+    { role: 'user', parts: [{ text: 'And of Italy?' }] }
+  ]
+  const systemInstruction = { parts: [{ text: 'You are terse.' }] }
+  const generated = await ai.models.generateContent({ model: MODEL, contents, config: { systemInstruction } })
+  t.equal(generated.usageMetadata?.promptTokenCount, 13)
+
+  const sdkCount = await ai.models.countTokens({ model: MODEL, contents })
+  t.equal(sdkCount.totalTokens, 10, 'the SDK counts the turns (it refuses a systemInstruction client-side in this mode)')
+  const path = `/v1beta/models/${MODEL}:countTokens`
+  const nested = await rawPost(emulator, path, JSON.stringify({ generateContentRequest: { model: `models/${MODEL}`, contents, systemInstruction } }))
+  t.strictSame(await nested.json(), { totalTokens: 13, promptTokensDetails: [{ modality: 'TEXT', tokenCount: 13 }] }, 'generateContentRequest: the same count as promptTokenCount')
+  const history = await rawPost(emulator, path, JSON.stringify({ contents: contents.slice(0, 2) }))
+  t.equal(((await history.json()) as { totalTokens: number }).totalTokens, 7, 'a history ending with the model can be counted')
+  const topLevel = await rawPost(emulator, path, JSON.stringify({ contents, systemInstruction }))
+  t.strictSame([topLevel.status, await topLevel.json()], [400, { error: { code: 400, message: 'Invalid JSON payload received. Unknown name "systemInstruction": Cannot find field.', status: 'INVALID_ARGUMENT' } }])
+  const badNested = await rawPost(emulator, path, JSON.stringify({ generateContentRequest: { contents, systemInstruction: { parts: [] } } }))
+  t.equal(badNested.status, 400)
 })
