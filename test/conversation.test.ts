@@ -2,6 +2,7 @@
 // Gemini's generation options, validated like the seed's fields and sent as @google/genai sends them.
 
 import t from 'tap'
+import { answerFor } from '../emulator/server.js'
 import { CONVERSATION_MAX_CHARS, HISTORY_MAX_TURNS } from '../schemas/stream.js'
 import { USER_KEY, buildGateway, parseEvents, postStream, startEmulator, startGateway } from './support/gateway.js'
 
@@ -57,4 +58,31 @@ t.test('a conversation reaches Gemini as @google/genai sends it, and streams as 
       '"systemInstruction":{"parts":[{"text":"Answer like a pirate"}],"role":"user"},' +
       '"generationConfig":{"stopSequences":["END"],"presencePenalty":0.5,"frequencyPenalty":-0.5,"seed":7,"responseMimeType":"text/plain"}}', `${client}: on the wire`)
   }
+})
+
+t.test('system and history change the answer, and a stop sequence ends it, over the wire', async t => {
+  const pace = { chunkCount: 4, defaultMaxTokens: 12 }
+  const emulator = await startEmulator(t, pace)
+  const { url } = await startGateway(t, emulator)
+  const fullTextOf = async (body: unknown): Promise<string> => {
+    const response = await postStream(url, body)
+    t.equal(response.status, 200)
+    const last = parseEvents(await response.text()).at(-1) as { complete?: boolean, fullText?: string }
+    t.equal(last.complete, true)
+    return last.fullText ?? ''
+  }
+  const history = [{ role: 'user' as const, text: 'hi' }, { role: 'model' as const, text: 'ahoy' }]
+  const plain = await fullTextOf({ prompt: 'and now?' })
+  const withSystem = await fullTextOf({ prompt: 'and now?', system: 'Answer like a pirate' })
+  const withHistory = await fullTextOf({ prompt: 'and now?', history })
+  t.equal(plain, answerFor('and now?', undefined, pace).deltas.join(''), 'the seed\'s answer for a prompt alone')
+  t.equal(withSystem, answerFor({ system: 'Answer like a pirate', turns: [{ role: 'user', text: 'and now?' }] }, undefined, pace).deltas.join(''))
+  t.equal(withHistory, answerFor({ turns: [...history, { role: 'user', text: 'and now?' }] }, undefined, pace).deltas.join(''))
+  t.not(withSystem, plain, 'the system instruction changes the answer')
+  t.not(withHistory, plain, 'earlier turns change the answer')
+
+  const words = plain.split(' ')
+  const stop = words[2]!
+  const stopped = await fullTextOf({ prompt: 'and now?', options: { stopSequences: [stop] } })
+  t.equal(stopped, plain.slice(0, plain.indexOf(stop)), 'the answer ends before the stop sequence')
 })
