@@ -135,7 +135,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const active: Gauge = new promClient.Gauge({ name: 'amrikyy_active_streams', help: 'Streams in progress', labelNames: streamLabels, registers })
   const duration: Histogram = new promClient.Histogram({ name: 'amrikyy_stream_duration_seconds', help: 'Whole stream duration, by outcome', labelNames: [...streamLabels, 'outcome'], buckets: DURATION_BUCKETS, registers })
   const firstChunk: Histogram = new promClient.Histogram({ name: 'amrikyy_stream_time_to_first_chunk_seconds', help: 'Time from request to the first chunk event', labelNames: streamLabels, buckets: FIRST_CHUNK_BUCKETS, registers })
-  const tokens: Counter = new promClient.Counter({ name: 'amrikyy_stream_tokens_total', help: 'Tokens reported by Gemini for completed streams', labelNames: [...streamLabels, 'type'], registers })
+  const tokens: Counter = new promClient.Counter({ name: 'amrikyy_stream_tokens_total', help: 'Tokens Gemini reported for every stream, its last running total (failed and cancelled streams included)', labelNames: [...streamLabels, 'type'], registers })
   const upstreamErrors: Counter = new promClient.Counter({ name: 'amrikyy_upstream_errors_total', help: 'Failed Gemini calls, by HTTP status or failure kind', labelNames: ['status'], registers })
   const rateLimited: Counter = new promClient.Counter({ name: 'amrikyy_rate_limited_total', help: 'Requests refused with 429', registers })
   const authFailures: Counter = new promClient.Counter({ name: 'amrikyy_auth_failures_total', help: 'Requests refused for a missing or invalid API key', labelNames: ['reason'], registers })

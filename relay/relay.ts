@@ -277,7 +277,8 @@ export class StreamRelay {
     // Whatever failed, the upstream call ends here: an open one would outlive the stream and hold shutdown.
     this.upstream.abort()
     this.context.log.warn({ upstreamStatus: failure.upstream?.status, chunksSent: this.index, reason: failure.message }, 'stream failed')
-    this.context.recorder.end('failed')
+    // What Gemini generated before the failure is billed: its last running total is counted.
+    this.context.recorder.end('failed', this.usage)
     if (!this.writer.headersSent) {
       const answer = this.format.refusal(failure)
       if (answer.headers !== undefined) this.reply.headers(answer.headers)
@@ -292,12 +293,12 @@ export class StreamRelay {
     switch (stop.kind) {
       case 'client-gone':
         if (!this.writer.headersSent) this.reply.hijack()
-        recorder.end('cancelled')
+        recorder.end('cancelled', this.usage)
         log.info({ chunksSent: this.index }, 'client disconnected; upstream call aborted')
         return this.reply
       case 'client-stalled':
         // Its buffer is full, so a last frame would never be read: cut the connection instead.
-        recorder.end('cancelled')
+        recorder.end('cancelled', this.usage)
         log.warn({ chunksSent: this.index, reason: stop.message }, 'client stopped reading; stream cut and upstream call aborted')
         this.reply.raw.destroy()
         return this.reply

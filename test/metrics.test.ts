@@ -51,9 +51,12 @@ t.test('every stream lands in exactly one outcome and the scrape says so exactly
   t.equal(scrape.value('amrikyy_stream_duration_seconds_count', { ...labels, outcome: 'failed' }), 2)
   t.equal(scrape.value('amrikyy_stream_duration_seconds_count', { ...labels, outcome: 'cancelled' }), 2)
   t.equal(scrape.value('amrikyy_stream_time_to_first_chunk_seconds_count', labels), 5, 'once per stream that sent a chunk')
-  const promptTokens = completedPrompts.map(prompt => answerFor(prompt, undefined, PACE).promptTokens).reduce((a, b) => a + b)
+  // Every stream Gemini answered pays its last running total: the completed ones, and the two cut after some chunks.
+  const billedPrompts = [...completedPrompts, 'fails mid stream', 'leaves after the first chunk']
+  const promptTokens = billedPrompts.map(prompt => answerFor(prompt, undefined, PACE).promptTokens).reduce((a, b) => a + b)
   t.equal(scrape.value('amrikyy_stream_tokens_total', { ...labels, type: 'prompt' }), promptTokens)
-  t.equal(scrape.value('amrikyy_stream_tokens_total', { ...labels, type: 'completion' }), 3 * 20)
+  const tokensPerChunk = PACE.defaultMaxTokens / PACE.chunkCount
+  t.equal(scrape.value('amrikyy_stream_tokens_total', { ...labels, type: 'completion' }), 3 * 20 + 2 * tokensPerChunk + 1 * tokensPerChunk)
   t.equal(scrape.value('amrikyy_upstream_errors_total', { status: '503' }), 1)
   t.equal(scrape.value('amrikyy_upstream_errors_total', { status: '500' }), 1)
   t.equal(scrape.value('amrikyy_rate_limited_total'), 2)
