@@ -2,20 +2,14 @@
 // so each one's CPU and memory can be read from /proc on its own.
 
 import { existsSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { childEnv, startChild } from '../scripts/shared/child-process.js'
 import { freePort } from '../scripts/shared/ports.js'
 
 /** The repository root: the nearest folder above this file that holds package.json. */
 export function projectRoot (): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  while (!existsSync(join(dir, 'package.json'))) {
-    const parent = dirname(dir)
-    if (parent === dir) throw new Error('bench: cannot find the project root (no package.json above this file)')
-    dir = parent
-  }
-  return dir
+  return buildRoot(fileURLToPath(import.meta.url))
 }
 
 export function distFile (relative: string): string {
@@ -38,6 +32,7 @@ export interface SpawnOptions {
   env: Record<string, string>
   port: number
   nodeArgs?: string[]
+  cwd?: string
 }
 
 /** Spawns `node script` with `env` and resolves once its port accepts connections. */
@@ -46,7 +41,8 @@ export async function spawnServer (options: SpawnOptions): Promise<Child> {
     name: options.name,
     args: [...(options.nodeArgs ?? []), options.script],
     env: childEnv(options.env, ['PATH']),
-    output: 'stderr'
+    output: 'stderr',
+    cwd: options.cwd
   })
   try {
     await child.waitForPort(options.port)
@@ -68,15 +64,35 @@ export interface GatewayProcessOptions {
   env?: Record<string, string>
   /** Another build's server.js (e.g. an older commit's), to compare builds; default this build's. */
   script?: string
+  /** The child's name in logs and errors; default `gateway`. */
+  name?: string
+}
+
+/**
+ * The folder of the build a script belongs to (the nearest package.json above it). Node resolves the
+ * script's packages from its own folder anyway; running it there too means another build reads
+ * nothing (files, config) from this one's.
+ */
+export function buildRoot (script: string): string {
+  let dir = dirname(resolve(script))
+  while (!existsSync(join(dir, 'package.json'))) {
+    const parent = dirname(dir)
+    if (parent === dir) throw new Error(`bench: no package.json above ${script}; is it a build's dist/server.js?`)
+    dir = parent
+  }
+  return dir
 }
 
 export async function startGatewayProcess (upstreamUrl: string, extra: GatewayProcessOptions = {}): Promise<Child> {
   const port = await freePort()
+  // Absolute, because the child runs in its own build's folder.
+  const script = resolve(extra.script ?? distFile('server.js'))
   return await spawnServer({
-    name: 'gateway',
-    script: extra.script ?? distFile('server.js'),
+    name: extra.name ?? 'gateway',
+    script,
     port,
     nodeArgs: extra.nodeArgs,
+    cwd: buildRoot(script),
     env: {
       NODE_ENV: 'production',
       LOG_LEVEL: 'warn',

@@ -1,15 +1,21 @@
-// The benchmark: three paths to the same emulator (direct, bare proxy, gateway), driven at several
-// concurrencies with the paths interleaved run by run, every stream's bytes checked.
+// The benchmark: three paths to the same emulator (direct, bare proxy, gateway), and a fourth when
+// another build is given as a baseline, driven at several concurrencies with the paths interleaved
+// run by run, every stream's bytes checked.
 
+import { resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { AnswerPace } from '../emulator/answer.js'
 import { machineFacts as sharedMachineFacts, type MachineFacts as SharedMachineFacts } from '../scripts/shared/machine.js'
-import { GATEWAY_CLIENT_KEY, startEmulatorProcess, type GatewayProcessOptions, startGatewayProcess, startProxyProcess, type Child } from './children.js'
+import { distFile, GATEWAY_CLIENT_KEY, startEmulatorProcess, type GatewayProcessOptions, startGatewayProcess, startProxyProcess, type Child } from './children.js'
 import { expectedStream, gatewayBodyProblem, upstreamBodyProblem, type ExpectedStream } from './expect.js'
 import { keepAliveAgent, percentile, runLoad, type StreamSample, type StreamTarget } from './load.js'
 import { cpuMs, sampleRss, ticksPerSecond } from '../scripts/shared/procfs.js'
+import { baselineRatiosFor, ratiosFor, type BaselineRatioReport, type RatioReport } from './ratios.js'
 
-export type PathName = 'direct' | 'proxy' | 'gateway'
+export type { BaselineRatioReport, RatioReport } from './ratios.js'
+
+/** `baseline` is another build of the gateway, measured only when the bench is given one. */
+export type PathName = 'direct' | 'proxy' | 'gateway' | 'baseline'
 export const PATHS: readonly PathName[] = ['direct', 'proxy', 'gateway']
 
 export const MODEL = 'gemini-2.0-flash-exp'
@@ -41,6 +47,8 @@ export interface BenchConfig {
   warmupStreams?: number
   /** Gateway process options (another build's script, extra env or node flags). */
   gateway?: GatewayProcessOptions
+  /** When set, a second gateway build (its `script`) measured as the `baseline` path beside the gateway. */
+  baseline?: GatewayProcessOptions
   log?: (line: string) => void
 }
 
@@ -68,20 +76,6 @@ export interface CellReport {
   summary: Record<MeasureName, Spread>
 }
 
-export interface RatioReport {
-  concurrency: number
-  /** gateway CPU per stream / proxy CPU per stream (medians). */
-  cpuPerStreamGatewayOverProxy: number
-  /** gateway streams/s / proxy streams/s (medians). */
-  throughputGatewayOverProxy: number
-  /** Median TTFC p50: gateway minus direct, and gateway minus proxy, in ms. */
-  ttfcP50GatewayMinusDirectMs: number
-  ttfcP50GatewayMinusProxyMs: number
-  ttfcP50ProxyMinusDirectMs: number
-  /** Median whole-stream p50: gateway minus direct, in ms. */
-  totalP50GatewayMinusDirectMs: number
-}
-
 export interface CheckReport {
   streamsChecked: number
   wrongStreams: number
@@ -95,6 +89,8 @@ export interface ScenarioReport {
   runs: number
   cells: CellReport[]
   ratios: RatioReport[]
+  /** Only when a baseline build was measured. */
+  baselineRatios?: BaselineRatioReport[]
   checks: CheckReport
 }
 
@@ -105,6 +101,8 @@ export interface MachineFacts extends SharedMachineFacts {
 export interface BenchReport {
   startedAt: string
   machine: MachineFacts
+  /** The two builds compared, as absolute script paths; only when a baseline was measured. */
+  builds?: { gateway: string, baseline: string }
   scenarios: ScenarioReport[]
 }
 
@@ -121,8 +119,26 @@ export function upstreamRequestBody (prompt: string): string {
   return JSON.stringify({ contents: [{ parts: [{ text: prompt }], role: 'user' }], generationConfig: {} })
 }
 
+/** The paths a run measures: the three, plus `baseline` when there is one. */
+export function pathsFor (config: BenchConfig): PathName[] {
+  return config.baseline === undefined ? [...PATHS] : [...PATHS, 'baseline']
+}
+
+/**
+ * The order of the paths in one cell. Without a baseline it is today's rotation by run. With one,
+ * the baseline is measured right beside the gateway (so both meet the same machine noise), before
+ * or after it by turns, so that neither build always goes first.
+ */
+export function pathOrder (paths: readonly PathName[], run: number, cellIndex: number): PathName[] {
+  const rotated = PATHS.map((_, i) => PATHS[(i + run) % PATHS.length]!)
+  if (!paths.includes('baseline')) return rotated
+  // Alternates along the concurrencies of a run and, for each concurrency, from run to run.
+  const at = rotated.indexOf('gateway') + ((run + cellIndex) % 2 === 0 ? 1 : 0)
+  return [...rotated.slice(0, at), 'baseline', ...rotated.slice(at)]
+}
+
 export function targetFor (path: PathName, url: string): StreamTarget {
-  if (path === 'gateway') {
+  if (path === 'gateway' || path === 'baseline') {
     return { url: `${url}/api/stream`, headers: { 'x-api-key': GATEWAY_CLIENT_KEY }, body: prompt => JSON.stringify({ prompt }) }
   }
   return {
@@ -136,7 +152,8 @@ export function targetFor (path: PathName, url: string): StreamTarget {
 export function sampleProblem (path: PathName, sample: StreamSample, expected: ExpectedStream): string | undefined {
   if (sample.error !== undefined) return `transport error: ${sample.error}`
   if (sample.status !== 200) return `status ${sample.status}`
-  return path === 'gateway' ? gatewayBodyProblem(sample.body, expected) : upstreamBodyProblem(sample.body, expected)
+  // The baseline speaks the same contract as the gateway, so the same bytes are expected of it.
+  return path === 'gateway' || path === 'baseline' ? gatewayBodyProblem(sample.body, expected) : upstreamBodyProblem(sample.body, expected)
 }
 
 function spread (values: number[]): Spread {
@@ -177,10 +194,13 @@ interface Servers {
   emulator: Child
   proxy: Child
   gateway: Child
+  baseline?: Child
 }
 
 function serverFor (servers: Servers, path: PathName): Child {
-  return path === 'direct' ? servers.emulator : servers[path]
+  const server = path === 'direct' ? servers.emulator : servers[path]
+  if (server === undefined) throw new Error(`bench: no ${path} server was started`)
+  return server
 }
 
 async function measureRun (servers: Servers, path: PathName, concurrency: number, streams: number, checker: Checker, variety: number): Promise<RunMeasure> {
@@ -219,20 +239,6 @@ async function measureRun (servers: Servers, path: PathName, concurrency: number
   }
 }
 
-function ratiosFor (cells: CellReport[], concurrencies: number[]): RatioReport[] {
-  const median = (path: PathName, concurrency: number, name: MeasureName): number =>
-    cells.find(cell => cell.path === path && cell.concurrency === concurrency)!.summary[name].median
-  return concurrencies.map(c => ({
-    concurrency: c,
-    cpuPerStreamGatewayOverProxy: median('gateway', c, 'cpuMsPerStream') / median('proxy', c, 'cpuMsPerStream'),
-    throughputGatewayOverProxy: median('gateway', c, 'streamsPerSecond') / median('proxy', c, 'streamsPerSecond'),
-    ttfcP50GatewayMinusDirectMs: median('gateway', c, 'ttfcP50Ms') - median('direct', c, 'ttfcP50Ms'),
-    ttfcP50GatewayMinusProxyMs: median('gateway', c, 'ttfcP50Ms') - median('proxy', c, 'ttfcP50Ms'),
-    ttfcP50ProxyMinusDirectMs: median('proxy', c, 'ttfcP50Ms') - median('direct', c, 'ttfcP50Ms'),
-    totalP50GatewayMinusDirectMs: median('gateway', c, 'totalP50Ms') - median('direct', c, 'totalP50Ms')
-  }))
-}
-
 export async function runScenario (scenario: ScenarioConfig, config: BenchConfig): Promise<ScenarioReport> {
   const log = config.log ?? (() => {})
   const variety = config.promptVariety ?? 64
@@ -245,10 +251,15 @@ export async function runScenario (scenario: ScenarioConfig, config: BenchConfig
     started.push(proxy)
     const gateway = await startGatewayProcess(emulator.url, config.gateway)
     started.push(gateway)
-    const servers = { emulator, proxy, gateway }
+    const servers: Servers = { emulator, proxy, gateway }
+    if (config.baseline !== undefined) {
+      servers.baseline = await startGatewayProcess(emulator.url, { ...config.baseline, name: 'baseline' })
+      started.push(servers.baseline)
+    }
+    const paths = pathsFor(config)
 
     // JIT warm-up, unmeasured: a fresh process is several times slower for its first few hundred streams.
-    for (const path of PATHS) {
+    for (const path of paths) {
       const agent = keepAliveAgent(WARMUP_CONCURRENCY)
       const warm = await runLoad(agent, targetFor(path, serverFor(servers, path).url), { streams: config.warmupStreams ?? 500, concurrency: WARMUP_CONCURRENCY, promptFor: i => promptFor(i, variety) })
       agent.destroy()
@@ -257,10 +268,9 @@ export async function runScenario (scenario: ScenarioConfig, config: BenchConfig
 
     const measures = new Map<string, RunMeasure[]>()
     for (let run = 0; run < scenario.runs; run++) {
-      for (const concurrency of scenario.concurrencies) {
+      for (const [cellIndex, concurrency] of scenario.concurrencies.entries()) {
         // Rotating the order each run spreads any drift (JIT, heap growth, thermal) over all paths.
-        const order = PATHS.map((_, i) => PATHS[(i + run) % PATHS.length]!)
-        for (const path of order) {
+        for (const path of pathOrder(paths, run, cellIndex)) {
           const measure = await measureRun(servers, path, concurrency, scenario.streamsPerRun(concurrency), checker, variety)
           const key = `${path}@${concurrency}`
           measures.set(key, [...(measures.get(key) ?? []), measure])
@@ -273,19 +283,33 @@ export async function runScenario (scenario: ScenarioConfig, config: BenchConfig
 
     const cells: CellReport[] = []
     for (const concurrency of scenario.concurrencies) {
-      for (const path of PATHS) {
+      for (const path of paths) {
         const runs = measures.get(`${path}@${concurrency}`)!
         cells.push({ path, concurrency, runs, summary: summarise(runs) })
       }
     }
-    return { name: scenario.name, pace: scenario.pace, runs: scenario.runs, cells, ratios: ratiosFor(cells, scenario.concurrencies), checks: checker.report }
+    return {
+      name: scenario.name,
+      pace: scenario.pace,
+      runs: scenario.runs,
+      cells,
+      ratios: ratiosFor(cells, scenario.concurrencies),
+      ...(servers.baseline === undefined ? {} : { baselineRatios: baselineRatiosFor(cells, scenario.concurrencies) }),
+      checks: checker.report
+    }
   } finally {
     for (const child of started.reverse()) await child.stop()
   }
 }
 
 export async function runBench (config: BenchConfig): Promise<BenchReport> {
-  const report: BenchReport = { startedAt: new Date().toISOString(), machine: machineFacts(), scenarios: [] }
+  const script = (options?: GatewayProcessOptions): string => resolve(options?.script ?? distFile('server.js'))
+  const report: BenchReport = {
+    startedAt: new Date().toISOString(),
+    machine: machineFacts(),
+    ...(config.baseline === undefined ? {} : { builds: { gateway: script(config.gateway), baseline: script(config.baseline) } }),
+    scenarios: []
+  }
   for (const scenario of config.scenarios) report.scenarios.push(await runScenario(scenario, config))
   return report
 }

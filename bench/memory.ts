@@ -17,7 +17,7 @@ export interface MemoryReport {
   rssOpenMiB: number
   kibPerOpenStream: number
   rssAfterCloseMiB: number
-  /** Every upstream stream closed (and, for the gateway, its active-streams gauge back to 0). */
+  /** Every upstream stream closed (and, for a gateway build, its active-streams gauge back to 0). */
   released: boolean
   releaseProblem?: string | undefined
 }
@@ -69,7 +69,8 @@ export async function measureIdleStreams (server: Exclude<PathName, 'direct'>, o
   const requests: ClientRequest[] = []
   const agent = new Agent({ keepAlive: false, maxSockets: Infinity })
   try {
-    child = server === 'gateway' ? await startGatewayProcess(emulator.url, gateway) : await startProxyProcess(emulator.url)
+    // `gateway` is the options of whichever build `server` names: this one's or the baseline's.
+    child = server === 'proxy' ? await startProxyProcess(emulator.url) : await startGatewayProcess(emulator.url, { ...gateway, name: server })
     const warmAgent = keepAliveAgent(20)
     await runLoad(warmAgent, targetFor(server, child.url), { streams: 200, concurrency: 20, promptFor: i => promptFor(i, 64) })
     warmAgent.destroy()
@@ -91,7 +92,7 @@ export async function measureIdleStreams (server: Exclude<PathName, 'direct'>, o
     let releaseProblem: string | undefined
     if (!(await waitFor(() => emulator.openStreams() === 0, 20_000))) {
       releaseProblem = `${emulator.openStreams()} upstream streams still open 20 s after the clients left`
-    } else if (server === 'gateway') {
+    } else if (server !== 'proxy') {
       const url = child.url
       if (!(await waitFor(async () => await activeGatewayStreams(url) === 0, 10_000))) releaseProblem = 'amrikyy_active_streams did not return to 0'
     }

@@ -1,4 +1,5 @@
-// Renders a bench report as Markdown: one table per scenario, then the ratios and the byte checks.
+// Renders a bench report as Markdown: one table per scenario, then the ratios (and, with a baseline
+// build, the gateway against that build) and the byte checks.
 
 import type { BenchReport, Spread } from './harness.js'
 import type { MemoryReport } from './memory.js'
@@ -24,6 +25,10 @@ export function renderMarkdown (report: BenchReport, memory?: MemoryReport[]): s
       'CPU = user+system time of the serving process (emulator for direct) per stream, from /proc. RSS = highest sampled during the run.',
     ''
   ]
+  if (report.builds !== undefined) {
+    lines.push(`Two builds side by side: gateway = \`${report.builds.gateway}\`, baseline = \`${report.builds.baseline}\`, ` +
+      'started the same way and measured in the same runs, next to each other, taking turns at going first.', '')
+  }
   for (const scenario of report.scenarios) {
     const p = scenario.pace
     lines.push(`## ${scenario.name}: ${p.chunkCount} chunks, ${p.chunkDelayMs} ms between chunks, ${scenario.runs} run(s)`, '')
@@ -39,6 +44,13 @@ export function renderMarkdown (report: BenchReport, memory?: MemoryReport[]): s
     for (const r of scenario.ratios) {
       lines.push(`| ${r.concurrency} | ${fixed(r.cpuPerStreamGatewayOverProxy, 2)}× | ${fixed(r.throughputGatewayOverProxy, 2)}× | ${fixed(r.ttfcP50GatewayMinusDirectMs, 2)} | ` +
         `${fixed(r.ttfcP50GatewayMinusProxyMs, 2)} | ${fixed(r.ttfcP50ProxyMinusDirectMs, 2)} | ${fixed(r.totalP50GatewayMinusDirectMs, 2)} |`)
+    }
+    if (scenario.baselineRatios !== undefined) {
+      lines.push('', '| conc. | CPU/stream gateway÷baseline | streams/s gateway÷baseline | TTFC p50 gateway−baseline ms |')
+      lines.push('|---:|---:|---:|---:|')
+      for (const r of scenario.baselineRatios) {
+        lines.push(`| ${r.concurrency} | ${fixed(r.cpuPerStreamGatewayOverBaseline, 2)}× | ${fixed(r.throughputGatewayOverBaseline, 2)}× | ${fixed(r.ttfcP50GatewayMinusBaselineMs, 2)} |`)
+      }
     }
     const k = scenario.checks
     lines.push('', `Byte checks: ${k.streamsChecked} streams checked, ${k.wrongStreams} wrong.`)

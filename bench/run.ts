@@ -4,11 +4,13 @@
 //   --no-memory    skip the idle-open-streams scenario
 //   --no-paced     skip the realistic-pace scenario
 //   --gateway-script PATH   measure another build's server.js (e.g. an older commit's) instead of dist/server.js
+//   --baseline-script PATH  also measure another build's server.js as a fourth path, `baseline`, in the same
+//                  runs as the gateway, and report gateway÷baseline ratios
 //   --gemini-client sdk|rest   the gateway's GEMINI_CLIENT (default: the gateway's own default)
 //   --profile      instead of the bench: CPU-profile the gateway under load, write bench/results/profile.md
 
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { projectRoot, startEmulatorProcess, startGatewayProcess, type GatewayProcessOptions } from './children.js'
 import { summariseProfile, renderProfileSummary, type CpuProfile } from './cpuprofile.js'
@@ -82,6 +84,7 @@ async function main (): Promise<void> {
       'no-paced': { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       'gateway-script': { type: 'string' },
+      'baseline-script': { type: 'string' },
       'gemini-client': { type: 'string' }
     }
   })
@@ -93,17 +96,23 @@ async function main (): Promise<void> {
     ...(values['gateway-script'] === undefined ? {} : { script: values['gateway-script'] }),
     ...(geminiClient === undefined ? {} : { env: { GEMINI_CLIENT: geminiClient } })
   }
+  const baselineScript = values['baseline-script']
+  if (baselineScript !== undefined && !existsSync(baselineScript)) throw new Error(`--baseline-script: ${baselineScript} does not exist; build that worktree first`)
+  // Started exactly as the gateway is (same env and flags), only from the other build's script.
+  const baseline: GatewayProcessOptions | undefined = baselineScript === undefined ? undefined : { ...gateway, script: resolve(baselineScript) }
   if (values.profile) return await profileGateway(resultsDir, gateway)
 
   const runs = Number(values.runs)
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got "${values.runs}"`)
-  const config: BenchConfig = { scenarios: scenarios(values.quick, runs, !values['no-paced']), gateway, log }
+  const config: BenchConfig = { scenarios: scenarios(values.quick, runs, !values['no-paced']), gateway, ...(baseline === undefined ? {} : { baseline }), log }
   const report = await runBench(config)
 
   const memory: MemoryReport[] = []
   if (!values['no-memory']) {
-    for (const n of values.quick ? [200] : [1000, 5000]) {
-      for (const server of ['proxy', 'gateway'] as const) memory.push(await measureIdleStreams(server, n, CHEAP, log, gateway))
+    for (const [i, n] of (values.quick ? [200] : [1000, 5000]).entries()) {
+      // With a baseline, the two builds take turns at going first.
+      const builds = baseline === undefined ? ['gateway'] as const : i % 2 === 0 ? ['gateway', 'baseline'] as const : ['baseline', 'gateway'] as const
+      for (const server of ['proxy', ...builds] as const) memory.push(await measureIdleStreams(server, n, CHEAP, log, server === 'baseline' ? baseline : gateway))
     }
   }
 

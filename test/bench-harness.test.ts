@@ -1,10 +1,13 @@
 // The benchmark harness on a tiny configuration: it starts the real processes (emulator, bare
-// proxy, gateway from dist/), reports every path and concurrency, and its byte checks reject
-// streams that are not exactly what each path must send. No timing is asserted.
+// proxy, gateway from dist/, and a baseline build when given one), reports every path and
+// concurrency, and its byte checks reject streams that are not exactly what each path must send.
+// No timing is asserted; the ratio maths is checked on made-up medians.
 
 import t from 'tap'
 import { expectedGatewayBody, expectedStream, gatewayBodyProblem, upstreamBodyProblem } from '../bench/expect.js'
-import { PATHS, runBench, type BenchReport, type ScenarioConfig } from '../bench/harness.js'
+import { PATHS, pathOrder, runBench, type BenchReport, type CellReport, type MeasureName, type PathName, type ScenarioConfig, type Spread } from '../bench/harness.js'
+import { baselineRatiosFor, ratiosFor } from '../bench/ratios.js'
+import { renderMarkdown } from '../bench/report.js'
 
 const PACE = { chunkCount: 5, chunkDelayMs: 0, defaultMaxTokens: 20 }
 const TINY: ScenarioConfig = { name: 'tiny', pace: PACE, concurrencies: [1, 2], runs: 1, streamsPerRun: () => 3 }
@@ -33,6 +36,66 @@ t.test('reports every path at every concurrency, with every stream checked and r
   // Warm-up (4 per path), per-cell warm-up (c streams) and the timed streams, all checked.
   t.equal(scenario.checks.streamsChecked, PATHS.length * 4 + PATHS.length * (1 + 3 + 2 + 3))
   t.equal(scenario.checks.wrongStreams, 0, scenario.checks.problems.join('; '))
+  // Without a baseline, nothing of one appears.
+  t.notOk('builds' in report)
+  t.notOk('baselineRatios' in scenario)
+  t.notMatch(renderMarkdown(report), /baseline/)
+})
+
+t.test('with a baseline build, measures it as a fourth path with the gateway\'s byte checks and reports gateway against baseline', async t => {
+  // This build as its own baseline: the point is the plumbing, not a difference.
+  const report = await runBench({ scenarios: [TINY], warmupStreams: 4, promptVariety: 3, baseline: {} })
+  const [scenario] = report.scenarios
+  if (scenario === undefined) return t.fail('no scenario')
+  t.same(scenario.cells.map(c => `${c.path}@${c.concurrency}`),
+    ['direct@1', 'proxy@1', 'gateway@1', 'baseline@1', 'direct@2', 'proxy@2', 'gateway@2', 'baseline@2'])
+  t.equal(scenario.checks.streamsChecked, 4 * 4 + 4 * (1 + 3 + 2 + 3))
+  t.equal(scenario.checks.wrongStreams, 0, scenario.checks.problems.join('; '))
+  t.same(scenario.baselineRatios?.map(r => r.concurrency), [1, 2])
+  t.ok(report.builds?.gateway.endsWith('/dist/server.js'))
+  t.equal(report.builds?.baseline, report.builds?.gateway)
+  const markdown = renderMarkdown(report)
+  t.match(markdown, '| conc. | CPU/stream gateway÷baseline | streams/s gateway÷baseline | TTFC p50 gateway−baseline ms |')
+  t.match(markdown, /\| baseline \| 2 \| 3 \|/)
+})
+
+t.test('the baseline is measured right beside the gateway, and the two take turns at going first', async t => {
+  t.same(pathOrder(PATHS, 0, 0), ['direct', 'proxy', 'gateway'])
+  t.same(pathOrder(PATHS, 1, 0), ['proxy', 'gateway', 'direct'])
+  t.same(pathOrder(PATHS, 2, 1), ['gateway', 'direct', 'proxy'])
+  const four: PathName[] = [...PATHS, 'baseline']
+  t.same(pathOrder(four, 0, 0), ['direct', 'proxy', 'gateway', 'baseline'])
+  t.same(pathOrder(four, 0, 1), ['direct', 'proxy', 'baseline', 'gateway'])
+  t.same(pathOrder(four, 1, 0), ['proxy', 'baseline', 'gateway', 'direct'])
+  t.same(pathOrder(four, 2, 0), ['gateway', 'baseline', 'direct', 'proxy'])
+  t.same(pathOrder(four, 2, 1), ['baseline', 'gateway', 'direct', 'proxy'])
+})
+
+t.test('ratios are taken between the medians of the paths at the same concurrency', async t => {
+  const spread = (median: number): Spread => ({ median, min: median - 1, max: median + 1 })
+  const made = (path: PathName, concurrency: number, cpu: number, perSecond: number, ttfc: number, total: number): CellReport => {
+    const summary = { streams: 3, ttfcP50Ms: ttfc, ttfcP99Ms: 0, totalP50Ms: total, totalP99Ms: 0, streamsPerSecond: perSecond, cpuMsPerStream: cpu, peakRssMiB: 0 }
+    return { path, concurrency, runs: [], summary: Object.fromEntries(Object.entries(summary).map(([k, v]) => [k, spread(v)])) as Record<MeasureName, Spread> }
+  }
+  const cells = [
+    made('direct', 50, 0.1, 2000, 1, 10),
+    made('proxy', 50, 0.25, 1000, 1.5, 12),
+    made('gateway', 50, 1, 500, 3, 20),
+    made('baseline', 50, 0.8, 400, 4.5, 25),
+    made('gateway', 1, 2, 100, 2, 5),
+    made('proxy', 1, 1, 200, 1, 4),
+    made('direct', 1, 0.5, 400, 0.5, 3),
+    made('baseline', 1, 4, 50, 1.25, 6)
+  ]
+  t.same(ratiosFor(cells, [1, 50]), [
+    { concurrency: 1, cpuPerStreamGatewayOverProxy: 2, throughputGatewayOverProxy: 0.5, ttfcP50GatewayMinusDirectMs: 1.5, ttfcP50GatewayMinusProxyMs: 1, ttfcP50ProxyMinusDirectMs: 0.5, totalP50GatewayMinusDirectMs: 2 },
+    { concurrency: 50, cpuPerStreamGatewayOverProxy: 4, throughputGatewayOverProxy: 0.5, ttfcP50GatewayMinusDirectMs: 2, ttfcP50GatewayMinusProxyMs: 1.5, ttfcP50ProxyMinusDirectMs: 0.5, totalP50GatewayMinusDirectMs: 10 }
+  ])
+  t.same(baselineRatiosFor(cells, [1, 50]), [
+    { concurrency: 1, cpuPerStreamGatewayOverBaseline: 0.5, throughputGatewayOverBaseline: 2, ttfcP50GatewayMinusBaselineMs: 0.75 },
+    { concurrency: 50, cpuPerStreamGatewayOverBaseline: 1.25, throughputGatewayOverBaseline: 1.25, ttfcP50GatewayMinusBaselineMs: -1.5 }
+  ])
+  t.throws(() => baselineRatiosFor(cells.filter(c => c.path !== 'baseline'), [1]), /no baseline cell at concurrency 1/)
 })
 
 t.test('flags every stream as wrong when the answers differ from what the checker expects', async t => {
@@ -42,6 +105,14 @@ t.test('flags every stream as wrong when the answers differ from what the checke
   t.equal(checks.streamsChecked, PATHS.length * (1 + 1 + 3))
   t.equal(checks.wrongStreams, checks.streamsChecked)
   for (const path of PATHS) t.ok(checks.problems.some(p => p.startsWith(`${path} `)), `a problem is reported for ${path}`)
+})
+
+t.test('flags the baseline\'s streams as wrong too, against the gateway\'s expected bytes', async t => {
+  const report = await runBench({ scenarios: [{ ...TINY, concurrencies: [1] }], warmupStreams: 1, promptVariety: 2, checkPace: { chunkCount: 4, defaultMaxTokens: 20 }, baseline: {} })
+  const checks = report.scenarios[0]!.checks
+  t.equal(checks.streamsChecked, 4 * (1 + 1 + 3))
+  t.equal(checks.wrongStreams, checks.streamsChecked)
+  t.ok(checks.problems.some(p => p.startsWith('baseline c=10: gateway body differs')), checks.problems.join('; '))
 })
 
 t.test('the byte checks catch a single altered byte', async t => {
