@@ -15,50 +15,62 @@ function isRecord (value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-/** An optional field of the given kind; a field of another kind makes the whole event malformed. */
-function optional<T> (value: unknown, is: (value: unknown) => value is T): T | undefined {
-  if (value === undefined || value === null) return undefined
-  if (!is(value)) throw malformedStream(new TypeError('an event field has the wrong type'))
-  return value
+/** A field of the wrong JSON type makes the whole event malformed; absent (or null) is fine. */
+function wrongType (field: string): never {
+  throw malformedStream(new TypeError(`an event's ${field} has the wrong type`))
 }
 
-const isArray = (value: unknown): value is unknown[] => Array.isArray(value)
-const isCount = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value)
-const isString = (value: unknown): value is string => typeof value === 'string'
-const isBoolean = (value: unknown): value is boolean => typeof value === 'boolean'
+function record (value: unknown, field: string): Record<string, unknown> | undefined {
+  if (value === undefined || value === null) return undefined
+  return isRecord(value) ? value : wrongType(field)
+}
+
+function count (value: unknown, field: string): number {
+  if (value === undefined || value === null) return 0
+  return typeof value === 'number' && Number.isFinite(value) ? value : wrongType(field)
+}
 
 function usageOf (metadata: Record<string, unknown>): Usage {
-  const promptTokens = optional(metadata.promptTokenCount, isCount) ?? 0
+  const promptTokens = count(metadata.promptTokenCount, 'promptTokenCount')
   // Thinking tokens are billed as output, so they count as completion.
-  const completionTokens = (optional(metadata.candidatesTokenCount, isCount) ?? 0) + (optional(metadata.thoughtsTokenCount, isCount) ?? 0)
-  return { promptTokens, completionTokens, totalTokens: optional(metadata.totalTokenCount, isCount) ?? promptTokens + completionTokens }
+  const completionTokens = count(metadata.candidatesTokenCount, 'candidatesTokenCount') + count(metadata.thoughtsTokenCount, 'thoughtsTokenCount')
+  const total = metadata.totalTokenCount
+  return { promptTokens, completionTokens, totalTokens: total === undefined || total === null ? promptTokens + completionTokens : count(total, 'totalTokenCount') }
 }
 
 /**
  * Reduces one parsed Gemini stream event to what the gateway forwards; shared by both clients. An event
  * whose fields have the wrong shape (`"parts": {}`) is a malformed stream, never read as an empty answer.
+ * On the per-chunk path: plain checks, no allocation beyond the delta.
  */
 export function toDelta (event: unknown): GenerationDelta {
   if (event === null) return { text: '', usage: undefined, finishReason: undefined, blockReason: undefined }
-  if (!isRecord(event)) throw malformedStream(new TypeError('an event is not a JSON object'))
-  const candidate = optional(optional(event.candidates, isArray)?.[0], isRecord)
-  const content = optional(candidate?.content, isRecord)
+  if (!isRecord(event)) wrongType('root')
+  const candidates = event.candidates
+  if (candidates !== undefined && candidates !== null && !Array.isArray(candidates)) wrongType('candidates')
+  const candidate = record((candidates as unknown[] | undefined | null)?.[0], 'candidate')
+  const content = record(candidate?.content, 'content')
+  const parts = content?.parts
+  if (parts !== undefined && parts !== null && !Array.isArray(parts)) wrongType('parts')
   let text = ''
   let thought: string | undefined
-  for (const part of optional(content?.parts, isArray) ?? []) {
-    if (!isRecord(part)) throw malformedStream(new TypeError('a part is not a JSON object'))
-    const partText = optional(part.text, isString)
-    if (partText === undefined) continue
+  for (const part of (parts as unknown[] | undefined | null) ?? []) {
+    if (!isRecord(part)) wrongType('part')
+    const partText = part.text
+    if (partText === undefined || partText === null) continue
+    if (typeof partText !== 'string') wrongType('text')
+    const isThought = part.thought
+    if (isThought !== undefined && isThought !== null && typeof isThought !== 'boolean') wrongType('thought')
     // Thought summaries are the model's scratchpad, not the answer.
-    if (optional(part.thought, isBoolean) === true) thought = (thought ?? '') + partText
+    if (isThought === true) thought = (thought ?? '') + partText
     else text += partText
   }
-  const metadata = optional(event.usageMetadata, isRecord)
+  const metadata = record(event.usageMetadata, 'usageMetadata')
   const delta: GenerationDelta = {
     text,
     usage: metadata === undefined ? undefined : usageOf(metadata),
     finishReason: enumName(candidate?.finishReason),
-    blockReason: enumName(optional(event.promptFeedback, isRecord)?.blockReason)
+    blockReason: enumName(record(event.promptFeedback, 'promptFeedback')?.blockReason)
   }
   if (thought !== undefined) delta.thought = thought
   return delta

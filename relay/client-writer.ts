@@ -44,7 +44,11 @@ export class ClientWriter {
     this.reply.raw.write(frame)
   }
 
-  async write (frame: string): Promise<void> {
+  /**
+   * Writes a frame; returns a promise only when the client's socket is full and the caller must wait
+   * for it to drain. The common case costs no promise and no microtask hop.
+   */
+  write (frame: string): Promise<void> | undefined {
     this.wroteSinceHeartbeat = true
     const raw = this.reply.raw
     if (!this.corked) {
@@ -53,14 +57,14 @@ export class ClientWriter {
       raw.cork()
       process.nextTick(this.uncork)
     }
-    if (raw.write(frame)) return
+    if (raw.write(frame)) return undefined
     // A slow reader: pull nothing more from upstream until the socket drains, so memory stays bounded.
     this.uncork()
     // An event over the high-water mark written while corked reports "full" even when uncorking just
     // handed it all to the kernel: then no `drain` may ever come (Node 22 and 24 differ in which of
     // the response and the socket keep a "needs drain" flag). Only bytes still buffered mean waiting.
-    if (raw.writableLength === 0 && (raw.socket?.writableLength ?? 0) === 0) return
-    await this.awaitDrain()
+    if (raw.writableLength === 0 && (raw.socket?.writableLength ?? 0) === 0) return undefined
+    return this.awaitDrain()
   }
 
   private async awaitDrain (): Promise<void> {

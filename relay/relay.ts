@@ -183,7 +183,8 @@ export class StreamRelay {
         if (delta.blockReason !== undefined) this.blockReason = delta.blockReason
         if (delta.thought !== undefined) {
           const frame = this.format.thought(delta.thought)
-          if (frame !== undefined) await this.send(frame)
+          const draining = frame === undefined ? undefined : this.send(frame)
+          if (draining !== undefined) await draining
         }
         if (delta.text === '') continue
         if (this.fullText.length + delta.text.length > settings.maxAnswerChars) {
@@ -196,7 +197,8 @@ export class StreamRelay {
         this.fullText += delta.text
         recorder.chunkSent()
         const frame = this.format.chunk(delta.text, this.index)
-        if (frame !== undefined) await this.send(frame)
+        const draining = frame === undefined ? undefined : this.send(frame)
+        if (draining !== undefined) await draining
         if (this.stopped !== undefined) break
       } catch (caught) {
         if (this.stopped !== undefined) break
@@ -220,9 +222,10 @@ export class StreamRelay {
     return await this.complete()
   }
 
-  private async send (frame: string): Promise<void> {
+  /** Sends a frame, opening the stream first; a promise only when the client must be waited for. */
+  private send (frame: string): Promise<void> | undefined {
     this.openOnce()
-    await this.writer.write(frame)
+    return this.writer.write(frame)
   }
 
   private answerRefused (message: string, recoverable: boolean): StreamFailure {
