@@ -1,4 +1,4 @@
-import type { Usage } from '../schemas/stream.js'
+import type { ReportedUsage } from '../schemas/stream.js'
 import type { GenerationDelta } from './types.js'
 import { malformedStream } from './upstream-error.js'
 
@@ -30,12 +30,18 @@ function count (value: unknown, field: string): number {
   return typeof value === 'number' && Number.isFinite(value) ? value : wrongType(field)
 }
 
-function usageOf (metadata: Record<string, unknown>): Usage {
+function usageOf (metadata: Record<string, unknown>): ReportedUsage {
   const promptTokens = count(metadata.promptTokenCount, 'promptTokenCount')
+  const thoughts = metadata.thoughtsTokenCount
+  const thoughtsTokens = count(thoughts, 'thoughtsTokenCount')
   // Thinking tokens are billed as output, so they count as completion.
-  const completionTokens = count(metadata.candidatesTokenCount, 'candidatesTokenCount') + count(metadata.thoughtsTokenCount, 'thoughtsTokenCount')
+  const completionTokens = count(metadata.candidatesTokenCount, 'candidatesTokenCount') + thoughtsTokens
   const total = metadata.totalTokenCount
-  return { promptTokens, completionTokens, totalTokens: total === undefined || total === null ? promptTokens + completionTokens : count(total, 'totalTokenCount') }
+  const usage: ReportedUsage = { promptTokens, completionTokens, totalTokens: total === undefined || total === null ? promptTokens + completionTokens : count(total, 'totalTokenCount') }
+  if (thoughts !== undefined && thoughts !== null) usage.thoughtsTokens = thoughtsTokens
+  const cached = metadata.cachedContentTokenCount
+  if (cached !== undefined && cached !== null) usage.cachedTokens = count(cached, 'cachedContentTokenCount')
+  return usage
 }
 
 /**
@@ -73,5 +79,7 @@ export function toDelta (event: unknown): GenerationDelta {
     blockReason: enumName(record(event.promptFeedback, 'promptFeedback')?.blockReason)
   }
   if (thought !== undefined) delta.thought = thought
+  const modelVersion = event.modelVersion
+  if (typeof modelVersion === 'string') delta.modelVersion = modelVersion
   return delta
 }

@@ -1,4 +1,4 @@
-import type { GenerationOptions, Turn, Usage } from '../schemas/stream.js'
+import type { GenerationOptions, ReportedUsage, Turn } from '../schemas/stream.js'
 
 export interface GenerationRequest {
   model: string
@@ -19,7 +19,10 @@ export interface GenerationDelta {
   text: string
   /** Thought summary text of this event, when the model sent any; never part of `text`. */
   thought?: string | undefined
-  usage?: Usage | undefined
+  /** Gemini's running total so far; the last one is what it bills. */
+  usage?: ReportedUsage | undefined
+  /** The model that answered, as Gemini names it (`modelVersion`); not checked beyond being a string. */
+  modelVersion?: string | undefined
   finishReason?: string | undefined
   blockReason?: string | undefined
 }

@@ -4,7 +4,7 @@ import { tooLarge, UpstreamError } from '../gemini/upstream-error.js'
 import type { GeminiClient, GenerationDelta, GenerationRequest } from '../gemini/types.js'
 import type { GatewayLifecycle } from '../plugins/lifecycle.js'
 import type { StreamRecorder } from '../plugins/metrics.js'
-import type { Usage } from '../schemas/stream.js'
+import type { ReportedUsage } from '../schemas/stream.js'
 import { ClientWriter } from './client-writer.js'
 import { retryDelay } from './retry.js'
 import { seconds, type RelaySettings } from './settings.js'
@@ -31,6 +31,9 @@ const STOPPED = Symbol('stopped')
 /** Finish reasons that mean the answer is whole; any other one means Gemini cut it short. */
 const COMPLETE_FINISH_REASONS = new Set(['STOP', 'MAX_TOKENS'])
 
+/** A model name as Gemini reports one; anything else an upstream puts in `modelVersion` is not passed on. */
+const MODEL_VERSION = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$/
+
 function upstreamFailure (error: UpstreamError): StreamFailure {
   return { kind: error.code === 'out_of_descriptors' ? 'unavailable' : 'upstream', message: error.message, recoverable: error.recoverable, upstream: error }
 }
@@ -47,7 +50,8 @@ export class StreamRelay {
   private readonly writer: ClientWriter
   private index = 0
   private fullText = ''
-  private usage: Usage | undefined
+  private usage: ReportedUsage | undefined
+  private modelVersion: string | undefined
   private finishReason: string | undefined
   private blockReason: string | undefined
   private readonly timers: NodeJS.Timeout[] = []
@@ -180,6 +184,7 @@ export class StreamRelay {
         const delta = result.value
         if (delta.usage !== undefined) this.usage = delta.usage
         if (delta.finishReason !== undefined) this.finishReason = delta.finishReason
+        if (delta.modelVersion !== undefined) this.modelVersion = delta.modelVersion
         if (delta.blockReason !== undefined) this.blockReason = delta.blockReason
         if (delta.thought !== undefined) {
           const frame = this.format.thought(delta.thought)
@@ -228,14 +233,14 @@ export class StreamRelay {
     return this.writer.write(frame)
   }
 
-  private answerRefused (message: string, recoverable: boolean): StreamFailure {
-    return { kind: 'upstream', message, recoverable }
+  private answerRefused (message: string, recoverable: boolean, finishReason?: string): StreamFailure {
+    return { kind: 'upstream', message, recoverable, finishReason }
   }
 
   private async complete (): Promise<FastifyReply> {
     if (this.blockReason !== undefined) return await this.fail(this.answerRefused(`Gemini blocked the prompt: ${this.blockReason}`, false))
     if (this.finishReason === undefined) return await this.fail(this.answerRefused('Gemini ended the stream before the answer was complete', true))
-    if (!COMPLETE_FINISH_REASONS.has(this.finishReason)) return await this.fail(this.answerRefused(`Gemini stopped generating: ${this.finishReason}`, false))
+    if (!COMPLETE_FINISH_REASONS.has(this.finishReason)) return await this.fail(this.answerRefused(`Gemini stopped generating: ${this.finishReason}`, false, this.finishReason))
     if (this.usage === undefined) {
       const counted = await this.countUsage()
       if (counted === STOPPED) return await this.onStopped(this.stopped ?? { kind: 'client-gone' })
@@ -245,7 +250,7 @@ export class StreamRelay {
       totalChunks: this.index,
       fullText: this.fullText,
       usage: this.usage,
-      model: this.generation.model,
+      model: MODEL_VERSION.test(this.modelVersion ?? '') ? this.modelVersion! : this.generation.model,
       finishReason: this.finishReason
     })
     this.openOnce()
@@ -255,7 +260,7 @@ export class StreamRelay {
   }
 
   /** Gemini normally reports usage on its last event; when it does not, ask it to count rather than guess. */
-  private async countUsage (): Promise<Usage | undefined | typeof STOPPED> {
+  private async countUsage (): Promise<ReportedUsage | undefined | typeof STOPPED> {
     const { gemini, log } = this.context
     const { model, prompt, history } = this.generation
     // The SDK cannot count a system instruction on the Gemini Developer API: the turns are what is counted.

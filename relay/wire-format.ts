@@ -4,7 +4,7 @@
 
 import type { OutgoingHttpHeaders } from 'node:http'
 import type { UpstreamError } from '../gemini/upstream-error.js'
-import type { Usage } from '../schemas/stream.js'
+import type { ReportedUsage } from '../schemas/stream.js'
 
 export type FailureKind =
   /** Gemini failed, or refused the answer. */
@@ -27,13 +27,16 @@ export interface StreamFailure {
   recoverable: boolean
   /** The upstream failure behind an `upstream` or `unavailable` failure, for formats that map Gemini's status. */
   upstream?: UpstreamError | undefined
+  /** Gemini's finish reason when it cut the answer short (`SAFETY`, `RECITATION`, ...). */
+  finishReason?: string | undefined
 }
 
 export interface StreamCompletion {
   totalChunks: number
   fullText: string
   /** Absent when Gemini reported no usage and counting the tokens failed. */
-  usage: Usage | undefined
+  usage: ReportedUsage | undefined
+  /** The model that answered: Gemini's `modelVersion` when it named one, else the model asked for. */
   model: string
   finishReason: string
 }

@@ -1,8 +1,9 @@
 // The seed contract's wire format (stream-api-quick-reference.md): `data:` events of chunks, then one
-// completion or error event; before the first byte, a failure is a JSON answer. Thoughts are not part
-// of the contract and are never sent.
+// completion or error event; before the first byte, a failure is a JSON answer. A request with only the
+// seed's fields gets exactly these bytes; a conversation request (issue 14) gets the same events with
+// what Gemini said about how the answer ended: its finish reason, the model and the usage details.
 
-import type { WireFormat } from '../relay/wire-format.js'
+import type { StreamCompletion, StreamFailure, WireFormat } from '../relay/wire-format.js'
 import { refusals } from '../schemas/refusals.js'
 
 const SSE_HEADERS = {
@@ -18,16 +19,27 @@ function dataEvent (payload: object): string {
   return `data: ${JSON.stringify(payload)}\n\n`
 }
 
+function seedError (failure: StreamFailure): { error: string, recoverable: boolean } {
+  return failure.kind === 'internal'
+    ? { error: refusals.internal().body.error, recoverable: false }
+    : { error: failure.message, recoverable: failure.recoverable }
+}
+
+function seedCompletion ({ totalChunks, fullText, usage }: StreamCompletion): object {
+  // Only the seed's three counts: the usage details Gemini may report are not part of its contract.
+  return usage === undefined
+    ? { complete: true, totalChunks, fullText }
+    : { complete: true, totalChunks, fullText, usage: { promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, totalTokens: usage.totalTokens } }
+}
+
 export const contractSse: WireFormat = {
   head: () => ({ status: 200, headers: SSE_HEADERS }),
   // Same bytes as JSON.stringify({ chunk, index }) without building the object on the hot path.
   chunk: (text, index) => `data: {"chunk":${JSON.stringify(text)},"index":${index}}\n\n`,
   thought: () => undefined,
   heartbeat: () => HEARTBEAT,
-  completion: ({ totalChunks, fullText, usage }) => dataEvent({ complete: true, totalChunks, fullText, ...(usage === undefined ? {} : { usage }) }),
-  error: failure => dataEvent(failure.kind === 'internal'
-    ? { error: refusals.internal().body.error, recoverable: false }
-    : { error: failure.message, recoverable: failure.recoverable }),
+  completion: completion => dataEvent(seedCompletion(completion)),
+  error: failure => dataEvent(seedError(failure)),
   refusal: failure => {
     switch (failure.kind) {
       case 'internal': return answerOf(refusals.internal())
@@ -40,4 +52,16 @@ export const contractSse: WireFormat = {
 
 function answerOf (refusal: ReturnType<typeof refusals.internal>): { status: number, body: unknown } {
   return { status: refusal.statusCode, body: refusal.body }
+}
+
+/** The seed's events for a conversation request, each ending saying how Gemini ended the answer. */
+export const conversationSse: WireFormat = {
+  ...contractSse,
+  completion: completion => dataEvent({
+    ...seedCompletion(completion),
+    ...(completion.usage === undefined ? {} : { usage: completion.usage }),
+    finishReason: completion.finishReason,
+    model: completion.model
+  }),
+  error: failure => dataEvent({ ...seedError(failure), ...(failure.finishReason === undefined ? {} : { finishReason: failure.finishReason }) })
 }

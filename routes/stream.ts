@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { parseJsonBody, refuseOtherCharsets } from './json-body.js'
-import { contractSse } from './contract-sse.js'
+import { contractSse, conversationSse } from './contract-sse.js'
 import { StreamRelay } from '../relay/relay.js'
 import { relaySettings, type RelayOptions } from '../relay/settings.js'
 import { CONVERSATION_MAX_CHARS, PROMPT_MAX_LENGTH, StreamRequest, StreamResponses, type Turn } from '../schemas/stream.js'
@@ -29,6 +29,13 @@ const SURROGATE_PAIR = /[\uD800-\uDBFF][\uDC00-\uDFFF]/g
 /** Characters as the schema's length limits count them: code points. */
 function characters (text: string): number {
   return text.length - (text.match(SURROGATE_PAIR)?.length ?? 0)
+}
+
+const SEED_OPTIONS = new Set(['temperature', 'topP', 'topK', 'maxOutputTokens'])
+
+/** A request that uses any field beyond the seed contract's; only those get the conversation's events. */
+function isConversation (body: StreamRequest): boolean {
+  return body.system !== undefined || body.history !== undefined || Object.keys(body.options ?? {}).some(name => !SEED_OPTIONS.has(name))
 }
 
 /** The system instruction and the earlier turns together are bounded, not only each one. */
@@ -75,7 +82,8 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     if (conversationTooLong(system, history)) throw refusals.conversationTooLong(CONVERSATION_MAX_CHARS)
     const model = request.body.model ?? options.defaultModel
     const context = { gemini, recorder: metrics.beginStream({ agent, model }), lifecycle, log: request.log, settings }
-    return await new StreamRelay(context, reply, { model, prompt, system, history, options: generation }, contractSse).run()
+    const format = isConversation(request.body) ? conversationSse : contractSse
+    return await new StreamRelay(context, reply, { model, prompt, system, history, options: generation }, format).run()
   })
 }
 

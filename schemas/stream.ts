@@ -60,6 +60,16 @@ export const Usage = Type.Object({
 })
 export type Usage = Static<typeof Usage>
 
+/** Usage of a conversation request's completion: the seed's three counts and the details Gemini reported. */
+export const ReportedUsage = Type.Object({
+  promptTokens: Type.Integer(),
+  completionTokens: Type.Integer({ description: 'Answer and thinking tokens, as billed' }),
+  totalTokens: Type.Integer(),
+  thoughtsTokens: Type.Optional(Type.Integer({ description: 'Of completionTokens, those spent thinking' })),
+  cachedTokens: Type.Optional(Type.Integer({ description: 'Of promptTokens, those read from the context cache' }))
+})
+export type ReportedUsage = Static<typeof ReportedUsage>
+
 export const ChunkEvent = Type.Object({
   chunk: Type.String(),
   index: Type.Integer({ minimum: 1 })
@@ -69,11 +79,14 @@ export const CompletionEvent = Type.Object({
   totalChunks: Type.Integer(),
   fullText: Type.String(),
   // Gemini reports usage, or the gateway counts it; only when counting fails too is it left out.
-  usage: Type.Optional(Usage)
-}, { description: 'The last event of a successful stream' })
+  usage: Type.Optional(ReportedUsage),
+  finishReason: Type.Optional(Type.String({ description: 'Conversation requests only: Gemini\'s finish reason, STOP or MAX_TOKENS' })),
+  model: Type.Optional(Type.String({ description: 'Conversation requests only: the model that answered, as Gemini reported it' }))
+}, { description: 'The last event of a successful stream; a request with only the seed\'s fields gets the seed\'s fields and usage counts only' })
 export const ErrorEvent = Type.Object({
   error: Type.String(),
-  recoverable: Type.Boolean({ description: 'True when the same request may succeed later' })
+  recoverable: Type.Boolean({ description: 'True when the same request may succeed later' }),
+  finishReason: Type.Optional(Type.String({ description: 'Conversation requests only: why Gemini cut the answer short, e.g. SAFETY' }))
 }, { description: 'The last event of a stream that failed after it started' })
 
 /** The OpenAPI description of every answer of `POST /api/stream`; 4xx/5xx bodies are also serialized by it. */

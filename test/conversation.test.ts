@@ -4,7 +4,8 @@
 import t from 'tap'
 import { answerFor } from '../emulator/server.js'
 import { CONVERSATION_MAX_CHARS, HISTORY_MAX_TURNS } from '../schemas/stream.js'
-import { USER_KEY, buildGateway, parseEvents, postStream, startEmulator, startGateway } from './support/gateway.js'
+import { USER_KEY, buildGateway, chunkEvent, listenOnLoopback, parseEvents, postStream, startEmulator, startGateway } from './support/gateway.js'
+import { startScriptedServer } from './support/scripted-server.js'
 
 // Nothing listens here: every request below must be refused before the gateway calls Gemini.
 const UNREACHABLE_UPSTREAM = 'http://127.0.0.1:9'
@@ -85,4 +86,45 @@ t.test('system and history change the answer, and a stop sequence ends it, over 
   const stop = words[2]!
   const stopped = await fullTextOf({ prompt: 'and now?', options: { stopSequences: [stop] } })
   t.equal(stopped, plain.slice(0, plain.indexOf(stop)), 'the answer ends before the stop sequence')
+})
+
+t.test('a conversation\'s completion says how Gemini ended it; a seed request\'s stays the seed\'s', async t => {
+  const pace = { chunkCount: 3, defaultMaxTokens: 9 }
+  const emulator = await startEmulator(t, pace)
+  const { url } = await startGateway(t, emulator)
+  const lastEvent = async (body: unknown): Promise<unknown> => parseEvents(await (await postStream(url, body)).text()).at(-1)
+
+  const seed = answerFor('hello there', { temperature: 0.5 }, pace)
+  const seedUsage = { promptTokens: seed.promptTokens, completionTokens: seed.completionTokens, totalTokens: seed.promptTokens + seed.completionTokens }
+  t.same(await lastEvent({ prompt: 'hello there', options: { temperature: 0.5 } }),
+    { complete: true, totalChunks: 3, fullText: seed.deltas.join(''), usage: seedUsage }, 'seed fields only: the seed\'s completion')
+
+  const asked = { system: 'be brief', turns: [{ role: 'user' as const, text: 'hello there' }] }
+  const answer = answerFor(asked, undefined, pace)
+  t.same(await lastEvent({ prompt: 'hello there', system: 'be brief', model: 'gemini-2.5-flash' }), {
+    complete: true,
+    totalChunks: 3,
+    fullText: answer.deltas.join(''),
+    usage: { promptTokens: answer.promptTokens, completionTokens: answer.completionTokens, totalTokens: answer.promptTokens + answer.completionTokens },
+    finishReason: 'STOP',
+    model: 'gemini-2.5-flash'
+  }, 'a conversation: finish reason and model added')
+
+  const limited = answerFor({ turns: [{ role: 'user', text: 'hello there' }] }, { maxOutputTokens: 3, stopSequences: ['zzz'] }, pace)
+  const event = await lastEvent({ prompt: 'hello there', options: { maxOutputTokens: 3, stopSequences: ['zzz'] } }) as { finishReason?: string }
+  t.equal(event.finishReason, limited.finishReason, 'MAX_TOKENS when the output cap ended it')
+  t.equal(limited.finishReason, 'MAX_TOKENS')
+})
+
+t.test('a conversation cut short by Gemini ends with its finish reason in the error event', async t => {
+  const upstream = await startScriptedServer(t, (_request, response) => {
+    response.writeHead(200, { 'content-type': 'text/event-stream' })
+    response.write(`data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: 'Once upon' }], role: 'model' }, index: 0 }], modelVersion: 'gemini-2.5-flash' })}\r\n\r\n`)
+    response.end(`data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: ' a' }], role: 'model' }, finishReason: 'SAFETY', index: 0 }], usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 2, totalTokenCount: 5 } })}\r\n\r\n`)
+  })
+  const url = await listenOnLoopback(await buildGateway(t, upstream, { gemini: { apiKey: 'k', baseUrl: upstream }, stream: { heartbeatMs: 0 } }))
+  const seedBody = await (await postStream(url, { prompt: 'tell a story' })).text()
+  t.equal(seedBody, chunkEvent('Once upon', 1) + chunkEvent(' a', 2) + 'data: {"error":"Gemini stopped generating: SAFETY","recoverable":false}\n\n', 'the seed\'s error event')
+  const conversationBody = await (await postStream(url, { prompt: 'tell a story', system: 'for children' })).text()
+  t.equal(conversationBody, chunkEvent('Once upon', 1) + chunkEvent(' a', 2) + 'data: {"error":"Gemini stopped generating: SAFETY","recoverable":false,"finishReason":"SAFETY"}\n\n', 'the text sent stays, then the reason')
 })
