@@ -7,6 +7,7 @@
 import { createRequire } from 'node:module'
 import { Agent, type Dispatcher } from 'undici'
 import { toDelta } from './delta.js'
+import { geminiConfigOf } from './generation-config.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
 import { readSmallBody, googleErrorOf, isJsonContentType } from './upstream-text.js'
 import { DEFAULT_MAX_EVENT_CHARS, type CountedContents, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest } from './types.js'
@@ -65,22 +66,12 @@ export function contentsOf (contents: CountedContents): Content[] {
 
 /** The request body the SDK sends for a conversation with a config object (generationConfig always present). */
 export function generateContentBody (request: GenerationRequest): string {
-  const generationConfig: Record<string, unknown> = {}
-  const options = request.options ?? {}
-  // The SDK's field order; unset fields are left out.
-  if (options.temperature != null) generationConfig.temperature = options.temperature
-  if (options.topP != null) generationConfig.topP = options.topP
-  if (options.topK != null) generationConfig.topK = options.topK
-  if (options.maxOutputTokens != null) generationConfig.maxOutputTokens = options.maxOutputTokens
-  if (options.stopSequences != null) generationConfig.stopSequences = options.stopSequences
-  if (options.presencePenalty != null) generationConfig.presencePenalty = options.presencePenalty
-  if (options.frequencyPenalty != null) generationConfig.frequencyPenalty = options.frequencyPenalty
-  if (options.seed != null) generationConfig.seed = options.seed
-  if (options.responseMimeType != null) generationConfig.responseMimeType = options.responseMimeType
+  const { generationConfig, safetySettings } = geminiConfigOf(request.options)
   const contents = contentsOf([...request.history ?? [], { role: 'user', text: request.prompt }])
   // The SDK makes a text system instruction a user-role content.
   const systemInstruction = request.system === undefined ? undefined : { parts: [{ text: request.system }], role: 'user' }
-  return JSON.stringify({ contents, systemInstruction, generationConfig })
+  // The SDK's order of the request's fields; unset ones are left out.
+  return JSON.stringify({ contents, systemInstruction, safetySettings, generationConfig })
 }
 
 export function createRestGeminiClient (options: GeminiClientOptions): RestGeminiClient {

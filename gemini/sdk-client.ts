@@ -1,8 +1,9 @@
-import { GoogleGenAI, type Content, type GenerateContentResponse } from '@google/genai'
+import { GoogleGenAI, type Content, type GenerateContentConfig, type GenerateContentResponse } from '@google/genai'
+import { geminiConfigOf } from './generation-config.js'
 import type { Turn } from '../schemas/stream.js'
 import { toDelta } from './delta.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
-import { DEFAULT_MAX_EVENT_CHARS, type GeminiClient, type GeminiClientOptions } from './types.js'
+import { DEFAULT_MAX_EVENT_CHARS, type GeminiClient, type GeminiClientOptions, type GenerationRequest } from './types.js'
 import { abortedCall, httpStatusError, invalidRequest, malformedStream, transportError, unexpectedAnswer, UpstreamError } from './upstream-error.js'
 import { googleErrorOf, isJsonContentType, readSmallBody } from './upstream-text.js'
 
@@ -95,6 +96,16 @@ function classifySdkError (error: unknown, secret: string, signal: AbortSignal, 
   throw error
 }
 
+function sdkConfigOf (request: GenerationRequest, signal: AbortSignal): GenerateContentConfig {
+  const { generationConfig, safetySettings } = geminiConfigOf(request.options)
+  return {
+    ...generationConfig,
+    ...(safetySettings === undefined ? {} : { safetySettings: safetySettings as GenerateContentConfig['safetySettings'] }),
+    ...(request.system === undefined ? {} : { systemInstruction: request.system }),
+    abortSignal: signal
+  }
+}
+
 function sdkContents (turns: readonly Turn[]): Content[] {
   return turns.map(turn => ({ role: turn.role, parts: [{ text: turn.text }] }))
 }
@@ -124,7 +135,7 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
         stream = await ai.models.generateContentStream({
           model: request.model,
           contents: request.history === undefined ? request.prompt : sdkContents([...request.history, { role: 'user', text: request.prompt }]),
-          config: { ...request.options, ...(request.system === undefined ? {} : { systemInstruction: request.system }), abortSignal: signal }
+          config: sdkConfigOf(request, signal)
         })
       } catch (error) {
         throw classifySdkError(error, options.apiKey, signal)

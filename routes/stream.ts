@@ -4,7 +4,7 @@ import { parseJsonBody, refuseOtherCharsets } from './json-body.js'
 import { contractSse, conversationSse } from './contract-sse.js'
 import { StreamRelay } from '../relay/relay.js'
 import { relaySettings, type RelayOptions } from '../relay/settings.js'
-import { CONVERSATION_MAX_CHARS, PROMPT_MAX_LENGTH, StreamRequest, StreamResponses, type Turn } from '../schemas/stream.js'
+import { CONVERSATION_MAX_CHARS, PROMPT_MAX_LENGTH, RESPONSE_SCHEMA_MAX_BYTES, RESPONSE_SCHEMA_MAX_DEPTH, StreamRequest, StreamResponses, type Turn } from '../schemas/stream.js'
 import { refusals } from '../schemas/refusals.js'
 import { need } from '../plugins/services.js'
 // Each service's type comes with the plugin that provides it.
@@ -36,6 +36,24 @@ const SEED_OPTIONS = new Set(['temperature', 'topP', 'topK', 'maxOutputTokens'])
 /** A request that uses any field beyond the seed contract's; only those get the conversation's events. */
 function isConversation (body: StreamRequest): boolean {
   return body.system !== undefined || body.history !== undefined || Object.keys(body.options ?? {}).some(name => !SEED_OPTIONS.has(name))
+}
+
+/** Levels of nested objects and arrays, counted without recursion: a schema may nest deeply. */
+function depthOf (root: unknown): number {
+  let deepest = 0
+  const pending: Array<[unknown, number]> = [[root, 1]]
+  while (pending.length > 0) {
+    const [value, depth] = pending.pop()!
+    if (value === null || typeof value !== 'object') continue
+    deepest = Math.max(deepest, depth)
+    if (deepest > RESPONSE_SCHEMA_MAX_DEPTH) return deepest
+    for (const child of Object.values(value)) pending.push([child, depth + 1])
+  }
+  return deepest
+}
+
+function schemaTooLarge (schema: unknown): boolean {
+  return schema !== undefined && (Buffer.byteLength(JSON.stringify(schema)) > RESPONSE_SCHEMA_MAX_BYTES || depthOf(schema) > RESPONSE_SCHEMA_MAX_DEPTH)
 }
 
 /** The system instruction and the earlier turns together are bounded, not only each one. */
@@ -80,6 +98,7 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     await refuseWhileDraining()
     const { prompt, system, history, options: generation, agent } = request.body
     if (conversationTooLong(system, history)) throw refusals.conversationTooLong(CONVERSATION_MAX_CHARS)
+    if (schemaTooLarge(generation?.responseSchema)) throw refusals.invalidBody(`options.responseSchema must be at most ${RESPONSE_SCHEMA_MAX_BYTES} bytes and ${RESPONSE_SCHEMA_MAX_DEPTH} levels deep`)
     const model = request.body.model ?? options.defaultModel
     const context = { gemini, recorder: metrics.beginStream({ agent, model }), lifecycle, log: request.log, settings }
     const format = isConversation(request.body) ? conversationSse : contractSse

@@ -8,6 +8,11 @@ export const HISTORY_MAX_TURNS = 100
 /** Gemini's generationConfig.topK and seed are int32s: anything outside can never work. */
 const INT32_MAX = 2_147_483_647
 const INT32_MIN = -2_147_483_648
+export const RESPONSE_SCHEMA_MAX_BYTES = 32 * 1024
+export const RESPONSE_SCHEMA_MAX_DEPTH = 32
+/** Gemini's HarmCategory names that its Developer API takes in safetySettings. */
+export const HARM_CATEGORIES = ['HARM_CATEGORY_HARASSMENT', 'HARM_CATEGORY_HATE_SPEECH', 'HARM_CATEGORY_SEXUALLY_EXPLICIT', 'HARM_CATEGORY_DANGEROUS_CONTENT', 'HARM_CATEGORY_CIVIC_INTEGRITY'] as const
+export const HARM_THRESHOLDS = ['BLOCK_LOW_AND_ABOVE', 'BLOCK_MEDIUM_AND_ABOVE', 'BLOCK_ONLY_HIGH', 'BLOCK_NONE', 'OFF'] as const
 
 export const GenerationOptions = Type.Object({
   temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 2 })),
@@ -22,7 +27,18 @@ export const GenerationOptions = Type.Object({
   // Gemini's documented range: [-2.0, 2.0).
   presencePenalty: Type.Optional(Type.Number({ minimum: -2, exclusiveMaximum: 2 })),
   frequencyPenalty: Type.Optional(Type.Number({ minimum: -2, exclusiveMaximum: 2 })),
-  responseMimeType: Type.Optional(Type.Union([Type.Literal('text/plain'), Type.Literal('application/json'), Type.Literal('text/x.enum')]))
+  responseMimeType: Type.Optional(Type.Union([Type.Literal('text/plain'), Type.Literal('application/json'), Type.Literal('text/x.enum')])),
+  responseSchema: Type.Optional(Type.Record(Type.String(), Type.Unknown(), {
+    description: `A JSON Schema the answer follows (with responseMimeType application/json), sent as responseJsonSchema; at most ${RESPONSE_SCHEMA_MAX_BYTES} bytes and ${RESPONSE_SCHEMA_MAX_DEPTH} levels deep`
+  })),
+  thinking: Type.Optional(Type.Object({
+    budget: Type.Optional(Type.Integer({ minimum: -1, maximum: 32_768, description: '-1: as the model decides, 0: off, or a token count' })),
+    includeThoughts: Type.Optional(Type.Boolean({ description: 'Send thought summaries as their own events' }))
+  }, { additionalProperties: false })),
+  safetySettings: Type.Optional(Type.Array(Type.Object({
+    category: Type.Union(HARM_CATEGORIES.map(name => Type.Literal(name))),
+    threshold: Type.Union(HARM_THRESHOLDS.map(name => Type.Literal(name)))
+  }, { additionalProperties: false }), { maxItems: HARM_CATEGORIES.length }))
 }, { additionalProperties: false, description: 'Generation options, passed to Gemini as generationConfig' })
 
 export const Turn = Type.Object({

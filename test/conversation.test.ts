@@ -12,6 +12,7 @@ const UNREACHABLE_UPSTREAM = 'http://127.0.0.1:9'
 
 t.test('every invalid conversation field is a 400 naming it, before any upstream call', async t => {
   const app = await buildGateway(t, UNREACHABLE_UPSTREAM)
+  const deep = (levels: number): unknown => levels === 1 ? { type: 'string' } : { type: 'object', properties: { next: deep(levels - 1) } }
   const turns = (n: number): unknown[] => Array.from({ length: n }, (_, i) => ({ role: i % 2 === 0 ? 'user' : 'model', text: `turn ${i}` }))
   const cases: Array<[body: unknown, error: string]> = [
     [{ prompt: 'hi', messages: [] }, 'Unknown field: messages'],
@@ -31,7 +32,15 @@ t.test('every invalid conversation field is a 400 naming it, before any upstream
     [{ prompt: 'hi', options: { seed: 2 ** 31 } }, 'options.seed must be <= 2147483647'],
     [{ prompt: 'hi', options: { presencePenalty: 2 } }, 'options.presencePenalty must be < 2'],
     [{ prompt: 'hi', options: { frequencyPenalty: -2.5 } }, 'options.frequencyPenalty must be >= -2'],
-    [{ prompt: 'hi', options: { responseMimeType: 'text/html' } }, 'options.responseMimeType must be one of "text/plain", "application/json", "text/x.enum"']
+    [{ prompt: 'hi', options: { responseMimeType: 'text/html' } }, 'options.responseMimeType must be one of "text/plain", "application/json", "text/x.enum"'],
+    [{ prompt: 'hi', options: { responseSchema: [] } }, 'options.responseSchema must be object'],
+    [{ prompt: 'hi', options: { responseSchema: deep(33) } }, 'options.responseSchema must be at most 32768 bytes and 32 levels deep'],
+    [{ prompt: 'hi', options: { responseSchema: { description: 'x'.repeat(32 * 1024) } } }, 'options.responseSchema must be at most 32768 bytes and 32 levels deep'],
+    [{ prompt: 'hi', options: { thinking: { budget: -2 } } }, 'options.thinking.budget must be >= -1'],
+    [{ prompt: 'hi', options: { thinking: { includeThoughts: 'yes' } } }, 'options.thinking.includeThoughts must be boolean'],
+    [{ prompt: 'hi', options: { thinking: { level: 'high' } } }, 'Unknown field: options.thinking.level'],
+    [{ prompt: 'hi', options: { safetySettings: [{ category: 'HARM_CATEGORY_HARASSMENT', threshold: 'BLOCK_SOME' }] } },
+      'options.safetySettings.0.threshold must be one of "BLOCK_LOW_AND_ABOVE", "BLOCK_MEDIUM_AND_ABOVE", "BLOCK_ONLY_HIGH", "BLOCK_NONE", "OFF"']
   ]
   for (const [body, error] of cases) {
     const response = await app.inject({ method: 'POST', url: '/api/stream', headers: { 'content-type': 'application/json', 'x-api-key': USER_KEY }, payload: JSON.stringify(body) })

@@ -121,6 +121,23 @@ t.test('same requests and answers without faults', async t => {
     '"systemInstruction":{"parts":[{"text":"Answer like a pirate"}],"role":"user"},' +
     '"generationConfig":{"temperature":0.5,"maxOutputTokens":20,"stopSequences":["END"],"presencePenalty":0.5,"frequencyPenalty":-0.5,"seed":7,"responseMimeType":"text/plain"}}',
     'a conversation, as the SDK sends it')
+
+  await differential(t, emulator, clients, {
+    model: 'gemini-2.5-flash',
+    prompt: 'a JSON answer, thinking',
+    options: {
+      responseMimeType: 'application/json',
+      responseSchema: { type: 'object', properties: { answer: { type: 'string' } }, required: ['answer'] },
+      thinking: { budget: 128, includeThoughts: true },
+      safetySettings: [{ category: 'HARM_CATEGORY_HARASSMENT', threshold: 'BLOCK_ONLY_HIGH' }, { category: 'HARM_CATEGORY_DANGEROUS_CONTENT', threshold: 'OFF' }]
+    }
+  })
+  t.equal(JSON.stringify(emulator.requests.at(-1)?.body),
+    '{"contents":[{"parts":[{"text":"a JSON answer, thinking"}],"role":"user"}],' +
+    '"safetySettings":[{"category":"HARM_CATEGORY_HARASSMENT","threshold":"BLOCK_ONLY_HIGH"},{"category":"HARM_CATEGORY_DANGEROUS_CONTENT","threshold":"OFF"}],' +
+    '"generationConfig":{"responseMimeType":"application/json","responseJsonSchema":{"type":"object","properties":{"answer":{"type":"string"}},"required":["answer"]},' +
+    '"thinkingConfig":{"thinkingBudget":128,"includeThoughts":true}}}',
+    'JSON mode, thinking and safety settings, as the SDK sends them')
 })
 
 t.test('same errors and deltas for every upstream fault', async t => {
