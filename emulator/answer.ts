@@ -34,7 +34,8 @@ export interface AnswerPace {
   defaultMaxTokens: number
 }
 
-export type FinishReason = 'STOP' | 'MAX_TOKENS'
+/** 'SAFETY' only for a prompt with the `[[unsafe]]` trigger (safety.ts). */
+export type FinishReason = 'STOP' | 'MAX_TOKENS' | 'SAFETY'
 
 export interface Answer {
   /** Text deltas, one a stream event; concatenated they give the whole answer. */

@@ -41,6 +41,8 @@ export interface RecordedRequest {
 export interface EmulatorContext {
   readonly apiKey: string | undefined
   readonly defaultMaxTokens: number
+  /** Whether the thinking models think when a request has no thinkingConfig, as Google's do. */
+  readonly thinkByDefault: boolean
   /** The pace setPace last set: asked again before every event, so that it reaches the streams in flight. */
   pace (): Pace
   takeFault (rpc: string, prompt: string): Fault | undefined

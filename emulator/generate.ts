@@ -7,14 +7,18 @@ import { type EmulatorContext, type Exchange, sendError, sendRaw } from './excha
 import type { Fault } from './faults.js'
 import { googleError } from './google-errors.js'
 import { type GenerateRequest, headerValue } from './request-checks.js'
-import { JSON_TYPE, type Meta, responseEvents, sseEvent, streamSteps, unaryResponse } from './responses.js'
+import { JSON_TYPE, type Meta, responseEvents, sseEvent, streamSteps, type Thoughts, unaryResponse } from './responses.js'
+import { BLOCKED_PROMPT_TRIGGER, UNSAFE_ANSWER_TRIGGER, unsafeAnswer } from './safety.js'
+import { type Thinking, thoughtDeltas } from './thinking.js'
 
 const HUGE_PIECE_CHARS = 64 * 1024
 
-export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream' | 'unary', modelName: string, request: GenerateRequest): Promise<void> {
+export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream' | 'unary', modelName: string, request: GenerateRequest, thinking: Thinking): Promise<void> {
   const rpc = kind === 'stream' ? 'streamGenerateContent' : 'generateContent'
-  const fault = ctx.takeFault(rpc, x.rec.prompt)
-  x.rec.fault = fault
+  const drawn = ctx.takeFault(rpc, x.rec.prompt)
+  x.rec.fault = drawn
+  // The prompt trigger for a blocked prompt is the `blocked` fault's response; a drawn fault wins.
+  const fault: Fault | undefined = drawn ?? (x.rec.prompt.includes(BLOCKED_PROMPT_TRIGGER) ? { kind: 'blocked' } : undefined)
   const serverTimeout = Number(headerValue(x.req.headers['x-server-timeout']))
   if (Number.isFinite(serverTimeout) && serverTimeout > 0) {
     x.deadlineTimer = setTimeout(() => {
@@ -23,7 +27,13 @@ export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream
     }, serverTimeout * 1000)
   }
 
-  const answer = answerFor(request.conversation, request.gen, { chunkCount: ctx.pace().chunkCount, defaultMaxTokens: ctx.defaultMaxTokens })
+  const pace = { chunkCount: ctx.pace().chunkCount, defaultMaxTokens: ctx.defaultMaxTokens }
+  const full = answerFor(request.conversation, request.gen, pace)
+  const answer = x.rec.prompt.includes(UNSAFE_ANSWER_TRIGGER) ? unsafeAnswer(full) : full
+  const thoughts: Thoughts = {
+    deltas: thinking.includeThoughts ? thoughtDeltas(request.conversation, thinking.tokens, thoughtEventCount(pace.chunkCount)) : [],
+    tokens: thinking.tokens
+  }
   const meta = { modelVersion: modelName, responseId: randomBytes(16).toString('base64url') }
 
   if (fault?.kind === 'stall-headers') {
@@ -33,13 +43,18 @@ export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream
   }
   if (fault?.kind === 'http-error') return sendHttpFault(x, fault)
   if (fault?.kind === 'huge-error') return await sendHugeError(x, fault)
-  if (kind === 'stream') return await stream(ctx, x, answer, meta, fault)
-  return await unary(x, answer, meta, fault)
+  if (kind === 'stream') return await stream(ctx, x, answer, meta, fault, thoughts)
+  return await unary(x, answer, meta, fault, thoughts)
 }
 
-async function stream (ctx: EmulatorContext, x: Exchange, answer: Answer, meta: Meta, fault: Fault | undefined): Promise<void> {
+/** A quarter of the answer's events, at least one, carry the thought summary before it. */
+function thoughtEventCount (chunkCount: number): number {
+  return Math.max(1, Math.floor(chunkCount / 4))
+}
+
+async function stream (ctx: EmulatorContext, x: Exchange, answer: Answer, meta: Meta, fault: Fault | undefined, thoughts: Thoughts): Promise<void> {
   if (x.gone) return
-  const steps = streamSteps(responseEvents(answer, meta, fault), fault)
+  const steps = streamSteps(responseEvents(answer, meta, fault, thoughts), fault)
   x.res.writeHead(200, {
     'Content-Type': 'text/event-stream',
     'Content-Disposition': 'attachment',
@@ -47,7 +62,7 @@ async function stream (ctx: EmulatorContext, x: Exchange, answer: Answer, meta: 
     'X-Content-Type-Options': 'nosniff'
   })
   x.res.flushHeaders()
-  if (fault?.kind === 'huge-event' || fault?.kind === 'endless') return await streamHuge(ctx, x, answer, meta, fault)
+  if (fault?.kind === 'huge-event' || fault?.kind === 'endless') return await streamHuge(ctx, x, answer, meta, fault, thoughts)
   let written = 0
   for (const step of steps) {
     if (step.type === 'stall') {
@@ -72,8 +87,8 @@ async function stream (ctx: EmulatorContext, x: Exchange, answer: Answer, meta: 
 }
 
 /** The size faults: one event of `chars` characters (or one that never ends), or deltas that never end. */
-async function streamHuge (ctx: EmulatorContext, x: Exchange, answer: Answer, meta: Meta, fault: Extract<Fault, { kind: 'huge-event' | 'endless' }>): Promise<void> {
-  const events = responseEvents(answer, meta, undefined)
+async function streamHuge (ctx: EmulatorContext, x: Exchange, answer: Answer, meta: Meta, fault: Extract<Fault, { kind: 'huge-event' | 'endless' }>, thoughts: Thoughts): Promise<void> {
+  const events = responseEvents(answer, meta, undefined, thoughts)
   const send = async (text: string, good: boolean): Promise<boolean> => {
     if (!x.write(text)) return false
     if (good) x.rec.chunksSent++
@@ -101,8 +116,8 @@ async function streamHuge (ctx: EmulatorContext, x: Exchange, answer: Answer, me
   x.end()
 }
 
-async function unary (x: Exchange, answer: Answer, meta: Meta, fault: Fault | undefined): Promise<void> {
-  const response = unaryResponse(answer, meta, fault)
+async function unary (x: Exchange, answer: Answer, meta: Meta, fault: Fault | undefined, thoughts: Thoughts): Promise<void> {
+  const response = unaryResponse(answer, meta, fault, thoughts)
   const text = JSON.stringify(response)
   switch (fault?.kind) {
     case 'stream-error':

@@ -14,6 +14,12 @@ export interface EmulatorOptions {
   defaultMaxTokens?: number
   /** When set, a different x-goog-api-key gets 400 API_KEY_INVALID. A missing key is always 403. */
   apiKey?: string
+  /**
+   * Whether the thinking models (2.5 and newer, but Flash-Lite) think when a request has no
+   * thinkingConfig, as Google's do. Default false, so that such answers carry no thought tokens; a
+   * request with a thinkingConfig thinks either way.
+   */
+  thinkByDefault?: boolean
   /** Receives one line per finished request. */
   logger?: (line: string) => void
   /**
@@ -34,6 +40,7 @@ export function resolveOptions (options: EmulatorOptions): ResolvedOptions {
     chunkCount: options.chunkCount ?? 8,
     chunkDelayMs: options.chunkDelayMs ?? 0,
     defaultMaxTokens: options.defaultMaxTokens ?? 64,
+    thinkByDefault: options.thinkByDefault ?? false,
     apiKey: options.apiKey,
     logger: options.logger,
     recordRequests: options.recordRequests ?? 0
@@ -54,6 +61,9 @@ export function validateOptions (options: EmulatorOptions): void {
   }
   if (apiKey !== undefined && (typeof apiKey !== 'string' || apiKey === '')) {
     throw new TypeError('GeminiEmulator: apiKey must be a non-empty string when set')
+  }
+  if (options.thinkByDefault !== undefined && typeof options.thinkByDefault !== 'boolean') {
+    throw new TypeError('GeminiEmulator: thinkByDefault must be a boolean when set')
   }
   const { recordRequests } = options
   if (recordRequests !== undefined && !(Number.isInteger(recordRequests) && recordRequests >= 0)) {

@@ -9,6 +9,7 @@ import { isObject } from './json.js'
 import { findModel, modelsPage } from './models.js'
 import { apiKeyProblem, generateRequestOf, MAX_BODY_BYTES } from './request-checks.js'
 import type { Route } from './routes.js'
+import { thinkingOf } from './thinking.js'
 
 /** The body as read: 'too-large' past the cap, or its JSON (undefined when empty) or why it is not JSON. */
 export type ReadBody = 'too-large' | { ok: true; value: unknown } | { ok: false; message: string }
@@ -33,7 +34,10 @@ export async function respond (ctx: EmulatorContext, x: Exchange, route: Route, 
       if (route.kind === 'stream') x.isStream = true
       const request = generateRequestOf(body.value)
       if (typeof request === 'string') return sendError(x, 400, request)
-      return await generate(ctx, x, route.kind, route.model ?? '', request)
+      const model = route.model ?? ''
+      const thinking = thinkingOf((body.value as { generationConfig?: unknown }).generationConfig, model, request.conversation, ctx.thinkByDefault)
+      if (typeof thinking === 'string') return sendError(x, 400, thinking)
+      return await generate(ctx, x, route.kind, model, request, thinking)
     }
   }
 }

@@ -5,8 +5,13 @@
 import { countWords, type Answer } from './answer.js'
 import type { Fault } from './faults.js'
 import { googleError, googleStatusFor } from './google-errors.js'
+import { BLOCKING_SAFETY_RATINGS } from './safety.js'
 
 export const JSON_TYPE = 'application/json; charset=UTF-8'
+
+/** The thought summary of a thinking answer: its deltas (none when not sent) and its token count (sent or not). */
+export interface Thoughts { deltas: string[]; tokens: number }
+const NO_THOUGHTS: Thoughts = { deltas: [], tokens: 0 }
 
 /** Repeated on every event of one response. */
 export interface Meta { modelVersion: string; responseId: string }
@@ -23,19 +28,11 @@ export function sseEvent (value: unknown): string {
 }
 
 /** The GenerateContentResponse objects a stream sends, shaped by the content faults. */
-export function responseEvents (answer: Answer, meta: Meta, fault: Fault | undefined): Record<string, unknown>[] {
+export function responseEvents (answer: Answer, meta: Meta, fault: Fault | undefined, thoughts: Thoughts = NO_THOUGHTS): Record<string, unknown>[] {
   const p = answer.promptTokens
   if (fault?.kind === 'blocked') {
     return [{
-      promptFeedback: {
-        blockReason: 'SAFETY',
-        safetyRatings: [
-          { category: 'HARM_CATEGORY_SEXUALLY_EXPLICIT', probability: 'NEGLIGIBLE' },
-          { category: 'HARM_CATEGORY_HATE_SPEECH', probability: 'NEGLIGIBLE' },
-          { category: 'HARM_CATEGORY_HARASSMENT', probability: 'NEGLIGIBLE' },
-          { category: 'HARM_CATEGORY_DANGEROUS_CONTENT', probability: 'HIGH', blocked: true }
-        ]
-      },
+      promptFeedback: { blockReason: 'SAFETY', safetyRatings: BLOCKING_SAFETY_RATINGS },
       usageMetadata: { promptTokenCount: p, totalTokenCount: p },
       ...meta
     }]
@@ -44,22 +41,43 @@ export function responseEvents (answer: Answer, meta: Meta, fault: Fault | undef
   if (fault?.kind === 'non-text-part') {
     pieces.splice(1, 0, { parts: [{ functionCall: { name: 'lookup', args: {} } }], words: 0 })
   }
+  // Thinking comes first: the thought events' counts run up to the whole thought total, which every
+  // answer event then carries (when the thoughts are not sent, from the first answer event on).
+  const thoughtEvents = thoughts.deltas.map(d => ({ parts: [{ text: d, thought: true }], words: countWords(d), thought: true }))
+  let thought = 0
   let completion = 0
-  return pieces.map((piece, i) => {
-    completion += piece.words
-    const last = i === pieces.length - 1
+  const all = [...thoughtEvents, ...pieces.map(piece => ({ ...piece, thought: false }))]
+  return all.map((piece, i) => {
+    if (piece.thought) thought += piece.words
+    else {
+      thought = thoughts.tokens
+      completion += piece.words
+    }
+    const last = i === all.length - 1
     return {
       candidates: [{
         content: { parts: piece.parts, role: 'model' },
         ...(last ? { finishReason: answer.finishReason } : {}),
-        index: 0
+        index: 0,
+        ...(last && answer.finishReason === 'SAFETY' ? { safetyRatings: BLOCKING_SAFETY_RATINGS } : {})
       }],
-      ...(fault?.kind === 'no-usage'
-        ? {}
-        : { usageMetadata: { promptTokenCount: p, candidatesTokenCount: completion, totalTokenCount: p + completion } }),
+      ...(fault?.kind === 'no-usage' ? {} : { usageMetadata: usage(p, piece.thought ? undefined : completion, thought) }),
       ...meta
     }
   })
+}
+
+/**
+ * Google's usageMetadata: counts of zero are left out (proto3 JSON), so an event before the answer has
+ * no candidatesTokenCount and an answer without thinking has no thoughtsTokenCount.
+ */
+function usage (prompt: number, candidates: number | undefined, thoughts: number): Record<string, number> {
+  return {
+    promptTokenCount: prompt,
+    ...(candidates === undefined ? {} : { candidatesTokenCount: candidates }),
+    totalTokenCount: prompt + (candidates ?? 0) + thoughts,
+    ...(thoughts > 0 ? { thoughtsTokenCount: thoughts } : {})
+  }
 }
 
 /** The stream as a list of writes, stalls and a drop, shaped by the framing/transport faults. */
@@ -90,16 +108,21 @@ export function streamSteps (events: Record<string, unknown>[], fault: Fault | u
   }
 }
 
-export function unaryResponse (answer: Answer, meta: Meta, fault: Fault | undefined): Record<string, unknown> {
+export function unaryResponse (answer: Answer, meta: Meta, fault: Fault | undefined, thoughts: Thoughts = NO_THOUGHTS): Record<string, unknown> {
   if (fault?.kind === 'blocked') return responseEvents(answer, meta, fault)[0]!
   const text = answer.deltas.join('')
-  const parts: unknown[] = [{ text }]
+  const parts: unknown[] = [...(thoughts.deltas.length > 0 ? [{ text: thoughts.deltas.join(''), thought: true }] : []), { text }]
   if (fault?.kind === 'non-text-part') parts.push({ functionCall: { name: 'lookup', args: {} } })
   const p = answer.promptTokens
   const c = answer.completionTokens
   return {
-    candidates: [{ content: { parts, role: 'model' }, finishReason: answer.finishReason, index: 0 }],
-    ...(fault?.kind === 'no-usage' ? {} : { usageMetadata: { promptTokenCount: p, candidatesTokenCount: c, totalTokenCount: p + c } }),
+    candidates: [{
+      content: { parts, role: 'model' },
+      finishReason: answer.finishReason,
+      index: 0,
+      ...(answer.finishReason === 'SAFETY' ? { safetyRatings: BLOCKING_SAFETY_RATINGS } : {})
+    }],
+    ...(fault?.kind === 'no-usage' ? {} : { usageMetadata: usage(p, c, thoughts.tokens) }),
     ...meta
   }
 }

@@ -20,6 +20,9 @@ import { parseRoute } from './routes.js'
 export { answerFor, countTokens, MAX_ANSWER_TOKENS } from './answer.js'
 export type { Answer, AnswerPace, FinishReason, GenerationOptions } from './answer.js'
 export { conversationOf, promptTextOf } from './conversation.js'
+export { BLOCKED_PROMPT_TRIGGER, UNSAFE_ANSWER_TRIGGER } from './safety.js'
+export { modelThinking, thinkingOf, thoughtDeltas } from './thinking.js'
+export type { Thinking } from './thinking.js'
 export type { Conversation, Turn, TurnRole } from './conversation.js'
 export { googleError, googleStatusFor } from './google-errors.js'
 export type { EmulatorOptions } from './options.js'
@@ -49,6 +52,7 @@ export class GeminiEmulator {
     this.context = {
       apiKey: this.options.apiKey,
       defaultMaxTokens: this.options.defaultMaxTokens,
+      thinkByDefault: this.options.thinkByDefault,
       pace: () => this.pace,
       takeFault: (rpc, prompt) => this.faults.take(rpc, prompt)
     }

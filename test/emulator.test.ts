@@ -806,3 +806,176 @@ t.test('countTokens counts the system instruction and every turn, as promptToken
   const badNested = await rawPost(emulator, path, JSON.stringify({ generateContentRequest: { contents, systemInstruction: { parts: [] } } }))
   t.equal(badNested.status, 400)
 })
+
+const THINKER = 'gemini-2.5-flash'
+
+/** Each event's usage adds up: total = prompt + candidates + thoughts (absent counts being 0). */
+function usageAddsUp (chunks: GenerateContentResponse[]): boolean {
+  return chunks.every(c => {
+    const u = c.usageMetadata
+    return u !== undefined && u.totalTokenCount === (u.promptTokenCount ?? 0) + (u.candidatesTokenCount ?? 0) + (u.thoughtsTokenCount ?? 0)
+  })
+}
+
+t.test('thinking with includeThoughts: thought parts first, then the same answer, usage with running thought totals', async t => {
+  const emulator = await startEmulator(t)
+  const prompt = 'Why is the sky blue?'
+  const expected = answerFor(prompt, undefined, PACE)
+  const config = { thinkingConfig: { includeThoughts: true } }
+  const { chunks, error } = await collect(await sdk(emulator).models.generateContentStream({ model: THINKER, contents: prompt, config }))
+  t.equal(error, undefined)
+  t.equal(chunks.length, 2 + 8, 'a quarter of chunkCount carries the thoughts, then the answer events')
+  const thoughtChunks = chunks.slice(0, 2)
+  t.ok(thoughtChunks.every(c => c.candidates?.[0]?.content?.parts?.every(p => p.thought === true) === true))
+  t.strictSame(thoughtChunks.map(c => c.text), [undefined, undefined], 'the SDK leaves thought parts out of .text')
+  const thoughtText = thoughtChunks.map(partText).join('')
+  t.match(thoughtText, /^\*\*Considering the request\*\*\n\nThe user asks: "Why is the sky blue\?" /)
+  t.strictSame(chunks.slice(2).map(c => c.text), expected.deltas, 'the answer is the one without thinking')
+  t.ok(chunks.slice(2).every(c => c.candidates?.[0]?.content?.parts?.every(p => p.thought === undefined) === true))
+  const thoughts = countTokens(thoughtText)
+  t.equal(thoughts, 44, 'dynamic: 24 + 4 per prompt token')
+  t.strictSame(chunks.map(c => c.usageMetadata?.thoughtsTokenCount), [22, 44, ...Array(8).fill(44)], 'a running total, complete before the answer')
+  t.strictSame(chunks.map(c => c.usageMetadata?.candidatesTokenCount), [undefined, undefined, 8, 16, 24, 32, 40, 48, 56, 64])
+  t.ok(usageAddsUp(chunks), 'totalTokenCount = prompt + candidates + thoughts on every event')
+  t.strictSame({ ...chunks.at(-1)!.usageMetadata }, { promptTokenCount: 5, candidatesTokenCount: 64, totalTokenCount: 113, thoughtsTokenCount: 44 })
+  t.strictSame(chunks.map(c => c.candidates?.[0]?.finishReason), [...Array(9).fill(undefined), 'STOP'])
+  t.strictSame(new Set(chunks.map(c => c.modelVersion)), new Set([THINKER]))
+
+  const again = await collect(await sdk(emulator).models.generateContentStream({ model: THINKER, contents: prompt, config }))
+  t.equal(again.chunks.slice(0, 2).map(partText).join(''), thoughtText, 'the thoughts are deterministic')
+  t.strictSame(emulator.requests[0]?.body, { contents: [{ parts: [{ text: prompt }], role: 'user' }], generationConfig: { thinkingConfig: { includeThoughts: true } } })
+
+  const raw = await rawPost(emulator, `/v1beta/models/${THINKER}:streamGenerateContent?alt=sse`, JSON.stringify({
+    contents: [{ parts: [{ text: prompt }], role: 'user' }], generationConfig: { thinkingConfig: { includeThoughts: true } }
+  }))
+  const events = (await raw.text()).split('\r\n\r\n').filter(e => e !== '').map(e => JSON.parse(e.slice('data: '.length)) as Record<string, unknown>)
+  const { responseId } = events[0] as { responseId: string }
+  t.strictSame(events[0], {
+    candidates: [{ content: { parts: [{ text: thoughtText.slice(0, thoughtChunks.map(partText)[0]!.length), thought: true }], role: 'model' }, index: 0 }],
+    usageMetadata: { promptTokenCount: 5, totalTokenCount: 27, thoughtsTokenCount: 22 },
+    modelVersion: THINKER,
+    responseId
+  }, 'the first thought event on the wire')
+  t.strictSame(events[2], {
+    candidates: [{ content: { parts: [{ text: expected.deltas[0] }], role: 'model' }, index: 0 }],
+    usageMetadata: { promptTokenCount: 5, candidatesTokenCount: 8, totalTokenCount: 57, thoughtsTokenCount: 44 },
+    modelVersion: THINKER,
+    responseId
+  }, 'the first answer event on the wire')
+})
+
+t.test('thinking without includeThoughts: no thought parts, the thought tokens still reported; a budget bounds them', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const prompt = 'Why is the sky blue?'
+  const expected = answerFor(prompt, undefined, PACE)
+  const dynamic = await collect(await ai.models.generateContentStream({ model: THINKER, contents: prompt, config: { thinkingConfig: { thinkingBudget: -1 } } }))
+  t.strictSame(dynamic.chunks.map(c => c.text), expected.deltas)
+  t.ok(dynamic.chunks.every(c => c.candidates?.[0]?.content?.parts?.length === 1 && c.candidates[0].content.parts[0]?.thought === undefined))
+  t.strictSame(dynamic.chunks.map(c => c.usageMetadata?.thoughtsTokenCount), Array(8).fill(44))
+  t.ok(usageAddsUp(dynamic.chunks))
+
+  const bounded = await collect(await ai.models.generateContentStream({ model: 'gemini-2.5-pro', contents: prompt, config: { thinkingConfig: { thinkingBudget: 128, includeThoughts: true } } }))
+  t.equal(bounded.chunks.at(-1)?.usageMetadata?.thoughtsTokenCount, 44, 'a budget above the dynamic amount changes nothing')
+  const small = await collect(await ai.models.generateContentStream({ model: THINKER, contents: prompt, config: { thinkingConfig: { thinkingBudget: 10, includeThoughts: true } } }))
+  t.equal(small.chunks.at(-1)?.usageMetadata?.thoughtsTokenCount, 10, 'a positive budget bounds the thought tokens')
+  t.equal(countTokens(small.chunks.filter(c => c.candidates?.[0]?.content?.parts?.[0]?.thought === true).map(partText).join('')), 10)
+
+  const unary = await ai.models.generateContent({ model: THINKER, contents: prompt, config: { thinkingConfig: { thinkingBudget: 10, includeThoughts: true } } })
+  const parts = unary.candidates?.[0]?.content?.parts ?? []
+  t.strictSame(parts.map(p => p.thought), [true, undefined], 'unary: one thought part, then the answer')
+  t.equal(unary.text, expected.deltas.join(''))
+  t.strictSame({ ...unary.usageMetadata }, { promptTokenCount: 5, candidatesTokenCount: 64, totalTokenCount: 79, thoughtsTokenCount: 10 })
+
+  const off = await collect(await ai.models.generateContentStream({ model: THINKER, contents: prompt, config: { thinkingConfig: { thinkingBudget: 0, includeThoughts: true } } }))
+  t.strictSame(off.chunks.map(c => c.text), expected.deltas)
+  t.strictSame({ ...off.chunks.at(-1)!.usageMetadata }, { promptTokenCount: 5, candidatesTokenCount: 64, totalTokenCount: 69 }, 'budget 0 turns Flash thinking off')
+})
+
+t.test('thinking by default: only with thinkByDefault, only on thinking models', async t => {
+  const prompt = 'Why is the sky blue?'
+  const plain = await startEmulator(t)
+  const faithful = await startEmulator(t, { thinkByDefault: true })
+  const last = async (emulator: GeminiEmulator, model: string): Promise<unknown> =>
+    ({ ...(await collect(await sdk(emulator).models.generateContentStream({ model, contents: prompt }))).chunks.at(-1)!.usageMetadata })
+  t.strictSame(await last(plain, THINKER), { promptTokenCount: 5, candidatesTokenCount: 64, totalTokenCount: 69 }, 'off by default: the answers stay as they were')
+  t.strictSame(await last(faithful, THINKER), { promptTokenCount: 5, candidatesTokenCount: 64, totalTokenCount: 113, thoughtsTokenCount: 44 })
+  t.strictSame(await last(faithful, 'gemini-2.5-pro'), { promptTokenCount: 5, candidatesTokenCount: 64, totalTokenCount: 113, thoughtsTokenCount: 44 })
+  t.strictSame(await last(faithful, 'gemini-2.5-flash-lite'), { promptTokenCount: 5, candidatesTokenCount: 64, totalTokenCount: 69 }, 'Flash-Lite does not think unless asked')
+  t.strictSame(await last(faithful, MODEL), { promptTokenCount: 5, candidatesTokenCount: 64, totalTokenCount: 69 }, '2.0 does not think')
+  await t.rejects(GeminiEmulator.start({ thinkByDefault: 'yes' as unknown as boolean }), /thinkByDefault must be a boolean/)
+})
+
+t.test('thinkingConfig refusals: 2.0 with a budget, Pro with budget 0, a budget out of range or not an integer', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const ask = (model: string, thinkingConfig: Record<string, unknown>): Promise<unknown> =>
+    refusal(ai.models.generateContent({ model, contents: 'x', config: { thinkingConfig } }))
+  const notSupported = 'Unable to submit request because thinking is not supported by this model. Learn more: https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/gemini'
+  t.strictSame(await ask(MODEL, { thinkingBudget: 500, includeThoughts: true }), invalid(notSupported))
+  t.strictSame(await ask('gemini-2.0-flash-lite', { thinkingBudget: -1 }), invalid(notSupported))
+  t.strictSame(await ask('gemini-2.5-pro', { thinkingBudget: 0 }), invalid('Budget 0 is invalid. This model only works in thinking mode.'))
+  t.strictSame(await ask('gemini-2.5-pro', { thinkingBudget: 64 }), invalid('The thinking budget (64) is invalid. Please choose a value between 128 and 32768.'))
+  t.strictSame(await ask(THINKER, { thinkingBudget: 24577 }), invalid('The thinking budget (24577) is invalid. Please choose a value between 1 and 24576.'))
+  t.strictSame(await ask(THINKER, { thinkingBudget: 1.5 }), invalid("Invalid value at 'generation_config.thinking_config.thinking_budget' (TYPE_INT32), 1.5"))
+  t.strictSame(await ask(THINKER, { includeThoughts: 'yes' }), invalid("Invalid value at 'generation_config.thinking_config.include_thoughts' (TYPE_BOOL), \"yes\""))
+  t.equal(emulator.requests.filter(r => r.status === 400).length, 7)
+
+  const zero = await ai.models.generateContent({ model: MODEL, contents: 'x', config: { thinkingConfig: { thinkingBudget: 0 } } })
+  t.strictSame({ ...zero.usageMetadata }, { promptTokenCount: 1, candidatesTokenCount: 64, totalTokenCount: 65 }, '2.0 accepts budget 0')
+  const unknown = await ai.models.generateContent({ model: 'm', contents: 'x', config: { thinkingConfig: { includeThoughts: true } } })
+  t.equal(unknown.usageMetadata?.thoughtsTokenCount, undefined, 'includeThoughts alone is accepted and ignored where thinking is not supported')
+})
+
+t.test('modelVersion is the model id of the path, without the models/ prefix', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  for (const [model, version] of [[THINKER, THINKER], ['models/gemini-2.5-pro', 'gemini-2.5-pro'], ['tunedModels/mine', 'tunedModels/mine']]) {
+    const stream = await collect(await ai.models.generateContentStream({ model: model!, contents: 'v' }))
+    t.strictSame(new Set(stream.chunks.map(c => c.modelVersion)), new Set([version]), `stream ${model!}`)
+    t.equal((await ai.models.generateContent({ model: model!, contents: 'v' })).modelVersion, version, `unary ${model!}`)
+  }
+})
+
+t.test('safety triggers: [[unsafe]] stops after the first chunk with SAFETY, [[blocked-prompt]] blocks the prompt', async t => {
+  const emulator = await startEmulator(t)
+  const ai = sdk(emulator)
+  const ratings = [
+    { category: 'HARM_CATEGORY_SEXUALLY_EXPLICIT', probability: 'NEGLIGIBLE' },
+    { category: 'HARM_CATEGORY_HATE_SPEECH', probability: 'NEGLIGIBLE' },
+    { category: 'HARM_CATEGORY_HARASSMENT', probability: 'NEGLIGIBLE' },
+    { category: 'HARM_CATEGORY_DANGEROUS_CONTENT', probability: 'HIGH', blocked: true }
+  ]
+  const unsafe = 'Tell me [[unsafe]] things'
+  const full = answerFor(unsafe, undefined, PACE)
+  const stream = await collect(await ai.models.generateContentStream({ model: MODEL, contents: unsafe }))
+  t.equal(stream.error, undefined)
+  t.equal(stream.chunks.length, 1)
+  const candidate = stream.chunks[0]!.candidates![0]!
+  t.equal(stream.chunks[0]!.text, full.deltas[0])
+  t.equal(candidate.finishReason, 'SAFETY')
+  t.strictSame(candidate.safetyRatings, ratings)
+  t.strictSame({ ...stream.chunks[0]!.usageMetadata }, { promptTokenCount: 4, candidatesTokenCount: 8, totalTokenCount: 12 })
+  const unary = await ai.models.generateContent({ model: MODEL, contents: unsafe })
+  t.equal(unary.text, full.deltas[0])
+  t.equal(unary.candidates?.[0]?.finishReason, 'SAFETY')
+  t.strictSame(unary.candidates?.[0]?.safetyRatings, ratings)
+  t.equal(emulator.requests[0]?.fault, undefined, 'a trigger is no fault')
+
+  const thinking = await collect(await ai.models.generateContentStream({ model: THINKER, contents: unsafe, config: { thinkingConfig: { includeThoughts: true } } }))
+  t.strictSame(thinking.chunks.map(c => c.candidates?.[0]?.finishReason), [undefined, undefined, 'SAFETY'], 'the thoughts, then the one answer chunk')
+
+  const blocked = 'Please [[blocked-prompt]] now'
+  const blockedStream = await collect(await ai.models.generateContentStream({ model: MODEL, contents: blocked }))
+  t.equal(blockedStream.chunks.length, 1)
+  t.equal(blockedStream.chunks[0]!.candidates, undefined)
+  t.strictSame(blockedStream.chunks[0]!.promptFeedback, { blockReason: 'SAFETY', safetyRatings: ratings })
+  t.strictSame({ ...blockedStream.chunks[0]!.usageMetadata }, { promptTokenCount: 3, totalTokenCount: 3 })
+  const blockedUnary = await ai.models.generateContent({ model: MODEL, contents: blocked })
+  t.equal(blockedUnary.promptFeedback?.blockReason, 'SAFETY')
+  t.equal(blockedUnary.text, undefined)
+
+  emulator.addFault({ kind: 'drop', afterChunks: 0 }, { match: 'blocked-prompt' })
+  const dropped = await collect(await ai.models.generateContentStream({ model: MODEL, contents: blocked }))
+  t.ok(dropped.error instanceof Error, 'a drawn fault wins over the trigger')
+})
