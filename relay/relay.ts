@@ -188,6 +188,8 @@ export class StreamRelay {
         if (delta.blockReason !== undefined) this.blockReason = delta.blockReason
         if (delta.thought !== undefined) {
           const frame = this.format.thought(delta.thought)
+          // A model that shows its thinking is answering: the first-chunk budget no longer applies.
+          if (frame !== undefined) clearTimeout(this.firstChunkTimer)
           const draining = frame === undefined ? undefined : this.send(frame)
           if (draining !== undefined) await draining
         }

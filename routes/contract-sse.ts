@@ -57,6 +57,8 @@ function answerOf (refusal: ReturnType<typeof refusals.internal>): { status: num
 /** The seed's events for a conversation request, each ending saying how Gemini ended the answer. */
 export const conversationSse: WireFormat = {
   ...contractSse,
+  // Thought summaries (sent by Gemini only when the request asked for them) are their own events, never chunks.
+  thought: text => dataEvent({ thought: text }),
   completion: completion => dataEvent({
     ...seedCompletion(completion),
     ...(completion.usage === undefined ? {} : { usage: completion.usage }),

@@ -11,8 +11,13 @@ const INT32_MIN = -2_147_483_648
 export const RESPONSE_SCHEMA_MAX_BYTES = 32 * 1024
 export const RESPONSE_SCHEMA_MAX_DEPTH = 32
 /** Gemini's HarmCategory names that its Developer API takes in safetySettings. */
-export const HARM_CATEGORIES = ['HARM_CATEGORY_HARASSMENT', 'HARM_CATEGORY_HATE_SPEECH', 'HARM_CATEGORY_SEXUALLY_EXPLICIT', 'HARM_CATEGORY_DANGEROUS_CONTENT', 'HARM_CATEGORY_CIVIC_INTEGRITY'] as const
-export const HARM_THRESHOLDS = ['BLOCK_LOW_AND_ABOVE', 'BLOCK_MEDIUM_AND_ABOVE', 'BLOCK_ONLY_HIGH', 'BLOCK_NONE', 'OFF'] as const
+const HarmCategory = Type.Union([
+  Type.Literal('HARM_CATEGORY_HARASSMENT'), Type.Literal('HARM_CATEGORY_HATE_SPEECH'), Type.Literal('HARM_CATEGORY_SEXUALLY_EXPLICIT'),
+  Type.Literal('HARM_CATEGORY_DANGEROUS_CONTENT'), Type.Literal('HARM_CATEGORY_CIVIC_INTEGRITY')
+])
+const HarmBlockThreshold = Type.Union([
+  Type.Literal('BLOCK_LOW_AND_ABOVE'), Type.Literal('BLOCK_MEDIUM_AND_ABOVE'), Type.Literal('BLOCK_ONLY_HIGH'), Type.Literal('BLOCK_NONE'), Type.Literal('OFF')
+])
 
 export const GenerationOptions = Type.Object({
   temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 2 })),
@@ -36,9 +41,9 @@ export const GenerationOptions = Type.Object({
     includeThoughts: Type.Optional(Type.Boolean({ description: 'Send thought summaries as their own events' }))
   }, { additionalProperties: false })),
   safetySettings: Type.Optional(Type.Array(Type.Object({
-    category: Type.Union(HARM_CATEGORIES.map(name => Type.Literal(name))),
-    threshold: Type.Union(HARM_THRESHOLDS.map(name => Type.Literal(name)))
-  }, { additionalProperties: false }), { maxItems: HARM_CATEGORIES.length }))
+    category: HarmCategory,
+    threshold: HarmBlockThreshold
+  }, { additionalProperties: false }), { maxItems: HarmCategory.anyOf.length }))
 }, { additionalProperties: false, description: 'Generation options, passed to Gemini as generationConfig' })
 
 export const Turn = Type.Object({

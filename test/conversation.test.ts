@@ -137,3 +137,42 @@ t.test('a conversation cut short by Gemini ends with its finish reason in the er
   const conversationBody = await (await postStream(url, { prompt: 'tell a story', system: 'for children' })).text()
   t.equal(conversationBody, chunkEvent('Once upon', 1) + chunkEvent(' a', 2) + 'data: {"error":"Gemini stopped generating: SAFETY","recoverable":false,"finishReason":"SAFETY"}\n\n', 'the text sent stays, then the reason')
 })
+
+t.test('thought summaries arrive as their own events, never in a chunk, and are counted as thinking tokens', async t => {
+  const pace = { chunkCount: 8, defaultMaxTokens: 32 }
+  const emulator = await startEmulator(t, pace)
+  const { url } = await startGateway(t, emulator)
+  const request = { prompt: 'Why is the sky blue?', model: 'gemini-2.5-flash', options: { thinking: { includeThoughts: true } } }
+  const events = parseEvents(await (await postStream(url, request)).text()) as Array<Record<string, unknown>>
+  const firstChunk = events.findIndex(event => 'chunk' in event)
+  const thoughts = events.filter(event => 'thought' in event)
+  t.ok(thoughts.length > 0, 'thought events')
+  t.ok(events.slice(0, firstChunk).every(event => 'thought' in event) && events.slice(firstChunk).every(event => !('thought' in event)), 'all before the answer')
+  t.ok(thoughts.every(event => typeof event.thought === 'string' && Object.keys(event).length === 1), 'each { "thought": text }')
+
+  const answer = answerFor({ turns: [{ role: 'user', text: request.prompt }] }, undefined, pace)
+  const chunks = events.filter(event => 'chunk' in event)
+  t.same(chunks.map(event => event.index), chunks.map((_, i) => i + 1), 'chunk indexes count chunks only')
+  const completion = events.at(-1) as { totalChunks: number, fullText: string, usage: { promptTokens: number, completionTokens: number, totalTokens: number, thoughtsTokens: number } }
+  t.equal(completion.fullText, answer.deltas.join(''), 'the answer without its thoughts')
+  t.equal(completion.totalChunks, chunks.length)
+  t.ok(completion.usage.thoughtsTokens > 0, 'thinking tokens reported')
+  t.equal(completion.usage.completionTokens, answer.completionTokens + completion.usage.thoughtsTokens, 'completion as billed: answer plus thinking')
+  t.equal(completion.usage.totalTokens, completion.usage.promptTokens + completion.usage.completionTokens)
+
+  const hidden = parseEvents(await (await postStream(url, { ...request, options: { thinking: { includeThoughts: false } } })).text()) as Array<Record<string, unknown>>
+  t.notOk(hidden.some(event => 'thought' in event), 'no thought events unless asked for')
+  t.equal((hidden.at(-1) as typeof completion).usage.thoughtsTokens, completion.usage.thoughtsTokens, 'the thinking is still counted')
+})
+
+t.test('a SAFETY finish keeps the text sent and names the reason; a blocked prompt is refused before any chunk', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 4, defaultMaxTokens: 12 })
+  const { url } = await startGateway(t, emulator)
+  const unsafe = await (await postStream(url, { prompt: 'tell me [[unsafe]] things', system: 'be safe' })).text()
+  const events = parseEvents(unsafe) as Array<Record<string, unknown>>
+  t.ok(events.length >= 2 && 'chunk' in events[0]!, 'the text already generated is sent')
+  t.same(events.at(-1), { error: 'Gemini stopped generating: SAFETY', recoverable: false, finishReason: 'SAFETY' })
+  const blocked = await postStream(url, { prompt: 'tell me [[blocked-prompt]] things', system: 'be safe' })
+  t.equal(blocked.status, 500)
+  t.same(await blocked.json(), { error: 'Failed to start stream', message: 'Gemini blocked the prompt: SAFETY' })
+})
