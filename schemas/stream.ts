@@ -104,6 +104,9 @@ export const CompletionEvent = Type.Object({
   finishReason: Type.Optional(Type.String({ description: 'Conversation requests only: Gemini\'s finish reason, STOP or MAX_TOKENS' })),
   model: Type.Optional(Type.String({ description: 'Conversation requests only: the model that answered, as Gemini reported it' }))
 }, { description: 'The last event of a successful stream; a request with only the seed\'s fields gets the seed\'s fields and usage counts only' })
+export const ThoughtEvent = Type.Object({
+  thought: Type.String()
+}, { description: 'Conversation requests with options.thinking.includeThoughts only: a thought summary delta, before the chunks, `data: {"thought":"..."}`' })
 export const ErrorEvent = Type.Object({
   error: Type.String(),
   recoverable: Type.Boolean({ description: 'True when the same request may succeed later' }),
@@ -113,8 +116,8 @@ export const ErrorEvent = Type.Object({
 /** The OpenAPI description of every answer of `POST /api/stream`; 4xx/5xx bodies are also serialized by it. */
 export const StreamResponses = {
   200: {
-    description: 'A Server-Sent Events stream: chunk events, then exactly one completion or error event. Lines starting with `:` are heartbeats.',
-    content: { 'text/event-stream': { schema: Type.Union([ChunkEvent, CompletionEvent, ErrorEvent]) } }
+    description: 'A Server-Sent Events stream: thought events when asked for, chunk events, then exactly one completion or error event. Lines starting with `:` are heartbeats.',
+    content: { 'text/event-stream': { schema: Type.Union([ChunkEvent, ThoughtEvent, CompletionEvent, ErrorEvent]) } }
   },
   400: refusalSchema('Invalid body: a missing prompt, a wrong type, an out-of-range option or an unknown field', refusals.promptRequired()),
   401: refusalSchema('No X-API-Key header', refusals.missingKey()),

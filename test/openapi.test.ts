@@ -33,7 +33,7 @@ t.test('the OpenAPI document describes the request, the SSE answer and every err
   t.equal(body?.additionalProperties, false)
 
   const stream = operation?.responses['200']?.content?.['text/event-stream']?.schema
-  t.equal(stream?.anyOf?.length, 3, 'chunk, completion and error events')
+  t.equal(stream?.anyOf?.length, 4, 'chunk, thought, completion and error events')
   const examples = Object.fromEntries(Object.entries(operation?.responses ?? {})
     .filter(([status]) => status !== '200')
     .map(([status, answer]) => [status, answer.content?.['application/json']?.example]))
