@@ -4,7 +4,8 @@ import { parseJsonBody, refuseOtherCharsets } from './json-body.js'
 import { contractSse, conversationSse } from './contract-sse.js'
 import { StreamRelay } from '../relay/relay.js'
 import { relaySettings, type RelayOptions } from '../relay/settings.js'
-import { CONVERSATION_MAX_CHARS, PROMPT_MAX_LENGTH, RESPONSE_SCHEMA_MAX_BYTES, RESPONSE_SCHEMA_MAX_DEPTH, StreamRequest, StreamResponses, type Turn } from '../schemas/stream.js'
+import { CONVERSATION_MAX_CHARS, PROMPT_MAX_LENGTH, RESPONSE_SCHEMA_MAX_BYTES, RESPONSE_SCHEMA_MAX_DEPTH, StreamRequest, StreamResponses } from '../schemas/stream.js'
+import { conversationTooLong, isConversation, schemaTooLarge } from './stream-request.js'
 import { refusals } from '../schemas/refusals.js'
 import { need } from '../plugins/services.js'
 // Each service's type comes with the plugin that provides it.
@@ -23,45 +24,6 @@ export interface StreamRouteOptions extends RelayOptions {
  * astral character (one code point) is two `\uXXXX` escapes, 12 bytes; the rest of the body fits in 64 KiB.
  */
 const BODY_LIMIT = (PROMPT_MAX_LENGTH + CONVERSATION_MAX_CHARS) * 12 + 64 * 1024
-
-const SURROGATE_PAIR = /[\uD800-\uDBFF][\uDC00-\uDFFF]/g
-
-/** Characters as the schema's length limits count them: code points. */
-function characters (text: string): number {
-  return text.length - (text.match(SURROGATE_PAIR)?.length ?? 0)
-}
-
-const SEED_OPTIONS = new Set(['temperature', 'topP', 'topK', 'maxOutputTokens'])
-
-/** A request that uses any field beyond the seed contract's; only those get the conversation's events. */
-function isConversation (body: StreamRequest): boolean {
-  return body.system !== undefined || body.history !== undefined || Object.keys(body.options ?? {}).some(name => !SEED_OPTIONS.has(name))
-}
-
-/** Levels of nested objects and arrays, counted without recursion: a schema may nest deeply. */
-function depthOf (root: unknown): number {
-  let deepest = 0
-  const pending: Array<[unknown, number]> = [[root, 1]]
-  while (pending.length > 0) {
-    const [value, depth] = pending.pop()!
-    if (value === null || typeof value !== 'object') continue
-    deepest = Math.max(deepest, depth)
-    if (deepest > RESPONSE_SCHEMA_MAX_DEPTH) return deepest
-    for (const child of Object.values(value)) pending.push([child, depth + 1])
-  }
-  return deepest
-}
-
-function schemaTooLarge (schema: unknown): boolean {
-  return schema !== undefined && (Buffer.byteLength(JSON.stringify(schema)) > RESPONSE_SCHEMA_MAX_BYTES || depthOf(schema) > RESPONSE_SCHEMA_MAX_DEPTH)
-}
-
-/** The system instruction and the earlier turns together are bounded, not only each one. */
-function conversationTooLong (system: string | undefined, history: readonly Turn[] | undefined): boolean {
-  let chars = system === undefined ? 0 : characters(system)
-  for (const turn of history ?? []) chars += characters(turn.text)
-  return chars > CONVERSATION_MAX_CHARS
-}
 
 const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, options) => {
   const settings = relaySettings(options)
