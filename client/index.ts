@@ -101,13 +101,41 @@ type ContractEvent =
   | { type: 'complete', event: CompletionEvent }
   | { type: 'ignored' }
 
+function isCount (value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0
+}
+
+function usageOf (value: unknown): Usage | undefined {
+  if (typeof value !== 'object' || value === null) return undefined
+  const { promptTokens, completionTokens, totalTokens } = value as Record<string, unknown>
+  return isCount(promptTokens) && isCount(completionTokens) && isCount(totalTokens) ? { ...value, promptTokens, completionTokens, totalTokens } : undefined
+}
+
+/** The completion event, its fields checked rather than trusted; a wrong one is a malformed stream. */
+function completionOf (record: Record<string, unknown>): CompletionEvent {
+  const { totalChunks, fullText, usage, finishReason, model } = record
+  const checkedUsage = usage === undefined ? undefined : usageOf(usage)
+  if (!isCount(totalChunks) || typeof fullText !== 'string' || (usage !== undefined && checkedUsage === undefined) ||
+    (finishReason !== undefined && typeof finishReason !== 'string') || (model !== undefined && typeof model !== 'string')) {
+    throw new StreamError('The gateway sent a completion event of the wrong shape', { kind: 'malformed', recoverable: false, body: record })
+  }
+  return {
+    complete: true,
+    totalChunks,
+    fullText,
+    ...(checkedUsage === undefined ? {} : { usage: checkedUsage }),
+    ...(finishReason === undefined ? {} : { finishReason }),
+    ...(model === undefined ? {} : { model })
+  }
+}
+
 function classify (payload: unknown): ContractEvent {
   if (typeof payload !== 'object' || payload === null) return { type: 'ignored' }
   const record = payload as Record<string, unknown>
   if (typeof record.chunk === 'string' && typeof record.index === 'number') {
     return { type: 'chunk', event: { chunk: record.chunk, index: record.index } }
   }
-  if (record.complete === true) return { type: 'complete', event: payload as CompletionEvent }
+  if (record.complete === true) return { type: 'complete', event: completionOf(record) }
   if (typeof record.error === 'string') {
     throw new StreamError(record.error, { kind: 'error-event', recoverable: record.recoverable === true, body: payload })
   }

@@ -140,6 +140,25 @@ t.test('429 becomes RateLimitedError with retryAfter from the retry-after header
   t.equal((seven as RateLimitedError).retryAfter, 7)
 })
 
+t.test('a completion event of the wrong shape is a malformed stream, not trusted', async t => {
+  const wrong = ['{"complete":true,"totalChunks":"2","fullText":"ab"}', '{"complete":true,"totalChunks":2}', '{"complete":true,"totalChunks":2,"fullText":"ab","usage":{"promptTokens":1}}']
+  for (const event of wrong) {
+    const scripted = await startScriptedServer(t, (_request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' })
+      response.end(`data: {"chunk":"ab","index":1}\n\ndata: ${event}\n\n`)
+    })
+    const rejection = await streamPrompt({ baseUrl: scripted, apiKey: USER_KEY, prompt: 'p' }).completion.catch((error: unknown) => error)
+    t.ok(rejection instanceof StreamError, event)
+    t.equal((rejection as StreamError).kind, 'malformed', event)
+  }
+  const scripted = await startScriptedServer(t, (_request, response) => {
+    response.writeHead(200, { 'content-type': 'text/event-stream' })
+    response.end('data: {"chunk":"ab","index":1}\n\ndata: {"complete":true,"totalChunks":1,"fullText":"ab","usage":{"promptTokens":1,"completionTokens":2,"totalTokens":3,"thoughtsTokens":1},"finishReason":"STOP","model":"m"}\n\n')
+  })
+  t.same(await streamPrompt({ baseUrl: scripted, apiKey: USER_KEY, prompt: 'p' }).completion,
+    { complete: true, totalChunks: 1, fullText: 'ab', usage: { promptTokens: 1, completionTokens: 2, totalTokens: 3, thoughtsTokens: 1 }, finishReason: 'STOP', model: 'm' })
+})
+
 t.test('retry-after in seconds or as an HTTP date', async t => {
   const now = Date.parse('2025-01-01T00:00:00Z')
   t.equal(parseRetryAfter('120', now), 120)
