@@ -6,6 +6,7 @@ import type { GatewayLifecycle } from '../plugins/lifecycle.js'
 import type { StreamRecorder } from '../plugins/metrics.js'
 import type { ReportedUsage } from '../schemas/stream.js'
 import { ClientWriter } from './client-writer.js'
+import { refusals } from '../schemas/refusals.js'
 import { retryDelay } from './retry.js'
 import { seconds, type RelaySettings } from './settings.js'
 import type { StreamFailure, WireFormat } from './wire-format.js'
@@ -186,12 +187,11 @@ export class StreamRelay {
         if (delta.finishReason !== undefined) this.finishReason = delta.finishReason
         if (delta.modelVersion !== undefined) this.modelVersion = delta.modelVersion
         if (delta.blockReason !== undefined) this.blockReason = delta.blockReason
-        if (delta.thought !== undefined) {
-          const frame = this.format.thought(delta.thought)
+        const thoughtFrame = delta.thought === undefined ? undefined : this.format.thought(delta.thought)
+        if (thoughtFrame !== undefined) {
           // A model that shows its thinking is answering: the first-chunk budget no longer applies.
-          if (frame !== undefined) clearTimeout(this.firstChunkTimer)
-          const draining = frame === undefined ? undefined : this.send(frame)
-          if (draining !== undefined) await draining
+          clearTimeout(this.firstChunkTimer)
+          await this.send(thoughtFrame)
         }
         if (delta.text === '') continue
         if (this.fullText.length + delta.text.length > settings.maxAnswerChars) {
@@ -211,7 +211,7 @@ export class StreamRelay {
         if (this.stopped !== undefined) break
         if (!(caught instanceof UpstreamError)) {
           log.error({ err: caught, chunksSent: this.index }, 'stream failed on an unexpected error')
-          return await this.fail({ kind: 'internal', message: 'Internal Server Error', recoverable: false })
+          return await this.fail({ kind: 'internal', message: refusals.internal().body.error, recoverable: false })
         }
         if (caught.code === 'out_of_descriptors') log.error({ err: caught }, 'the process is out of file descriptors: raise its limit or lower MAX_CONNECTIONS')
         else recorder.upstreamError(caught.metricLabel)

@@ -3,8 +3,8 @@
 // seed's fields gets exactly these bytes; a conversation request (issue 14) gets the same events with
 // what Gemini said about how the answer ended: its finish reason, the model and the usage details.
 
-import type { StreamCompletion, StreamFailure, WireFormat } from '../relay/wire-format.js'
-import { refusals } from '../schemas/refusals.js'
+import type { StreamCompletion, StreamFailure, WholeAnswer, WireFormat } from '../relay/wire-format.js'
+import { refusals, type Refusal } from '../schemas/refusals.js'
 
 const SSE_HEADERS = {
   'content-type': 'text/event-stream',
@@ -50,7 +50,7 @@ export const contractSse: WireFormat = {
   }
 }
 
-function answerOf (refusal: ReturnType<typeof refusals.internal>): { status: number, body: unknown } {
+function answerOf (refusal: Refusal): WholeAnswer {
   return { status: refusal.statusCode, body: refusal.body }
 }
 

@@ -83,9 +83,8 @@ export type Usage = Static<typeof Usage>
 
 /** Usage of a conversation request's completion: the seed's three counts and the details Gemini reported. */
 export const ReportedUsage = Type.Object({
-  promptTokens: Type.Integer(),
+  ...Usage.properties,
   completionTokens: Type.Integer({ description: 'Answer and thinking tokens, as billed' }),
-  totalTokens: Type.Integer(),
   thoughtsTokens: Type.Optional(Type.Integer({ description: 'Of completionTokens, those spent thinking' })),
   cachedTokens: Type.Optional(Type.Integer({ description: 'Of promptTokens, those read from the context cache' }))
 })
