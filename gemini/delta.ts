@@ -45,38 +45,40 @@ function usageOf (metadata: Record<string, unknown>): ReportedUsage {
 }
 
 /** Gemini's HarmProbability names, least to most likely; any other value ranks below them all. */
-const PROBABILITY_RANK: Readonly<Record<string, number>> = { NEGLIGIBLE: 1, LOW: 2, MEDIUM: 3, HIGH: 4 }
+const PROBABILITY_RANK = new Map([['NEGLIGIBLE', 1], ['LOW', 2], ['MEDIUM', 3], ['HIGH', 4]])
 const NEGLIGIBLE_RANK = 1
 
 /**
- * The categories behind a safety stop: the ratings Gemini marked `blocked`, or, when it marked none (its
- * blocked-prompt ratings carry no such mark), those rated most likely above NEGLIGIBLE. Read only on the
- * event that stops for safety, so the chunks before it pay nothing.
+ * The categories behind a safety stop, each once: the ratings Gemini marked `blocked`, or, when it marked
+ * none (a public transcript of a blocked prompt's ratings shows no mark), those rated most likely above
+ * NEGLIGIBLE. Read only on the event that stops for safety, so the chunks before it pay nothing.
  */
 function blockedCategoriesOf (ratings: unknown): string[] | undefined {
   if (ratings === undefined || ratings === null) return undefined
   if (!Array.isArray(ratings)) wrongType('safetyRatings')
-  const marked: string[] = []
-  let likeliest: string[] = []
+  const marked = new Set<string>()
+  let likeliest = new Set<string>()
   let likeliestRank = NEGLIGIBLE_RANK
   for (const rating of ratings as unknown[]) {
     if (!isRecord(rating)) wrongType('safetyRating')
-    const category = rating.category
-    if (typeof category !== 'string') wrongType('category')
+    const named = rating.category
+    if (named !== undefined && named !== null && typeof named !== 'string') wrongType('category')
+    const category = enumName(named)
     const blocked = rating.blocked
     if (blocked !== undefined && blocked !== null && typeof blocked !== 'boolean') wrongType('blocked')
     const probability = rating.probability
     if (probability !== undefined && probability !== null && typeof probability !== 'string') wrongType('probability')
-    const name = enumName(category)!
-    if (blocked === true) marked.push(name)
-    const rank = PROBABILITY_RANK[probability ?? ''] ?? 0
+    // A rating that names no category cannot say what was blocked.
+    if (category === undefined) continue
+    if (blocked === true) marked.add(category)
+    const rank = PROBABILITY_RANK.get(probability ?? '') ?? 0
     if (rank > likeliestRank) {
       likeliestRank = rank
-      likeliest = [name]
-    } else if (rank === likeliestRank && rank > NEGLIGIBLE_RANK) likeliest.push(name)
+      likeliest = new Set([category])
+    } else if (rank === likeliestRank && rank > NEGLIGIBLE_RANK) likeliest.add(category)
   }
-  const categories = marked.length > 0 ? marked : likeliest
-  return categories.length > 0 ? categories : undefined
+  const categories = marked.size > 0 ? marked : likeliest
+  return categories.size > 0 ? [...categories] : undefined
 }
 
 /**

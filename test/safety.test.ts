@@ -46,7 +46,7 @@ t.test('the emulator\'s [[unsafe]] answer: the text sent stays, then the blocked
   }
 })
 
-t.test('a SAFETY finish on its own event: every category Gemini marked blocked, in its order', async t => {
+t.test('a SAFETY finish on its own event: every category Gemini marked blocked, once each, in its order', async t => {
   const upstream = await startScriptedServer(t, (_request, response) => {
     response.writeHead(200, SSE)
     response.write(textEvent('Once upon'))
@@ -55,7 +55,9 @@ t.test('a SAFETY finish on its own event: every category Gemini marked blocked, 
       candidates: [{
         finishReason: 'SAFETY',
         index: 0,
-        safetyRatings: [rating('HATE_SPEECH', 'MEDIUM', true), rating('HARASSMENT', 'HIGH', false), rating('SEXUALLY_EXPLICIT', 'LOW', true)]
+        // Each category once; a rating without one names nothing.
+        safetyRatings: [rating('HATE_SPEECH', 'MEDIUM', true), rating('HARASSMENT', 'HIGH', false), { probability: 'HIGH', blocked: true },
+          rating('SEXUALLY_EXPLICIT', 'LOW', true), rating('HATE_SPEECH', 'HIGH', true)]
       }],
       usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 2, totalTokenCount: 5 }
     }))
