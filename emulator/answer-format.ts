@@ -2,6 +2,7 @@
 // as sent, so a stop sequence is found even when it straddles two deltas, and the text stops before it.
 
 import type { GenerationOptions } from './answer.js'
+import { isObject, type Pick, valueFollowing } from './json.js'
 
 export interface Formatted {
   deltas: string[]
@@ -9,17 +10,22 @@ export interface Formatted {
   stopped: boolean
 }
 
-export function formatDeltas (deltas: string[], cfg: GenerationOptions, pick: <T>(list: readonly T[]) => T): Formatted {
+export function formatDeltas (deltas: string[], cfg: GenerationOptions, pick: Pick): Formatted {
   return stopAtSequences(byMimeType(deltas, cfg, pick), cfg.stopSequences ?? [])
 }
 
 /**
- * application/json without a schema the emulator can follow: the answer as one JSON string, each
- * delta escaped on its own (escaping is per character, so the pieces still concatenate to valid JSON).
- * text/x.enum with a string enum in responseSchema: one of its values, in one delta.
+ * application/json with a schema: a value that follows it (json.ts), its text split across as many
+ * deltas as the plain answer had. Without one: the answer as one JSON string, each delta escaped on its
+ * own (escaping is per character, so the pieces still concatenate to valid JSON).
+ * text/x.enum with a string enum in the schema: one of its values, in one delta.
  */
-function byMimeType (deltas: string[], cfg: GenerationOptions, pick: <T>(list: readonly T[]) => T): string[] {
+function byMimeType (deltas: string[], cfg: GenerationOptions, pick: Pick): string[] {
   if (cfg.responseMimeType === 'application/json') {
+    if (isObject(cfg.responseSchema)) {
+      const words = deltas.join('').split(/\s+/).filter(word => word !== '')
+      return splitEvenly(JSON.stringify(valueFollowing(cfg.responseSchema, words, pick)), deltas.length)
+    }
     const escaped = deltas.map(delta => JSON.stringify(delta).slice(1, -1))
     escaped[0] = `"${escaped[0] ?? ''}`
     escaped[escaped.length - 1] += '"'
@@ -30,6 +36,20 @@ function byMimeType (deltas: string[], cfg: GenerationOptions, pick: <T>(list: r
     if (values.length > 0) return [pick(values)]
   }
   return deltas
+}
+
+/** `count` pieces of near-equal length (fewer for a shorter text), never splitting a surrogate pair. */
+function splitEvenly (text: string, count: number): string[] {
+  const pieces = Math.max(1, Math.min(count, text.length))
+  const out: string[] = []
+  let start = 0
+  for (let i = 1; i <= pieces; i++) {
+    let end = Math.round(text.length * i / pieces)
+    if (end < text.length && /[\uDC00-\uDFFF]/.test(text[end]!)) end++
+    if (end > start) out.push(text.slice(start, end))
+    start = Math.max(start, end)
+  }
+  return out
 }
 
 function enumOf (schema: unknown): string[] {

@@ -46,7 +46,9 @@ export function generationOptionsOf (config: unknown): GenerationOptions | strin
     }
     out.responseMimeType = mime
   }
-  if (config.responseSchema !== undefined) out.responseSchema = config.responseSchema
+  // The JSON Schema field (what the gateway sends) or the OpenAPI-subset one: the answer follows either.
+  const schema = config.responseJsonSchema ?? config.responseSchema
+  if (schema !== undefined) out.responseSchema = schema
   return out
 }
 

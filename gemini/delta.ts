@@ -44,6 +44,43 @@ function usageOf (metadata: Record<string, unknown>): ReportedUsage {
   return usage
 }
 
+/** Gemini's HarmProbability names, least to most likely; any other value ranks below them all. */
+const PROBABILITY_RANK = new Map([['NEGLIGIBLE', 1], ['LOW', 2], ['MEDIUM', 3], ['HIGH', 4]])
+const NEGLIGIBLE_RANK = 1
+
+/**
+ * The categories behind a safety stop, each once: the ratings Gemini marked `blocked`, or, when it marked
+ * none (a public transcript of a blocked prompt's ratings shows no mark), those rated most likely above
+ * NEGLIGIBLE. Read only on the event that stops for safety, so the chunks before it pay nothing.
+ */
+function blockedCategoriesOf (ratings: unknown): string[] | undefined {
+  if (ratings === undefined || ratings === null) return undefined
+  if (!Array.isArray(ratings)) wrongType('safetyRatings')
+  const marked = new Set<string>()
+  let likeliest = new Set<string>()
+  let likeliestRank = NEGLIGIBLE_RANK
+  for (const rating of ratings as unknown[]) {
+    if (!isRecord(rating)) wrongType('safetyRating')
+    const named = rating.category
+    if (named !== undefined && named !== null && typeof named !== 'string') wrongType('category')
+    const category = enumName(named)
+    const blocked = rating.blocked
+    if (blocked !== undefined && blocked !== null && typeof blocked !== 'boolean') wrongType('blocked')
+    const probability = rating.probability
+    if (probability !== undefined && probability !== null && typeof probability !== 'string') wrongType('probability')
+    // A rating that names no category cannot say what was blocked.
+    if (category === undefined) continue
+    if (blocked === true) marked.add(category)
+    const rank = PROBABILITY_RANK.get(probability ?? '') ?? 0
+    if (rank > likeliestRank) {
+      likeliestRank = rank
+      likeliest = new Set([category])
+    } else if (rank === likeliestRank && rank > NEGLIGIBLE_RANK) likeliest.add(category)
+  }
+  const categories = marked.size > 0 ? marked : likeliest
+  return categories.size > 0 ? [...categories] : undefined
+}
+
 /**
  * Reduces one parsed Gemini stream event to what the gateway forwards; shared by both clients. An event
  * whose fields have the wrong shape (`"parts": {}`) is a malformed stream, never read as an empty answer.
@@ -72,13 +109,18 @@ export function toDelta (event: unknown): GenerationDelta {
     else text += partText
   }
   const metadata = record(event.usageMetadata, 'usageMetadata')
+  const promptFeedback = record(event.promptFeedback, 'promptFeedback')
   const delta: GenerationDelta = {
     text,
     usage: metadata === undefined ? undefined : usageOf(metadata),
     finishReason: enumName(candidate?.finishReason),
-    blockReason: enumName(record(event.promptFeedback, 'promptFeedback')?.blockReason)
+    blockReason: enumName(promptFeedback?.blockReason)
   }
   if (thought !== undefined) delta.thought = thought
+  const blockedCategories = delta.finishReason === 'SAFETY'
+    ? blockedCategoriesOf(candidate?.safetyRatings)
+    : delta.blockReason === 'SAFETY' ? blockedCategoriesOf(promptFeedback?.safetyRatings) : undefined
+  if (blockedCategories !== undefined) delta.blockedCategories = blockedCategories
   const modelVersion = event.modelVersion
   if (typeof modelVersion === 'string') delta.modelVersion = modelVersion
   return delta

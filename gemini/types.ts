@@ -25,6 +25,8 @@ export interface GenerationDelta {
   modelVersion?: string | undefined
   finishReason?: string | undefined
   blockReason?: string | undefined
+  /** On an event that stops for safety (finish or block reason `SAFETY`): the harm categories that stopped it. */
+  blockedCategories?: string[] | undefined
 }
 
 export interface GeminiClient {

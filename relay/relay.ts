@@ -55,6 +55,7 @@ export class StreamRelay {
   private modelVersion: string | undefined
   private finishReason: string | undefined
   private blockReason: string | undefined
+  private blockedCategories: string[] | undefined
   private readonly timers: NodeJS.Timeout[] = []
   private idleTimer: NodeJS.Timeout | undefined
   private firstChunkTimer: NodeJS.Timeout | undefined
@@ -138,6 +139,7 @@ export class StreamRelay {
     this.usage = undefined
     this.finishReason = undefined
     this.blockReason = undefined
+    this.blockedCategories = undefined
   }
 
   /** Waits before another try when the error and the policy allow one; false when they do not. */
@@ -187,6 +189,7 @@ export class StreamRelay {
         if (delta.finishReason !== undefined) this.finishReason = delta.finishReason
         if (delta.modelVersion !== undefined) this.modelVersion = delta.modelVersion
         if (delta.blockReason !== undefined) this.blockReason = delta.blockReason
+        if (delta.blockedCategories !== undefined) this.blockedCategories = delta.blockedCategories
         const thoughtFrame = delta.thought === undefined ? undefined : this.format.thought(delta.thought)
         if (thoughtFrame !== undefined) {
           // A model that shows its thinking is answering: the first-chunk budget no longer applies.
@@ -235,14 +238,14 @@ export class StreamRelay {
     return this.writer.write(frame)
   }
 
-  private answerRefused (message: string, recoverable: boolean, finishReason?: string): StreamFailure {
-    return { kind: 'upstream', message, recoverable, finishReason }
+  private answerRefused (message: string, recoverable: boolean, finishReason?: string, blockedCategories?: string[]): StreamFailure {
+    return { kind: 'upstream', message, recoverable, finishReason, blockedCategories }
   }
 
   private async complete (): Promise<FastifyReply> {
-    if (this.blockReason !== undefined) return await this.fail(this.answerRefused(`Gemini blocked the prompt: ${this.blockReason}`, false))
+    if (this.blockReason !== undefined) return await this.fail(this.answerRefused(`Gemini blocked the prompt: ${this.blockReason}`, false, undefined, this.blockedCategories))
     if (this.finishReason === undefined) return await this.fail(this.answerRefused('Gemini ended the stream before the answer was complete', true))
-    if (!COMPLETE_FINISH_REASONS.has(this.finishReason)) return await this.fail(this.answerRefused(`Gemini stopped generating: ${this.finishReason}`, false, this.finishReason))
+    if (!COMPLETE_FINISH_REASONS.has(this.finishReason)) return await this.fail(this.answerRefused(`Gemini stopped generating: ${this.finishReason}`, false, this.finishReason, this.blockedCategories))
     if (this.usage === undefined) {
       const counted = await this.countUsage()
       if (counted === STOPPED) return await this.onStopped(this.stopped ?? { kind: 'client-gone' })

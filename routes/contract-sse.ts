@@ -65,5 +65,9 @@ export const conversationSse: WireFormat = {
     finishReason: completion.finishReason,
     model: completion.model
   }),
-  error: failure => dataEvent({ ...seedError(failure), ...(failure.finishReason === undefined ? {} : { finishReason: failure.finishReason }) })
+  error: failure => dataEvent({
+    ...seedError(failure),
+    ...(failure.finishReason === undefined ? {} : { finishReason: failure.finishReason }),
+    ...(failure.blockedCategories === undefined ? {} : { blockedCategories: failure.blockedCategories })
+  })
 }

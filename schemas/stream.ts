@@ -109,7 +109,10 @@ export const ThoughtEvent = Type.Object({
 export const ErrorEvent = Type.Object({
   error: Type.String(),
   recoverable: Type.Boolean({ description: 'True when the same request may succeed later' }),
-  finishReason: Type.Optional(Type.String({ description: 'Conversation requests only: why Gemini cut the answer short, e.g. SAFETY' }))
+  finishReason: Type.Optional(Type.String({ description: 'Conversation requests only: why Gemini cut the answer short, e.g. SAFETY' })),
+  blockedCategories: Type.Optional(Type.Array(Type.String(), {
+    description: 'Conversation requests only, on a SAFETY finish or a prompt blocked for SAFETY: the harm categories that stopped it, e.g. HARM_CATEGORY_DANGEROUS_CONTENT, when Gemini named them'
+  }))
 }, { description: 'The last event of a stream that failed after it started' })
 
 /** The OpenAPI description of every answer of `POST /api/stream`; 4xx/5xx bodies are also serialized by it. */

@@ -171,7 +171,7 @@ t.test('a SAFETY finish keeps the text sent and names the reason; a blocked prom
   const unsafe = await (await postStream(url, { prompt: 'tell me [[unsafe]] things', system: 'be safe' })).text()
   const events = parseEvents(unsafe) as Array<Record<string, unknown>>
   t.ok(events.length >= 2 && 'chunk' in events[0]!, 'the text already generated is sent')
-  t.same(events.at(-1), { error: 'Gemini stopped generating: SAFETY', recoverable: false, finishReason: 'SAFETY' })
+  t.same(events.at(-1), { error: 'Gemini stopped generating: SAFETY', recoverable: false, finishReason: 'SAFETY', blockedCategories: ['HARM_CATEGORY_DANGEROUS_CONTENT'] })
   const blocked = await postStream(url, { prompt: 'tell me [[blocked-prompt]] things', system: 'be safe' })
   t.equal(blocked.status, 500)
   t.same(await blocked.json(), { error: 'Failed to start stream', message: 'Gemini blocked the prompt: SAFETY' })
