@@ -65,7 +65,7 @@ export function invalidKeyError (): GoogleError {
 
 /**
  * What Google answers a generation or token count for a model it does not serve: 404 NOT_FOUND naming the
- * model, the path's API version and the method (live transcripts; see docs/gemini-wire-protocol.md §14).
+ * model, the path's API version and the method (live transcripts; see docs/gemini-wire-protocol.md §5).
  */
 export function modelNotFoundError (model: string, apiVersion: string, rpc: string): GoogleError {
   const name = model.startsWith('tunedModels/') ? model : `models/${model}`

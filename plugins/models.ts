@@ -111,9 +111,8 @@ export function createModelPolicy (options: Pick<ModelsOptions, 'allowedModels' 
  * allow-list nor aliases it is `[defaultModel, ...known]`, as it always was.
  */
 export function labelledModels (policy: ModelPolicy, defaultModel: string, known: readonly string[]): string[] {
-  const resolvedDefault = policy.resolve(defaultModel).model
-  const candidates = [resolvedDefault ?? defaultModel, ...policy.aliases.values(), ...policy.allowedNames, ...known]
   if (!policy.configured) return [defaultModel, ...known]
+  const candidates = [policy.resolve(defaultModel).model ?? defaultModel, ...policy.aliases.values(), ...policy.allowedNames, ...known]
   return [...new Set(candidates.map(modelId))].filter(id => policy.allows(id))
 }
 

@@ -115,8 +115,9 @@ export function modelsOptionsOf (env: Pick<Env, 'ALLOWED_MODELS' | 'MODEL_ALIASE
 /** What the model variables say together: every alias's target and DEFAULT_MODEL allowed. */
 function modelsProblem (env: Env): string | undefined {
   const options = modelsOptionsOf(env)
+  const allowList = createModelPolicy({ allowedModels: options.allowedModels })
   for (const [name, target] of Object.entries(options.aliases ?? {})) {
-    if (!createModelPolicy({ allowedModels: options.allowedModels }).allows(modelId(target))) return `MODEL_ALIASES maps ${name} to ${modelId(target)}, which ALLOWED_MODELS does not allow`
+    if (!allowList.allows(modelId(target))) return `MODEL_ALIASES maps ${name} to ${modelId(target)}, which ALLOWED_MODELS does not allow`
   }
   if (createModelPolicy(options).resolve(env.DEFAULT_MODEL).refusal !== undefined) {
     return `DEFAULT_MODEL ${env.DEFAULT_MODEL} is not allowed by ALLOWED_MODELS: allow it, or map it in MODEL_ALIASES to an allowed model`
