@@ -192,14 +192,17 @@ t.test('POST /api/stream: a model the allow-list does not name is a 400 naming i
 
 t.test('a model Gemini does not serve is answered as any Gemini failure before the first chunk, with Google\'s message', async t => {
   const emulator = await startEmulator(t)
-  const { url } = await startGateway(t, emulator, { rateLimit: false })
-  const response = await postStream(url, { prompt: 'p', model: 'gemini-1.5-pro' })
-  t.equal(response.status, 500)
-  t.equal(await response.text(), JSON.stringify({
-    error: 'Failed to start stream',
-    message: `models/gemini-1.5-pro is not found for API version v1, or is not supported for StreamGenerateContent. ${NOT_FOUND_TAIL}`
-  }))
-  t.equal(emulator.requests.length, 1, 'a 404 is not retried')
+  for (const client of ['rest', 'sdk'] as const) {
+    emulator.reset()
+    const { url } = await startGateway(t, emulator, { gemini: { apiKey: 'k', baseUrl: emulator.url, client }, rateLimit: false })
+    const response = await postStream(url, { prompt: 'p', model: 'gemini-1.5-pro' })
+    t.equal(response.status, 500, client)
+    t.equal(await response.text(), JSON.stringify({
+      error: 'Failed to start stream',
+      message: `models/gemini-1.5-pro is not found for API version v1, or is not supported for StreamGenerateContent. ${NOT_FOUND_TAIL}`
+    }), client)
+    t.equal(emulator.requests.length, 1, `${client}: a 404 is not retried`)
+  }
 })
 
 t.test('the standalone server: ALLOWED_MODELS and MODEL_ALIASES are checked at start, by name', async t => {
