@@ -170,7 +170,8 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
           if (models.length >= MAX_LISTED_MODELS) break
         }
       } catch (error) {
-        throw classifySdkError(error, options.apiKey, signal)
+        // The SDK walks each page itself: a TypeError there is its choking on a malformed one.
+        throw classifySdkError(error, options.apiKey, signal, true)
       }
       return models
     },
@@ -179,7 +180,7 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
       try {
         raw = await ai.models.get({ model: name, config: { abortSignal: signal } })
       } catch (error) {
-        throw classifySdkError(error, options.apiKey, signal)
+        throw classifySdkError(error, options.apiKey, signal, true)
       }
       const model = modelInfoOf(raw, (raw as { supportedActions?: unknown }).supportedActions)
       if (model === undefined) throw malformedStream()

@@ -8,6 +8,7 @@ import { createModelPolicy, labelledModels } from '../plugins/models.js'
 import { GEMINI_MODELS } from '../plugins/metrics.js'
 import { ADMIN_KEY, buildGateway, postStream, startEmulator, startGateway, USER_KEY, waitUntil } from './support/gateway.js'
 import { Exposition } from './support/prometheus.js'
+import { startScriptedServer } from './support/scripted-server.js'
 import { runUntilExit, startServerProcess } from './support/server-process.js'
 
 const NOT_FOUND_TAIL = 'Call ListModels to see the list of available models and their supported methods.'
@@ -81,6 +82,40 @@ t.test('both Gemini clients list every page of models and get one; an unknown on
     t.match(missing, { code: 'http_status', status: 404, message: 'models/gemini-1.0-pro is not found for API version v1, or is not supported.' })
   }
   await (clients.rest as ReturnType<typeof createRestGeminiClient>).close()
+})
+
+t.test('both clients follow nextPageToken to the last page; a list that is not a list is malformed', async t => {
+  const paths: string[] = []
+  const model = (id: string, methods: string[]): unknown => ({ name: `models/${id}`, displayName: id, supportedGenerationMethods: methods })
+  const upstream = await startScriptedServer(t, (request, response) => {
+    paths.push(request.url ?? '')
+    const token = new URL(request.url ?? '/', 'http://x').searchParams.get('pageToken')
+    const page = token === null
+      ? { models: [model('a', ['generateContent']), model('embedder', ['embedContent'])], nextPageToken: 'p2' }
+      : token === 'p2' ? { models: [model('b', ['generateContent'])] } : 'not a page'
+    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(page))
+  })
+  const clients: Record<string, GeminiClient> = {
+    rest: createRestGeminiClient({ apiKey: 'k', baseUrl: upstream }),
+    sdk: createSdkGeminiClient({ apiKey: 'k', baseUrl: upstream })
+  }
+  t.teardown(async () => { await (clients.rest as ReturnType<typeof createRestGeminiClient>).close() })
+  for (const [name, client] of Object.entries(clients)) {
+    paths.length = 0
+    const listed = await client.listModels!(new AbortController().signal)
+    t.strictSame(listed.map(m => [m.id, m.supportedActions]), [['a', ['generateContent']], ['embedder', ['embedContent']], ['b', ['generateContent']]], name)
+    t.strictSame(paths, ['/v1/models?pageSize=25', '/v1/models?pageSize=25&pageToken=p2'], `${name}: two pages`)
+  }
+  const gateway = await buildGateway(t, upstream, { rateLimit: false, models: { listTtlMs: 0 } })
+  const listed = async (): Promise<unknown> => (await gateway.inject({ method: 'GET', url: '/api/models', headers: { 'x-api-key': USER_KEY } })).json()
+  t.strictSame(await listed(), { models: [{ id: 'a', displayName: 'a' }, { id: 'b', displayName: 'b' }] }, 'only models that generate are listed')
+  paths.length = 0
+  await listed()
+  t.equal(paths.length, 2, 'with a TTL of 0 every call asks again')
+  const broken = await startScriptedServer(t, (_request, response) => { response.writeHead(200, { 'content-type': 'application/json' }).end('{"models":{}}') })
+  await t.rejects(createRestGeminiClient({ apiKey: 'k', baseUrl: broken }).listModels(new AbortController().signal), { code: 'malformed' })
+  const notAPage = await startScriptedServer(t, (_request, response) => { response.writeHead(200, { 'content-type': 'application/json' }).end('"not a page"') })
+  await t.rejects(createSdkGeminiClient({ apiKey: 'k', baseUrl: notAPage }).listModels!(new AbortController().signal), { code: 'malformed' }, 'the SDK choking on it is malformed too')
 })
 
 t.test('the model policy: aliases first, then the allow-list; its options are checked by name', async t => {
