@@ -7,6 +7,8 @@ import rateLimitPlugin, { type RateLimitOptions } from './plugins/rate-limit.js'
 import geminiClientPlugin, { type GeminiPluginOptions } from './plugins/gemini-client.js'
 import lifecyclePlugin, { type GatewayLifecycle } from './plugins/lifecycle.js'
 import requestIdPlugin from './plugins/request-id.js'
+import modelsPlugin, { createModelPolicy, labelledModels, type ModelsOptions } from './plugins/models.js'
+import modelsRoute from './routes/models.js'
 import streamRoute from './routes/stream.js'
 import type { RelayOptions } from './relay/settings.js'
 
@@ -23,7 +25,15 @@ export interface GatewayOptions {
   gemini: GeminiPluginOptions
   /** Model used when a request names none. Default `gemini-2.0-flash-exp`. */
   defaultModel?: string
-  /** Scrape endpoint and labels; `models` (default `GEMINI_MODELS`) always gets `defaultModel` added. */
+  /**
+   * The models callers may name (`allowedModels`, names or `*` patterns) and `aliases` (requested name → model
+   * called). Unset: every model under its own name, as before.
+   */
+  models?: ModelsOptions
+  /**
+   * Scrape endpoint and labels; `models` (default `GEMINI_MODELS`) always gets `defaultModel` added. With an
+   * allow-list or aliases the model label names the model called (an alias's target), and only allowed ones.
+   */
   metrics?: MetricsOptions
   /** Per-key limits on `/api/stream` (100 / 1000 admin per 15 minutes unless set); `false` turns limiting off. */
   rateLimit?: RateLimitOptions | false
@@ -47,11 +57,20 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
     keyEntries: options.keyEntries ?? []
   })
   const defaultModel = options.defaultModel ?? DEFAULT_MODEL
+  const policy = createModelPolicy(options.models)
+  // A default the allow-list refuses would refuse every request that names no model.
+  if (policy.resolve(defaultModel).refusal !== undefined) {
+    throw new Error(`models: the default model ${defaultModel} is not allowed by "allowedModels" (give it an alias to an allowed model)`)
+  }
   // A request that names no model uses the default one: it is always labelled by name.
   const models = options.metrics?.models
-  await app.register(metricsPlugin, { ...options.metrics, models: Array.isArray(models) ? [defaultModel, ...models] : models ?? [defaultModel, ...GEMINI_MODELS] })
+  // Anything but a list goes as it is, for the metrics plugin to refuse by name.
+  const labels = models === undefined || Array.isArray(models) ? labelledModels(policy, defaultModel, models ?? GEMINI_MODELS) : models
+  await app.register(metricsPlugin, { ...options.metrics, models: labels })
   if (options.rateLimit !== false) await app.register(rateLimitPlugin, options.rateLimit ?? {})
   await app.register(geminiClientPlugin, options.gemini)
+  await app.register(modelsPlugin, options.models ?? {})
+  await app.register(modelsRoute)
   await app.register(streamRoute, { ...options.stream, defaultModel })
 }
 

@@ -43,6 +43,8 @@ export interface EmulatorContext {
   readonly defaultMaxTokens: number
   /** Whether the thinking models think when a request has no thinkingConfig, as Google's do. */
   readonly thinkByDefault: boolean
+  /** Model ids served besides the catalogue's (the `extraModels` option). */
+  readonly extraModels: ReadonlySet<string>
   /** The pace setPace last set: asked again before every event, so that it reaches the streams in flight. */
   pace (): Pace
   takeFault (rpc: string, prompt: string): Fault | undefined

@@ -62,3 +62,18 @@ export function invalidKeyError (): GoogleError {
     { '@type': 'type.googleapis.com/google.rpc.LocalizedMessage', locale: 'en-US', message }
   ])
 }
+
+/**
+ * What Google answers a generation or token count for a model it does not serve: 404 NOT_FOUND naming the
+ * model, the path's API version and the method (live transcripts; see docs/gemini-wire-protocol.md §5).
+ */
+export function modelNotFoundError (model: string, apiVersion: string, rpc: string): GoogleError {
+  const name = model.startsWith('tunedModels/') ? model : `models/${model}`
+  return googleError(404, `${name} is not found for API version ${apiVersion}, or is not supported for ${rpcWording(rpc)}. ` +
+    'Call ListModels to see the list of available models and their supported methods.')
+}
+
+/** Google names the streaming method with a capital letter in this message, the others as in the path. */
+function rpcWording (rpc: string): string {
+  return rpc === 'streamGenerateContent' ? 'StreamGenerateContent' : rpc
+}

@@ -1,5 +1,6 @@
-// The model catalogue the emulator lists and describes (models.list, models.get). Any model name can
-// generate; only these are listed.
+// The model catalogue the emulator lists and describes (models.list, models.get), and the only models that
+// generate and count tokens: any other name is Google's 404 NOT_FOUND, unless the emulator was started
+// with it in `extraModels`.
 
 const MODELS = [
   model('gemini-2.5-pro', '2.5', 'Gemini 2.5 Pro', 1048576, 65536, true),
@@ -51,4 +52,14 @@ export function modelsPage (query: URLSearchParams): { ok: true; body: Record<st
 /** The listed model with this id (without the 'models/' prefix), if any. */
 export function findModel (id: string): Record<string, unknown> | undefined {
   return MODELS.find(m => m.name === `models/${id}`)
+}
+
+/** The model ids that serve generation beside the catalogue: `extraModels`, without a `models/` prefix. */
+export function extraModelIds (names: readonly string[]): ReadonlySet<string> {
+  return new Set(names.map(name => name.startsWith('models/') ? name.slice('models/'.length) : name))
+}
+
+/** Whether a generation or token count for this model id (as the route names it) is served. */
+export function servesModel (id: string, extra: ReadonlySet<string>): boolean {
+  return extra.has(id) || findModel(id) !== undefined
 }

@@ -27,6 +27,11 @@ export interface EmulatorOptions {
    * emulator holds no history; tests that inspect requests ask for it.
    */
   recordRequests?: number
+  /**
+   * Model names (a `models/` prefix is ignored; `tunedModels/x` is kept whole) that generate and count tokens
+   * besides the catalogue's, without being listed. Default none: like Google, any other model is a 404.
+   */
+  extraModels?: readonly string[]
 }
 
 export type ResolvedOptions = Required<Omit<EmulatorOptions, 'apiKey' | 'logger'>> & Pick<EmulatorOptions, 'apiKey' | 'logger'>
@@ -43,7 +48,8 @@ export function resolveOptions (options: EmulatorOptions): ResolvedOptions {
     thinkByDefault: options.thinkByDefault ?? false,
     apiKey: options.apiKey,
     logger: options.logger,
-    recordRequests: options.recordRequests ?? 0
+    recordRequests: options.recordRequests ?? 0,
+    extraModels: options.extraModels ?? []
   }
 }
 
@@ -68,6 +74,10 @@ export function validateOptions (options: EmulatorOptions): void {
   const { recordRequests } = options
   if (recordRequests !== undefined && !(Number.isInteger(recordRequests) && recordRequests >= 0)) {
     throw new RangeError(`GeminiEmulator: recordRequests must be a non-negative integer, got ${String(recordRequests)}`)
+  }
+  const { extraModels } = options
+  if (extraModels !== undefined && !(Array.isArray(extraModels) && extraModels.every(name => typeof name === 'string' && name !== ''))) {
+    throw new TypeError('GeminiEmulator: extraModels must be an array of non-empty model names')
   }
 }
 

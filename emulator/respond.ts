@@ -6,7 +6,8 @@ import { contentsProblem, conversationOf, promptTextOf } from './conversation.js
 import { type EmulatorContext, type Exchange, sendError, sendJson } from './exchange.js'
 import { generate } from './generate.js'
 import { isObject } from './json.js'
-import { findModel, modelsPage } from './models.js'
+import { modelNotFoundError } from './google-errors.js'
+import { findModel, modelsPage, servesModel } from './models.js'
 import { apiKeyProblem, generateRequestOf, MAX_BODY_BYTES } from './request-checks.js'
 import type { Route } from './routes.js'
 import { thinkingOf } from './thinking.js'
@@ -24,6 +25,9 @@ export async function respond (ctx: EmulatorContext, x: Exchange, route: Route, 
   if (body === 'too-large') return sendError(x, 400, `Request payload size exceeds the limit: ${MAX_BODY_BYTES} bytes.`)
   if (!body.ok) return sendError(x, 400, `Invalid JSON payload received. ${body.message}`)
 
+  if (route.kind !== 'list' && route.kind !== 'get' && !servesModel(route.model ?? '', ctx.extraModels)) {
+    return sendJson(x, 404, modelNotFoundError(route.model ?? '', route.apiVersion ?? '', route.rpc ?? ''))
+  }
   const query = new URLSearchParams(path.includes('?') ? path.slice(path.indexOf('?') + 1) : '')
   switch (route.kind) {
     case 'list': return listModels(x, query)

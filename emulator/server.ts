@@ -13,6 +13,7 @@ import { type EmulatorContext, Exchange, type RecordedRequest, sendError } from 
 import { type Fault, FaultQueue, type FaultWhen } from './faults.js'
 import { type EmulatorOptions, type Pace, type ResolvedOptions, resolveOptions, validateOptions, validatePace } from './options.js'
 import { parseJson } from './json.js'
+import { extraModelIds } from './models.js'
 import { promptOf, readBody } from './request-checks.js'
 import { respond } from './respond.js'
 import { parseRoute } from './routes.js'
@@ -53,6 +54,7 @@ export class GeminiEmulator {
       apiKey: this.options.apiKey,
       defaultMaxTokens: this.options.defaultMaxTokens,
       thinkByDefault: this.options.thinkByDefault,
+      extraModels: extraModelIds(this.options.extraModels),
       pace: () => this.pace,
       takeFault: (rpc, prompt) => this.faults.take(rpc, prompt)
     }

@@ -10,7 +10,7 @@ import { toDelta } from './delta.js'
 import { geminiConfigOf } from './generation-config.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
 import { readSmallBody, googleErrorOf, isJsonContentType } from './upstream-text.js'
-import { DEFAULT_MAX_EVENT_CHARS, type CountedContents, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest } from './types.js'
+import { DEFAULT_MAX_EVENT_CHARS, MAX_LISTED_MODELS, MODEL_LIST_PAGE_SIZE, type CountedContents, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest, type ModelInfo } from './types.js'
 import { abortedCall, httpStatusError, invalidRequest, malformedStream, transportError, unexpectedAnswer, type UpstreamError } from './upstream-error.js'
 
 export const DEFAULT_GEMINI_BASE_URL = 'https://generativelanguage.googleapis.com'
@@ -22,6 +22,8 @@ const { version } = createRequire(import.meta.url)('amrikyy-stream-gateway/packa
 const CLIENT_LABEL = `amrikyy-gateway-rest/${version} gl-node/${process.version}`
 
 export interface RestGeminiClient extends GeminiClient {
+  listModels: NonNullable<GeminiClient['listModels']>
+  getModel: NonNullable<GeminiClient['getModel']>
   /** Closes the connection pool. */
   close: () => Promise<void>
 }
@@ -74,6 +76,29 @@ export function generateContentBody (request: GenerationRequest): string {
   return JSON.stringify({ contents, systemInstruction, safetySettings, generationConfig })
 }
 
+const stringOrNothing = (value: unknown): string | undefined => typeof value === 'string' ? value : undefined
+const numberOrNothing = (value: unknown): number | undefined => typeof value === 'number' ? value : undefined
+
+/**
+ * A model of Gemini's list or get answer, reduced to ModelInfo; undefined when it has no `models/` name. Gemini
+ * names its methods `supportedGenerationMethods`, the SDK renames them `supportedActions`: the caller says which.
+ */
+export function modelInfoOf (value: unknown, actions: unknown): ModelInfo | undefined {
+  if (typeof value !== 'object' || value === null) return undefined
+  const model = value as Record<string, unknown>
+  if (typeof model.name !== 'string' || !model.name.startsWith('models/')) return undefined
+  const supported = Array.isArray(actions) ? actions.filter((action): action is string => typeof action === 'string') : undefined
+  return {
+    id: model.name.slice('models/'.length),
+    displayName: stringOrNothing(model.displayName),
+    description: stringOrNothing(model.description),
+    inputTokenLimit: numberOrNothing(model.inputTokenLimit),
+    outputTokenLimit: numberOrNothing(model.outputTokenLimit),
+    supportedActions: supported,
+    thinking: typeof model.thinking === 'boolean' ? model.thinking : undefined
+  }
+}
+
 export function createRestGeminiClient (options: GeminiClientOptions): RestGeminiClient {
   const base = new URL(options.baseUrl ?? DEFAULT_GEMINI_BASE_URL)
   const basePath = base.pathname.endsWith('/') ? base.pathname.slice(0, -1) : base.pathname
@@ -103,12 +128,12 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
     }
   }
 
-  /** Sends a POST and returns the 2xx response; any other answer becomes the error it stands for. */
-  async function post (path: string, body: string, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+  /** Sends a request and returns the 2xx response; any other answer becomes the error it stands for. */
+  async function send (path: string, body: string | undefined, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
     if (signal.aborted) throw abortedCall()
     let response: Dispatcher.ResponseData
     try {
-      response = await pool.request({ origin, path, method: 'POST', headers, body, signal })
+      response = await pool.request({ origin, path, method: body === undefined ? 'GET' : 'POST', headers, body, signal })
     } catch (error) {
       throw transportError(error, signal)
     }
@@ -121,10 +146,20 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
     throw httpStatusError(status, googleError, options.apiKey, retryAfterMs(response.headers['retry-after']))
   }
 
+  /** A small JSON answer (a token count, a page of models), read up to the cap. */
+  async function sendForJson (path: string, body: string | undefined, signal: AbortSignal): Promise<unknown> {
+    const answer = await readCapped(await send(path, body, signal), signal)
+    try {
+      return JSON.parse(answer)
+    } catch (error) {
+      throw malformedStream(error)
+    }
+  }
+
   return {
     async streamGenerate (request, signal) {
       const path = `${prefix}/${modelPath(request.model)}:streamGenerateContent?alt=sse`
-      const response = await post(path, generateContentBody(request), signal)
+      const response = await send(path, generateContentBody(request), signal)
       const reads = response.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>
       const decoder = new TextDecoder('utf-8')
       const splitter = new SseSplitter(maxEventChars)
@@ -197,16 +232,35 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
 
     async countTokens (model, contents, signal) {
       const path = `${prefix}/${modelPath(model)}:countTokens`
-      const response = await post(path, JSON.stringify({ contents: contentsOf(contents) }), signal)
-      const answer = await readCapped(response, signal)
-      let result: unknown
-      try {
-        result = JSON.parse(answer)
-      } catch (error) {
-        throw malformedStream(error)
-      }
+      const result = await sendForJson(path, JSON.stringify({ contents: contentsOf(contents) }), signal)
       const totalTokens = typeof result === 'object' && result !== null && 'totalTokens' in result ? result.totalTokens : undefined
       return typeof totalTokens === 'number' ? totalTokens : 0
+    },
+
+    async listModels (signal) {
+      const models: ModelInfo[] = []
+      let pageToken: string | undefined
+      do {
+        const query = new URLSearchParams({ pageSize: String(MODEL_LIST_PAGE_SIZE), ...(pageToken === undefined ? {} : { pageToken }) })
+        const page = await sendForJson(`${prefix}/models?${query.toString()}`, undefined, signal)
+        if (typeof page !== 'object' || page === null) throw malformedStream()
+        const { models: listed = [], nextPageToken } = page as { models?: unknown, nextPageToken?: unknown }
+        // proto3 JSON leaves an empty list out.
+        if (!Array.isArray(listed)) throw malformedStream()
+        for (const raw of listed) {
+          const model = modelInfoOf(raw, (raw as { supportedGenerationMethods?: unknown } | null)?.supportedGenerationMethods)
+          if (model !== undefined && models.length < MAX_LISTED_MODELS) models.push(model)
+        }
+        pageToken = typeof nextPageToken === 'string' && nextPageToken !== '' ? nextPageToken : undefined
+      } while (pageToken !== undefined && models.length < MAX_LISTED_MODELS)
+      return models
+    },
+
+    async getModel (name, signal) {
+      const raw = await sendForJson(`${prefix}/${modelPath(name)}`, undefined, signal)
+      const model = modelInfoOf(raw, (raw as { supportedGenerationMethods?: unknown } | null)?.supportedGenerationMethods)
+      if (model === undefined) throw malformedStream()
+      return model
     },
 
     async close () {

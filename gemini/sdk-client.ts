@@ -3,7 +3,8 @@ import { geminiConfigOf } from './generation-config.js'
 import type { Turn } from '../schemas/stream.js'
 import { toDelta } from './delta.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
-import { DEFAULT_MAX_EVENT_CHARS, type GeminiClient, type GeminiClientOptions, type GenerationRequest } from './types.js'
+import { modelInfoOf } from './rest-client.js'
+import { DEFAULT_MAX_EVENT_CHARS, MAX_LISTED_MODELS, MODEL_LIST_PAGE_SIZE, type GeminiClient, type GeminiClientOptions, type GenerationRequest, type ModelInfo } from './types.js'
 import { abortedCall, httpStatusError, invalidRequest, malformedStream, transportError, unexpectedAnswer, UpstreamError } from './upstream-error.js'
 import { googleErrorOf, isJsonContentType, readSmallBody } from './upstream-text.js'
 
@@ -158,6 +159,32 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
       } catch (error) {
         throw classifySdkError(error, options.apiKey, signal)
       }
+    },
+    async listModels (signal) {
+      const models: ModelInfo[] = []
+      try {
+        // The pager fetches the next page while Gemini names one.
+        for await (const raw of await ai.models.list({ config: { pageSize: MODEL_LIST_PAGE_SIZE, abortSignal: signal } })) {
+          const model = modelInfoOf(raw, raw.supportedActions)
+          if (model !== undefined) models.push(model)
+          if (models.length >= MAX_LISTED_MODELS) break
+        }
+      } catch (error) {
+        // The SDK walks each page itself: a TypeError there is its choking on a malformed one.
+        throw classifySdkError(error, options.apiKey, signal, true)
+      }
+      return models
+    },
+    async getModel (name, signal) {
+      let raw: unknown
+      try {
+        raw = await ai.models.get({ model: name, config: { abortSignal: signal } })
+      } catch (error) {
+        throw classifySdkError(error, options.apiKey, signal, true)
+      }
+      const model = modelInfoOf(raw, (raw as { supportedActions?: unknown }).supportedActions)
+      if (model === undefined) throw malformedStream()
+      return model
     }
   }
 }

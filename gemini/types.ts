@@ -29,6 +29,24 @@ export interface GenerationDelta {
   blockedCategories?: string[] | undefined
 }
 
+/** One model as Gemini's models.list and models.get describe it, reduced to what the gateway shows. */
+export interface ModelInfo {
+  /** The model's id, without the `models/` prefix: what a request names. */
+  id: string
+  displayName?: string | undefined
+  description?: string | undefined
+  inputTokenLimit?: number | undefined
+  outputTokenLimit?: number | undefined
+  /** Gemini's methods for it (`generateContent`, `countTokens`, ...), when it said. */
+  supportedActions?: readonly string[] | undefined
+  thinking?: boolean | undefined
+}
+
+/** Models read from Gemini's list at most: far above the few dozen it serves, so a runaway list stays bounded. */
+export const MAX_LISTED_MODELS = 1000
+/** Models asked for per page of models.list: a page stays well inside the 64 KiB a small answer may take. */
+export const MODEL_LIST_PAGE_SIZE = 25
+
 export interface GeminiClient {
   /**
    * Resolves once the upstream accepted the request. Every upstream failure, then and while reading, is an
@@ -36,6 +54,13 @@ export interface GeminiClient {
    */
   streamGenerate: (request: GenerationRequest, signal: AbortSignal) => Promise<AsyncIterator<GenerationDelta>>
   countTokens: (model: string, contents: CountedContents, signal: AbortSignal) => Promise<number>
+  /**
+   * Gemini's models.list, every page (up to MAX_LISTED_MODELS). Optional, so that a host's own client
+   * written before it still serves streams; the models route answers without it as with a failed call.
+   */
+  listModels?: (signal: AbortSignal) => Promise<ModelInfo[]>
+  /** Gemini's models.get; an unknown model is an UpstreamError with status 404. Optional, as listModels. */
+  getModel?: (name: string, signal: AbortSignal) => Promise<ModelInfo>
 }
 
 export interface GeminiClientOptions {

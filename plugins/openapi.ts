@@ -1,6 +1,9 @@
 import fp from 'fastify-plugin'
 import fastifySwagger from '@fastify/swagger'
 
+/** The public API: the stream and the models a caller may name in it. */
+const PUBLIC_PATHS = ['/api/stream', '/api/models']
+
 export interface OpenApiOptions {
   /** Where the JSON document is served. Default `/api/docs/json`. */
   path?: string
@@ -25,7 +28,7 @@ export default fp<OpenApiOptions>(async function openApiPlugin (app, options) {
       }
     },
     // Only the public API: metrics, probes and the playground stay out of the document.
-    transform: ({ schema, url }) => ({ schema: url.endsWith('/api/stream') ? schema : { ...schema, hide: true }, url })
+    transform: ({ schema, url }) => ({ schema: PUBLIC_PATHS.some(path => url.endsWith(path)) ? schema : { ...schema, hide: true }, url })
   })
   app.get(options.path ?? '/api/docs/json', { schema: { hide: true }, logLevel: 'warn' }, async () => app.swagger())
 }, { name: 'amrikyy-openapi', fastify: '5.x' })

@@ -13,6 +13,7 @@ import type {} from '../plugins/auth.js'
 import type {} from '../plugins/gemini-client.js'
 import type {} from '../plugins/lifecycle.js'
 import type {} from '../plugins/metrics.js'
+import type {} from '../plugins/models.js'
 import type {} from '../plugins/rate-limit.js'
 
 export interface StreamRouteOptions extends RelayOptions {
@@ -35,8 +36,9 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
   const gemini = need(app, 'gemini', 'amrikyy-gemini-client')
   const metrics = need(app, 'metrics', 'amrikyy-metrics')
   const lifecycle = need(app, 'lifecycle', 'amrikyy-lifecycle')
-  // The rate limiter is optional.
+  // The rate limiter and the model policy are optional.
   const rateLimit = app.amrikyy?.rateLimit
+  const models = app.amrikyy?.models
   const rateLimitHooks = rateLimit === undefined ? [] : [rateLimit]
 
   async function refuseWhileDraining (): Promise<void> {
@@ -61,7 +63,11 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     const { prompt, system, history, options: generation, agent } = request.body
     if (conversationTooLong(system, history)) throw refusals.conversationTooLong(CONVERSATION_MAX_CHARS)
     if (schemaTooLarge(generation?.responseSchema)) throw refusals.invalidBody(`options.responseSchema must be at most ${RESPONSE_SCHEMA_MAX_BYTES} bytes and ${RESPONSE_SCHEMA_MAX_DEPTH} levels deep`)
-    const model = request.body.model ?? options.defaultModel
+    const requested = request.body.model ?? options.defaultModel
+    // An alias becomes its target, which is what Gemini is asked for and what the metrics label.
+    const choice = models?.resolve(requested) ?? { model: requested }
+    if (choice.refusal !== undefined) throw choice.refusal
+    const model = choice.model
     const context = { gemini, recorder: metrics.beginStream({ agent, model }), lifecycle, log: request.log, settings }
     const format = isConversation(request.body) ? conversationSse : contractSse
     return await new StreamRelay(context, reply, { model, prompt, system, history, options: generation }, format).run()

@@ -61,6 +61,10 @@ export const refusals = {
   tooManyConnections: () => new Refusal('AMRIKYY_TOO_MANY_CONNECTIONS', 503, { error: 'Service Unavailable', message: 'Too many open connections; retry shortly' }),
   /** A stream that could not start: Gemini failed, or a timeout ran out, before the first chunk. */
   streamFailed: (message: string) => new Refusal('AMRIKYY_STREAM_FAILED', 500, { error: 'Failed to start stream', message }),
+  /** A model the allow-list (ALLOWED_MODELS) does not name, after aliases were applied. */
+  modelNotAllowed: (model: string) => new Refusal('AMRIKYY_MODEL_NOT_ALLOWED', 400, { error: `Model not allowed: ${model}` }),
+  /** Gemini's model list could not be read: Gemini failed or did not answer in time. */
+  modelListFailed: (message: string) => new Refusal('AMRIKYY_MODEL_LIST_FAILED', 502, { error: 'Failed to list models', message }),
   /** The gateway cannot serve the stream now (draining, out of file descriptors). */
   streamUnavailable: (message: string) => new Refusal('AMRIKYY_STREAM_UNAVAILABLE', 503, { error: 'Service Unavailable', message }),
   internal: () => new Refusal('AMRIKYY_INTERNAL', 500, { error: 'Internal Server Error' }),

@@ -2,6 +2,7 @@ import envSchema from 'env-schema'
 import { Type, type Static } from 'typebox'
 import { DEFAULT_MODEL } from '../app.js'
 import { DEFAULT_MAX_CONNECTIONS } from '../plugins/connection-limit.js'
+import { createModelPolicy, isModelName, isModelPattern, modelId, type ModelsOptions } from '../plugins/models.js'
 import { DEFAULT_ADMIN_MAX, DEFAULT_MAX, DEFAULT_TIME_WINDOW, parseTimeWindow } from '../plugins/rate-limit.js'
 import { DEFAULT_RELAY_SETTINGS } from '../relay/settings.js'
 import { ConfigError } from './config-error.js'
@@ -51,6 +52,10 @@ export const EnvSchema = Type.Object({
   RATE_LIMIT_MAX_ADDRESSES: Type.Optional(Type.Integer({ minimum: 1 })),
   /** Comma-separated model ids that get their own metric label; unset: the known Gemini models. */
   METRICS_MODELS: Type.Optional(Type.String({ minLength: 1 })),
+  /** Comma-separated model names or `*` patterns callers may name; unset: any model. */
+  ALLOWED_MODELS: Type.Optional(Type.String({ minLength: 1 })),
+  /** Comma-separated `name=target` pairs: a request for `name` calls `target`. */
+  MODEL_ALIASES: Type.Optional(Type.String({ minLength: 1 })),
   /** Comma-separated agent names that always keep their metric label. */
   METRICS_AGENTS: Type.Optional(Type.String({ minLength: 1 })),
   UPSTREAM_RETRY_ATTEMPTS: Type.Integer({ minimum: 1, default: retry.attempts }),
@@ -80,6 +85,46 @@ export function splitList (value: string): string[] {
   return value.split(',').map(item => item.trim()).filter(item => item !== '')
 }
 
+/** ALLOWED_MODELS as a list of names and patterns; throws when an entry is neither. */
+export function allowedModelsOf (value: string): string[] {
+  const entries = splitList(value)
+  if (entries.length === 0 || !entries.every(isModelPattern)) throw new Error('not model names or patterns')
+  return entries
+}
+
+/** MODEL_ALIASES as a map; throws when a pair is not `name=target` of model names, or a name comes twice. */
+export function modelAliasesOf (value: string): Record<string, string> {
+  const aliases: Record<string, string> = {}
+  for (const pair of splitList(value)) {
+    const [name = '', target = '', ...rest] = pair.split('=').map(part => part.trim())
+    if (rest.length > 0 || !isModelName(name) || !isModelName(target) || Object.hasOwn(aliases, modelId(name))) throw new Error('not name=target pairs')
+    aliases[modelId(name)] = target
+  }
+  if (Object.keys(aliases).length === 0) throw new Error('no pairs')
+  return aliases
+}
+
+/** The models plugin's options from ALLOWED_MODELS and MODEL_ALIASES (checked by loadEnv). */
+export function modelsOptionsOf (env: Pick<Env, 'ALLOWED_MODELS' | 'MODEL_ALIASES'>): ModelsOptions {
+  return {
+    ...(env.ALLOWED_MODELS === undefined ? {} : { allowedModels: allowedModelsOf(env.ALLOWED_MODELS) }),
+    ...(env.MODEL_ALIASES === undefined ? {} : { aliases: modelAliasesOf(env.MODEL_ALIASES) })
+  }
+}
+
+/** What the model variables say together: every alias's target and DEFAULT_MODEL allowed. */
+function modelsProblem (env: Env): string | undefined {
+  const options = modelsOptionsOf(env)
+  const allowList = createModelPolicy({ allowedModels: options.allowedModels })
+  for (const [name, target] of Object.entries(options.aliases ?? {})) {
+    if (!allowList.allows(modelId(target))) return `MODEL_ALIASES maps ${name} to ${modelId(target)}, which ALLOWED_MODELS does not allow`
+  }
+  if (createModelPolicy(options).resolve(env.DEFAULT_MODEL).refusal !== undefined) {
+    return `DEFAULT_MODEL ${env.DEFAULT_MODEL} is not allowed by ALLOWED_MODELS: allow it, or map it in MODEL_ALIASES to an allowed model`
+  }
+  return undefined
+}
+
 type Rule = string | { rule: string, accepts: (value: string) => boolean }
 
 /** What a variable must be, where its schema alone would make an unreadable message (a pattern) or cannot say it. */
@@ -87,7 +132,15 @@ const RULES: Partial<Record<keyof Env, Rule>> = {
   GEMINI_BASE_URL: 'must be an http:// or https:// URL',
   REDIS_URL: 'must be a redis:// or rediss:// URL',
   TRUST_PROXY: 'must be true, false, or the comma-separated addresses or CIDRs of the proxies (or loopback, linklocal, uniquelocal); a hop count is not accepted',
-  RATE_LIMIT_WINDOW: { rule: 'must be milliseconds or a duration such as "15 minutes"', accepts: value => accepted(() => parseTimeWindow(value)) }
+  RATE_LIMIT_WINDOW: { rule: 'must be milliseconds or a duration such as "15 minutes"', accepts: value => accepted(() => parseTimeWindow(value)) },
+  ALLOWED_MODELS: {
+    rule: 'must be comma-separated model names or * patterns, such as "gemini-2.5-*,gemini-2.0-flash"',
+    accepts: value => accepted(() => allowedModelsOf(value))
+  },
+  MODEL_ALIASES: {
+    rule: 'must be comma-separated name=target pairs of model names, each name once, such as "gemini-2.0-flash-exp=gemini-2.5-flash"',
+    accepts: value => accepted(() => modelAliasesOf(value))
+  }
 }
 
 function accepted (check: () => unknown): boolean {
@@ -135,5 +188,7 @@ export function loadEnv (source: NodeJS.ProcessEnv): Env {
   if (env === undefined || bad.size > 0) {
     throw new ConfigError([...bad].map(name => `${name} ${ruleOf(name)}`).join('; '))
   }
+  const problem = modelsProblem(env)
+  if (problem !== undefined) throw new ConfigError(problem)
   return env
 }

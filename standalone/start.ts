@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import { Registry } from '@prometheus-io/client'
 import streamGateway from '../app.js'
@@ -10,7 +10,11 @@ import openApiPlugin from '../plugins/openapi.js'
 import connectionLimit from '../plugins/connection-limit.js'
 import healthRoute from '../routes/health.js'
 import playgroundRoute from '../routes/playground.js'
-import { splitList, trustProxyOf, type Env } from './env.js'
+import { createRestGeminiClient } from '../gemini/rest-client.js'
+import type { GeminiClientOptions } from '../gemini/types.js'
+import { UpstreamError } from '../gemini/upstream-error.js'
+import { createModelPolicy, type ModelsOptions } from '../plugins/models.js'
+import { modelsOptionsOf, splitList, trustProxyOf, type Env } from './env.js'
 import { chooseKeys } from './keys.js'
 import { chooseUpstream } from './upstream.js'
 
@@ -19,6 +23,31 @@ const { version: packageVersion } = createRequire(import.meta.url)('amrikyy-stre
 
 /** How much longer than the drain close-with-grace waits before it exits anyway: time to close what remains. */
 const CLOSE_MARGIN_MS = 10_000
+/** The longest the start's check of DEFAULT_MODEL waits for Gemini. */
+const MODEL_CHECK_TIMEOUT_MS = 10_000
+
+/**
+ * Whether DEFAULT_MODEL, after MODEL_ALIASES, is a model Gemini serves (models.get), told in one warn line when it
+ * is not: Google retires models (the seed's default among them), and the start must not depend on Gemini.
+ */
+async function checkDefaultModel (log: FastifyBaseLogger, gemini: GeminiClientOptions, defaultModel: string, models: ModelsOptions, closing: AbortSignal): Promise<void> {
+  const model = createModelPolicy(models).resolve(defaultModel).model ?? defaultModel
+  const via = model === defaultModel ? '' : ` (MODEL_ALIASES maps it to ${model})`
+  const client = createRestGeminiClient(gemini)
+  try {
+    await client.getModel(model, AbortSignal.any([closing, AbortSignal.timeout(MODEL_CHECK_TIMEOUT_MS)]))
+  } catch (error) {
+    if (!(error instanceof UpstreamError)) throw error
+    if (error.status === 404) {
+      log.warn({ defaultModel, model }, `DEFAULT_MODEL ${defaultModel}${via} is not a model Gemini serves (models.get answered 404), so requests that name no model will fail: set DEFAULT_MODEL to a current model, or map it in MODEL_ALIASES (e.g. MODEL_ALIASES=${defaultModel}=gemini-2.5-flash)`)
+    } else if (!closing.aborted) {
+      const reason = error.code === 'aborted' ? `no answer within ${MODEL_CHECK_TIMEOUT_MS} ms` : error.message
+      log.warn({ defaultModel, model, reason }, `DEFAULT_MODEL ${defaultModel}${via} could not be checked with Gemini's models.get: ${reason}`)
+    }
+  } finally {
+    await client.close()
+  }
+}
 
 /** The standalone server from a validated environment (see `loadEnv`): the gateway, probes, OpenAPI, listening, drain on a signal. */
 export async function startServer (env: Env): Promise<FastifyInstance> {
@@ -56,6 +85,7 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
     ...await chooseKeys(env),
     gemini: { ...upstream.gemini, client: env.GEMINI_CLIENT, maxEventChars: env.GEMINI_MAX_EVENT_CHARS },
     defaultModel: env.DEFAULT_MODEL,
+    models: modelsOptionsOf(env),
     // With METRICS_PORT the scrape endpoint lives on its own listener, off the public port.
     metrics: {
       registry,
@@ -94,7 +124,14 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
     app.log.info(drained, 'streams drained; closing')
     await app.close()
   })
+  const closing = new AbortController()
+  app.addHook('onClose', async () => { closing.abort() })
   await app.listen({ port: env.PORT, host: env.HOST })
   if (metricsServer !== undefined) await metricsServer.listen({ port: env.METRICS_PORT, host: env.HOST })
+  // With a real key only (the bundled emulator serves any model it knows); beside the serving, never holding up the start.
+  if (env.GEMINI_API_KEY !== undefined) {
+    checkDefaultModel(app.log, upstream.gemini, env.DEFAULT_MODEL, modelsOptionsOf(env), closing.signal)
+      .catch((error: unknown) => { app.log.error({ err: error }, 'DEFAULT_MODEL check failed') })
+  }
   return app
 }

@@ -60,7 +60,7 @@ t.test('the compiled CLI serves, rejects bad settings and stops on SIGTERM', asy
   const url = /^gemini-emulator listening on (http:\/\/127\.0\.0\.1:\d+) - use GEMINI_BASE_URL=(\S+) /.exec(line)
   t.ok(url, line)
   t.equal(url?.[2], url?.[1])
-  const res = await fetch(`${url?.[1] ?? ''}/v1beta/models/m:streamGenerateContent?alt=sse`, {
+  const res = await fetch(`${url?.[1] ?? ''}/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse`, {
     method: 'POST',
     headers: { 'x-goog-api-key': 'sekret' },
     body: JSON.stringify({ contents: [{ parts: [{ text: 'hello' }] }] })
@@ -70,6 +70,6 @@ t.test('the compiled CLI serves, rejects bad settings and stops on SIGTERM', asy
   child.kill('SIGTERM')
   const [code] = await once(child, 'exit') as [number | null]
   t.equal(code, 0)
-  t.match(stdout, /\n#1 POST \/v1beta\/models\/m:streamGenerateContent\?alt=sse 200 finished chunks=2 /)
+  t.match(stdout, /\n#1 POST \/v1beta\/models\/gemini-2\.0-flash:streamGenerateContent\?alt=sse 200 finished chunks=2 /)
   t.match(stdout, /gemini-emulator: SIGTERM, closing\n$/)
 })

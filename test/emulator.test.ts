@@ -138,7 +138,7 @@ t.test('SDK stream, default apiVersion (v1) and v1beta: deltas, finishReason, cu
 
 t.test('raw HTTP shows the exact SSE framing', async t => {
   const emulator = await startEmulator(t)
-  const res = await rawPost(emulator, '/v1beta/models/models/m:streamGenerateContent', userPrompt('frame me'))
+  const res = await rawPost(emulator, '/v1beta/models/models/gemini-2.0-flash:streamGenerateContent', userPrompt('frame me'))
   t.equal(res.status, 200)
   t.equal(res.headers.get('content-type'), 'text/event-stream')
   const body = await res.text()
@@ -156,16 +156,16 @@ t.test('raw HTTP shows the exact SSE framing', async t => {
   t.strictSame(parsed[0], {
     candidates: [{ content: { parts: [{ text: expected.deltas[0] }], role: 'model' }, index: 0 }],
     usageMetadata: { promptTokenCount: 2, candidatesTokenCount: 8, totalTokenCount: 10 },
-    modelVersion: 'm',
+    modelVersion: 'gemini-2.0-flash',
     responseId
   })
   t.strictSame(parsed[7], {
     candidates: [{ content: { parts: [{ text: expected.deltas[7] }], role: 'model' }, finishReason: 'STOP', index: 0 }],
     usageMetadata: { promptTokenCount: 2, candidatesTokenCount: 64, totalTokenCount: 66 },
-    modelVersion: 'm',
+    modelVersion: 'gemini-2.0-flash',
     responseId
   })
-  t.equal(emulator.requests[0]!.model, 'm', 'a doubled models/ prefix is tolerated')
+  t.equal(emulator.requests[0]!.model, 'gemini-2.0-flash', 'a doubled models/ prefix is tolerated')
 })
 
 t.test('determinism and generationConfig through the SDK', async t => {
@@ -533,7 +533,7 @@ t.test('keep-alive: several requests over one socket', async t => {
   const localPorts: number[] = []
   for (const prompt of ['a', 'b', 'c']) {
     const body = await new Promise<string>((resolve, reject) => {
-      const req = httpRequest(`${emulator.url}/v1/models/m:streamGenerateContent?alt=sse`, {
+      const req = httpRequest(`${emulator.url}/v1/models/gemini-2.0-flash:streamGenerateContent?alt=sse`, {
         method: 'POST', agent, headers: { 'X-Goog-Api-Key': 'k', 'content-type': 'application/json' }
       }, res => {
         let text = ''
@@ -895,7 +895,7 @@ t.test('thinking without includeThoughts: no thought parts, the thought tokens s
 t.test('thinking by default: only with thinkByDefault, only on thinking models', async t => {
   const prompt = 'Why is the sky blue?'
   const plain = await startEmulator(t)
-  const faithful = await startEmulator(t, { thinkByDefault: true })
+  const faithful = await startEmulator(t, { thinkByDefault: true, extraModels: ['gemini-2.5-flash-lite'] })
   const last = async (emulator: GeminiEmulator, model: string): Promise<unknown> =>
     ({ ...(await collect(await sdk(emulator).models.generateContentStream({ model, contents: prompt }))).chunks.at(-1)!.usageMetadata })
   t.strictSame(await last(plain, THINKER), { promptTokenCount: 5, candidatesTokenCount: 64, totalTokenCount: 69 }, 'off by default: the answers stay as they were')
@@ -907,7 +907,7 @@ t.test('thinking by default: only with thinkByDefault, only on thinking models',
 })
 
 t.test('thinkingConfig refusals: 2.0 with a budget, Pro with budget 0, a budget out of range or not an integer', async t => {
-  const emulator = await startEmulator(t)
+  const emulator = await startEmulator(t, { extraModels: ['m'] })
   const ai = sdk(emulator)
   const ask = (model: string, thinkingConfig: Record<string, unknown>): Promise<unknown> =>
     refusal(ai.models.generateContent({ model, contents: 'x', config: { thinkingConfig } }))
@@ -928,7 +928,7 @@ t.test('thinkingConfig refusals: 2.0 with a budget, Pro with budget 0, a budget 
 })
 
 t.test('modelVersion is the model id of the path, without the models/ prefix', async t => {
-  const emulator = await startEmulator(t)
+  const emulator = await startEmulator(t, { extraModels: ['tunedModels/mine'] })
   const ai = sdk(emulator)
   for (const [model, version] of [[THINKER, THINKER], ['models/gemini-2.5-pro', 'gemini-2.5-pro'], ['tunedModels/mine', 'tunedModels/mine']]) {
     const stream = await collect(await ai.models.generateContentStream({ model: model!, contents: 'v' }))

@@ -138,9 +138,9 @@ t.test('METRICS_TOKEN protects the endpoint', async t => {
 })
 
 t.test('made-up model names are counted as other and never push a real model out of its label', async t => {
-  const emulator = await startEmulator(t, { chunkCount: 1, defaultMaxTokens: 1 })
+  // More made-up names than the old 20 first-come slots, which this emulator serves like a permissive proxy.
+  const emulator = await startEmulator(t, { chunkCount: 1, defaultMaxTokens: 1, extraModels: Array.from({ length: 25 }, (_, i) => `junk-model-${i}`) })
   const { url } = await startGateway(t, emulator, { rateLimit: false, stream: { retry: { attempts: 1 } } })
-  // More made-up names than the old 20 first-come slots (the emulator, like a permissive proxy, serves any name).
   for (let i = 0; i < 25; i++) {
     t.match(await (await postStream(url, { prompt: 'p', agent: 'junk', model: `junk-model-${i}` })).text(), /"complete":true/)
   }

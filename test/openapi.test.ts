@@ -22,7 +22,11 @@ t.test('the OpenAPI document describes the request, the SSE answer and every err
   t.equal(response.statusCode, 200)
   const document = response.json<OpenApiDocument>()
   t.equal(document.openapi, '3.0.3')
-  t.same(Object.keys(document.paths), ['/api/stream'], 'only the public API; metrics and probes stay out')
+  t.same(Object.keys(document.paths).sort(), ['/api/models', '/api/stream'], 'only the public API; metrics and probes stay out')
+  const listing = document.paths['/api/models']?.get
+  t.same(listing?.security, [{ apiKey: [] }])
+  t.same(Object.keys(listing?.responses ?? {}), ['200', '401', '403', '429', '502', '503'])
+  t.same(listing?.responses['502']?.content?.['application/json']?.example, { error: 'Failed to list models', message: 'Gemini answered with status 503' })
   const operation = document.paths['/api/stream']?.post
   t.same(operation?.security, [{ apiKey: [] }])
   t.same(document.components.securitySchemes.apiKey, { type: 'apiKey', in: 'header', name: 'X-API-Key' })
