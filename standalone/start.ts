@@ -56,6 +56,7 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
     ...await chooseKeys(env),
     gemini: { ...upstream.gemini, client: env.GEMINI_CLIENT, maxEventChars: env.GEMINI_MAX_EVENT_CHARS },
     defaultModel: env.DEFAULT_MODEL,
+    attachmentsMaxBytes: env.ATTACHMENTS_MAX_BYTES,
     // With METRICS_PORT the scrape endpoint lives on its own listener, off the public port.
     metrics: {
       registry,
