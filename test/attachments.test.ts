@@ -186,6 +186,19 @@ t.test('the emulator refuses inline data as Google does, and reports image token
     body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: PROMPT }, { inlineData: { mimeType: 'image/png', data: pngOf(1600, 300) } }] }] })
   })
   t.same(await counted.json(), { totalTokens: 5 + 3 * 258, promptTokensDetails: [{ modality: 'TEXT', tokenCount: 5 }, { modality: 'IMAGE', tokenCount: 3 * 258 }] }, 'a 1600x300 image is three tiles')
+
+  // A JPEG's size is in its frame header, after its APP segments: 1000x1000 is four tiles.
+  const jpeg = Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x06, 0x4a, 0x46, 0x49, 0x46, 0xff, 0xc0, 0x00, 0x11, 0x08, 0x03, 0xe8, 0x03, 0xe8, 0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01, 0xff, 0xd9])
+  const files = [{ inlineData: { mimeType: 'image/jpeg', data: jpeg.toString('base64') } }, { inlineData: { mimeType: 'image/webp', data: 'UklGRg==' } }, { inlineData: { mimeType: 'audio/mp3', data: 'SUQz' } }]
+  const mixed = await fetch(`${emulator.url}/v1beta/models/gemini-2.0-flash:countTokens`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-goog-api-key': 'k' },
+    body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: PROMPT }, ...files] }] })
+  })
+  t.same(await mixed.json(), {
+    totalTokens: 5 + 4 * 258 + 258 + 258,
+    promptTokensDetails: [{ modality: 'TEXT', tokenCount: 5 }, { modality: 'IMAGE', tokenCount: 5 * 258 }, { modality: 'AUDIO', tokenCount: 258 }]
+  }, 'a JPEG by its size, a WebP and an MP3 at a fixed 258')
 })
 
 t.test('the cap is configured by ATTACHMENTS_MAX_BYTES or the option, and checked', async t => {
