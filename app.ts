@@ -37,6 +37,8 @@ export interface GatewayOptions {
   metrics?: MetricsOptions
   /** Per-key limits on `/api/stream` (100 / 1000 admin per 15 minutes unless set); `false` turns limiting off. */
   rateLimit?: RateLimitOptions | false
+  /** Decoded bytes all attachments of one request may hold together (the body limit grows by their base64). Default 20 MiB. */
+  attachmentsMaxBytes?: number
   /** Timeouts, heartbeats and upstream retries of each stream. */
   stream?: RelayOptions
   /** Pass one to drain the gateway's streams on shutdown (`lifecycle.drain(deadlineMs)`). */
@@ -71,7 +73,7 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
   await app.register(geminiClientPlugin, options.gemini)
   await app.register(modelsPlugin, options.models ?? {})
   await app.register(modelsRoute)
-  await app.register(streamRoute, { ...options.stream, defaultModel })
+  await app.register(streamRoute, { ...options.stream, defaultModel, attachmentsMaxBytes: options.attachmentsMaxBytes })
 }
 
 export default fp(streamGateway, { name: 'amrikyy-stream-gateway', fastify: '5.x', encapsulate: true })

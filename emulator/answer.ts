@@ -7,10 +7,12 @@
 // backslash, non-ASCII letters and an emoji (a UTF-16 surrogate pair).
 //
 // A conversation (a system instruction, earlier turns) joins the seed, so it changes the words; a
-// single user turn without a system instruction is seeded exactly as a bare prompt always was.
+// single user turn without a system instruction is seeded exactly as a bare prompt always was. Inline
+// files join the seed too (attachments.ts), and count into the prompt's tokens.
 
 import { formatDeltas } from './answer-format.js'
-import { type Conversation, promptTextOf } from './conversation.js'
+import { type ModalityCount, mediaSeed, promptDetails } from './attachments.js'
+import { type Conversation, mediaOfConversation, promptTextOf } from './conversation.js'
 
 export interface GenerationOptions {
   maxOutputTokens?: number | undefined
@@ -41,6 +43,8 @@ export interface Answer {
   /** Text deltas, one a stream event; concatenated they give the whole answer. */
   deltas: string[]
   promptTokens: number
+  /** promptTokensDetails: only for a prompt with inline files, whose tokens it counts by modality. */
+  promptDetails?: ModalityCount[] | undefined
   completionTokens: number
   /** 'MAX_TOKENS' when the request's maxOutputTokens set the length (and no stop sequence cut it), else 'STOP'. */
   finishReason: FinishReason
@@ -103,6 +107,8 @@ export function answerFor (
   if (conversation.system !== undefined || conversation.turns.length > 1) {
     seedParts.push(conversation.system ?? null, conversation.turns.slice(0, -1).map(turn => [turn.role, turn.text]))
   }
+  const media = mediaOfConversation(conversation)
+  if (media.length > 0) seedParts.push(mediaSeed(media))
   const seed = hash32(JSON.stringify(seedParts))
   const random = mulberry32(seed)
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)] as T
@@ -145,12 +151,23 @@ export function answerFor (
   const formatted = formatDeltas(deltas, cfg, pick)
   let completionTokens = 0
   for (const delta of formatted.deltas) completionTokens += countWords(delta)
+  const prompt = promptCount(conversation)
   return {
     deltas: formatted.deltas,
-    promptTokens: countTokens(promptTextOf(conversation)),
+    promptTokens: prompt.tokens,
+    ...(prompt.details === undefined ? {} : { promptDetails: prompt.details }),
     completionTokens,
     finishReason: limited && !formatted.stopped ? 'MAX_TOKENS' : 'STOP'
   }
+}
+
+/** The prompt's tokens, text and files; by modality only when there are files. */
+export function promptCount (conversation: Conversation): { tokens: number; details?: ModalityCount[] } {
+  const text = countTokens(promptTextOf(conversation))
+  const media = mediaOfConversation(conversation)
+  if (media.length === 0) return { tokens: text }
+  const details = promptDetails(media, text, countTokens)
+  return { tokens: details.reduce((sum, entry) => sum + entry.tokenCount, 0), details }
 }
 
 /** FNV-1a over UTF-16 code units, 32 bits. */

@@ -1,6 +1,7 @@
 // The conversation a request carries: its system instruction and its turns, the checks Google makes
 // on their structure, and the text its prompt tokens are counted from.
 
+import { inlineDataProblem, type InlineMedia, mediaOf } from './attachments.js'
 import { isObject } from './json.js'
 
 export type TurnRole = 'user' | 'model'
@@ -9,6 +10,8 @@ export interface Turn {
   role: TurnRole
   /** The turn's text parts, joined with '\n'. */
   text: string
+  /** The turn's inlineData parts, in order; absent when it has none. */
+  media?: InlineMedia[]
 }
 
 export interface Conversation {
@@ -38,7 +41,8 @@ export function conversationOf (body: unknown): Conversation {
   if (Array.isArray(body.contents)) {
     for (const content of body.contents) {
       const role = isObject(content) && content.role === 'model' ? 'model' : 'user'
-      turns.push({ role, text: textOf(content) })
+      const media = mediaOf(content)
+      turns.push(media.length === 0 ? { role, text: textOf(content) } : { role, text: textOf(content), media })
     }
   }
   return isObject(body.systemInstruction) ? { system: textOf(body.systemInstruction), turns } : { turns }
@@ -63,7 +67,13 @@ export function contentsProblem (contents: unknown, request: string): string | u
       return `* ${request}.contents[${i}].parts: contents.parts must not be empty.`
     }
   }
-  return undefined
+  // A nested request's fields are named from the body's root, as Google's JSON reader names them.
+  return inlineDataProblem(contents, request.endsWith('.generate_content_request') ? 'generate_content_request.' : '')
+}
+
+/** Every inlineData part of the conversation, oldest turn first. */
+export function mediaOfConversation (conversation: Conversation): InlineMedia[] {
+  return conversation.turns.flatMap(turn => turn.media ?? [])
 }
 
 /** The 400 message for a generation whose turns are out of order: they alternate, and the user has the last word. */

@@ -8,7 +8,8 @@ import { generationOptionsOf } from './generation-config.js'
 import { invalidKeyError, missingKeyError, type GoogleError } from './google-errors.js'
 import { isObject } from './json.js'
 
-export const MAX_BODY_BYTES = 20 * 1024 * 1024
+/** Gemini takes up to 100 MB of base64 inline data a request since January 2026 (20 MB before). */
+export const MAX_BODY_BYTES = 100 * 1000 * 1000
 
 /** The whole body; 'too-large' past MAX_BODY_BYTES; undefined when the client went away first. */
 export function readBody (req: IncomingMessage): Promise<Buffer | 'too-large' | undefined> {

@@ -1,8 +1,8 @@
 // Answers one recorded request: the path, the key and the body are checked in that order (so a bad
 // key wins over a bad body), then the RPC the path names is served.
 
-import { countTokens } from './answer.js'
-import { contentsProblem, conversationOf, promptTextOf } from './conversation.js'
+import { promptCount } from './answer.js'
+import { contentsProblem, type Conversation, conversationOf } from './conversation.js'
 import { type EmulatorContext, type Exchange, sendError, sendJson } from './exchange.js'
 import { generate } from './generate.js'
 import { isObject } from './json.js'
@@ -70,16 +70,16 @@ function countTokensOf (x: Exchange, body: unknown): void {
     if (body[name] !== undefined) return sendError(x, 400, `Invalid JSON payload received. Unknown name "${name}": Cannot find field.`)
   }
   const nested = isObject(body.generateContentRequest) ? body.generateContentRequest : undefined
-  let text = ''
+  let conversation: Conversation = { turns: [] }
   if (nested !== undefined) {
     const request = generateRequestOf(nested, 'CountTokensRequest.generate_content_request', false)
     if (typeof request === 'string') return sendError(x, 400, request)
-    text = promptTextOf(request.conversation)
+    conversation = request.conversation
   } else if (body.contents !== undefined) {
     const problem = contentsProblem(body.contents, 'CountTokensRequest')
     if (problem) return sendError(x, 400, problem)
-    text = promptTextOf(conversationOf(body))
+    conversation = conversationOf(body)
   }
-  const total = countTokens(text)
-  sendJson(x, 200, { totalTokens: total, promptTokensDetails: [{ modality: 'TEXT', tokenCount: total }] })
+  const { tokens, details } = promptCount(conversation)
+  sendJson(x, 200, { totalTokens: tokens, promptTokensDetails: details ?? [{ modality: 'TEXT', tokenCount: tokens }] })
 }

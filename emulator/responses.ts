@@ -29,11 +29,10 @@ export function sseEvent (value: unknown): string {
 
 /** The GenerateContentResponse objects a stream sends, shaped by the content faults. */
 export function responseEvents (answer: Answer, meta: Meta, fault: Fault | undefined, thoughts: Thoughts = NO_THOUGHTS): Record<string, unknown>[] {
-  const p = answer.promptTokens
   if (fault?.kind === 'blocked') {
     return [{
       promptFeedback: { blockReason: 'SAFETY', safetyRatings: BLOCKING_SAFETY_RATINGS },
-      usageMetadata: { promptTokenCount: p, totalTokenCount: p },
+      usageMetadata: usage(answer, undefined, 0),
       ...meta
     }]
   }
@@ -61,7 +60,7 @@ export function responseEvents (answer: Answer, meta: Meta, fault: Fault | undef
         index: 0,
         ...(last && answer.finishReason === 'SAFETY' ? { safetyRatings: BLOCKING_SAFETY_RATINGS } : {})
       }],
-      ...(fault?.kind === 'no-usage' ? {} : { usageMetadata: usage(p, piece.thought ? undefined : completion, thought) }),
+      ...(fault?.kind === 'no-usage' ? {} : { usageMetadata: usage(answer, piece.thought ? undefined : completion, thought) }),
       ...meta
     }
   })
@@ -69,13 +68,16 @@ export function responseEvents (answer: Answer, meta: Meta, fault: Fault | undef
 
 /**
  * Google's usageMetadata: counts of zero are left out (proto3 JSON), so an event before the answer has
- * no candidatesTokenCount and an answer without thinking has no thoughtsTokenCount.
+ * no candidatesTokenCount and an answer without thinking has no thoughtsTokenCount. promptTokensDetails
+ * comes before thoughtsTokenCount, as Google sends it, and only for a prompt with files (see attachments.ts).
  */
-function usage (prompt: number, candidates: number | undefined, thoughts: number): Record<string, number> {
+function usage (answer: Answer, candidates: number | undefined, thoughts: number): Record<string, unknown> {
+  const prompt = answer.promptTokens
   return {
     promptTokenCount: prompt,
     ...(candidates === undefined ? {} : { candidatesTokenCount: candidates }),
     totalTokenCount: prompt + (candidates ?? 0) + thoughts,
+    ...(answer.promptDetails === undefined ? {} : { promptTokensDetails: answer.promptDetails }),
     ...(thoughts > 0 ? { thoughtsTokenCount: thoughts } : {})
   }
 }
@@ -113,7 +115,6 @@ export function unaryResponse (answer: Answer, meta: Meta, fault: Fault | undefi
   const text = answer.deltas.join('')
   const parts: unknown[] = [...(thoughts.deltas.length > 0 ? [{ text: thoughts.deltas.join(''), thought: true }] : []), { text }]
   if (fault?.kind === 'non-text-part') parts.push({ functionCall: { name: 'lookup', args: {} } })
-  const p = answer.promptTokens
   const c = answer.completionTokens
   return {
     candidates: [{
@@ -122,7 +123,7 @@ export function unaryResponse (answer: Answer, meta: Meta, fault: Fault | undefi
       index: 0,
       ...(answer.finishReason === 'SAFETY' ? { safetyRatings: BLOCKING_SAFETY_RATINGS } : {})
     }],
-    ...(fault?.kind === 'no-usage' ? {} : { usageMetadata: usage(p, c, thoughts.tokens) }),
+    ...(fault?.kind === 'no-usage' ? {} : { usageMetadata: usage(answer, c, thoughts.tokens) }),
     ...meta
   }
 }

@@ -7,7 +7,7 @@
 import { createRequire } from 'node:module'
 import { Agent, type Dispatcher } from 'undici'
 import { toDelta } from './delta.js'
-import { geminiConfigOf } from './generation-config.js'
+import { geminiConfigOf, partsOf, turnsOf, type GeminiPart } from './generation-config.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
 import { readSmallBody, googleErrorOf, isJsonContentType } from './upstream-text.js'
 import { DEFAULT_MAX_EVENT_CHARS, MAX_LISTED_MODELS, MODEL_LIST_PAGE_SIZE, type CountedContents, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest, type ModelInfo } from './types.js'
@@ -57,19 +57,19 @@ export function modelPath (model: string): string {
   return model.startsWith('models/') || model.startsWith('tunedModels/') ? model : `models/${model}`
 }
 
-interface Content { parts: Array<{ text: string }>, role: 'user' | 'model' }
+interface Content { parts: GeminiPart[], role: 'user' | 'model' }
 
-/** Gemini's `contents`, as the SDK builds them from a text or from turns. */
+/** Gemini's `contents`, as the SDK builds them from a text or from turns (a turn's files after its text). */
 export function contentsOf (contents: CountedContents): Content[] {
   return typeof contents === 'string'
     ? [{ parts: [{ text: contents }], role: 'user' }]
-    : contents.map(turn => ({ parts: [{ text: turn.text }], role: turn.role }))
+    : contents.map(turn => ({ parts: partsOf(turn), role: turn.role }))
 }
 
 /** The request body the SDK sends for a conversation with a config object (generationConfig always present). */
 export function generateContentBody (request: GenerationRequest): string {
   const { generationConfig, safetySettings } = geminiConfigOf(request.options)
-  const contents = contentsOf([...request.history ?? [], { role: 'user', text: request.prompt }])
+  const contents = contentsOf(turnsOf(request))
   // The SDK makes a text system instruction a user-role content.
   const systemInstruction = request.system === undefined ? undefined : { parts: [{ text: request.system }], role: 'user' }
   // The SDK's order of the request's fields; unset ones are left out.

@@ -1,10 +1,9 @@
 import { GoogleGenAI, type Content, type GenerateContentConfig, type GenerateContentResponse } from '@google/genai'
-import { geminiConfigOf } from './generation-config.js'
-import type { Turn } from '../schemas/stream.js'
+import { geminiConfigOf, partsOf, turnsOf } from './generation-config.js'
 import { toDelta } from './delta.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
 import { modelInfoOf } from './rest-client.js'
-import { DEFAULT_MAX_EVENT_CHARS, MAX_LISTED_MODELS, MODEL_LIST_PAGE_SIZE, type GeminiClient, type GeminiClientOptions, type GenerationRequest, type ModelInfo } from './types.js'
+import { DEFAULT_MAX_EVENT_CHARS, MAX_LISTED_MODELS, MODEL_LIST_PAGE_SIZE, type ContentTurn, type GeminiClient, type GeminiClientOptions, type GenerationRequest, type ModelInfo } from './types.js'
 import { abortedCall, httpStatusError, invalidRequest, malformedStream, transportError, unexpectedAnswer, UpstreamError } from './upstream-error.js'
 import { googleErrorOf, isJsonContentType, readSmallBody } from './upstream-text.js'
 
@@ -107,8 +106,8 @@ function sdkConfigOf (request: GenerationRequest, signal: AbortSignal): Generate
   }
 }
 
-function sdkContents (turns: readonly Turn[]): Content[] {
-  return turns.map(turn => ({ role: turn.role, parts: [{ text: turn.text }] }))
+function sdkContents (turns: readonly ContentTurn[]): Content[] {
+  return turns.map(turn => ({ role: turn.role, parts: partsOf(turn) }))
 }
 
 function isErrorObject (text: string): boolean {
@@ -135,7 +134,8 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
       try {
         stream = await ai.models.generateContentStream({
           model: request.model,
-          contents: request.history === undefined ? request.prompt : sdkContents([...request.history, { role: 'user', text: request.prompt }]),
+          // A bare prompt stays a string, as the seed always sent it; the SDK makes it the same one-part turn.
+          contents: request.history === undefined && request.attachments === undefined ? request.prompt : sdkContents(turnsOf(request)),
           config: sdkConfigOf(request, signal)
         })
       } catch (error) {

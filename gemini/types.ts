@@ -1,4 +1,4 @@
-import type { GenerationOptions, ReportedUsage, Turn } from '../schemas/stream.js'
+import type { Attachment, GenerationOptions, ReportedUsage, Turn } from '../schemas/stream.js'
 
 export interface GenerationRequest {
   model: string
@@ -8,11 +8,18 @@ export interface GenerationRequest {
   system?: string | undefined
   /** Earlier turns, oldest first. */
   history?: readonly Turn[] | undefined
+  /** Files of the new user turn, sent after its text as inlineData parts. */
+  attachments?: readonly Attachment[] | undefined
   options?: GenerationOptions | undefined
 }
 
+/** One turn as Gemini gets it: its text, then its files (only the new user turn has any). */
+export interface ContentTurn extends Turn {
+  attachments?: readonly Attachment[] | undefined
+}
+
 /** What a token count counts: a text, or turns of a conversation. */
-export type CountedContents = string | readonly Turn[]
+export type CountedContents = string | readonly ContentTurn[]
 
 /** One upstream event, reduced to what the gateway forwards. */
 export interface GenerationDelta {

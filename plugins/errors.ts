@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyError } from 'fastify'
-import { MODEL_NAME_RULE, PROMPT_REQUIRED, Refusal, refusals } from '../schemas/refusals.js'
+import { attachmentDataRule, MODEL_NAME_RULE, PROMPT_REQUIRED, Refusal, refusals } from '../schemas/refusals.js'
 
 interface ValidationIssue {
   keyword: string
@@ -19,6 +19,8 @@ export function describeValidation (issues: readonly ValidationIssue[]): string 
   if (issues.some(issue => issue.keyword === 'required' && issue.instancePath === '' &&
     (issue.params.requiredProperties as unknown[] | undefined)?.includes('prompt') === true)) return PROMPT_REQUIRED
   if (issues.some(issue => issue.instancePath === '/model' && issue.keyword === 'pattern')) return MODEL_NAME_RULE
+  const base64 = issues.find(issue => issue.keyword === 'pattern' && /^\/attachments\/\d+\/data$/.test(issue.instancePath))
+  if (base64 !== undefined) return attachmentDataRule(fieldName(base64.instancePath))
   const unknown = issues
     .filter(issue => issue.keyword === 'additionalProperties')
     .flatMap(issue => ((issue.params.additionalProperties as string[] | undefined) ?? [])
@@ -28,7 +30,9 @@ export function describeValidation (issues: readonly ValidationIssue[]): string 
   if (first === undefined) return 'Invalid request'
   const field = fieldName(first.instancePath)
   // A union of literals fails once per literal: name them all.
-  const allowed = issues.filter(issue => issue.keyword === 'const' && issue.instancePath === first.instancePath).map(issue => issue.params.allowedValue)
+  const allowed = first.keyword === 'enum'
+    ? (first.params.allowedValues as unknown[])
+    : issues.filter(issue => issue.keyword === 'const' && issue.instancePath === first.instancePath).map(issue => issue.params.allowedValue)
   if (allowed.length > 1) return `${field} must be one of ${allowed.map(value => JSON.stringify(value)).join(', ')}`
   return field === '' ? `Request body ${first.message ?? 'is invalid'}` : `${field} ${first.message ?? 'is invalid'}`
 }

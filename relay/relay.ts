@@ -2,6 +2,7 @@ import { setTimeout as wait } from 'node:timers/promises'
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import { tooLarge, UpstreamError } from '../gemini/upstream-error.js'
 import type { GeminiClient, GenerationDelta, GenerationRequest } from '../gemini/types.js'
+import { countedContentsOf } from '../gemini/generation-config.js'
 import type { GatewayLifecycle } from '../plugins/lifecycle.js'
 import type { StreamRecorder } from '../plugins/metrics.js'
 import type { ReportedUsage } from '../schemas/stream.js'
@@ -267,9 +268,8 @@ export class StreamRelay {
   /** Gemini normally reports usage on its last event; when it does not, ask it to count rather than guess. */
   private async countUsage (): Promise<ReportedUsage | undefined | typeof STOPPED> {
     const { gemini, log } = this.context
-    const { model, prompt, history } = this.generation
-    // The SDK cannot count a system instruction on the Gemini Developer API: the turns are what is counted.
-    const asked = history === undefined ? prompt : [...history, { role: 'user' as const, text: prompt }]
+    const { model } = this.generation
+    const asked = countedContentsOf(this.generation)
     try {
       const counted = await this.orStop(Promise.all([
         gemini.countTokens(model, asked, this.upstream.signal),

@@ -4,9 +4,9 @@ import { parseJsonBody, refuseOtherCharsets } from './json-body.js'
 import { contractSse, conversationSse } from './contract-sse.js'
 import { StreamRelay } from '../relay/relay.js'
 import { relaySettings, type RelayOptions } from '../relay/settings.js'
-import { CONVERSATION_MAX_CHARS, PROMPT_MAX_LENGTH, RESPONSE_SCHEMA_MAX_BYTES, RESPONSE_SCHEMA_MAX_DEPTH, StreamRequest, StreamResponses } from '../schemas/stream.js'
-import { conversationTooLong, isConversation, schemaTooLarge } from './stream-request.js'
-import { refusals } from '../schemas/refusals.js'
+import { ATTACHMENTS_MAX_BYTES_LIMIT, ATTACHMENTS_MAX_ITEMS, CONVERSATION_MAX_CHARS, DEFAULT_ATTACHMENTS_MAX_BYTES, PROMPT_MAX_LENGTH, RESPONSE_SCHEMA_MAX_BYTES, RESPONSE_SCHEMA_MAX_DEPTH, StreamRequest, StreamResponses } from '../schemas/stream.js'
+import { attachmentBytes, bodyLimitFor, conversationTooLong, isConversation, schemaTooLarge, unpaddedAttachment } from './stream-request.js'
+import { attachmentDataRule, refusals } from '../schemas/refusals.js'
 import { need } from '../plugins/services.js'
 // Each service's type comes with the plugin that provides it.
 import type {} from '../plugins/auth.js'
@@ -18,6 +18,16 @@ import type {} from '../plugins/rate-limit.js'
 
 export interface StreamRouteOptions extends RelayOptions {
   defaultModel: string
+  /** Decoded bytes all attachments of one request may hold together; the body limit grows by their base64. Default 20 MiB. */
+  attachmentsMaxBytes?: number | undefined
+}
+
+function attachmentsCapOf (value: number | undefined): number {
+  if (value === undefined) return DEFAULT_ATTACHMENTS_MAX_BYTES
+  if (!Number.isInteger(value) || value < 0 || value > ATTACHMENTS_MAX_BYTES_LIMIT) {
+    throw new Error(`stream route: option "attachmentsMaxBytes" must be an integer from 0 to ${ATTACHMENTS_MAX_BYTES_LIMIT}`)
+  }
+  return value
 }
 
 /**
@@ -26,12 +36,23 @@ export interface StreamRouteOptions extends RelayOptions {
  */
 const BODY_LIMIT = (PROMPT_MAX_LENGTH + CONVERSATION_MAX_CHARS) * 12 + 64 * 1024
 
+function hasAttachments (body: unknown): boolean {
+  return typeof body === 'object' && body !== null && Array.isArray((body as { attachments?: unknown }).attachments)
+}
+
 const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, options) => {
   const settings = relaySettings(options)
+  const attachmentsMaxBytes = attachmentsCapOf(options.attachmentsMaxBytes)
   app.setValidatorCompiler(TypeBoxValidatorCompiler)
   // The contract speaks JSON only; Fastify would otherwise hand a text/plain body to validation.
   app.removeContentTypeParser(['text/plain', 'application/json'])
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonBody)
+  // The room past the text fields' is for attachments only: a bigger body without them is refused as always.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, function parseStreamBody (request, body, done) {
+    parseJsonBody(request, body as string, (error, value) => {
+      if (Buffer.byteLength(body as string) > BODY_LIMIT && (error !== null || !hasAttachments(value))) return done(refusals.bodyTooLarge())
+      done(error, value)
+    })
+  })
   const { identifyCaller, requireCaller } = need(app, 'auth', 'amrikyy-auth')
   const gemini = need(app, 'gemini', 'amrikyy-gemini-client')
   const metrics = need(app, 'metrics', 'amrikyy-metrics')
@@ -52,7 +73,7 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
       body: StreamRequest,
       response: StreamResponses
     },
-    bodyLimit: BODY_LIMIT,
+    bodyLimit: bodyLimitFor(BODY_LIMIT, attachmentsMaxBytes, ATTACHMENTS_MAX_ITEMS),
     // fastify-metrics would time a whole stream as one request and miss disconnects; we record our own.
     config: { disableMetrics: true },
     onRequest: [refuseWhileDraining, identifyCaller, ...rateLimitHooks, requireCaller],
@@ -60,9 +81,12 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
   }, async function streamHandler (request, reply) {
     // The body may have arrived after draining began: no stream may start that the drain does not track.
     await refuseWhileDraining()
-    const { prompt, system, history, options: generation, agent } = request.body
+    const { prompt, system, history, attachments, options: generation, agent } = request.body
     if (conversationTooLong(system, history)) throw refusals.conversationTooLong(CONVERSATION_MAX_CHARS)
     if (schemaTooLarge(generation?.responseSchema)) throw refusals.invalidBody(`options.responseSchema must be at most ${RESPONSE_SCHEMA_MAX_BYTES} bytes and ${RESPONSE_SCHEMA_MAX_DEPTH} levels deep`)
+    const unpadded = unpaddedAttachment(attachments)
+    if (unpadded !== undefined) throw refusals.invalidBody(attachmentDataRule(`attachments.${unpadded}.data`))
+    if (attachmentBytes(attachments) > attachmentsMaxBytes) throw refusals.attachmentsTooLarge(attachmentsMaxBytes)
     const requested = request.body.model ?? options.defaultModel
     // An alias becomes its target, which is what Gemini is asked for and what the metrics label.
     const choice = models?.resolve(requested) ?? { model: requested }
@@ -70,7 +94,7 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     const model = choice.model
     const context = { gemini, recorder: metrics.beginStream({ agent, model }), lifecycle, log: request.log, settings }
     const format = isConversation(request.body) ? conversationSse : contractSse
-    return await new StreamRelay(context, reply, { model, prompt, system, history, options: generation }, format).run()
+    return await new StreamRelay(context, reply, { model, prompt, system, history, attachments, options: generation }, format).run()
   })
 }
 

@@ -14,6 +14,8 @@ export type ErrorBody = Static<typeof ErrorBody>
 
 export const PROMPT_REQUIRED = 'Prompt is required'
 export const MODEL_NAME_RULE = 'model must be a Gemini model name: up to 128 letters, digits, ".", "_" or "-", optionally after "models/", without ".."'
+/** The 400 for attachment data that is not base64; `field` is as the validator names it (`attachments.0.data`). */
+export const attachmentDataRule = (field: string): string => `${field} must be base64: the standard alphabet (A-Z, a-z, 0-9, + and /), padded with = to a multiple of 4 characters`
 export const SHUTTING_DOWN_MESSAGE = 'The gateway is shutting down; retry the request'
 
 /** A refusal the gateway answers with; thrown from a hook or handler, the error handler sends its body. */
@@ -44,6 +46,8 @@ export const refusals = {
   forbiddenField: (field: string) => new Refusal('AMRIKYY_FORBIDDEN_FIELD', 400, { error: `Forbidden field in request body: ${field}` }),
   missingKey: () => new Refusal('AMRIKYY_API_KEY_MISSING', 401, { error: 'Unauthorized: API key is missing.' }),
   invalidKey: () => new Refusal('AMRIKYY_API_KEY_INVALID', 403, { error: 'Forbidden: Invalid API key.' }),
+  /** The attachments' decoded bytes together are over the configured cap. */
+  attachmentsTooLarge: (maxBytes: number) => new Refusal('AMRIKYY_ATTACHMENTS_TOO_LARGE', 413, { error: `attachments may hold at most ${maxBytes} bytes together (decoded)` }),
   bodyTooLarge: () => new Refusal('AMRIKYY_BODY_TOO_LARGE', 413, { error: 'Request body is too large' }),
   notJson: () => new Refusal('AMRIKYY_NOT_JSON', 415, { error: 'Unsupported Media Type: send the body as application/json' }),
   notUtf8: () => new Refusal('AMRIKYY_NOT_UTF8', 415, { error: 'Unsupported Media Type: send the body as application/json in UTF-8' }),

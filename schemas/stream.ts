@@ -46,6 +46,41 @@ export const GenerationOptions = Type.Object({
   }, { additionalProperties: false }), { maxItems: HarmCategory.anyOf.length }))
 }, { additionalProperties: false, description: 'Generation options, passed to Gemini as generationConfig' })
 
+/**
+ * The MIME types Gemini documents for inline data (ai.google.dev/gemini-api/docs: image-understanding
+ * "Supported image formats", audio "Supported audio formats", video-understanding "Supported video formats",
+ * document-processing: PDF; Vertex AI's document understanding adds text/plain). Anything else Gemini refuses
+ * with 400 `Unsupported MIME type: image/gif`, so it is refused here first.
+ */
+export const ATTACHMENT_MIME_TYPES = [
+  'image/png', 'image/jpeg', 'image/webp', 'image/heic', 'image/heif',
+  'audio/wav', 'audio/mp3', 'audio/aiff', 'audio/aac', 'audio/ogg', 'audio/flac',
+  'video/mp4', 'video/mpeg', 'video/mov', 'video/avi', 'video/x-flv', 'video/mpg', 'video/webm', 'video/wmv', 'video/3gpp',
+  'application/pdf', 'text/plain'
+] as const
+export const ATTACHMENTS_MAX_ITEMS = 16
+/**
+ * Decoded bytes all attachments of one request may hold by default. Gemini takes up to 100 MB of inline data
+ * per request, base64-encoded (Google's blog, January 2026, "Increased file size limits"; 20 MB before); the
+ * gateway holds a whole body in memory, so its default is lower and an operator may raise it.
+ */
+export const DEFAULT_ATTACHMENTS_MAX_BYTES = 20 * 1024 * 1024
+/** The most a configured cap may be: its base64 stays within Gemini's 100 MB per request. */
+export const ATTACHMENTS_MAX_BYTES_LIMIT = 75_000_000
+/**
+ * The standard base64 alphabet, then at most two `=`: one character class, so it runs in linear time without
+ * backtracking on a string of many MiB (a group per quartet overflows V8's regexp stack). The route checks the
+ * padding (a length that is a multiple of 4).
+ */
+export const BASE64_PATTERN = '^[A-Za-z0-9+/]*={0,2}$'
+
+export const Attachment = Type.Object({
+  // An enum, not a union of literals: the validator reports 8 issues at most, one per literal.
+  mimeType: Type.Enum(ATTACHMENT_MIME_TYPES),
+  data: Type.String({ minLength: 4, pattern: BASE64_PATTERN, description: 'The file\'s bytes, base64 (standard alphabet, padded)' })
+}, { additionalProperties: false, description: 'One file of the new user turn, sent to Gemini as inlineData' })
+export type Attachment = Static<typeof Attachment>
+
 export const Turn = Type.Object({
   role: Type.Union([Type.Literal('user'), Type.Literal('model')]),
   text: Type.String({ minLength: 1, maxLength: CONVERSATION_MAX_CHARS })
@@ -64,6 +99,10 @@ export const StreamRequest = Type.Object({
   history: Type.Optional(Type.Array(Turn, {
     maxItems: HISTORY_MAX_TURNS,
     description: `Earlier turns, oldest first, before \`prompt\` (the new user turn); with \`system\` at most ${CONVERSATION_MAX_CHARS} characters`
+  })),
+  attachments: Type.Optional(Type.Array(Attachment, {
+    maxItems: ATTACHMENTS_MAX_ITEMS,
+    description: `Files of the new user turn, after \`prompt\`; at most ${DEFAULT_ATTACHMENTS_MAX_BYTES} decoded bytes together unless the server sets another cap`
   })),
   options: Type.Optional(GenerationOptions),
   agent: Type.Optional(Type.String({
@@ -124,7 +163,7 @@ export const StreamResponses = {
   400: refusalSchema('Invalid body: a missing prompt, a wrong type, an out-of-range option or an unknown field', refusals.promptRequired()),
   401: refusalSchema('No X-API-Key header', refusals.missingKey()),
   403: refusalSchema('Unknown API key', refusals.invalidKey()),
-  413: refusalSchema('Body over 1.9 MiB (room for a maximal prompt, system instruction and history with every character JSON-escaped)', refusals.bodyTooLarge()),
+  413: refusalSchema('Body over 1.9 MiB (room for a maximal prompt, system instruction and history with every character JSON-escaped) plus room for the attachments\' cap in base64, or attachments over that cap', refusals.bodyTooLarge()),
   415: refusalSchema('Body is not application/json, or declares a charset other than UTF-8', refusals.notJson()),
   429: refusalSchema('Rate limit exceeded; see Retry-After', refusals.tooManyRequests()),
   500: refusalSchema('Gemini failed before the first chunk', refusals.streamFailed('Resource has been exhausted (e.g. check quota).')),

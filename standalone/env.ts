@@ -5,6 +5,7 @@ import { DEFAULT_MAX_CONNECTIONS } from '../plugins/connection-limit.js'
 import { createModelPolicy, isModelName, isModelPattern, modelId, type ModelsOptions } from '../plugins/models.js'
 import { DEFAULT_ADMIN_MAX, DEFAULT_MAX, DEFAULT_TIME_WINDOW, parseTimeWindow } from '../plugins/rate-limit.js'
 import { DEFAULT_RELAY_SETTINGS } from '../relay/settings.js'
+import { ATTACHMENTS_MAX_BYTES_LIMIT, DEFAULT_ATTACHMENTS_MAX_BYTES } from '../schemas/stream.js'
 import { ConfigError } from './config-error.js'
 
 // Each default the gateway's parts also apply lives with the part that applies it; the ones written here are the
@@ -63,6 +64,8 @@ export const EnvSchema = Type.Object({
   GEMINI_MAX_EVENT_CHARS: Type.Optional(Type.Integer({ minimum: 1 })),
   /** Characters of one whole answer before the stream is refused as too large. */
   STREAM_MAX_ANSWER_CHARS: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Decoded bytes all attachments of one request may hold together; its base64 stays within Gemini's 100 MB a request. */
+  ATTACHMENTS_MAX_BYTES: Type.Integer({ minimum: 0, maximum: ATTACHMENTS_MAX_BYTES_LIMIT, default: DEFAULT_ATTACHMENTS_MAX_BYTES }),
   API_KEYS_FILE: Type.Optional(Type.String({ minLength: 1 })),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: DEFAULT_MAX }),

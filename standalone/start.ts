@@ -86,6 +86,7 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
     gemini: { ...upstream.gemini, client: env.GEMINI_CLIENT, maxEventChars: env.GEMINI_MAX_EVENT_CHARS },
     defaultModel: env.DEFAULT_MODEL,
     models: modelsOptionsOf(env),
+    attachmentsMaxBytes: env.ATTACHMENTS_MAX_BYTES,
     // With METRICS_PORT the scrape endpoint lives on its own listener, off the public port.
     metrics: {
       registry,

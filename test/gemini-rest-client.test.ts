@@ -138,6 +138,16 @@ t.test('same requests and answers without faults', async t => {
     '"generationConfig":{"responseMimeType":"application/json","responseJsonSchema":{"type":"object","properties":{"answer":{"type":"string"}},"required":["answer"]},' +
     '"thinkingConfig":{"thinkingBudget":128,"includeThoughts":true}}}',
     'JSON mode, thinking and safety settings, as the SDK sends them')
+
+  const png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=='
+  const attachments = [{ mimeType: 'image/png' as const, data: png }, { mimeType: 'application/pdf' as const, data: 'JVBERi0xLjQK' }]
+  const withFiles = await differential(t, emulator, clients, { model: 'gemini-2.5-flash', prompt: 'describe these', attachments })
+  t.equal(JSON.stringify(emulator.requests.at(-1)?.body),
+    `{"contents":[{"parts":[{"text":"describe these"},{"inlineData":{"mimeType":"image/png","data":"${png}"}},{"inlineData":{"mimeType":"application/pdf","data":"JVBERi0xLjQK"}}],"role":"user"}],"generationConfig":{}}`,
+    'attachments after the prompt, as the SDK sends inlineData parts')
+  t.equal(withFiles.deltas.at(-1)?.usage?.promptTokens, 2 + 258 + 258, 'the image and the one-page PDF counted')
+  await differential(t, emulator, clients, { model: 'gemini-2.5-flash', prompt: 'and this?', history: [{ role: 'user', text: 'hi' }, { role: 'model', text: 'ahoy' }], attachments: attachments.slice(0, 1) })
+  t.match(JSON.stringify(emulator.requests.at(-1)?.body), /^\{"contents":\[\{"parts":\[\{"text":"hi"\}\],"role":"user"\},\{"parts":\[\{"text":"ahoy"\}\],"role":"model"\},\{"parts":\[\{"text":"and this\?"\},\{"inlineData":/, 'only the new user turn carries them')
 })
 
 t.test('same errors and deltas for every upstream fault', async t => {
@@ -242,6 +252,12 @@ t.test('same countTokens requests and results, and same client-side model checks
   t.same(wireView(emulator.requests[before + 1]), wireView(emulator.requests[before]), 'the same turns on the wire')
   t.equal(JSON.stringify(emulator.requests[before]?.body), '{"contents":[{"parts":[{"text":"one two"}],"role":"user"},{"parts":[{"text":"three"}],"role":"model"}]}')
 
+  const withFile = [{ role: 'user' as const, text: 'one two', attachments: [{ mimeType: 'image/png' as const, data: 'iVBORw0KGgo=' }] }]
+  const fileCounts: number[] = []
+  for (const name of ['sdk', 'rest'] as const) fileCounts.push(await clients[name].countTokens('gemini-2.0-flash-exp', withFile, signal))
+  t.same(fileCounts, [2 + 258, 2 + 258], 'the same count with a file')
+  t.same(wireView(emulator.requests.at(-1)), wireView(emulator.requests.at(-2)), 'the same file on the wire')
+
   const invalid: unknown[] = []
   for (const name of ['sdk', 'rest'] as const) {
     invalid.push(await collect(clients[name], { model: '../escape', prompt: 'x' }))
@@ -249,7 +265,7 @@ t.test('same countTokens requests and results, and same client-side model checks
   }
   t.same(invalid.slice(2), invalid.slice(0, 2))
   t.match(invalid[0], { deltas: [], error: { message: 'Gemini request failed', recoverable: false } })
-  t.equal(emulator.requests.length, 4, 'invalid model names never reach the wire')
+  t.equal(emulator.requests.length, 6, 'invalid model names never reach the wire')
 })
 
 t.test('same error when nothing listens at the base URL', async t => {

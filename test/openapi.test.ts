@@ -33,7 +33,7 @@ t.test('the OpenAPI document describes the request, the SSE answer and every err
 
   const body = operation?.requestBody?.content['application/json']?.schema
   t.same(body?.required, ['prompt'])
-  t.same(Object.keys(body?.properties ?? {}).sort(), ['agent', 'history', 'model', 'options', 'prompt', 'system'])
+  t.same(Object.keys(body?.properties ?? {}).sort(), ['agent', 'attachments', 'history', 'model', 'options', 'prompt', 'system'])
   t.equal(body?.additionalProperties, false)
 
   const stream = operation?.responses['200']?.content?.['text/event-stream']?.schema
