@@ -73,7 +73,7 @@ export type ReportedUsage = Static<typeof ReportedUsageSchema>
  */
 export type CompletionEvent = Static<typeof CompletionEventSchema>
 
-/** One streamed answer: iterate it for the chunks, await `completion` for the final event. */
+/** One streamed answer: iterate it for the chunks (thoughts go to `onThought` only), await `completion` for the final event. */
 export interface PromptStream extends AsyncIterable<ChunkEvent> {
   /** Resolves with the completion event; rejects with the same error the iteration throws. */
   readonly completion: Promise<CompletionEvent>
