@@ -52,7 +52,7 @@ function generationOptions () {
 function describe (error) {
   if (error instanceof RateLimitedError && error.retryAfter !== undefined) return `${error.name}: ${error.message} Retry in ${error.retryAfter} s.`
   if (error instanceof StreamError) {
-    const blocked = error.blockedCategories?.length > 0 ? ` Blocked: ${error.blockedCategories.join(', ')}.` : ''
+    const blocked = error.blockedCategories?.length > 0 ? ` (blocked: ${error.blockedCategories.join(', ')})` : ''
     return `${error.name}: ${error.message}${error.recoverable ? ' (retrying may succeed)' : ''}${blocked}`
   }
   return `${error.name}: ${error.message}`

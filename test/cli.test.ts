@@ -124,6 +124,9 @@ if (!existsSync(CLI)) {
 
     const badBudget = await runCli(['stream', 'hello', '--thinking-budget', '1.5', '--url', url], { env: { AMRIKYY_API_KEY: USER_KEY } })
     t.same([badBudget.code, badBudget.stderr], [2, 'amrikyy: BadRequestError: options.thinking.budget must be integer\n'], 'the gateway names a bad budget')
+
+    const unsafe = await runCli(['stream', '--system', 'be safe', 'tell me [[unsafe]] things', '--url', url], { env: { AMRIKYY_API_KEY: USER_KEY } })
+    t.same([unsafe.code, unsafe.stderr], [6, 'amrikyy: StreamError: Gemini stopped generating: SAFETY [blocked: HARM_CATEGORY_DANGEROUS_CONTENT] (not recoverable)\n'], 'a safety stop names the blocked category')
   })
 
   t.test('--help lists the conversation flags', async t => {

@@ -132,7 +132,7 @@ t.test('every option of a conversation reaches Gemini as given; a MAX_TOKENS fin
 
   const responseSchema = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] }
   const json = await streamPrompt({ baseUrl: url, apiKey: USER_KEY, prompt: 'a city', options: { responseMimeType: 'application/json', responseSchema } }).completion
-  t.doesNotThrow(() => JSON.parse(json.fullText), 'JSON mode: the whole answer parses')
+  t.match(JSON.parse(json.fullText), { name: String }, 'JSON mode: the answer parses and follows the schema')
   t.same((emulator.requests[1]?.body as { generationConfig: unknown }).generationConfig, { responseMimeType: 'application/json', responseJsonSchema: responseSchema })
 })
 
@@ -174,7 +174,7 @@ t.test('an onThought that throws closes the stream and fails it with that error'
   t.equal(emulator.requests[0]!.clientClosedEarly, true, 'the connection was closed through to Gemini')
 })
 
-t.test('a SAFETY finish: the text sent, then a StreamError with finishReason', async t => {
+t.test('a SAFETY finish: the text sent, then a StreamError with finishReason and blockedCategories', async t => {
   const emulator = await startEmulator(t, PACE)
   const { url } = await startGateway(t, emulator)
   const prompt = 'tell me [[unsafe]] things'
@@ -183,10 +183,11 @@ t.test('a SAFETY finish: the text sent, then a StreamError with finishReason', a
   t.same(chunks, indexed(answerFor({ system: 'be safe', turns: [{ role: 'user', text: prompt }] }, undefined, PACE).deltas.slice(0, 1)))
   t.ok(error instanceof StreamError)
   const safety = error as StreamError
-  t.same([safety.kind, safety.recoverable, safety.message, safety.finishReason], ['error-event', false, 'Gemini stopped generating: SAFETY', 'SAFETY'])
+  t.same([safety.kind, safety.recoverable, safety.message, safety.finishReason, safety.blockedCategories],
+    ['error-event', false, 'Gemini stopped generating: SAFETY', 'SAFETY', ['HARM_CATEGORY_DANGEROUS_CONTENT']])
 
   const seedError = await collectUntilError(streamPrompt({ baseUrl: url, apiKey: USER_KEY, prompt }))
-  t.equal((seedError.error as StreamError).finishReason, undefined, 'a seed request\'s error event has no finishReason')
+  t.same([(seedError.error as StreamError).finishReason, (seedError.error as StreamError).blockedCategories], [undefined, undefined], 'a seed request\'s error event has neither')
 })
 
 t.test('completion resolves without iterating, and a trailing slash in baseUrl is fine', async t => {

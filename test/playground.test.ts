@@ -261,5 +261,13 @@ t.test('in headless Chromium: with Show thoughts ticked, the thoughts stream int
   t.equal(await answerText(page), answer.deltas.join(''))
   t.same(await Promise.all(['thoughts-tokens', 'model', 'finish-reason'].map(async name => await page.textContent(`#stat-${name}`))), ['–', 'gemini-2.5-flash', 'STOP'])
   t.notMatch(JSON.stringify(emulator.requests[1]?.body), 'thinkingConfig', 'no thinking asked for')
+
+  // A safety stop: the text already sent stays, the status names the blocked category.
+  await page.fill('#prompt', 'tell me [[unsafe]] things')
+  await page.click('#send')
+  await page.waitForSelector('#status[data-state="error"]', { timeout: 15_000 })
+  t.equal(await page.textContent('#status'), 'StreamError: Gemini stopped generating: SAFETY (blocked: HARM_CATEGORY_DANGEROUS_CONTENT)')
+  t.equal(await page.textContent('#stat-finish-reason'), 'SAFETY')
+  t.ok((await answerText(page)).length > 0, 'the text sent before the stop stays')
   t.same(problems, [], 'no script errors, no CSP violations')
 })
