@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util'
 import { performance } from 'node:perf_hooks'
 import {
   BadRequestError, ForbiddenError, RateLimitedError, StreamError, StreamStartError, UnauthorizedError,
-  streamPrompt, type CompletionEvent, type GenerationOptions
+  streamPrompt, type CompletionEvent, type GenerationOptions, type ThoughtEvent
 } from './index.js'
 
 /** Documented in the README and in --help: scripts branch on these. */
@@ -29,12 +29,16 @@ then prints a one-line summary to stderr.
 
 Options:
   --url <url>             gateway base URL (default: $AMRIKYY_URL or ${DEFAULT_URL})
-  --model <name>          Gemini model, e.g. gemini-2.0-flash-exp
+  --model <name>          Gemini model, e.g. gemini-2.5-flash
   --agent <name>          agent label for the gateway's metrics
+  --system <text>         system instruction
   --temperature <n>       sampling temperature (0-2)
   --top-p <n>             nucleus sampling (0-1)
   --top-k <n>             top-k sampling (integer >= 1)
   --max-tokens <n>        maxOutputTokens (integer >= 1)
+  --thinking-budget <n>   thinking tokens: -1 the model decides, 0 off, or a count (thinking models)
+  --thoughts              ask for the model's thought summaries and print them to stderr,
+                          between "Thinking..." and "...done thinking.", before the answer
   --json                  print each raw event as one JSON line instead of the text
   -h, --help              show this help
 
@@ -60,7 +64,9 @@ interface Invocation {
   prompt: string
   model: string | undefined
   agent: string | undefined
+  system: string | undefined
   options: GenerationOptions | undefined
+  thoughts: boolean
   json: boolean
 }
 
@@ -85,10 +91,13 @@ async function parseInvocation (argv: string[]): Promise<Invocation | 'help'> {
       url: { type: 'string' },
       model: { type: 'string' },
       agent: { type: 'string' },
+      system: { type: 'string' },
       temperature: { type: 'string' },
       'top-p': { type: 'string' },
       'top-k': { type: 'string' },
       'max-tokens': { type: 'string' },
+      'thinking-budget': { type: 'string' },
+      thoughts: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false }
     }
@@ -99,18 +108,26 @@ async function parseInvocation (argv: string[]): Promise<Invocation | 'help'> {
   if (words.length === 0) throw new UsageError('missing prompt')
   const prompt = words.length === 1 && words[0] === '-' ? await readStdin() : words.join(' ')
 
+  const budget = numberOption('thinking-budget', values['thinking-budget'])
+  const thinking = budget === undefined && !values.thoughts
+    ? undefined
+    : { ...(budget === undefined ? {} : { budget }), ...(values.thoughts ? { includeThoughts: true } : {}) }
   const entries = Object.entries({
     temperature: numberOption('temperature', values.temperature),
     topP: numberOption('top-p', values['top-p']),
     topK: numberOption('top-k', values['top-k']),
-    maxOutputTokens: numberOption('max-tokens', values['max-tokens'])
+    maxOutputTokens: numberOption('max-tokens', values['max-tokens']),
+    thinking
   }).filter(([, value]) => value !== undefined)
   return {
     baseUrl: values.url ?? process.env.AMRIKYY_URL ?? DEFAULT_URL,
     prompt,
     model: values.model,
     agent: values.agent,
+    system: values.system,
+    // Typed loosely here on purpose: the gateway checks ranges and integers and names the field.
     options: entries.length === 0 ? undefined : Object.fromEntries(entries) as GenerationOptions,
+    thoughts: values.thoughts,
     json: values.json
   }
 }
@@ -120,11 +137,43 @@ function milliseconds (ms: number | undefined): string {
 }
 
 function summary (completion: CompletionEvent, firstChunkMs: number | undefined, totalMs: number): string {
-  const { usage } = completion
+  const { usage, model, finishReason } = completion
+  const cached = usage?.cachedTokens === undefined ? '' : ` (${usage.cachedTokens} cached)`
+  const thinking = usage?.thoughtsTokens === undefined ? '' : `, ${usage.thoughtsTokens} of them thinking`
   const tokens = usage === undefined
     ? 'tokens unknown'
-    : `${usage.totalTokens} tokens (${usage.promptTokens} prompt + ${usage.completionTokens} completion)`
-  return `amrikyy: ${completion.totalChunks} chunks, ${tokens}, first chunk ${milliseconds(firstChunkMs)}, total ${milliseconds(totalMs)}\n`
+    : `${usage.totalTokens} tokens (${usage.promptTokens} prompt${cached} + ${usage.completionTokens} completion${thinking})`
+  // A conversation request's completion says which model answered and how it ended; a seed one does not.
+  const ending = (model === undefined ? '' : `, model ${model}`) + (finishReason === undefined ? '' : `, finished ${finishReason}`)
+  return `amrikyy: ${completion.totalChunks} chunks, ${tokens}${ending}, first chunk ${milliseconds(firstChunkMs)}, total ${milliseconds(totalMs)}\n`
+}
+
+/**
+ * Thought summaries on stderr, framed so they read apart from the answer even when both streams share
+ * a terminal, and dimmed there; stdout stays the answer alone, ready to pipe.
+ */
+class ThoughtPrinter {
+  private state: 'none' | 'open' | 'closed' = 'none'
+  private readonly dim = process.stderr.isTTY && process.env.NO_COLOR === undefined
+
+  print ({ thought }: ThoughtEvent): void {
+    if (this.state === 'none') {
+      this.state = 'open'
+      this.write('Thinking...\n')
+    }
+    this.write(thought)
+  }
+
+  /** Ends the thoughts once the answer (or the end of the stream) arrives. */
+  close (): void {
+    if (this.state !== 'open') return
+    this.state = 'closed'
+    this.write('\n...done thinking.\n\n')
+  }
+
+  private write (text: string): void {
+    process.stderr.write(this.dim ? `\x1b[2m${text}\x1b[22m` : text)
+  }
 }
 
 function exitCodeFor (error: unknown): number {
@@ -141,6 +190,7 @@ function describe (error: unknown): string {
   if (!(error instanceof Error)) return String(error)
   let text = `${error.name}: ${error.message}`
   if (error instanceof RateLimitedError && error.retryAfter !== undefined) text += ` (retry after ${error.retryAfter} s)`
+  if (error instanceof StreamError && error.blockedCategories !== undefined && error.blockedCategories.length > 0) text += ` [blocked: ${error.blockedCategories.join(', ')}]`
   if (error instanceof StreamError) text += error.recoverable ? ' (recoverable: retrying may succeed)' : ' (not recoverable)'
   return text
 }
@@ -168,19 +218,27 @@ async function main (argv: string[]): Promise<number> {
   process.once('SIGINT', interrupt)
   const started = performance.now()
   let firstChunkMs: number | undefined
-  const stream = streamPrompt({ ...invocation, apiKey, signal: controller.signal })
+  const thoughts = new ThoughtPrinter()
+  const onThought = (event: ThoughtEvent): void => {
+    if (invocation.json) process.stdout.write(`${JSON.stringify(event)}\n`)
+    else thoughts.print(event)
+  }
+  const stream = streamPrompt({ ...invocation, apiKey, signal: controller.signal, ...(invocation.thoughts ? { onThought } : {}) })
   try {
     for await (const event of stream) {
       firstChunkMs ??= performance.now() - started
+      thoughts.close()
       process.stdout.write(invocation.json ? `${JSON.stringify(event)}\n` : event.chunk)
     }
     const completion = await stream.completion
+    thoughts.close()
     const totalMs = performance.now() - started
     if (invocation.json) process.stdout.write(`${JSON.stringify(completion)}\n`)
     else if (process.stdout.isTTY) process.stdout.write('\n')
     process.stderr.write(summary(completion, firstChunkMs, totalMs))
     return EXIT.ok
   } catch (error) {
+    thoughts.close()
     if (invocation.json && error instanceof StreamError && error.kind === 'error-event') {
       process.stdout.write(`${JSON.stringify(error.body)}\n`)
     } else if (!invocation.json && firstChunkMs !== undefined && process.stdout.isTTY) {

@@ -62,11 +62,25 @@ export class StreamError extends GatewayError {
   /** Whether the same request may succeed if sent again (the error event's `recoverable`). */
   readonly recoverable: boolean
   readonly kind: StreamErrorKind
+  /** Conversation requests: why Gemini cut the answer short (the error event's `finishReason`, e.g. SAFETY). */
+  readonly finishReason: string | undefined
+  /** The harm categories a safety block named, when the error event lists them. */
+  readonly blockedCategories: string[] | undefined
 
-  constructor (message: string, details: { kind: StreamErrorKind, recoverable: boolean, status?: number, body?: unknown, cause?: unknown }) {
+  constructor (message: string, details: {
+    kind: StreamErrorKind
+    recoverable: boolean
+    status?: number
+    body?: unknown
+    cause?: unknown
+    finishReason?: string | undefined
+    blockedCategories?: string[] | undefined
+  }) {
     super(message, details)
     this.kind = details.kind
     this.recoverable = details.recoverable
+    this.finishReason = details.finishReason
+    this.blockedCategories = details.blockedCategories
   }
 }
 

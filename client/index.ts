@@ -3,8 +3,8 @@
 
 import type { Static } from 'typebox'
 import type {
-  ChunkEvent as ChunkEventSchema, CompletionEvent as CompletionEventSchema,
-  GenerationOptions as GenerationOptionsSchema, StreamRequest as StreamRequestSchema, Usage as UsageSchema
+  ChunkEvent as ChunkEventSchema, CompletionEvent as CompletionEventSchema, GenerationOptions as GenerationOptionsSchema,
+  ReportedUsage as ReportedUsageSchema, StreamRequest as StreamRequestSchema, ThoughtEvent as ThoughtEventSchema, Usage as UsageSchema
 } from '../schemas/stream.js'
 import { SseParser, type SseEvent } from './sse-parser.js'
 import { ConnectionError, GatewayError, StreamError, errorForResponse } from './errors.js'
@@ -15,21 +15,42 @@ export {
 } from './errors.js'
 export { SseParser, type SseEvent } from './sse-parser.js'
 
-/** Sampling options, passed to Gemini as generationConfig. */
+/** Generation options, passed to Gemini as generationConfig: sampling, stop sequences, JSON mode, thinking, safety. */
 export type GenerationOptions = Static<typeof GenerationOptionsSchema>
 
 /** The request body of POST /api/stream, as the gateway's schema defines it. */
 type StreamRequest = Static<typeof StreamRequestSchema>
+
+/** One earlier turn of a conversation. */
+export type Turn = NonNullable<StreamRequest['history']>[number]
+
+/** A file for the prompt's turn, sent inline: its MIME type and its bytes in base64. */
+export interface Attachment {
+  mimeType: string
+  data: string
+}
 
 export interface StreamPromptOptions {
   /** The gateway's origin, e.g. http://localhost:5000 (a path prefix is kept). */
   baseUrl: string
   /** Sent as X-API-Key; omitted when undefined. */
   apiKey?: string | undefined
+  /** The new user turn. */
   prompt: StreamRequest['prompt']
   model?: StreamRequest['model'] | undefined
+  /** The system instruction. */
+  system?: StreamRequest['system'] | undefined
+  /** Earlier turns, oldest first, before `prompt`. */
+  history?: readonly Turn[] | undefined
+  attachments?: readonly Attachment[] | undefined
   options?: GenerationOptions | undefined
   agent?: StreamRequest['agent'] | undefined
+  /**
+   * Called with each thought summary delta as it arrives (asked for with
+   * `options.thinking.includeThoughts`); thoughts never reach the chunks. If it throws, the stream
+   * is closed and fails with that error.
+   */
+  onThought?: ((event: ThoughtEvent) => void) | undefined
   /** Aborting it closes the connection; iteration and `completion` then reject with its reason. */
   signal?: AbortSignal | undefined
 }
@@ -37,15 +58,22 @@ export interface StreamPromptOptions {
 /** One text delta: `data: {"chunk":"...","index":N}`, N from 1. */
 export type ChunkEvent = Static<typeof ChunkEventSchema>
 
+/** One thought summary delta: `data: {"thought":"..."}`, before the answer's chunks. */
+export type ThoughtEvent = Static<typeof ThoughtEventSchema>
+
+/** The seed's three counts. */
 export type Usage = Static<typeof UsageSchema>
 
-/** The last event of a successful stream. */
-export type CompletionEvent = Omit<Static<typeof CompletionEventSchema>, 'usage'> & {
-  /** Absent only when the gateway could not count tokens (the relay then sends the event without it). */
-  usage?: Usage
-}
+/** The seed's counts and, on a conversation request, the details Gemini reported. */
+export type ReportedUsage = Static<typeof ReportedUsageSchema>
 
-/** One streamed answer: iterate it for the chunks, await `completion` for the final event. */
+/**
+ * The last event of a successful stream. `usage` is absent only when the gateway could not count
+ * tokens; `finishReason`, `model` and the usage details come with conversation requests only.
+ */
+export type CompletionEvent = Static<typeof CompletionEventSchema>
+
+/** One streamed answer: iterate it for the chunks (thoughts go to `onThought` only), await `completion` for the final event. */
 export interface PromptStream extends AsyncIterable<ChunkEvent> {
   /** Resolves with the completion event; rejects with the same error the iteration throws. */
   readonly completion: Promise<CompletionEvent>
@@ -98,6 +126,7 @@ function parseEventData (event: SseEvent): unknown {
 
 type ContractEvent =
   | { type: 'chunk', event: ChunkEvent }
+  | { type: 'thought', event: ThoughtEvent }
   | { type: 'complete', event: CompletionEvent }
   | { type: 'ignored' }
 
@@ -105,10 +134,30 @@ function isCount (value: unknown): value is number {
   return typeof value === 'number' && Number.isInteger(value) && value >= 0
 }
 
-function usageOf (value: unknown): Usage | undefined {
+function isOptional<T> (value: unknown, check: (value: unknown) => value is T): value is T | undefined {
+  return value === undefined || check(value)
+}
+
+function isString (value: unknown): value is string {
+  return typeof value === 'string'
+}
+
+function isStringList (value: unknown): value is string[] {
+  return Array.isArray(value) && value.every(isString)
+}
+
+function usageOf (value: unknown): ReportedUsage | undefined {
   if (typeof value !== 'object' || value === null) return undefined
-  const { promptTokens, completionTokens, totalTokens } = value as Record<string, unknown>
-  return isCount(promptTokens) && isCount(completionTokens) && isCount(totalTokens) ? { ...value, promptTokens, completionTokens, totalTokens } : undefined
+  const { promptTokens, completionTokens, totalTokens, thoughtsTokens, cachedTokens } = value as Record<string, unknown>
+  if (!isCount(promptTokens) || !isCount(completionTokens) || !isCount(totalTokens) ||
+    !isOptional(thoughtsTokens, isCount) || !isOptional(cachedTokens, isCount)) return undefined
+  return {
+    promptTokens,
+    completionTokens,
+    totalTokens,
+    ...(thoughtsTokens === undefined ? {} : { thoughtsTokens }),
+    ...(cachedTokens === undefined ? {} : { cachedTokens })
+  }
 }
 
 /** The completion event, its fields checked rather than trusted; a wrong one is a malformed stream. */
@@ -116,7 +165,7 @@ function completionOf (record: Record<string, unknown>): CompletionEvent {
   const { totalChunks, fullText, usage, finishReason, model } = record
   const checkedUsage = usage === undefined ? undefined : usageOf(usage)
   if (!isCount(totalChunks) || typeof fullText !== 'string' || (usage !== undefined && checkedUsage === undefined) ||
-    (finishReason !== undefined && typeof finishReason !== 'string') || (model !== undefined && typeof model !== 'string')) {
+    !isOptional(finishReason, isString) || !isOptional(model, isString)) {
     throw new StreamError('The gateway sent a completion event of the wrong shape', { kind: 'malformed', recoverable: false, body: record })
   }
   return {
@@ -129,18 +178,37 @@ function completionOf (record: Record<string, unknown>): CompletionEvent {
   }
 }
 
+/** The error event as a StreamError, its conversation fields checked like the completion's. */
+function errorEventOf (message: string, record: Record<string, unknown>): StreamError {
+  const { finishReason, blockedCategories } = record
+  if (!isOptional(finishReason, isString) || !isOptional(blockedCategories, isStringList)) {
+    return new StreamError('The gateway sent an error event of the wrong shape', { kind: 'malformed', recoverable: false, body: record })
+  }
+  return new StreamError(message, { kind: 'error-event', recoverable: record.recoverable === true, body: record, finishReason, blockedCategories })
+}
+
 function classify (payload: unknown): ContractEvent {
   if (typeof payload !== 'object' || payload === null) return { type: 'ignored' }
   const record = payload as Record<string, unknown>
   if (typeof record.chunk === 'string' && typeof record.index === 'number') {
     return { type: 'chunk', event: { chunk: record.chunk, index: record.index } }
   }
+  if (typeof record.thought === 'string') return { type: 'thought', event: { thought: record.thought } }
   if (record.complete === true) return { type: 'complete', event: completionOf(record) }
-  if (typeof record.error === 'string') {
-    throw new StreamError(record.error, { kind: 'error-event', recoverable: record.recoverable === true, body: payload })
-  }
+  if (typeof record.error === 'string') throw errorEventOf(record.error, record)
   // Events the contract may add later are skipped rather than failing old clients.
   return { type: 'ignored' }
+}
+
+/** The body's fields, in the contract's order; a field left undefined is not sent. */
+const BODY_FIELDS = ['prompt', 'model', 'system', 'history', 'attachments', 'options', 'agent'] as const
+
+function requestBody (request: StreamPromptOptions): Record<string, unknown> {
+  const body: Record<string, unknown> = {}
+  for (const field of BODY_FIELDS) {
+    if (request[field] !== undefined) body[field] = request[field]
+  }
+  return body
 }
 
 /** Streams one prompt through the gateway. The request starts at once; chunks are buffered until read. */
@@ -166,12 +234,7 @@ export function streamPrompt (request: StreamPromptOptions): PromptStream {
     const url = streamUrl(request.baseUrl)
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'text/event-stream' }
     if (request.apiKey !== undefined) headers['x-api-key'] = request.apiKey
-    const body = JSON.stringify({
-      prompt: request.prompt,
-      ...(request.model === undefined ? {} : { model: request.model }),
-      ...(request.options === undefined ? {} : { options: request.options }),
-      ...(request.agent === undefined ? {} : { agent: request.agent })
-    })
+    const body = JSON.stringify(requestBody(request))
 
     let response: Response
     try {
@@ -215,6 +278,8 @@ export function streamPrompt (request: StreamPromptOptions): PromptStream {
           if (outcome.type === 'chunk') {
             chunks.push(outcome.event)
             wake()
+          } else if (outcome.type === 'thought') {
+            request.onThought?.(outcome.event)
           } else if (outcome.type === 'complete') {
             return outcome.event
           }

@@ -9,6 +9,8 @@ const sendButton = field('send')
 const stopButton = field('stop')
 const status = field('status')
 const answer = field('answer')
+const thoughtsPanel = field('thoughts-panel')
+const thoughts = field('thoughts')
 
 const NUMERIC_OPTIONS = [
   ['temperature', 'temperature'],
@@ -34,7 +36,7 @@ function milliseconds (ms) {
 }
 
 function resetStats () {
-  for (const name of ['chunks', 'prompt-tokens', 'completion-tokens', 'total-tokens', 'first-chunk', 'total-time']) setStat(name, undefined)
+  for (const name of ['chunks', 'prompt-tokens', 'completion-tokens', 'total-tokens', 'thoughts-tokens', 'model', 'finish-reason', 'first-chunk', 'total-time']) setStat(name, undefined)
 }
 
 function generationOptions () {
@@ -43,12 +45,16 @@ function generationOptions () {
     const raw = field(id).value.trim()
     if (raw !== '') options[key] = Number(raw)
   }
+  if (field('show-thoughts').checked) options.thinking = { includeThoughts: true }
   return Object.keys(options).length === 0 ? undefined : options
 }
 
 function describe (error) {
   if (error instanceof RateLimitedError && error.retryAfter !== undefined) return `${error.name}: ${error.message} Retry in ${error.retryAfter} s.`
-  if (error instanceof StreamError) return `${error.name}: ${error.message}${error.recoverable ? ' (retrying may succeed)' : ''}`
+  if (error instanceof StreamError) {
+    const blocked = error.blockedCategories?.length > 0 ? ` (blocked: ${error.blockedCategories.join(', ')})` : ''
+    return `${error.name}: ${error.message}${error.recoverable ? ' (retrying may succeed)' : ''}${blocked}`
+  }
   return `${error.name}: ${error.message}`
 }
 
@@ -58,19 +64,29 @@ async function send () {
   sendButton.disabled = true
   stopButton.disabled = false
   answer.textContent = ''
+  thoughts.textContent = ''
+  thoughtsPanel.hidden = true
   resetStats()
   setStatus('waiting', 'Waiting for the first chunk…')
 
   const started = performance.now()
   let firstChunkMs
   let chunks = 0
+  const system = field('system').value
   const stream = streamPrompt({
     baseUrl: window.location.origin,
     apiKey: field('api-key').value,
     prompt: field('prompt').value,
     model: field('model').value.trim() || undefined,
+    system: system.trim() === '' ? undefined : system,
     agent: field('agent').value.trim() || undefined,
     options: generationOptions(),
+    // Thoughts go to their own box, never into the answer.
+    onThought: ({ thought }) => {
+      thoughtsPanel.hidden = false
+      thoughts.append(thought)
+      setStatus('thinking', 'Thinking…')
+    },
     signal: controller.signal
   })
   try {
@@ -89,10 +105,14 @@ async function send () {
     setStat('prompt-tokens', completion.usage?.promptTokens)
     setStat('completion-tokens', completion.usage?.completionTokens)
     setStat('total-tokens', completion.usage?.totalTokens)
+    setStat('thoughts-tokens', completion.usage?.thoughtsTokens)
+    setStat('model', completion.model)
+    setStat('finish-reason', completion.finishReason)
     setStat('total-time', milliseconds(performance.now() - started))
     setStatus('completed', 'Completed.')
   } catch (error) {
     setStat('total-time', milliseconds(performance.now() - started))
+    if (error instanceof StreamError) setStat('finish-reason', error.finishReason)
     if (error?.name === 'AbortError') setStatus('stopped', `Stopped after ${chunks} chunk${chunks === 1 ? '' : 's'}.`)
     else setStatus('error', describe(error))
   } finally {

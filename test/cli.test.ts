@@ -4,8 +4,9 @@ import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { answerFor } from '../emulator/server.js'
+import { answerFor, type Conversation } from '../emulator/server.js'
 import { USER_KEY, expectedStreamBody, startEmulator, startGateway, within } from './support/gateway.js'
+import { expectedThoughts } from './support/thoughts.js'
 import { closedPortUrl } from '../scripts/shared/ports.js'
 
 const CLI = fileURLToPath(new URL('../dist/client/cli.js', import.meta.url))
@@ -83,6 +84,55 @@ if (!existsSync(CLI)) {
     const seen = emulator.requests[0]
     t.equal(seen?.model, 'gemini-2.5-flash')
     t.same((seen?.body as { generationConfig: unknown }).generationConfig, options)
+  })
+
+  t.test('--thoughts prints the thought summaries to stderr, framed, before the answer; stdout stays the answer', async t => {
+    const pace = { chunkCount: 8, defaultMaxTokens: 32 }
+    const emulator = await startEmulator(t, pace)
+    const { url } = await startGateway(t, emulator)
+    const conversation: Conversation = { system: 'Be brief.', turns: [{ role: 'user', text: 'Why is the sky blue?' }] }
+    const answer = answerFor(conversation, undefined, pace)
+    const thoughts = expectedThoughts(conversation, pace.chunkCount, { thinkingBudget: 40, includeThoughts: true })
+    t.ok(thoughts.deltas.length === 2 && thoughts.tokens === 40, 'two thought events, the budget\'s 40 words')
+
+    const run = await runCli(['stream', '--thoughts', '--thinking-budget', '40', '--model', 'gemini-2.5-flash', '--system', 'Be brief.', 'Why is the sky blue?', '--url', url], { env: { AMRIKYY_API_KEY: USER_KEY } })
+    t.equal(run.code, 0)
+    t.equal(run.stdout, answer.deltas.join(''), 'stdout is exactly the answer, no thought in it')
+    const completion = answer.completionTokens + thoughts.tokens
+    const summary = new RegExp(`^amrikyy: 8 chunks, ${answer.promptTokens + completion} tokens \\(${answer.promptTokens} prompt \\+ ${completion} completion, 40 of them thinking\\), ` +
+      'model gemini-2\\.5-flash, finished STOP, first chunk \\d+ ms, total \\d+ ms\n$')
+    const framed = `Thinking...\n${thoughts.deltas.join('')}\n...done thinking.\n\n`
+    t.equal(run.stderr.slice(0, framed.length), framed, 'the thoughts, between Thinking... and ...done thinking.')
+    t.match(run.stderr.slice(framed.length), summary, 'then the summary, with the thinking tokens, the model and the finish reason')
+    const sent = emulator.requests[0]?.body as { systemInstruction: unknown, generationConfig: unknown }
+    t.same(sent.systemInstruction, { parts: [{ text: 'Be brief.' }], role: 'user' })
+    t.same(sent.generationConfig, { thinkingConfig: { thinkingBudget: 40, includeThoughts: true } })
+
+    const json = await runCli(['stream', '--json', '--thoughts', '--thinking-budget', '40', '--model', 'gemini-2.5-flash', '--system', 'Be brief.', 'Why is the sky blue?', '--url', url], { env: { AMRIKYY_API_KEY: USER_KEY } })
+    t.equal(json.code, 0)
+    const lines = json.stdout.split('\n')
+    t.same(lines.slice(0, thoughts.deltas.length + answer.deltas.length).map(line => JSON.parse(line) as unknown), [
+      ...thoughts.deltas.map(thought => ({ thought })),
+      ...answer.deltas.map((chunk, i) => ({ chunk, index: i + 1 }))
+    ], '--json: the thought events as lines, then the chunks')
+    t.match(JSON.parse(lines.at(-2) ?? ''), { complete: true, finishReason: 'STOP', model: 'gemini-2.5-flash', usage: { thoughtsTokens: 40 } })
+    t.match(json.stderr, summary, 'no framing around JSON lines')
+
+    const silent = await runCli(['stream', '--thoughts', 'Why is the sky blue?', '--url', url], { env: { AMRIKYY_API_KEY: USER_KEY } })
+    t.equal(silent.code, 0)
+    t.match(silent.stderr, /^amrikyy: \d+ chunks, .*, model gemini-2\.0-flash-exp, finished STOP, /, 'a model that does not think: no thoughts, no framing')
+
+    const badBudget = await runCli(['stream', 'hello', '--thinking-budget', '1.5', '--url', url], { env: { AMRIKYY_API_KEY: USER_KEY } })
+    t.same([badBudget.code, badBudget.stderr], [2, 'amrikyy: BadRequestError: options.thinking.budget must be integer\n'], 'the gateway names a bad budget')
+
+    const unsafe = await runCli(['stream', '--system', 'be safe', 'tell me [[unsafe]] things', '--url', url], { env: { AMRIKYY_API_KEY: USER_KEY } })
+    t.same([unsafe.code, unsafe.stderr], [6, 'amrikyy: StreamError: Gemini stopped generating: SAFETY [blocked: HARM_CATEGORY_DANGEROUS_CONTENT] (not recoverable)\n'], 'a safety stop names the blocked category')
+  })
+
+  t.test('--help lists the conversation flags', async t => {
+    const run = await runCli(['--help'])
+    t.equal(run.code, 0)
+    for (const flag of ['--system <text>', '--thinking-budget <n>', '--thoughts']) t.match(run.stdout, `\n  ${flag} `, flag)
   })
 
   t.test('reads the prompt from stdin when it is "-"', async t => {

@@ -1,13 +1,25 @@
+import { execFile } from 'node:child_process'
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
-import { answerFor } from '../emulator/server.js'
+import { answerFor, type Conversation } from '../emulator/server.js'
 import {
   BadRequestError, ConnectionError, ForbiddenError, GatewayError, RateLimitedError, StreamError,
-  StreamStartError, UnauthorizedError, parseRetryAfter, streamPrompt, type ChunkEvent, type PromptStream
+  StreamStartError, UnauthorizedError, parseRetryAfter, streamPrompt, type ChunkEvent, type PromptStream, type ThoughtEvent
 } from '../client/index.js'
-import { ADMIN_KEY, USER_KEY, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
+import { StreamRequest } from '../schemas/stream.js'
+import { ADMIN_KEY, USER_KEY, parseEvents, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
+import { markedBlock } from './support/readme-blocks.js'
 import { startScriptedServer } from './support/scripted-server.js'
+import { expectedThoughts } from './support/thoughts.js'
 import { closedPortUrl } from '../scripts/shared/ports.js'
+
+const run = promisify(execFile)
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 const PACE = { chunkCount: 5, defaultMaxTokens: 20 }
 
@@ -50,6 +62,132 @@ t.test('yields every chunk of the answer, then resolves completion with the fina
   t.equal(seen?.model, 'gemini-2.5-flash')
   t.same((seen?.body as { generationConfig: unknown }).generationConfig, options)
   t.match(answer.deltas.join(''), /[^\p{ASCII}]/u, 'the answer crosses multi-byte characters')
+})
+
+t.test('a conversation: thoughts reach onThought only, in order and before the answer; the completion says how it ended', async t => {
+  const pace = { chunkCount: 8, defaultMaxTokens: 32 }
+  const emulator = await startEmulator(t, pace)
+  const { url } = await startGateway(t, emulator)
+  const history = [{ role: 'user' as const, text: 'Why is the sky blue?' }, { role: 'model' as const, text: 'Sunlight scatters off the air.' }]
+  const conversation: Conversation = { system: 'You are a patient physics teacher', turns: [...history, { role: 'user', text: 'And in one sentence?' }] }
+  const answer = answerFor(conversation, undefined, pace)
+  const thoughts = expectedThoughts(conversation, pace.chunkCount)
+
+  const seen: Array<ThoughtEvent | ChunkEvent> = []
+  const stream = streamPrompt({
+    baseUrl: url,
+    apiKey: USER_KEY,
+    prompt: 'And in one sentence?',
+    model: 'gemini-2.5-flash',
+    system: conversation.system,
+    history,
+    options: { thinking: { includeThoughts: true } },
+    onThought: event => { seen.push(event) }
+  })
+  for await (const chunk of stream) seen.push(chunk)
+  t.ok(thoughts.deltas.length >= 2, 'more than one thought event')
+  t.same(seen, [...thoughts.deltas.map(thought => ({ thought })), ...indexed(answer.deltas)], 'every thought, then every chunk: no thought in the text')
+  t.same(await stream.completion, {
+    complete: true,
+    totalChunks: answer.deltas.length,
+    fullText: answer.deltas.join(''),
+    usage: {
+      promptTokens: answer.promptTokens,
+      completionTokens: answer.completionTokens + thoughts.tokens,
+      totalTokens: answer.promptTokens + answer.completionTokens + thoughts.tokens,
+      thoughtsTokens: thoughts.tokens
+    },
+    finishReason: 'STOP',
+    model: 'gemini-2.5-flash'
+  })
+  t.equal(JSON.stringify(emulator.requests[0]?.body),
+    '{"contents":[{"parts":[{"text":"Why is the sky blue?"}],"role":"user"},{"parts":[{"text":"Sunlight scatters off the air."}],"role":"model"},' +
+    '{"parts":[{"text":"And in one sentence?"}],"role":"user"}],"systemInstruction":{"parts":[{"text":"You are a patient physics teacher"}],"role":"user"},' +
+    '"generationConfig":{"thinkingConfig":{"includeThoughts":true}}}', 'system, history and thinking on the wire to Gemini')
+})
+
+t.test('every option of a conversation reaches Gemini as given; a MAX_TOKENS finish is a completion', async t => {
+  const pace = { chunkCount: 4, defaultMaxTokens: 12 }
+  const emulator = await startEmulator(t, pace)
+  const { url } = await startGateway(t, emulator)
+  const options = {
+    temperature: 0.3,
+    maxOutputTokens: 5,
+    stopSequences: ['zzz'],
+    seed: 42,
+    presencePenalty: 0.5,
+    frequencyPenalty: -0.5,
+    responseMimeType: 'text/plain' as const,
+    thinking: { budget: 0 },
+    safetySettings: [{ category: 'HARM_CATEGORY_HARASSMENT' as const, threshold: 'BLOCK_ONLY_HIGH' as const }]
+  }
+  const completion = await streamPrompt({ baseUrl: url, apiKey: USER_KEY, prompt: 'short please', model: 'gemini-2.5-flash', options }).completion
+  const answer = answerFor('short please', options, pace)
+  t.same([completion.fullText, completion.finishReason, completion.model], [answer.deltas.join(''), 'MAX_TOKENS', 'gemini-2.5-flash'])
+  t.same(completion.usage, { promptTokens: answer.promptTokens, completionTokens: answer.completionTokens, totalTokens: answer.promptTokens + answer.completionTokens }, 'no thinking, no thoughtsTokens')
+  t.equal(JSON.stringify(emulator.requests[0]?.body),
+    '{"contents":[{"parts":[{"text":"short please"}],"role":"user"}],"safetySettings":[{"category":"HARM_CATEGORY_HARASSMENT","threshold":"BLOCK_ONLY_HIGH"}],' +
+    '"generationConfig":{"temperature":0.3,"maxOutputTokens":5,"stopSequences":["zzz"],"presencePenalty":0.5,"frequencyPenalty":-0.5,"seed":42,' +
+    '"responseMimeType":"text/plain","thinkingConfig":{"thinkingBudget":0}}}')
+
+  const responseSchema = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] }
+  const json = await streamPrompt({ baseUrl: url, apiKey: USER_KEY, prompt: 'a city', options: { responseMimeType: 'application/json', responseSchema } }).completion
+  t.match(JSON.parse(json.fullText), { name: String }, 'JSON mode: the answer parses and follows the schema')
+  t.same((emulator.requests[1]?.body as { generationConfig: unknown }).generationConfig, { responseMimeType: 'application/json', responseJsonSchema: responseSchema })
+})
+
+t.test('attachments are sent in the body as given', async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startGateway(t, emulator)
+  // A 1x1 transparent PNG.
+  const image = { mimeType: 'image/png', data: 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==' }
+  const stream = streamPrompt({ baseUrl: url, apiKey: USER_KEY, prompt: 'what is this?', attachments: [image] })
+  if ('attachments' in StreamRequest.properties) {
+    await stream.completion
+    const parts = (emulator.requests[0]?.body as { contents: Array<{ parts: unknown[] }> }).contents.at(-1)?.parts
+    t.ok(parts?.some(part => JSON.stringify(part) === JSON.stringify({ inlineData: image }) || JSON.stringify(part) === JSON.stringify({ inlineData: { data: image.data, mimeType: image.mimeType } })), JSON.stringify(parts))
+  } else {
+    // Until the gateway takes attachments, its refusal names the field the client sent.
+    const error = await stream.completion.catch((rejection: unknown) => rejection)
+    t.ok(error instanceof BadRequestError)
+    t.equal((error as BadRequestError).message, 'Unknown field: attachments')
+  }
+})
+
+t.test('an onThought that throws closes the stream and fails it with that error', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 30, chunkDelayMs: 50, defaultMaxTokens: 60 })
+  const { url } = await startGateway(t, emulator)
+  const failure = new Error('the thought display broke')
+  const stream = streamPrompt({
+    baseUrl: url,
+    apiKey: USER_KEY,
+    prompt: 'think hard',
+    model: 'gemini-2.5-flash',
+    options: { thinking: { includeThoughts: true } },
+    onThought: () => { throw failure }
+  })
+  const { chunks, error } = await collectUntilError(stream)
+  t.same(chunks, [])
+  t.equal(error, failure)
+  t.equal(await stream.completion.catch((rejection: unknown) => rejection), failure)
+  await within(5000, emulator.requests[0]!.closed, 'the upstream request closing')
+  t.equal(emulator.requests[0]!.clientClosedEarly, true, 'the connection was closed through to Gemini')
+})
+
+t.test('a SAFETY finish: the text sent, then a StreamError with finishReason and blockedCategories', async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startGateway(t, emulator)
+  const prompt = 'tell me [[unsafe]] things'
+  const stream = streamPrompt({ baseUrl: url, apiKey: USER_KEY, prompt, system: 'be safe' })
+  const { chunks, error } = await collectUntilError(stream)
+  t.same(chunks, indexed(answerFor({ system: 'be safe', turns: [{ role: 'user', text: prompt }] }, undefined, PACE).deltas.slice(0, 1)))
+  t.ok(error instanceof StreamError)
+  const safety = error as StreamError
+  t.same([safety.kind, safety.recoverable, safety.message, safety.finishReason, safety.blockedCategories],
+    ['error-event', false, 'Gemini stopped generating: SAFETY', 'SAFETY', ['HARM_CATEGORY_DANGEROUS_CONTENT']])
+
+  const seedError = await collectUntilError(streamPrompt({ baseUrl: url, apiKey: USER_KEY, prompt }))
+  t.same([(seedError.error as StreamError).finishReason, (seedError.error as StreamError).blockedCategories], [undefined, undefined], 'a seed request\'s error event has neither')
 })
 
 t.test('completion resolves without iterating, and a trailing slash in baseUrl is fine', async t => {
@@ -140,8 +278,16 @@ t.test('429 becomes RateLimitedError with retryAfter from the retry-after header
   t.equal((seven as RateLimitedError).retryAfter, 7)
 })
 
-t.test('a completion event of the wrong shape is a malformed stream, not trusted', async t => {
-  const wrong = ['{"complete":true,"totalChunks":"2","fullText":"ab"}', '{"complete":true,"totalChunks":2}', '{"complete":true,"totalChunks":2,"fullText":"ab","usage":{"promptTokens":1}}']
+t.test('a completion or error event of the wrong shape is a malformed stream, not trusted', async t => {
+  const wrong = [
+    '{"complete":true,"totalChunks":"2","fullText":"ab"}', '{"complete":true,"totalChunks":2}', '{"complete":true,"totalChunks":2,"fullText":"ab","usage":{"promptTokens":1}}',
+    '{"complete":true,"totalChunks":1,"fullText":"ab","usage":{"promptTokens":1,"completionTokens":2,"totalTokens":3,"thoughtsTokens":"1"}}',
+    '{"complete":true,"totalChunks":1,"fullText":"ab","usage":{"promptTokens":1,"completionTokens":2,"totalTokens":3,"cachedTokens":-1}}',
+    '{"complete":true,"totalChunks":1,"fullText":"ab","finishReason":1}', '{"complete":true,"totalChunks":1,"fullText":"ab","model":null}',
+    '{"error":"Gemini stopped generating: SAFETY","recoverable":false,"finishReason":["SAFETY"]}',
+    '{"error":"Gemini stopped generating: SAFETY","recoverable":false,"blockedCategories":"HARM_CATEGORY_HARASSMENT"}',
+    '{"error":"Gemini stopped generating: SAFETY","recoverable":false,"blockedCategories":[1]}'
+  ]
   for (const event of wrong) {
     const scripted = await startScriptedServer(t, (_request, response) => {
       response.writeHead(200, { 'content-type': 'text/event-stream' })
@@ -153,10 +299,30 @@ t.test('a completion event of the wrong shape is a malformed stream, not trusted
   }
   const scripted = await startScriptedServer(t, (_request, response) => {
     response.writeHead(200, { 'content-type': 'text/event-stream' })
-    response.end('data: {"chunk":"ab","index":1}\n\ndata: {"complete":true,"totalChunks":1,"fullText":"ab","usage":{"promptTokens":1,"completionTokens":2,"totalTokens":3,"thoughtsTokens":1},"finishReason":"STOP","model":"m"}\n\n')
+    response.end('data: {"chunk":"ab","index":1}\n\ndata: {"complete":true,"totalChunks":1,"fullText":"ab","usage":{"promptTokens":2,"completionTokens":2,"totalTokens":4,"thoughtsTokens":1,"cachedTokens":1},"finishReason":"STOP","model":"m"}\n\n')
   })
   t.same(await streamPrompt({ baseUrl: scripted, apiKey: USER_KEY, prompt: 'p' }).completion,
-    { complete: true, totalChunks: 1, fullText: 'ab', usage: { promptTokens: 1, completionTokens: 2, totalTokens: 3, thoughtsTokens: 1 }, finishReason: 'STOP', model: 'm' })
+    { complete: true, totalChunks: 1, fullText: 'ab', usage: { promptTokens: 2, completionTokens: 2, totalTokens: 4, thoughtsTokens: 1, cachedTokens: 1 }, finishReason: 'STOP', model: 'm' })
+
+  const blocked = await startScriptedServer(t, (_request, response) => {
+    response.writeHead(200, { 'content-type': 'text/event-stream' })
+    response.end('data: {"chunk":"ab","index":1}\n\ndata: {"error":"Gemini stopped generating: SAFETY","recoverable":false,"finishReason":"SAFETY","blockedCategories":["HARM_CATEGORY_HARASSMENT","HARM_CATEGORY_HATE_SPEECH"]}\n\n')
+  })
+  const error = await streamPrompt({ baseUrl: blocked, apiKey: USER_KEY, prompt: 'p' }).completion.catch((rejection: unknown) => rejection) as StreamError
+  t.same([error.kind, error.message, error.finishReason, error.blockedCategories], ['error-event', 'Gemini stopped generating: SAFETY', 'SAFETY', ['HARM_CATEGORY_HARASSMENT', 'HARM_CATEGORY_HATE_SPEECH']])
+})
+
+t.test('events the client does not know are skipped, thought-like ones included', async t => {
+  const scripted = await startScriptedServer(t, (_request, response) => {
+    response.writeHead(200, { 'content-type': 'text/event-stream' })
+    response.end('data: {"thought":5}\n\ndata: {"progress":0.5}\n\ndata: [1]\n\ndata: {"thought":"hm"}\n\nevent: other\ndata: {"thought":"not a message event"}\n\n' +
+      'data: {"chunk":"ab","index":1}\n\ndata: {"complete":true,"totalChunks":1,"fullText":"ab"}\n\n')
+  })
+  const thoughts: ThoughtEvent[] = []
+  const stream = streamPrompt({ baseUrl: scripted, apiKey: USER_KEY, prompt: 'p', onThought: event => { thoughts.push(event) } })
+  t.same(await collect(stream), [{ chunk: 'ab', index: 1 }])
+  t.same(thoughts, [{ thought: 'hm' }])
+  t.same(await stream.completion, { complete: true, totalChunks: 1, fullText: 'ab' })
 })
 
 t.test('retry-after in seconds or as an HTTP date', async t => {
@@ -288,4 +454,47 @@ t.test('the package exports the client as <package>/client', async t => {
   for (const name of ['streamPrompt', 'SseParser', 'GatewayError', 'BadRequestError', 'UnauthorizedError', 'ForbiddenError', 'RateLimitedError', 'StreamStartError', 'StreamError', 'ConnectionError']) {
     t.equal(typeof exported[name], 'function', name)
   }
+})
+
+t.test('the README\'s conversation examples run as written against the gateway', async t => {
+  const pace = { chunkCount: 8, defaultMaxTokens: 32 }
+  const emulator = await startEmulator(t, pace)
+  const { url } = await startGateway(t, emulator)
+  const readme = await readFile(join(ROOT, 'README.md'), 'utf8')
+  const dir = await mkdtemp(join(tmpdir(), 'readme-conversation-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  // Installed as a consumer has it: the package's own name resolves to this checkout's build.
+  await mkdir(join(dir, 'node_modules'))
+  await symlink(ROOT, join(dir, 'node_modules', 'amrikyy-stream-gateway'), 'dir')
+
+  const client = markedBlock(readme, 'conversation')
+  t.equal(client.lang, 'js')
+  await writeFile(join(dir, 'conversation.mjs'), client.code)
+  const ran = await run(process.execPath, [join(dir, 'conversation.mjs')], { cwd: dir, env: { PATH: process.env.PATH ?? '', AMRIKYY_URL: url, AMRIKYY_API_KEY: USER_KEY } })
+  const asked = emulator.requests[0]
+  const body = asked?.body as { systemInstruction: { parts: Array<{ text: string }> }, contents: Array<{ role: string, parts: Array<{ text: string }> }> }
+  const conversation: Conversation = { system: body.systemInstruction.parts[0]!.text, turns: body.contents.map(turn => ({ role: turn.role as 'user' | 'model', text: turn.parts[0]!.text })) }
+  t.ok(conversation.turns.length >= 3, 'history before the prompt')
+  const answer = answerFor(conversation, undefined, pace)
+  const thoughts = expectedThoughts(conversation, pace.chunkCount, { thinkingBudget: 512, includeThoughts: true })
+  t.equal(ran.stdout, answer.deltas.join(''), 'stdout: the answer alone')
+  t.equal(ran.stderr, `${thoughts.deltas.join('')}\ngemini-2.5-flash STOP: ${thoughts.tokens} of ${answer.completionTokens + thoughts.tokens} completion tokens were thinking\n`, 'stderr: the thoughts, then the completion\'s new fields')
+
+  const curl = markedBlock(readme, 'conversation-curl')
+  t.equal(curl.lang, 'sh')
+  await writeFile(join(dir, 'conversation.sh'), curl.code.replaceAll('http://localhost:5000', url).replaceAll('YOUR_KEY', USER_KEY))
+  const events = parseEvents((await run('bash', [join(dir, 'conversation.sh')])).stdout)
+  t.same(JSON.stringify(emulator.requests[1]?.body), JSON.stringify(asked?.body), 'the same request as the client example')
+  t.same(events, [
+    ...thoughts.deltas.map(thought => ({ thought })),
+    ...indexed(answer.deltas),
+    {
+      complete: true,
+      totalChunks: answer.deltas.length,
+      fullText: answer.deltas.join(''),
+      usage: { promptTokens: answer.promptTokens, completionTokens: answer.completionTokens + thoughts.tokens, totalTokens: answer.promptTokens + answer.completionTokens + thoughts.tokens, thoughtsTokens: thoughts.tokens },
+      finishReason: 'STOP',
+      model: 'gemini-2.5-flash'
+    }
+  ], 'curl: the thoughts, the chunks, the completion')
 })

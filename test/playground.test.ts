@@ -7,11 +7,12 @@ import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { chromium, type Page } from 'playwright-core'
+import { chromium, type Browser, type Page } from 'playwright-core'
 import streamGateway from '../app.js'
 import playgroundRoute from '../routes/playground.js'
-import { answerFor, type GeminiEmulator } from '../emulator/server.js'
+import { answerFor, type Conversation, type GeminiEmulator } from '../emulator/server.js'
 import { USER_KEY, startEmulator, within } from './support/gateway.js'
+import { expectedThoughts } from './support/thoughts.js'
 import { SERVER, startServerProcess } from './support/server-process.js'
 
 const CHROMIUM = '/usr/bin/chromium'
@@ -99,8 +100,8 @@ t.test('the standalone server serves /playground in development, and in producti
 
 const PACE = { chunkCount: 30, chunkDelayMs: 60, defaultMaxTokens: 90 }
 
-async function answerText (page: Page): Promise<string> {
-  return await page.locator('#answer').textContent() ?? ''
+async function answerText (page: Page, selector = '#answer'): Promise<string> {
+  return await page.locator(selector).textContent() ?? ''
 }
 
 /**
@@ -121,11 +122,10 @@ async function state (page: Page): Promise<string | null> {
   return await page.locator('#status').getAttribute('data-state')
 }
 
-t.test('in headless Chromium: the answer streams in, Stop cancels it, the gateway counts it', {
-  skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing (Debian package chromium; .ci/run installs it)`
-}, async t => {
-  const emulator = await startEmulator(t, PACE)
-  const { url } = await startPlaygroundGateway(t, emulator)
+const BROWSER_SKIP = { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing (Debian package chromium; .ci/run installs it)` }
+
+/** A page in headless Chromium, closed on teardown; `problems` collects script errors and CSP violations. */
+async function openPage (t: Test): Promise<{ browser: Browser, page: Page, problems: string[] }> {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
@@ -135,6 +135,13 @@ t.test('in headless Chromium: the answer streams in, Stop cancels it, the gatewa
   const problems: string[] = []
   page.on('pageerror', error => { problems.push(`page error: ${error.message}`) })
   page.on('console', message => { if (message.type() === 'error') problems.push(`console: ${message.text()}`) })
+  return { browser, page, problems }
+}
+
+t.test('in headless Chromium: the answer streams in, Stop cancels it, the gateway counts it', BROWSER_SKIP, async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startPlaygroundGateway(t, emulator)
+  const { page, problems } = await openPage(t)
 
   await page.goto(`${url}/playground`)
   t.equal(await page.title(), 'Amrikyy stream playground')
@@ -164,13 +171,8 @@ t.test('in headless Chromium: the answer streams in, Stop cancels it, the gatewa
   t.match(await page.textContent('#stat-first-chunk'), /^\d+ ms$/)
   t.match(await page.textContent('#stat-total-time'), /^\d+ ms$/)
   t.same((emulator.requests[0]?.body as { generationConfig: unknown }).generationConfig, options)
-
-  const screenshot = process.env.UPDATE_SCREENSHOT === '1'
-    ? join(ROOT, 'docs', 'playground.png')
-    : join(mkdtempSync(join(tmpdir(), 'amrikyy-playground-')), 'playground.png')
-  mkdirSync(join(screenshot, '..'), { recursive: true })
-  await page.screenshot({ path: screenshot, fullPage: true })
-  t.comment(`screenshot: ${screenshot}`)
+  t.equal(await page.isHidden('#thoughts-panel'), true, 'no thoughts box unless there are thoughts')
+  t.same(await Promise.all(['thoughts-tokens', 'model', 'finish-reason'].map(async name => await page.textContent(`#stat-${name}`))), ['–', '–', '–'], 'a seed request\'s completion has none of these')
 
   // Stop mid-stream: the connection closes through the gateway to Gemini, and the gateway counts it.
   const stopPrompt = 'Tell me a long story about rivers'
@@ -205,5 +207,67 @@ t.test('in headless Chromium: the answer streams in, Stop cancels it, the gatewa
   // The key lived in the page's memory only.
   t.same(await page.evaluate('[localStorage.length, sessionStorage.length, document.cookie]'), [0, 0, ''])
   t.notMatch(await page.content(), USER_KEY, 'the key is not in the document')
+  t.same(problems, [], 'no script errors, no CSP violations')
+})
+
+t.test('in headless Chromium: with Show thoughts ticked, the thoughts stream into their own box, apart from the answer', BROWSER_SKIP, async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startPlaygroundGateway(t, emulator)
+  const { page, problems } = await openPage(t)
+  await page.goto(`${url}/playground`)
+
+  const conversation: Conversation = { system: 'You are a patient physics teacher.', turns: [{ role: 'user', text: 'Why is the sky blue?' }] }
+  const answer = answerFor(conversation, undefined, PACE)
+  const thoughts = expectedThoughts(conversation, PACE.chunkCount)
+  await page.fill('#api-key', USER_KEY)
+  await page.fill('#model', 'gemini-2.5-flash')
+  await page.fill('#system', conversation.system!)
+  await page.fill('#prompt', 'Why is the sky blue?')
+  t.equal(await page.isChecked('#show-thoughts'), false, 'off by default')
+  await page.check('#show-thoughts')
+  await page.click('#send')
+
+  await waitForAnswer(page, text => text.length > 0, 'the first chunk')
+  t.equal(await answerText(page, '#thoughts'), thoughts.deltas.join(''), 'every thought is shown before the first chunk')
+  await page.waitForSelector('#status[data-state="completed"]', { timeout: 15_000 })
+  t.equal(await answerText(page), answer.deltas.join(''), 'the answer holds no thought')
+  t.equal(await answerText(page, '#thoughts'), thoughts.deltas.join(''), 'the thoughts, in their own box')
+  t.equal(await page.isVisible('#thoughts-panel'), true)
+  t.equal(await page.textContent('#thoughts-panel summary'), 'Thoughts')
+  t.same(await page.evaluate('document.querySelector("#thoughts-panel").compareDocumentPosition(document.querySelector("#answer")) & Node.DOCUMENT_POSITION_FOLLOWING'), 4, 'the box is above the answer')
+  const completionTokens = answer.completionTokens + thoughts.tokens
+  t.same(await Promise.all(['chunks', 'prompt-tokens', 'completion-tokens', 'total-tokens', 'thoughts-tokens', 'model', 'finish-reason'].map(async name => await page.textContent(`#stat-${name}`))),
+    ['30', String(answer.promptTokens), String(completionTokens), String(answer.promptTokens + completionTokens), String(thoughts.tokens), 'gemini-2.5-flash', 'STOP'])
+  const sent = emulator.requests[0]?.body as { systemInstruction: unknown, generationConfig: unknown }
+  t.same(sent.systemInstruction, { parts: [{ text: conversation.system }], role: 'user' })
+  t.same(sent.generationConfig, { thinkingConfig: { includeThoughts: true } })
+
+  const screenshot = process.env.UPDATE_SCREENSHOT === '1'
+    ? join(ROOT, 'docs', 'playground.png')
+    : join(mkdtempSync(join(tmpdir(), 'amrikyy-playground-')), 'playground.png')
+  mkdirSync(join(screenshot, '..'), { recursive: true })
+  await page.screenshot({ path: screenshot, fullPage: true })
+  t.comment(`screenshot: ${screenshot}`)
+
+  // The summary element folds the box away without any script of ours.
+  await page.click('#thoughts-panel summary')
+  t.equal(await page.isVisible('#thoughts'), false, 'collapsed')
+
+  // Unticked: no thoughts asked for, none shown; the system instruction still makes it a conversation.
+  await page.uncheck('#show-thoughts')
+  await page.click('#send')
+  await page.waitForSelector('#status[data-state="completed"]', { timeout: 15_000 })
+  t.equal(await page.isHidden('#thoughts-panel'), true)
+  t.equal(await answerText(page), answer.deltas.join(''))
+  t.same(await Promise.all(['thoughts-tokens', 'model', 'finish-reason'].map(async name => await page.textContent(`#stat-${name}`))), ['–', 'gemini-2.5-flash', 'STOP'])
+  t.notMatch(JSON.stringify(emulator.requests[1]?.body), 'thinkingConfig', 'no thinking asked for')
+
+  // A safety stop: the text already sent stays, the status names the blocked category.
+  await page.fill('#prompt', 'tell me [[unsafe]] things')
+  await page.click('#send')
+  await page.waitForSelector('#status[data-state="error"]', { timeout: 15_000 })
+  t.equal(await page.textContent('#status'), 'StreamError: Gemini stopped generating: SAFETY (blocked: HARM_CATEGORY_DANGEROUS_CONTENT)')
+  t.equal(await page.textContent('#stat-finish-reason'), 'SAFETY')
+  t.ok((await answerText(page)).length > 0, 'the text sent before the stop stays')
   t.same(problems, [], 'no script errors, no CSP violations')
 })
