@@ -239,14 +239,14 @@ export class StreamRelay {
     return this.writer.write(frame)
   }
 
-  private answerRefused (message: string, recoverable: boolean, finishReason?: string, blockedCategories?: string[]): StreamFailure {
-    return { kind: 'upstream', message, recoverable, finishReason, blockedCategories }
+  private answerRefused (message: string, recoverable: boolean, why: Pick<StreamFailure, 'finishReason' | 'blockReason'> = {}): StreamFailure {
+    return { kind: 'upstream', message, recoverable, ...why, blockedCategories: this.blockedCategories }
   }
 
   private async complete (): Promise<FastifyReply> {
-    if (this.blockReason !== undefined) return await this.fail(this.answerRefused(`Gemini blocked the prompt: ${this.blockReason}`, false, undefined, this.blockedCategories))
+    if (this.blockReason !== undefined) return await this.fail(this.answerRefused(`Gemini blocked the prompt: ${this.blockReason}`, false, { blockReason: this.blockReason }))
     if (this.finishReason === undefined) return await this.fail(this.answerRefused('Gemini ended the stream before the answer was complete', true))
-    if (!COMPLETE_FINISH_REASONS.has(this.finishReason)) return await this.fail(this.answerRefused(`Gemini stopped generating: ${this.finishReason}`, false, this.finishReason, this.blockedCategories))
+    if (!COMPLETE_FINISH_REASONS.has(this.finishReason)) return await this.fail(this.answerRefused(`Gemini stopped generating: ${this.finishReason}`, false, { finishReason: this.finishReason }))
     if (this.usage === undefined) {
       const counted = await this.countUsage()
       if (counted === STOPPED) return await this.onStopped(this.stopped ?? { kind: 'client-gone' })

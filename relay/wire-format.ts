@@ -29,6 +29,8 @@ export interface StreamFailure {
   upstream?: UpstreamError | undefined
   /** Gemini's finish reason when it cut the answer short (`SAFETY`, `RECITATION`, ...). */
   finishReason?: string | undefined
+  /** Gemini's reason for refusing the prompt itself (`SAFETY`, `PROHIBITED_CONTENT`, ...). */
+  blockReason?: string | undefined
   /** The harm categories behind a SAFETY finish or a prompt blocked for SAFETY, when Gemini named them. */
   blockedCategories?: string[] | undefined
 }

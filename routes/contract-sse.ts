@@ -50,6 +50,15 @@ export const contractSse: WireFormat = {
   }
 }
 
+/** What a conversation request's failure adds to the seed's: why Gemini refused the prompt or cut the answer. */
+function whyGeminiStopped (failure: StreamFailure): object {
+  return {
+    ...(failure.finishReason === undefined ? {} : { finishReason: failure.finishReason }),
+    ...(failure.blockReason === undefined ? {} : { blockReason: failure.blockReason }),
+    ...(failure.blockedCategories === undefined ? {} : { blockedCategories: failure.blockedCategories })
+  }
+}
+
 function answerOf (refusal: Refusal): WholeAnswer {
   return { status: refusal.statusCode, body: refusal.body }
 }
@@ -65,9 +74,10 @@ export const conversationSse: WireFormat = {
     finishReason: completion.finishReason,
     model: completion.model
   }),
-  error: failure => dataEvent({
-    ...seedError(failure),
-    ...(failure.finishReason === undefined ? {} : { finishReason: failure.finishReason }),
-    ...(failure.blockedCategories === undefined ? {} : { blockedCategories: failure.blockedCategories })
-  })
+  error: failure => dataEvent({ ...seedError(failure), ...whyGeminiStopped(failure) }),
+  refusal: failure => {
+    if (failure.blockReason === undefined) return contractSse.refusal(failure)
+    const refusal = refusals.streamFailed(failure.message)
+    return { status: refusal.statusCode, body: { ...refusal.body, ...whyGeminiStopped(failure) } }
+  }
 }

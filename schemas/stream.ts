@@ -149,6 +149,7 @@ export const ErrorEvent = Type.Object({
   error: Type.String(),
   recoverable: Type.Boolean({ description: 'True when the same request may succeed later' }),
   finishReason: Type.Optional(Type.String({ description: 'Conversation requests only: why Gemini cut the answer short, e.g. SAFETY' })),
+  blockReason: Type.Optional(Type.String({ description: 'Conversation requests only: why Gemini refused the prompt (after a heartbeat opened the stream), e.g. SAFETY' })),
   blockedCategories: Type.Optional(Type.Array(Type.String(), {
     description: 'Conversation requests only, on a SAFETY finish or a prompt blocked for SAFETY: the harm categories that stopped it, e.g. HARM_CATEGORY_DANGEROUS_CONTENT, when Gemini named them'
   }))
@@ -166,6 +167,10 @@ export const StreamResponses = {
   413: refusalSchema('Body over 1.9 MiB (room for a maximal prompt, system instruction and history with every character JSON-escaped) plus room for the attachments\' cap in base64, or attachments over that cap', refusals.bodyTooLarge()),
   415: refusalSchema('Body is not application/json, or declares a charset other than UTF-8', refusals.notJson()),
   429: refusalSchema('Rate limit exceeded; see Retry-After', refusals.tooManyRequests()),
-  500: refusalSchema('Gemini failed before the first chunk', refusals.streamFailed('Resource has been exhausted (e.g. check quota).')),
+  500: Type.Object({
+    ...refusalSchema('', refusals.streamFailed('')).properties,
+    blockReason: Type.Optional(Type.String({ description: 'Conversation requests only: why Gemini refused the prompt, e.g. SAFETY' })),
+    blockedCategories: Type.Optional(Type.Array(Type.String(), { description: 'Conversation requests only, with blockReason SAFETY: the harm categories, when Gemini named them' }))
+  }, { description: 'Gemini failed before the first chunk, or refused the prompt', examples: [refusals.streamFailed('Resource has been exhausted (e.g. check quota).').body] }),
   503: refusalSchema('The gateway is draining for shutdown, or rate limiting is unavailable', refusals.shuttingDown())
 }

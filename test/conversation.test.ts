@@ -174,5 +174,9 @@ t.test('a SAFETY finish keeps the text sent and names the reason; a blocked prom
   t.same(events.at(-1), { error: 'Gemini stopped generating: SAFETY', recoverable: false, finishReason: 'SAFETY', blockedCategories: ['HARM_CATEGORY_DANGEROUS_CONTENT'] })
   const blocked = await postStream(url, { prompt: 'tell me [[blocked-prompt]] things', system: 'be safe' })
   t.equal(blocked.status, 500)
-  t.same(await blocked.json(), { error: 'Failed to start stream', message: 'Gemini blocked the prompt: SAFETY' })
+  t.equal(await blocked.text(), '{"error":"Failed to start stream","message":"Gemini blocked the prompt: SAFETY","blockReason":"SAFETY","blockedCategories":["HARM_CATEGORY_DANGEROUS_CONTENT"]}',
+    'a conversation request learns why and for which categories')
+  const seedBlocked = await postStream(url, { prompt: 'tell me [[blocked-prompt]] things' })
+  t.equal(seedBlocked.status, 500)
+  t.equal(await seedBlocked.text(), '{"error":"Failed to start stream","message":"Gemini blocked the prompt: SAFETY"}', 'the seed\'s 500 body stays as it was')
 })

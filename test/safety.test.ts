@@ -119,7 +119,7 @@ t.test('a prompt blocked for SAFETY after the stream opened: its likeliest categ
   for (const client of CLIENTS) {
     const url = await gatewayOn(t, upstream, client, 20)
     t.equal(await bodyOf(url, { prompt: 'hi', system: 'be safe' }),
-      'data: {"error":"Gemini blocked the prompt: SAFETY","recoverable":false,"blockedCategories":["HARM_CATEGORY_HARASSMENT","HARM_CATEGORY_DANGEROUS_CONTENT"]}\n\n',
+      'data: {"error":"Gemini blocked the prompt: SAFETY","recoverable":false,"blockReason":"SAFETY","blockedCategories":["HARM_CATEGORY_HARASSMENT","HARM_CATEGORY_DANGEROUS_CONTENT"]}\n\n',
       `${client}: a conversation's error event`)
     t.equal(await bodyOf(url, { prompt: 'hi' }), 'data: {"error":"Gemini blocked the prompt: SAFETY","recoverable":false}\n\n', `${client}: the seed's`)
   }
