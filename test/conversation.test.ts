@@ -125,17 +125,27 @@ t.test('a conversation\'s completion says how Gemini ended it; a seed request\'s
   t.equal(limited.finishReason, 'MAX_TOKENS')
 })
 
-t.test('a conversation cut short by Gemini ends with its finish reason in the error event', async t => {
-  const upstream = await startScriptedServer(t, (_request, response) => {
+t.test('a conversation cut short by Gemini ends with its finish reason in the error event, for each reason', async t => {
+  // The scripted Gemini finishes with the reason the model's name ends with: `finish-SAFETY`.
+  const upstream = await startScriptedServer(t, (request, response) => {
+    const finishReason = /finish-([A-Z_]+):/.exec(request.url ?? '')?.[1]
     response.writeHead(200, { 'content-type': 'text/event-stream' })
     response.write(`data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: 'Once upon' }], role: 'model' }, index: 0 }], modelVersion: 'gemini-2.5-flash' })}\r\n\r\n`)
-    response.end(`data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: ' a' }], role: 'model' }, finishReason: 'SAFETY', index: 0 }], usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 2, totalTokenCount: 5 } })}\r\n\r\n`)
+    response.end(`data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: ' a' }], role: 'model' }, finishReason, index: 0 }], usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 2, totalTokenCount: 5 }, modelVersion: 'gemini-2.5-flash' })}\r\n\r\n`)
   })
   const url = await listenOnLoopback(await buildGateway(t, upstream, { gemini: { apiKey: 'k', baseUrl: upstream }, stream: { heartbeatMs: 0 } }))
-  const seedBody = await (await postStream(url, { prompt: 'tell a story' })).text()
-  t.equal(seedBody, chunkEvent('Once upon', 1) + chunkEvent(' a', 2) + 'data: {"error":"Gemini stopped generating: SAFETY","recoverable":false}\n\n', 'the seed\'s error event')
-  const conversationBody = await (await postStream(url, { prompt: 'tell a story', system: 'for children' })).text()
-  t.equal(conversationBody, chunkEvent('Once upon', 1) + chunkEvent(' a', 2) + 'data: {"error":"Gemini stopped generating: SAFETY","recoverable":false,"finishReason":"SAFETY"}\n\n', 'the text sent stays, then the reason')
+  const text = chunkEvent('Once upon', 1) + chunkEvent(' a', 2)
+  const seedBody = await (await postStream(url, { prompt: 'tell a story', model: 'finish-SAFETY' })).text()
+  t.equal(seedBody, text + 'data: {"error":"Gemini stopped generating: SAFETY","recoverable":false}\n\n', 'the seed\'s error event')
+  // Gemini's FinishReason values other than STOP and MAX_TOKENS (generativelanguage v1beta).
+  for (const reason of ['SAFETY', 'RECITATION', 'LANGUAGE', 'OTHER', 'BLOCKLIST', 'PROHIBITED_CONTENT', 'SPII', 'MALFORMED_FUNCTION_CALL', 'IMAGE_SAFETY', 'UNEXPECTED_TOOL_CALL']) {
+    const conversationBody = await (await postStream(url, { prompt: 'tell a story', model: `finish-${reason}`, system: 'for children' })).text()
+    t.equal(conversationBody, text + `data: {"error":"Gemini stopped generating: ${reason}","recoverable":false,"finishReason":"${reason}"}\n\n`, `${reason}: the text sent stays, then the reason`)
+  }
+  for (const reason of ['STOP', 'MAX_TOKENS']) {
+    const events = parseEvents(await (await postStream(url, { prompt: 'tell a story', model: `finish-${reason}`, system: 'for children' })).text())
+    t.same(events.at(-1), { complete: true, totalChunks: 2, fullText: 'Once upon a', usage: { promptTokens: 3, completionTokens: 2, totalTokens: 5 }, finishReason: reason, model: 'gemini-2.5-flash' }, `${reason}: a completion`)
+  }
 })
 
 t.test('thought summaries arrive as their own events, never in a chunk, and are counted as thinking tokens', async t => {
