@@ -33,19 +33,24 @@ export interface SpawnOptions {
   port: number
   nodeArgs?: string[]
   cwd?: string
+  /** A program that runs node (e.g. valgrind), with its own arguments before node's. */
+  wrapper?: { command: string, args: string[] }
+  /** How long the port may take to open; default startChild's. */
+  startTimeoutMs?: number
 }
 
 /** Spawns `node script` with `env` and resolves once its port accepts connections. */
 export async function spawnServer (options: SpawnOptions): Promise<Child> {
   const child = await startChild({
     name: options.name,
-    args: [...(options.nodeArgs ?? []), options.script],
+    ...(options.wrapper === undefined ? {} : { command: options.wrapper.command }),
+    args: [...(options.wrapper === undefined ? [] : [...options.wrapper.args, process.execPath]), ...(options.nodeArgs ?? []), options.script],
     env: childEnv(options.env, ['PATH']),
     output: 'stderr',
     cwd: options.cwd
   })
   try {
-    await child.waitForPort(options.port)
+    await child.waitForPort(options.port, options.startTimeoutMs)
   } catch (error) {
     throw new Error(`bench: ${(error as Error).message}`)
   }
@@ -66,6 +71,8 @@ export interface GatewayProcessOptions {
   script?: string
   /** The child's name in logs and errors; default `gateway`. */
   name?: string
+  wrapper?: SpawnOptions['wrapper']
+  startTimeoutMs?: number
 }
 
 /**
@@ -92,6 +99,8 @@ export async function startGatewayProcess (upstreamUrl: string, extra: GatewayPr
     script,
     port,
     nodeArgs: extra.nodeArgs,
+    wrapper: extra.wrapper,
+    startTimeoutMs: extra.startTimeoutMs,
     cwd: buildRoot(script),
     env: {
       NODE_ENV: 'production',

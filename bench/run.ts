@@ -8,6 +8,9 @@
 //                  runs as the gateway, and report gateway÷baseline ratios
 //   --gemini-client sdk|rest   the gateway's GEMINI_CLIENT (default: the gateway's own default)
 //   --profile      instead of the bench: CPU-profile the gateway under load, write bench/results/profile.md
+//   --instructions instead of the bench: count instructions per stream under callgrind (needs valgrind),
+//                  with --baseline-script beside the gateway; --warm W (default 100) and --streams N
+//                  (default 300) streams; writes bench/results/instructions.md (about 10 minutes)
 
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -18,6 +21,7 @@ import { machineFacts, promptFor, runBench, targetFor, type BenchConfig, type Sc
 import { keepAliveAgent, runLoad } from './load.js'
 import { measureIdleStreams, type MemoryReport } from './memory.js'
 import { renderMarkdown } from './report.js'
+import { DEFAULT_STREAMS, DEFAULT_WARM, measureInstructions, renderInstructions, valgrindVersion } from './instructions.js'
 
 const CHEAP: UpstreamPace = { chunkCount: 50, chunkDelayMs: 0, defaultMaxTokens: 64 }
 const PACED: UpstreamPace = { chunkCount: 50, chunkDelayMs: 10, defaultMaxTokens: 64 }
@@ -75,6 +79,24 @@ async function profileGateway (resultsDir: string, gatewayOptions: GatewayProces
   process.stdout.write(markdown)
 }
 
+async function countInstructions (resultsDir: string, gateway: GatewayProcessOptions, baseline: GatewayProcessOptions | undefined, warmFlag: string, streamsFlag: string): Promise<void> {
+  const warm = Number(warmFlag)
+  const streams = Number(streamsFlag)
+  if (!Number.isInteger(warm) || warm < 0) throw new Error(`--warm must be a whole number, got "${warmFlag}"`)
+  if (!Number.isInteger(streams) || streams < 1) throw new Error(`--streams must be a positive integer, got "${streamsFlag}"`)
+  valgrindVersion()
+  const emulator = await startEmulatorProcess(CHEAP)
+  try {
+    const report = await measureInstructions({ upstreamUrl: emulator.url, pace: CHEAP, gateway, baseline, warm, streams, log })
+    const markdown = renderInstructions(report)
+    writeFileSync(join(resultsDir, 'instructions.md'), markdown)
+    writeFileSync(join(resultsDir, 'instructions.json'), `${JSON.stringify(report, null, 2)}\n`)
+    process.stdout.write(markdown)
+  } finally {
+    await emulator.stop()
+  }
+}
+
 async function main (): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -83,6 +105,9 @@ async function main (): Promise<void> {
       'no-memory': { type: 'boolean', default: false },
       'no-paced': { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
+      instructions: { type: 'boolean', default: false },
+      warm: { type: 'string', default: String(DEFAULT_WARM) },
+      streams: { type: 'string', default: String(DEFAULT_STREAMS) },
       'gateway-script': { type: 'string' },
       'baseline-script': { type: 'string' },
       'gemini-client': { type: 'string' }
@@ -101,6 +126,7 @@ async function main (): Promise<void> {
   // Started exactly as the gateway is (same env and flags), only from the other build's script.
   const baseline: GatewayProcessOptions | undefined = baselineScript === undefined ? undefined : { ...gateway, script: resolve(baselineScript) }
   if (values.profile) return await profileGateway(resultsDir, gateway)
+  if (values.instructions) return await countInstructions(resultsDir, gateway, baseline, values.warm, values.streams)
 
   const runs = Number(values.runs)
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got "${values.runs}"`)

@@ -8,6 +8,7 @@ import { expectedGatewayBody, expectedStream, gatewayBodyProblem, upstreamBodyPr
 import { PATHS, pathOrder, runBench, type BenchReport, type CellReport, type MeasureName, type PathName, type ScenarioConfig, type Spread } from '../bench/harness.js'
 import { baselineRatiosFor, ratiosFor } from '../bench/ratios.js'
 import { renderMarkdown } from '../bench/report.js'
+import { attribute, nameMapEntry, parseCallgrind, PerfMap } from '../bench/callgrind.js'
 
 const PACE = { chunkCount: 5, chunkDelayMs: 0, defaultMaxTokens: 20 }
 const TINY: ScenarioConfig = { name: 'tiny', pace: PACE, concurrencies: [1, 2], runs: 1, streamsPerRun: () => 3 }
@@ -134,4 +135,27 @@ t.test('the byte checks catch a single altered byte', async t => {
   t.match(upstreamBodyProblem(upstream.slice(0, textAt) + 'X' + upstream.slice(textAt + 1), expected), 'wrong text')
   t.match(upstreamBodyProblem(upstream.replace('"finishReason":"STOP"', '"finishReason":"SAFETY"'), expected), 'finishReason')
   t.match(upstreamBodyProblem(upstream.slice(0, -2), expected), 'delimiter')
+})
+
+t.test('the callgrind parser sums self instructions per function, skipping a call\'s inclusive cost', async t => {
+  const file = ['# callgrind format', 'version: 1', 'pid: 4242', 'positions: line', 'events: Ir', 'summary: 1000', '',
+    'ob=/bin/node', 'fl=a.c', 'fn=v8::internal::Scanner::Next()', '10 100', '+2 50', 'cob=/lib/libc.so.6', 'cfn=malloc', 'calls=3 7 ', '* 900', '* 5',
+    '', 'ob=???', 'fl=???', 'fn=0x0000000000001010', '0 40', 'fn=0x0000000000009000', '0 7', '', 'ob=/lib/libc.so.6', 'fn=malloc', '7 20', '', 'totals: 222', ''].join('\n')
+  const profile = parseCallgrind(file)
+  t.equal(profile.pid, 4242)
+  t.equal(profile.totals, 222)
+  t.same(profile.functions.map(f => [f.object, f.name, f.self]), [['/bin/node', 'v8::internal::Scanner::Next()', 155], ['???', '0x0000000000001010', 40], ['???', '0x0000000000009000', 7], ['/lib/libc.so.6', 'malloc', 20]])
+  const map = PerfMap.parse('1000 20 JS:~old /b/dist/x.js:1:1\n1000 40 JS:*\'relay file:///b/dist/relay/relay.js:12:3\n2000 8 Builtin:LoadIC\n')
+  t.equal(map.lookup(0x1010), 'JS:*\'relay file:///b/dist/relay/relay.js:12:3')
+  t.equal(map.lookup(0x2008), undefined)
+  const named = attribute(profile, map, '/b')
+  t.same([...named.functions], [
+    ['v8::internal::Scanner::Next()', { category: 'V8 internals (GC, compiler, parser, runtime)', self: 155 }],
+    ['relay dist/relay/relay.js', { category: 'gateway JS', self: 40 }],
+    ['(unnamed JIT code)', { category: 'unnamed JIT code', self: 7 }],
+    ['malloc', { category: 'other native', self: 20 }]
+  ])
+  t.same(nameMapEntry('JS:^get href node:internal/url:1003:11', '/b'), { name: 'get href node:internal/url', category: 'node core JS' })
+  t.same(nameMapEntry('JS:+ /b/node_modules/undici/lib/x.js:3:4', '/b'), { name: '(anonymous) node_modules/undici/lib/x.js', category: 'dependency JS' })
+  t.throws(() => parseCallgrind('events: Ir\nfn=x\n1 2\n'), /no totals/)
 })
