@@ -37,7 +37,12 @@ export interface MetricsOptions {
 /** The models Gemini's model list names (and the bundled emulator serves): the default `models` label allow-list. */
 export const GEMINI_MODELS: readonly string[] = ['gemini-2.5-pro', 'gemini-2.5-flash', 'gemini-2.0-flash', 'gemini-2.0-flash-exp', 'gemini-2.0-flash-lite']
 
+/** The wire format a stream was asked in: `/api/stream`, the OpenAI-compatible routes, or the Gemini passthrough. */
+export type StreamApi = 'stream' | 'openai' | 'gemini'
+
 export interface StreamLabels {
+  /** Default `stream`. */
+  api?: StreamApi | undefined
   agent?: string | undefined
   model: string
 }
@@ -124,7 +129,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const models = new AllowedLabel(stringList('models', options.models, GEMINI_MODELS).map(modelId))
   const endpoint = options.endpoint === undefined ? '/api/metrics' : options.endpoint
   const registers = [registry]
-  const streamLabels = ['agent', 'model']
+  const streamLabels = ['api', 'agent', 'model']
 
   const chunksSent: Counter = new promClient.Counter({ name: 'amrikyy_stream_chunks_sent_total', help: 'Chunk events written to clients', labelNames: streamLabels, registers })
   const outcomes: Record<StreamOutcome, Counter> = {
@@ -143,11 +148,12 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const metrics: GatewayMetrics = {
     registry,
     beginStream (labels) {
+      const api = labels.api ?? 'stream'
       const agent = agents.value(labels.agent ?? 'unknown')
       const model = models.value(modelId(labels.model))
       // Resolve label children once, so the per-chunk path is a plain increment.
-      const chunks = chunksSent.labels(agent, model)
-      const activeChild = active.labels(agent, model)
+      const chunks = chunksSent.labels(api, agent, model)
+      const activeChild = active.labels(api, agent, model)
       const started = performance.now()
       let firstChunkSeen = false
       let ended = false
@@ -157,7 +163,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
           chunks.inc()
           if (!firstChunkSeen) {
             firstChunkSeen = true
-            firstChunk.labels(agent, model).observe((performance.now() - started) / 1000)
+            firstChunk.labels(api, agent, model).observe((performance.now() - started) / 1000)
           }
         },
         upstreamError (label) { upstreamErrors.labels(label).inc() },
@@ -165,11 +171,11 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
           if (ended) return
           ended = true
           activeChild.dec()
-          outcomes[outcome].labels(agent, model).inc()
-          duration.labels(agent, model, outcome).observe((performance.now() - started) / 1000)
+          outcomes[outcome].labels(api, agent, model).inc()
+          duration.labels(api, agent, model, outcome).observe((performance.now() - started) / 1000)
           if (usage !== undefined) {
-            tokens.labels(agent, model, 'prompt').inc(usage.promptTokens)
-            tokens.labels(agent, model, 'completion').inc(usage.completionTokens)
+            tokens.labels(api, agent, model, 'prompt').inc(usage.promptTokens)
+            tokens.labels(api, agent, model, 'completion').inc(usage.completionTokens)
           }
         }
       }

@@ -25,7 +25,7 @@ const REQUIRED_PANELS = [
 interface DatasourceRef { type?: string, uid?: string }
 interface Target { expr?: string, datasource?: DatasourceRef }
 interface Panel { title: string, type: string, datasource?: DatasourceRef, targets?: Target[] }
-interface Variable { name: string, datasource?: DatasourceRef, definition?: string, query?: string | { query?: string } }
+interface Variable { name: string, datasource?: DatasourceRef, definition?: string, query?: string | { query?: string }, multi?: boolean, includeAll?: boolean, allValue?: string }
 interface Dashboard { uid: string, panels: Panel[], templating: { list: Variable[] } }
 
 async function readText (path: string): Promise<string> {
@@ -62,12 +62,33 @@ function metricNamesIn (expr: string): string[] {
 }
 
 /** Grafana's `label_values(selector, label)` variable query: the selector is PromQL. */
-function variableSelector (variable: Variable): string {
+function variableQuery (variable: Variable): { selector: string, label: string } {
   const query = typeof variable.query === 'string' ? variable.query : variable.query?.query ?? variable.definition ?? ''
-  const match = /^\s*label_values\(\s*(.*?)\s*,\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)\s*$/.exec(query)
+  const match = /^\s*label_values\(\s*(.*?)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*$/.exec(query)
   if (match === null) throw new Error(`variable ${variable.name}: not a label_values(selector, label) query: ${query}`)
-  return match[1] ?? ''
+  return { selector: match[1] ?? '', label: match[2] ?? '' }
 }
+
+/**
+ * Every selector of a metric in a PromQL expression: its name and its label matchers, each written
+ * `label op "value"` without spaces (none when the selector has no braces).
+ */
+function selectorsIn (expr: string): Array<{ name: string, matchers: string[] }> {
+  return metricNamesIn(expr).flatMap(name => [...expr.matchAll(new RegExp(`(?<![\\w:])${name}(?![\\w:])\\s*(?:\\{([^}]*)\\})?`, 'g'))]
+    .map(match => ({
+      name,
+      matchers: [...(match[1] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"/g)]
+        .map(([, label = '', op = '', value = '']) => `${label}${op}"${value}"`)
+    })))
+}
+
+/** The gateway's per-stream metrics, which carry the `api`, `agent` and `model` labels. */
+function isStreamMetric (name: string): boolean {
+  return name.startsWith('amrikyy_stream_') || name === 'amrikyy_active_streams'
+}
+
+/** What every selector of a stream metric in a panel must match, so each of the dashboard's filters applies to it. */
+const STREAM_FILTERS = ['api=~"$api"', 'agent=~"$agent"', 'model=~"$model"']
 
 t.test('metricNamesIn finds metric names and nothing else', async t => {
   t.same(metricNamesIn('histogram_quantile(0.95, sum by (le) (rate(amrikyy_stream_duration_seconds_bucket{agent=~"$agent", outcome="completed"}[$__rate_interval])))'),
@@ -76,6 +97,19 @@ t.test('metricNamesIn finds metric names and nothing else', async t => {
   t.same(metricNamesIn('a_total / on (instance) group_left (job) b_total offset 5m > bool 0'), ['a_total', 'b_total'])
   t.same(metricNamesIn('process_resident_memory_bytes{job="amrikyy-gateway"}'), ['process_resident_memory_bytes'])
   t.same(metricNamesIn('rate(x_total[1m:30s]) * 1e3 + y2_total'), ['x_total', 'y2_total'])
+})
+
+t.test('selectorsIn finds each selector of a metric and its matchers', async t => {
+  t.same(selectorsIn('sum(rate(amrikyy_stream_chunks_sent_total{api=~"$api", agent = "a,b"}[5m])) / sum(amrikyy_stream_chunks_sent_total)'), [
+    { name: 'amrikyy_stream_chunks_sent_total', matchers: ['api=~"$api"', 'agent="a,b"'] },
+    { name: 'amrikyy_stream_chunks_sent_total', matchers: [] }
+  ])
+  t.same(selectorsIn('histogram_quantile(0.5, sum by (le) (rate(amrikyy_stream_duration_seconds_bucket{outcome!="failed"}[1m])))'),
+    [{ name: 'amrikyy_stream_duration_seconds_bucket', matchers: ['outcome!="failed"'] }])
+  t.same(selectorsIn('amrikyy_active_streams_total + amrikyy_active_streams{model="x"}'), [
+    { name: 'amrikyy_active_streams_total', matchers: [] },
+    { name: 'amrikyy_active_streams', matchers: ['model="x"'] }
+  ])
 })
 
 t.test('every metric the dashboard queries exists in a real scrape of the gateway', async t => {
@@ -110,7 +144,7 @@ t.test('every metric the dashboard queries exists in a real scrape of the gatewa
 
   const queries = [
     ...dashboard.panels.flatMap(panel => (panel.targets ?? []).map(target => ({ where: `panel "${panel.title}"`, expr: target.expr ?? '' }))),
-    ...dashboard.templating.list.map(variable => ({ where: `variable $${variable.name}`, expr: variableSelector(variable) }))
+    ...dashboard.templating.list.map(variable => ({ where: `variable $${variable.name}`, expr: variableQuery(variable).selector }))
   ]
   t.ok(queries.length >= REQUIRED_PANELS.length, 'the dashboard has queries')
   for (const { where, expr } of queries) {
@@ -121,6 +155,41 @@ t.test('every metric the dashboard queries exists in a real scrape of the gatewa
       t.ok(exposition.samples.some(sample => sample.name === name), `${where}: ${name} has samples in the scrape`)
     }
   }
+  for (const variable of dashboard.templating.list) {
+    const { selector, label } = variableQuery(variable)
+    for (const name of metricNamesIn(selector)) {
+      t.ok(exposition.samples.some(sample => sample.name === name && sample.labels[label] !== undefined), `variable $${variable.name}: ${name} has a ${label} label in the scrape`)
+    }
+  }
+  t.equal(exposition.value('amrikyy_stream_sessions_completed_total', { api: 'stream' }), 1, '/api/stream is the api the filter offers as "stream"')
+})
+
+t.test('every stream query is filtered by the API, agent and model variables', async t => {
+  const dashboard = JSON.parse(await readText(DASHBOARD_FILE)) as Dashboard
+  const variables = new Map(dashboard.templating.list.map(variable => [variable.name, variable]))
+  for (const name of ['api', 'agent', 'model']) {
+    const variable = variables.get(name)
+    t.ok(variable?.multi === true && variable.includeAll === true && variable.allValue === '.*', `$${name} is multi-select with an All that matches every value`)
+  }
+  const queryOf = (name: string): { selector: string, label: string } | undefined => {
+    const variable = variables.get(name)
+    return variable === undefined ? undefined : variableQuery(variable)
+  }
+  t.same(queryOf('api'), { selector: 'amrikyy_active_streams', label: 'api' }, '$api offers every api that has streamed')
+  for (const name of ['agent', 'model']) {
+    t.same(selectorsIn(queryOf(name)?.selector ?? '').map(selector => selector.matchers), [['api=~"$api"']], `$${name} offers the values of the chosen APIs`)
+  }
+
+  let streamSelectors = 0
+  for (const panel of dashboard.panels) {
+    for (const { expr = '' } of panel.targets ?? []) {
+      for (const { name, matchers } of selectorsIn(expr).filter(selector => isStreamMetric(selector.name))) {
+        streamSelectors++
+        for (const filter of STREAM_FILTERS) t.ok(matchers.includes(filter), `panel "${panel.title}": ${name} is filtered by ${filter}`)
+      }
+    }
+  }
+  t.ok(streamSelectors >= 13, `every stream panel's queries are checked (${streamSelectors} selectors)`)
 })
 
 t.test('the dashboard has the panels ops need, all on the provisioned datasource', async t => {

@@ -103,5 +103,5 @@ t.test('the parts compose on their own in a host that brings its own pieces', as
   t.equal(body, expectedStreamBody(answer.deltas, answer))
   t.equal(emulator.requests[0]?.model, 'gemini-2.5-flash')
   const scrape = new Exposition(await (await fetch(`${url}/parts/metrics`)).text())
-  t.equal(scrape.sample('amrikyy_stream_sessions_completed_total', { agent: 'unknown', model: 'gemini-2.5-flash' }), 1)
+  t.equal(scrape.sample('amrikyy_stream_sessions_completed_total', { api: 'stream', agent: 'unknown', model: 'gemini-2.5-flash' }), 1)
 })

@@ -1,18 +1,32 @@
 import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { answerFor } from '../emulator/server.js'
-import { buildGateway, openStream, postAndHangUp, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
+import Fastify from 'fastify'
+import { buildGateway, listenOnLoopback, openStream, postAndHangUp, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
 import { Exposition, promtoolCheck } from './support/prometheus.js'
-import { GEMINI_MODELS } from '../plugins/metrics.js'
+import metricsPlugin, { GEMINI_MODELS } from '../plugins/metrics.js'
 
 const PACE = { chunkCount: 5, defaultMaxTokens: 20 }
+/** The samples of every per-stream metric: each one carries the `api` label. */
+const STREAM_SAMPLE_NAMES = [
+  'amrikyy_stream_chunks_sent_total',
+  'amrikyy_stream_sessions_completed_total',
+  'amrikyy_stream_sessions_failed_total',
+  'amrikyy_stream_sessions_cancelled_total',
+  'amrikyy_active_streams',
+  'amrikyy_stream_duration_seconds_bucket',
+  'amrikyy_stream_duration_seconds_count',
+  'amrikyy_stream_time_to_first_chunk_seconds_bucket',
+  'amrikyy_stream_time_to_first_chunk_seconds_count',
+  'amrikyy_stream_tokens_total'
+]
 const MODEL = 'gemini-2.0-flash-exp'
 
 t.test('every stream lands in exactly one outcome and the scrape says so exactly', async t => {
   const emulator = await startEmulator(t, PACE)
   // Seven keyed requests fit the budget; the two after them are refused.
   const { url } = await startGateway(t, emulator, { stream: { retry: { attempts: 1 } }, rateLimit: { max: 7 } })
-  const labels = { agent: 'mix', model: MODEL }
+  const labels = { api: 'stream', agent: 'mix', model: MODEL }
 
   const completedPrompts = ['one two three', 'four five', 'six']
   for (const prompt of completedPrompts) {
@@ -43,6 +57,8 @@ t.test('every stream lands in exactly one outcome and the scrape says so exactly
   const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
 
   t.equal(scrape.value('amrikyy_stream_sessions_completed_total', labels), 3)
+  t.match(scrape.text, /^amrikyy_stream_sessions_completed_total\{api="stream",agent="mix",model="gemini-2\.0-flash-exp"\} 3$/m, 'api is the first label')
+  for (const name of STREAM_SAMPLE_NAMES) t.same(new Set(scrape.labelSets(name).map(set => set.api)), new Set(['stream']), `${name}: every /api/stream series is api="stream"`)
   t.equal(scrape.value('amrikyy_stream_sessions_failed_total', labels), 2)
   t.equal(scrape.value('amrikyy_stream_sessions_cancelled_total', labels), 2)
   t.equal(scrape.value('amrikyy_active_streams', labels), 0)
@@ -65,6 +81,56 @@ t.test('every stream lands in exactly one outcome and the scrape says so exactly
   t.equal(emulator.requests.length, 7, 'refused requests never reach Gemini')
   t.equal(scrape.value('http_request_duration_seconds_count', { route: '/api/stream' }), 0, 'streams are not timed as one request')
   t.ok(scrape.families().has('process_cpu_seconds_total'), 'Node process metrics are exported')
+})
+
+t.test('a recorder begun for another API labels every per-stream metric with it, apart from /api/stream', async t => {
+  // The OpenAI-compatible and Gemini routes are not written yet: their recorders are begun on the metrics service directly.
+  const app = Fastify({ logger: false })
+  await app.register(metricsPlugin, { defaultMetrics: false, routeMetrics: false })
+  t.teardown(async () => { await app.close() })
+  const url = await listenOnLoopback(app)
+  const metrics = app.amrikyy?.metrics
+  if (metrics === undefined) throw new Error('the metrics plugin provides no metrics service')
+
+  const openai = metrics.beginStream({ api: 'openai', agent: 'poet', model: 'gemini-2.5-flash' })
+  for (let i = 0; i < 3; i++) openai.chunkSent()
+  openai.end('completed', { promptTokens: 7, completionTokens: 11, totalTokens: 18 })
+  const gemini = metrics.beginStream({ api: 'gemini', agent: 'poet', model: 'gemini-2.5-flash' })
+  gemini.chunkSent()
+  gemini.end('cancelled', { promptTokens: 2, completionTokens: 1, totalTokens: 3 })
+  const stream = metrics.beginStream({ agent: 'poet', model: 'gemini-2.5-flash' })
+  stream.end('failed')
+  // Still in flight at the scrape.
+  metrics.beginStream({ api: 'openai', agent: 'poet', model: 'gemini-2.5-flash' })
+
+  const response = await fetch(`${url}/api/metrics`)
+  t.equal(response.status, 200)
+  const text = await response.text()
+  const scrape = new Exposition(text)
+  const openaiLabels = { api: 'openai', agent: 'poet', model: 'gemini-2.5-flash' }
+  const geminiLabels = { ...openaiLabels, api: 'gemini' }
+  const streamLabels = { ...openaiLabels, api: 'stream' }
+  t.match(text, /^amrikyy_stream_chunks_sent_total\{api="openai",agent="poet",model="gemini-2\.5-flash"\} 3$/m)
+  t.equal(scrape.sample('amrikyy_stream_sessions_completed_total', openaiLabels), 1)
+  t.equal(scrape.sample('amrikyy_active_streams', openaiLabels), 1, 'the open openai stream, and only it')
+  t.equal(scrape.sample('amrikyy_stream_duration_seconds_count', { ...openaiLabels, outcome: 'completed' }), 1)
+  t.equal(scrape.sample('amrikyy_stream_time_to_first_chunk_seconds_count', openaiLabels), 1)
+  t.equal(scrape.sample('amrikyy_stream_tokens_total', { ...openaiLabels, type: 'prompt' }), 7)
+  t.equal(scrape.sample('amrikyy_stream_tokens_total', { ...openaiLabels, type: 'completion' }), 11)
+  t.equal(scrape.sample('amrikyy_stream_sessions_cancelled_total', geminiLabels), 1)
+  t.equal(scrape.sample('amrikyy_stream_chunks_sent_total', geminiLabels), 1)
+  t.equal(scrape.sample('amrikyy_stream_tokens_total', { ...geminiLabels, type: 'prompt' }), 2)
+  t.equal(scrape.sample('amrikyy_stream_sessions_failed_total', streamLabels), 1, 'a recorder given no api is api="stream"')
+  t.equal(scrape.sample('amrikyy_active_streams', streamLabels), 0)
+  t.equal(scrape.value('amrikyy_stream_sessions_completed_total', { api: 'stream' }), 0, 'the openai completion is not counted as /api/stream')
+  for (const name of STREAM_SAMPLE_NAMES) {
+    t.ok(scrape.labelSets(name).every(labels => ['stream', 'openai', 'gemini'].includes(labels.api ?? '')), `${name}: every series names its api`)
+  }
+  const check = await promtoolCheck(text)
+  t.test('promtool check metrics', { skip: check === undefined ? 'promtool is not installed (Debian package prometheus; .ci/run installs it)' : false }, async t => {
+    t.equal(check?.parseError, false, check?.output ?? '')
+    t.same(check?.lintProblems.filter(problem => problem.includes('amrikyy_')), [])
+  })
 })
 
 t.test('the exposition is valid Prometheus text', async t => {

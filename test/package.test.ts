@@ -163,8 +163,8 @@ t.test('the packed package installs, type-checks for a consumer and runs the REA
       t.match(client.stderr(), /^\n[1-9]\d* chunks, [1-9]\d* tokens\n$/, 'the summary on stderr')
 
       const metrics = await (await fetch(`${gateway}/api/metrics`)).text()
-      t.match(metrics, /^amrikyy_stream_sessions_completed_total\{agent="unknown",model="gemini-2.0-flash-exp"\} 1$/m, 'our stream')
-      t.match(metrics, /^amrikyy_stream_sessions_completed_total\{agent="poet",model="gemini-2.0-flash-exp"\} 1$/m, 'the client example\'s stream')
+      t.match(metrics, /^amrikyy_stream_sessions_completed_total\{api="stream",agent="unknown",model="gemini-2.0-flash-exp"\} 1$/m, 'our stream')
+      t.match(metrics, /^amrikyy_stream_sessions_completed_total\{api="stream",agent="poet",model="gemini-2.0-flash-exp"\} 1$/m, 'the client example\'s stream')
       server.stop()
       t.equal(await within(5_000, server.exited, 'embedding example stop'), 'SIGTERM')
     })

@@ -53,7 +53,7 @@ t.test('METRICS_PORT moves the scrape endpoint off the public listener', async t
   t.match(await docs.json(), { info: { title: 'Amrikyy stream gateway', version: '0.1.0' }, paths: { '/api/stream': { post: {} } } })
   t.equal((await fetch(`http://127.0.0.1:${metricsPort}/api/metrics`)).status, 401, 'the token still applies')
   const scrape = await (await fetch(`http://127.0.0.1:${metricsPort}/api/metrics`, { headers: { authorization: 'Bearer scrape-token' } })).text()
-  t.equal(new Exposition(scrape).sample('amrikyy_stream_sessions_completed_total', { agent: 'ops', model: 'gemini-2.0-flash-exp' }), 1)
+  t.equal(new Exposition(scrape).sample('amrikyy_stream_sessions_completed_total', { api: 'stream', agent: 'ops', model: 'gemini-2.0-flash-exp' }), 1)
   server.child.kill('SIGTERM')
   t.equal(await within(5000, server.exited, 'exit'), 0)
 })

@@ -76,7 +76,7 @@ for (const client of ['rest', 'sdk'] as const) {
       t.equal(emulator.requests.length, 1)
       t.equal(emulator.requests[0]?.model, 'gemini-2.0-flash-exp', 'default model')
       t.equal(emulator.requests[0]?.headers['x-goog-api-key'], 'upstream-secret-key')
-      t.same(streamMetrics(await scrape(url), { agent: 'poet', model: 'gemini-2.0-flash-exp' }), { completed: 1, active: 0, upstreamErrors: {} })
+      t.same(streamMetrics(await scrape(url), { api: 'stream', agent: 'poet', model: 'gemini-2.0-flash-exp' }), { completed: 1, active: 0, upstreamErrors: {} })
     })
 
     t.test('keeps framing intact for text with newlines, quotes and multi-byte characters', async t => {

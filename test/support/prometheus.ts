@@ -32,7 +32,7 @@ export async function promtoolCheck (text: string): Promise<PromtoolVerdict | un
   })
 }
 
-export const DEFAULT_STREAM_LABELS = { agent: 'unknown', model: 'gemini-2.0-flash-exp' }
+export const DEFAULT_STREAM_LABELS = { api: 'stream', agent: 'unknown', model: 'gemini-2.0-flash-exp' }
 
 /** What a test expects the metrics to say about its streams: each outcome's exact sample, and every upstream error by status. */
 export interface StreamMetrics {
@@ -44,7 +44,7 @@ export interface StreamMetrics {
 }
 
 /**
- * The exact samples `metric{agent,model} value` of the stream outcomes (a field is absent when its
+ * The exact samples `metric{api,agent,model} value` of the stream outcomes (a field is absent when its
  * sample is), and all of `amrikyy_upstream_errors_total` by status.
  */
 export function streamMetrics (scrape: Exposition, labels: Record<string, string> = DEFAULT_STREAM_LABELS): StreamMetrics {
