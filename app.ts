@@ -10,6 +10,7 @@ import requestIdPlugin from './plugins/request-id.js'
 import modelsPlugin, { createModelPolicy, labelledModels, type ModelsOptions } from './plugins/models.js'
 import modelsRoute from './routes/models.js'
 import streamRoute from './routes/stream.js'
+import openAIRoutes from './routes/openai/openai-routes.js'
 import type { RelayOptions } from './relay/settings.js'
 
 export const DEFAULT_MODEL = 'gemini-2.0-flash-exp'
@@ -74,6 +75,7 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
   await app.register(modelsPlugin, options.models ?? {})
   await app.register(modelsRoute)
   await app.register(streamRoute, { ...options.stream, defaultModel, attachmentsMaxBytes: options.attachmentsMaxBytes })
+  await app.register(openAIRoutes, { ...options.stream, defaultModel, attachmentsMaxBytes: options.attachmentsMaxBytes })
 }
 
 export default fp(streamGateway, { name: 'amrikyy-stream-gateway', fastify: '5.x', encapsulate: true })

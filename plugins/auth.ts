@@ -27,6 +27,9 @@ export interface AuthOptions {
   keyEntries?: readonly ApiKeyEntry[]
 }
 
+/** RFC 6750's scheme, case-insensitive, then the token; an empty token counts as no key. */
+const BEARER = /^Bearer +(\S*) *$/i
+
 export function sha256Hex (value: string): string {
   return createHash('sha256').update(value).digest('hex')
 }
@@ -55,6 +58,11 @@ export interface RequestIdentity {
 export interface AuthHooks {
   /** Sets `request.amrikyy` from X-API-Key without rejecting, so later hooks can key on the caller. */
   identifyCaller: (request: FastifyRequest) => Promise<void>
+  /**
+   * As identifyCaller, for the routes of APIs whose clients send their key as `Authorization: Bearer <key>`
+   * (OpenAI's): that header first, then X-API-Key.
+   */
+  identifyBearerCaller: (request: FastifyRequest) => Promise<void>
   /** Rejects requests that `identifyCaller` could not identify, with the contract's 401/403 bodies. */
   requireCaller: (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined>
 }
@@ -85,16 +93,23 @@ export default fp<AuthOptions>(async function authPlugin (app, options) {
 
   if (!app.hasRequestDecorator('amrikyy')) app.decorateRequest('amrikyy', null)
 
+  function identify (request: FastifyRequest, presented: string | string[] | undefined): void {
+    if (typeof presented !== 'string' || presented.trim() === '') {
+      request.amrikyy = { caller: null, authFailure: 'missing' }
+      return
+    }
+    // Looking up the hash, not the key, keeps the comparison time independent of how much of a key matches.
+    const caller = table.get(sha256Hex(presented))
+    request.amrikyy = caller === undefined ? { caller: null, authFailure: 'invalid' } : { caller, authFailure: null }
+  }
+
   provide(app, 'auth', {
     async identifyCaller (request) {
-      const presented = request.headers['x-api-key']
-      if (typeof presented !== 'string' || presented.trim() === '') {
-        request.amrikyy = { caller: null, authFailure: 'missing' }
-        return
-      }
-      // Looking up the hash, not the key, keeps the comparison time independent of how much of a key matches.
-      const caller = table.get(sha256Hex(presented))
-      request.amrikyy = caller === undefined ? { caller: null, authFailure: 'invalid' } : { caller, authFailure: null }
+      identify(request, request.headers['x-api-key'])
+    },
+    async identifyBearerCaller (request) {
+      const bearer = BEARER.exec(request.headers.authorization ?? '')?.[1]
+      identify(request, bearer ?? request.headers['x-api-key'])
     },
     async requireCaller (request, reply) {
       if (callerOf(request) !== null) return undefined

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyError } from 'fastify'
 import { attachmentDataRule, MODEL_NAME_RULE, PROMPT_REQUIRED, Refusal, refusals } from '../schemas/refusals.js'
 
-interface ValidationIssue {
+export interface ValidationIssue {
   keyword: string
   instancePath: string
   params: Record<string, unknown>

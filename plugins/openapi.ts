@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import fastifySwagger from '@fastify/swagger'
 
-/** The public API: the stream and the models a caller may name in it. */
-const PUBLIC_PATHS = ['/api/stream', '/api/models']
+/** The public API: the stream, the models a caller may name in it, and the OpenAI-compatible routes. */
+const PUBLIC_PATHS = ['/api/stream', '/api/models', '/v1/chat/completions', '/v1/models', '/v1/models/:model']
 
 export interface OpenApiOptions {
   /** Where the JSON document is served. Default `/api/docs/json`. */
@@ -24,7 +24,10 @@ export default fp<OpenApiOptions>(async function openApiPlugin (app, options) {
         version: options.version ?? '0.0.0'
       },
       components: {
-        securitySchemes: { apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' } }
+        securitySchemes: {
+          apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
+          bearer: { type: 'http', scheme: 'bearer', description: 'The same keys as X-API-Key, as OpenAI clients send them' }
+        }
       }
     },
     // Only the public API: metrics, probes and the playground stay out of the document.

@@ -286,9 +286,10 @@ export class StreamRelay {
     }
   }
 
-  private async fail (failure: StreamFailure): Promise<FastifyReply> {
+  private async fail (reason: StreamFailure): Promise<FastifyReply> {
     // Whatever failed, the upstream call ends here: an open one would outlive the stream and hold shutdown.
     this.upstream.abort()
+    const failure: StreamFailure = { ...reason, usage: this.usage, fullText: this.fullText }
     this.context.log.warn({ upstreamStatus: failure.upstream?.status, chunksSent: this.index, reason: failure.message }, 'stream failed')
     // What Gemini generated before the failure is billed: its last running total is counted.
     this.context.recorder.end('failed', this.usage)

@@ -33,6 +33,10 @@ export interface StreamFailure {
   blockReason?: string | undefined
   /** The harm categories behind a SAFETY finish or a prompt blocked for SAFETY, when Gemini named them. */
   blockedCategories?: string[] | undefined
+  /** Gemini's last running total before the failure, when it sent one: what the failed stream is billed. */
+  usage?: ReportedUsage | undefined
+  /** The text relayed before the failure. */
+  fullText?: string | undefined
 }
 
 export interface StreamCompletion {

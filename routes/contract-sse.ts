@@ -6,14 +6,14 @@
 import type { StreamCompletion, StreamFailure, WholeAnswer, WireFormat } from '../relay/wire-format.js'
 import { refusals, type Refusal } from '../schemas/refusals.js'
 
-const SSE_HEADERS = {
+export const SSE_HEADERS = {
   'content-type': 'text/event-stream',
   'cache-control': 'no-cache, no-transform',
   connection: 'keep-alive',
   'x-accel-buffering': 'no'
 }
 
-const HEARTBEAT = ': ping\n\n'
+export const HEARTBEAT = ': ping\n\n'
 
 function dataEvent (payload: object): string {
   return `data: ${JSON.stringify(payload)}\n\n`

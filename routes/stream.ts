@@ -34,7 +34,7 @@ function attachmentsCapOf (value: number | undefined): number {
  * Room for a maximal prompt, system instruction and history even when every character is escaped: an
  * astral character (one code point) is two `\uXXXX` escapes, 12 bytes; the rest of the body fits in 64 KiB.
  */
-const BODY_LIMIT = (PROMPT_MAX_LENGTH + CONVERSATION_MAX_CHARS) * 12 + 64 * 1024
+export const BODY_LIMIT = (PROMPT_MAX_LENGTH + CONVERSATION_MAX_CHARS) * 12 + 64 * 1024
 
 function hasAttachments (body: unknown): boolean {
   return typeof body === 'object' && body !== null && Array.isArray((body as { attachments?: unknown }).attachments)

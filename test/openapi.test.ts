@@ -22,7 +22,13 @@ t.test('the OpenAPI document describes the request, the SSE answer and every err
   t.equal(response.statusCode, 200)
   const document = response.json<OpenApiDocument>()
   t.equal(document.openapi, '3.0.3')
-  t.same(Object.keys(document.paths).sort(), ['/api/models', '/api/stream'], 'only the public API; metrics and probes stay out')
+  t.same(Object.keys(document.paths).sort(), ['/api/models', '/api/stream', '/v1/chat/completions', '/v1/models', '/v1/models/{model}'], 'only the public API; metrics and probes stay out')
+  const chat = document.paths['/v1/chat/completions']?.post
+  t.same(chat?.security, [{ bearer: [] }, { apiKey: [] }], 'the OpenAI routes take a Bearer key or X-API-Key')
+  t.same(Object.keys(chat?.responses ?? {}), ['200', '400', '401', '403', '404', '413', '415', '429', '500', '502', '503', '504'])
+  t.same(Object.keys(chat?.responses['200']?.content ?? {}), ['application/json', 'text/event-stream'])
+  t.same(chat?.requestBody?.content['application/json']?.schema?.required, ['model', 'messages'])
+  t.same(document.components.securitySchemes.bearer, { type: 'http', scheme: 'bearer', description: 'The same keys as X-API-Key, as OpenAI clients send them' })
   const listing = document.paths['/api/models']?.get
   t.same(listing?.security, [{ apiKey: [] }])
   t.same(Object.keys(listing?.responses ?? {}), ['200', '401', '403', '429', '502', '503'])
