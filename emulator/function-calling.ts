@@ -35,21 +35,20 @@ const INVALID_NAME = 'Invalid function name. Must start with a letter or an unde
 /** Words this long or longer, shared by the user's last turn and a declaration, make AUTO call it. */
 const MIN_MATCHING_LETTERS = 4
 
-const proto = (type: string): string => `type.googleapis.com/google.ai.generativelanguage.v1beta.${type}`
+const protoType = (type: string): string => `type.googleapis.com/google.ai.generativelanguage.v1beta.${type}`
 
 /** The request's function calling, or the message of the 400 it gets. */
 export function functionCallingOf (body: Record<string, unknown>): FunctionCalling | string {
   const declarations = declarationsOf(body.tools)
   if (typeof declarations === 'string') return declarations
-  const config = isObject(body.toolConfig) ? body.toolConfig.functionCallingConfig : undefined
-  if (body.toolConfig !== undefined && body.toolConfig !== null && !isObject(body.toolConfig)) {
-    return `Invalid value at 'tool_config' (${proto('ToolConfig')}), ${JSON.stringify(body.toolConfig)}`
-  }
+  const toolConfig = body.toolConfig ?? undefined
+  if (toolConfig !== undefined && !isObject(toolConfig)) return `Invalid value at 'tool_config' (${protoType('ToolConfig')}), ${JSON.stringify(toolConfig)}`
+  const config = toolConfig?.functionCallingConfig
   if (config === undefined || config === null) return { declarations, mode: 'AUTO', allowed: undefined }
-  if (!isObject(config)) return `Invalid value at 'tool_config.function_calling_config' (${proto('FunctionCallingConfig')}), ${JSON.stringify(config)}`
+  if (!isObject(config)) return `Invalid value at 'tool_config.function_calling_config' (${protoType('FunctionCallingConfig')}), ${JSON.stringify(config)}`
   const rawMode = config.mode ?? 'MODE_UNSPECIFIED'
   if (typeof rawMode !== 'string' || !MODES.has(rawMode)) {
-    return `Invalid value at 'tool_config.function_calling_config.mode' (${proto('FunctionCallingConfig.Mode')}), ${JSON.stringify(rawMode)}`
+    return `Invalid value at 'tool_config.function_calling_config.mode' (${protoType('FunctionCallingConfig.Mode')}), ${JSON.stringify(rawMode)}`
   }
   const mode = rawMode === 'MODE_UNSPECIFIED' ? 'AUTO' : rawMode as FunctionCallingMode
   const rawAllowed = config.allowedFunctionNames ?? []
@@ -70,15 +69,15 @@ export function functionCallingOf (body: Record<string, unknown>): FunctionCalli
 /** Every tool's functionDeclarations, in order; Google lists each invalid name in one message. */
 function declarationsOf (tools: unknown): Declaration[] | string {
   if (tools === undefined || tools === null) return []
-  if (!Array.isArray(tools)) return `Invalid value at 'tools' (${proto('Tool')}), ${JSON.stringify(tools)}`
+  if (!Array.isArray(tools)) return `Invalid value at 'tools' (${protoType('Tool')}), ${JSON.stringify(tools)}`
   const declarations: Declaration[] = []
   const invalid: string[] = []
   for (const [t, tool] of tools.entries()) {
-    if (!isObject(tool)) return `Invalid value at 'tools[${t}]' (${proto('Tool')}), ${JSON.stringify(tool)}`
+    if (!isObject(tool)) return `Invalid value at 'tools[${t}]' (${protoType('Tool')}), ${JSON.stringify(tool)}`
     const listed = tool.functionDeclarations ?? []
-    if (!Array.isArray(listed)) return `Invalid value at 'tools[${t}].function_declarations' (${proto('FunctionDeclaration')}), ${JSON.stringify(listed)}`
+    if (!Array.isArray(listed)) return `Invalid value at 'tools[${t}].function_declarations' (${protoType('FunctionDeclaration')}), ${JSON.stringify(listed)}`
     for (const [d, declaration] of listed.entries()) {
-      if (!isObject(declaration)) return `Invalid value at 'tools[${t}].function_declarations[${d}]' (${proto('FunctionDeclaration')}), ${JSON.stringify(declaration)}`
+      if (!isObject(declaration)) return `Invalid value at 'tools[${t}].function_declarations[${d}]' (${protoType('FunctionDeclaration')}), ${JSON.stringify(declaration)}`
       const { name, description } = declaration
       if (typeof name !== 'string' || !FUNCTION_NAME.test(name)) {
         invalid.push(`  * tools[${t}].function_declarations[${d}].name: [FIELD_INVALID] ${INVALID_NAME}`)

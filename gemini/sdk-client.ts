@@ -112,7 +112,7 @@ function sdkConfigOf (request: GenerationRequest, signal: AbortSignal): Generate
 }
 
 function sdkContents (turns: readonly ContentTurn[]): Content[] {
-  return turns.map(turn => ({ role: turn.role, parts: partsOf(turn) as NonNullable<Content['parts']> }))
+  return turns.map(turn => ({ role: turn.role, parts: partsOf(turn) }))
 }
 
 function isErrorObject (text: string): boolean {

@@ -139,6 +139,14 @@ t.test('the emulator, as @google/genai sees it', async t => {
     t.match(callsOf(await chunksOf(emulator, PLAIN_MODEL, WEATHER_PROMPTS[3]!, { tools, toolConfig: anyMode() })), [{ name: 'get_weather' }], 'the matching one when one does')
   })
 
+  await t.test('generateContent answers with the same call part', async t => {
+    const streamed = await chunksOf(emulator, THINKING_MODEL, WEATHER_PROMPTS[4]!, { tools, thinkingConfig: { thinkingBudget: 32 } })
+    const unary = await sdk(emulator).models.generateContent({ model: THINKING_MODEL, contents: WEATHER_PROMPTS[4]!, config: { tools, thinkingConfig: { thinkingBudget: 32 } } })
+    t.same(unary.candidates?.[0]?.content?.parts, streamed[0]!.candidates?.[0]?.content?.parts)
+    t.equal(unary.functionCalls?.[0]?.name, 'get_weather')
+    t.same(unary.usageMetadata, streamed[0]!.usageMetadata)
+  })
+
   await t.test('a thinking model signs the call part, after its thought summary', async t => {
     const chunks = await chunksOf(emulator, THINKING_MODEL, WEATHER_PROMPTS[0]!, { tools, thinkingConfig: { thinkingBudget: 32, includeThoughts: true } })
     const last = chunks.at(-1)!
@@ -190,6 +198,9 @@ t.test('the emulator, as @google/genai sees it', async t => {
     }
     t.match(await refusal({ tools, toolConfig: anyMode(['get_weather', 'send_mail']) }),
       { status: 400, message: new RegExp(`${escaped(allowedField)}\\[1\\]: function \\\\"send_mail\\\\" is not declared in tools\\.`) })
+    const unknownMode = await refusal({ tools, toolConfig: { functionCallingConfig: { mode: 'SOMETIMES' as FunctionCallingConfigMode } } })
+    t.equal(JSON.parse(unknownMode?.message ?? '{}').error?.message,
+      'Invalid value at \'tool_config.function_calling_config.mode\' (type.googleapis.com/google.ai.generativelanguage.v1beta.FunctionCallingConfig.Mode), "SOMETIMES"')
     t.match(await refusal({ tools }, [{ role: 'user', parts: [{ functionCall: { name: 'get_weather', args: {} } }] }]),
       { status: 400, message: /Please ensure that function call turn comes immediately after a user turn or after a function response turn\./ })
     t.match(await refusal({ tools }, [
