@@ -48,6 +48,8 @@ export interface Answer {
   completionTokens: number
   /** 'MAX_TOKENS' when the request's maxOutputTokens set the length (and no stop sequence cut it), else 'STOP'. */
   finishReason: FinishReason
+  /** A function call answer's parts (function-calling.ts), sent whole in one event instead of the deltas. */
+  calls?: Record<string, unknown>[] | undefined
 }
 
 /** No answer is longer than this many words, whatever maxOutputTokens says. */
@@ -168,6 +170,12 @@ export function promptCount (conversation: Conversation): { tokens: number; deta
   if (media.length === 0) return { tokens: text }
   const details = promptDetails(media, text, countTokens)
   return { tokens: details.reduce((sum, entry) => sum + entry.tokenCount, 0), details }
+}
+
+/** A deterministic `pick`, seeded by the JSON of `parts`. */
+export function seededPick (parts: unknown[]): <T>(list: readonly T[]) => T {
+  const random = mulberry32(hash32(JSON.stringify(parts)))
+  return <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)] as T
 }
 
 /** FNV-1a over UTF-16 code units, 32 bits. */

@@ -12,7 +12,8 @@ export type Fault =
   | { kind: 'done-sentinel' }
   | { kind: 'no-usage' }
   | { kind: 'blocked' }
-  | { kind: 'non-text-part' }
+  /** `part` (default `{functionCall:{name:'lookup',args:{}}}`) as its own event after the first text event. */
+  | { kind: 'non-text-part'; part?: unknown }
   | { kind: 'empty-200' }
   | { kind: 'huge-error'; status: number; prefix?: string; bytes?: number; contentType?: string }
   | { kind: 'huge-event'; afterChunks: number; chars?: number }

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { answerFor, type Answer } from './answer.js'
 import { type EmulatorContext, type Exchange, sendError, sendRaw } from './exchange.js'
 import type { Fault } from './faults.js'
+import { answerToResponses, callAnswer, calledDeclaration } from './function-calling.js'
 import { googleError } from './google-errors.js'
 import { type GenerateRequest, headerValue } from './request-checks.js'
 import { JSON_TYPE, type Meta, responseEvents, sseEvent, streamSteps, type Thoughts, unaryResponse } from './responses.js'
@@ -28,8 +29,8 @@ export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream
   }
 
   const pace = { chunkCount: ctx.pace().chunkCount, defaultMaxTokens: ctx.defaultMaxTokens }
-  const full = answerFor(request.conversation, request.gen, pace)
-  const answer = x.rec.prompt.includes(UNSAFE_ANSWER_TRIGGER) ? unsafeAnswer(full) : full
+  const full = withFunctionCalling(answerFor(request.conversation, request.gen, pace), request, thinking)
+  const answer = x.rec.prompt.includes(UNSAFE_ANSWER_TRIGGER) && full.calls === undefined ? unsafeAnswer(full) : full
   const thoughts: Thoughts = {
     deltas: thinking.includeThoughts ? thoughtDeltas(request.conversation, thinking.tokens, thoughtEventCount(pace.chunkCount)) : [],
     tokens: thinking.tokens
@@ -45,6 +46,16 @@ export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream
   if (fault?.kind === 'huge-error') return await sendHugeError(x, fault)
   if (kind === 'stream') return await stream(ctx, x, answer, meta, fault, thoughts)
   return await unary(x, answer, meta, fault, thoughts)
+}
+
+/** The plain answer, or the call the model makes instead, or the text answer to the functions' responses. */
+function withFunctionCalling (plain: Answer, request: GenerateRequest, thinking: Thinking): Answer {
+  const functionAnswers = request.functionAnswers
+  const called = calledDeclaration(request.functionCalling, request.conversation, functionAnswers.length > 0)
+  if (called !== undefined) return callAnswer(plain, called, request.conversation, thinking)
+  // Only a plain text answer opens with the responses: a JSON or enum answer stays what its schema says.
+  const plainText = request.gen.responseMimeType === undefined || request.gen.responseMimeType === 'text/plain'
+  return functionAnswers.length > 0 && plainText ? answerToResponses(plain, functionAnswers) : plain
 }
 
 /** A quarter of the answer's events, at least one, carry the thought summary before it. */

@@ -4,6 +4,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { GenerationOptions } from './answer.js'
 import { type Conversation, contentsProblem, conversationOf, systemInstructionProblem, turnOrderProblem } from './conversation.js'
+import { type FunctionAnswer, functionAnswersOf, type FunctionCalling, functionCallingOf, functionPartsProblem } from './function-calling.js'
 import { generationOptionsOf } from './generation-config.js'
 import { invalidKeyError, missingKeyError, type GoogleError } from './google-errors.js'
 import { isObject } from './json.js'
@@ -61,6 +62,9 @@ export function promptOf (body: unknown): string {
 export interface GenerateRequest {
   conversation: Conversation
   gen: GenerationOptions
+  functionCalling: FunctionCalling
+  /** The functionResponse parts of the last turn: the model answers them in text. */
+  functionAnswers: FunctionAnswer[]
 }
 
 /**
@@ -71,9 +75,12 @@ export function generateRequestOf (body: unknown, request = 'GenerateContentRequ
   if (!isObject(body) || body.contents === undefined) return `* ${request}.contents: contents is not specified`
   const problem = contentsProblem(body.contents, request) ??
     systemInstructionProblem(body.systemInstruction, request) ??
-    (turnsInOrder ? turnOrderProblem(body.contents as unknown[]) : undefined)
+    (turnsInOrder ? turnOrderProblem(body.contents as unknown[]) : undefined) ??
+    functionPartsProblem(body.contents as unknown[])
   if (problem) return problem
+  const functionCalling = functionCallingOf(body)
+  if (typeof functionCalling === 'string') return functionCalling
   const gen = generationOptionsOf(body.generationConfig)
   if (typeof gen === 'string') return gen
-  return { conversation: conversationOf(body), gen }
+  return { conversation: conversationOf(body), gen, functionCalling, functionAnswers: functionAnswersOf(body.contents) }
 }

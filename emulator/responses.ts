@@ -21,6 +21,7 @@ export type Step =
   | { type: 'stall'; ms: number | undefined }
   | { type: 'drop' }
 
+const NON_TEXT_PART = { functionCall: { name: 'lookup', args: {} } }
 const MALFORMED_EVENT = 'data: {"candidates": [ this is not json\r\n\r\n'
 
 export function sseEvent (value: unknown): string {
@@ -36,9 +37,12 @@ export function responseEvents (answer: Answer, meta: Meta, fault: Fault | undef
       ...meta
     }]
   }
-  const pieces: { parts: unknown[]; words: number }[] = answer.deltas.map(d => ({ parts: [{ text: d }], words: countWords(d) }))
+  // A function call comes whole, in one event.
+  const pieces: { parts: unknown[]; words: number }[] = answer.calls !== undefined
+    ? [{ parts: answer.calls, words: answer.completionTokens }]
+    : answer.deltas.map(d => ({ parts: [{ text: d }], words: countWords(d) }))
   if (fault?.kind === 'non-text-part') {
-    pieces.splice(1, 0, { parts: [{ functionCall: { name: 'lookup', args: {} } }], words: 0 })
+    pieces.splice(1, 0, { parts: [fault.part ?? NON_TEXT_PART], words: 0 })
   }
   // Thinking comes first: the thought events' counts run up to the whole thought total, which every
   // answer event then carries (when the thoughts are not sent, from the first answer event on).
@@ -113,8 +117,8 @@ export function streamSteps (events: Record<string, unknown>[], fault: Fault | u
 export function unaryResponse (answer: Answer, meta: Meta, fault: Fault | undefined, thoughts: Thoughts = NO_THOUGHTS): Record<string, unknown> {
   if (fault?.kind === 'blocked') return responseEvents(answer, meta, fault)[0]!
   const text = answer.deltas.join('')
-  const parts: unknown[] = [...(thoughts.deltas.length > 0 ? [{ text: thoughts.deltas.join(''), thought: true }] : []), { text }]
-  if (fault?.kind === 'non-text-part') parts.push({ functionCall: { name: 'lookup', args: {} } })
+  const parts: unknown[] = [...(thoughts.deltas.length > 0 ? [{ text: thoughts.deltas.join(''), thought: true }] : []), ...answer.calls ?? [{ text }]]
+  if (fault?.kind === 'non-text-part') parts.push(fault.part ?? NON_TEXT_PART)
   const c = answer.completionTokens
   return {
     candidates: [{

@@ -1,5 +1,5 @@
 import type { ReportedUsage } from '../schemas/stream.js'
-import type { GenerationDelta } from './types.js'
+import type { FunctionCall, GenerationDelta } from './types.js'
 import { malformedStream } from './upstream-error.js'
 
 /**
@@ -81,6 +81,25 @@ function blockedCategoriesOf (ratings: unknown): string[] | undefined {
   return categories.size > 0 ? [...categories] : undefined
 }
 
+function optionalString (value: unknown, field: string): string | undefined {
+  if (value === undefined || value === null) return undefined
+  return typeof value === 'string' ? value : wrongType(field)
+}
+
+/** A functionCall part as the gateway forwards it: a name, an args object (Gemini leaves out an empty one). */
+function functionCallOf (value: unknown, part: Record<string, unknown>): FunctionCall {
+  if (!isRecord(value)) wrongType('functionCall')
+  const name = value.name
+  if (typeof name !== 'string') wrongType('functionCall.name')
+  const call: FunctionCall = { name, args: record(value.args, 'functionCall.args') ?? {} }
+  const id = optionalString(value.id, 'functionCall.id')
+  if (id !== undefined) call.id = id
+  // The signature is the part's, beside functionCall, and must come back on the same part.
+  const signature = optionalString(part.thoughtSignature, 'thoughtSignature')
+  if (signature !== undefined) call.thoughtSignature = signature
+  return call
+}
+
 /**
  * Reduces one parsed Gemini stream event to what the gateway forwards; shared by both clients. An event
  * whose fields have the wrong shape (`"parts": {}`) is a malformed stream, never read as an empty answer.
@@ -97,8 +116,11 @@ export function toDelta (event: unknown): GenerationDelta {
   if (parts !== undefined && parts !== null && !Array.isArray(parts)) wrongType('parts')
   let text = ''
   let thought: string | undefined
+  let functionCalls: FunctionCall[] | undefined
   for (const part of (parts as unknown[] | undefined | null) ?? []) {
     if (!isRecord(part)) wrongType('part')
+    const call = part.functionCall
+    if (call !== undefined && call !== null) (functionCalls ??= []).push(functionCallOf(call, part))
     const partText = part.text
     if (partText === undefined || partText === null) continue
     if (typeof partText !== 'string') wrongType('text')
@@ -117,6 +139,7 @@ export function toDelta (event: unknown): GenerationDelta {
     blockReason: enumName(promptFeedback?.blockReason)
   }
   if (thought !== undefined) delta.thought = thought
+  if (functionCalls !== undefined) delta.functionCalls = functionCalls
   const blockedCategories = delta.finishReason === 'SAFETY'
     ? blockedCategoriesOf(candidate?.safetyRatings)
     : delta.blockReason === 'SAFETY' ? blockedCategoriesOf(promptFeedback?.safetyRatings) : undefined

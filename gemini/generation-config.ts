@@ -2,23 +2,47 @@
 // REST client writes it in the field order @google/genai uses, and the SDK client hands it to the SDK.
 
 import type { GenerationOptions } from '../schemas/stream.js'
-import type { ContentTurn, CountedContents, GenerationRequest } from './types.js'
+import type { ContentTurn, CountedContents, FunctionDeclaration, GenerationRequest, ToolChoice } from './types.js'
 
-export type GeminiPart = { text: string } | { inlineData: { mimeType: string, data: string } }
+export type GeminiPart =
+  | { text: string }
+  | { inlineData: { mimeType: string, data: string } }
+  | { functionCall: { args: Record<string, unknown>, id?: string, name: string }, thoughtSignature?: string }
+  | { functionResponse: { id?: string, name: string, response: Record<string, unknown> } }
 
-/** A turn's parts: its text, then each file as inlineData, as @google/genai passes parts through unchanged. */
+/**
+ * A turn's parts: its text (when there is any), its files as inlineData, the model's calls, then the answers to
+ * them. Each part's fields are in the order @google/genai writes them (a functionCall's `args`, `id`, `name`; the
+ * part's `thoughtSignature` after it), so both clients send the same bytes.
+ */
 export function partsOf (turn: ContentTurn): GeminiPart[] {
-  const parts: GeminiPart[] = [{ text: turn.text }]
+  const parts: GeminiPart[] = turn.text === '' ? [] : [{ text: turn.text }]
   for (const { mimeType, data } of turn.attachments ?? []) parts.push({ inlineData: { mimeType, data } })
+  for (const call of turn.functionCalls ?? []) {
+    const functionCall = call.id === undefined ? { args: call.args, name: call.name } : { args: call.args, id: call.id, name: call.name }
+    parts.push(call.thoughtSignature === undefined ? { functionCall } : { functionCall, thoughtSignature: call.thoughtSignature })
+  }
+  for (const answer of turn.functionResponses ?? []) {
+    const functionResponse = answer.id === undefined
+      ? { name: answer.name, response: answer.response }
+      : { id: answer.id, name: answer.name, response: answer.response }
+    parts.push({ functionResponse })
+  }
   return parts
 }
 
-/** Every turn of a request, oldest first; the new user turn, last, carries the attachments. */
+/** Every turn of a request, oldest first: its `contents`, or its history and then the new user turn with the files. */
 export function turnsOf (request: GenerationRequest): ContentTurn[] {
+  if (request.contents !== undefined) return [...request.contents]
   const prompt: ContentTurn = request.attachments === undefined
     ? { role: 'user', text: request.prompt }
     : { role: 'user', text: request.prompt, attachments: request.attachments }
   return [...request.history ?? [], prompt]
+}
+
+/** A seed request: a bare prompt, sent as a string through the SDK and counted as one. */
+export function isBarePrompt (request: GenerationRequest): boolean {
+  return request.contents === undefined && request.history === undefined && request.attachments === undefined
 }
 
 /**
@@ -26,7 +50,26 @@ export function turnsOf (request: GenerationRequest): ContentTurn[] {
  * files. The SDK cannot count a system instruction on the Gemini Developer API, so it is not counted.
  */
 export function countedContentsOf (request: GenerationRequest): CountedContents {
-  return request.history === undefined && request.attachments === undefined ? request.prompt : turnsOf(request)
+  return isBarePrompt(request) ? request.prompt : turnsOf(request)
+}
+
+/** Gemini's `tools`: one Tool holding every declaration, each parameter schema as `parametersJsonSchema`. */
+export function geminiToolsOf (tools: readonly FunctionDeclaration[] | undefined): Array<{ functionDeclarations: Array<Record<string, unknown>> }> | undefined {
+  if (tools === undefined) return undefined
+  const functionDeclarations = tools.map(({ name, description, parameters }) => {
+    const declaration: Record<string, unknown> = { name }
+    if (description !== undefined) declaration.description = description
+    if (parameters !== undefined) declaration.parametersJsonSchema = parameters
+    return declaration
+  })
+  return [{ functionDeclarations }]
+}
+
+/** Gemini's `toolConfig`, `allowedFunctionNames` before `mode` as the SDK writes them. */
+export function geminiToolConfigOf (choice: ToolChoice | undefined): { functionCallingConfig: { allowedFunctionNames?: string[], mode: ToolChoice['mode'] } } | undefined {
+  if (choice === undefined) return undefined
+  const { mode, allowedFunctionNames } = choice
+  return { functionCallingConfig: allowedFunctionNames === undefined ? { mode } : { allowedFunctionNames: [...allowedFunctionNames], mode } }
 }
 
 export interface GeminiGenerationConfig {

@@ -7,7 +7,7 @@
 import { createRequire } from 'node:module'
 import { Agent, type Dispatcher } from 'undici'
 import { toDelta } from './delta.js'
-import { geminiConfigOf, partsOf, turnsOf, type GeminiPart } from './generation-config.js'
+import { geminiConfigOf, geminiToolConfigOf, geminiToolsOf, partsOf, turnsOf, type GeminiPart } from './generation-config.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
 import { readSmallBody, googleErrorOf, isJsonContentType } from './upstream-text.js'
 import { DEFAULT_MAX_EVENT_CHARS, MAX_LISTED_MODELS, MODEL_LIST_PAGE_SIZE, type CountedContents, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest, type ModelInfo } from './types.js'
@@ -72,8 +72,10 @@ export function generateContentBody (request: GenerationRequest): string {
   const contents = contentsOf(turnsOf(request))
   // The SDK makes a text system instruction a user-role content.
   const systemInstruction = request.system === undefined ? undefined : { parts: [{ text: request.system }], role: 'user' }
+  const tools = geminiToolsOf(request.tools)
+  const toolConfig = geminiToolConfigOf(request.toolChoice)
   // The SDK's order of the request's fields; unset ones are left out.
-  return JSON.stringify({ contents, systemInstruction, safetySettings, generationConfig })
+  return JSON.stringify({ contents, systemInstruction, safetySettings, tools, toolConfig, generationConfig })
 }
 
 const stringOrNothing = (value: unknown): string | undefined => typeof value === 'string' ? value : undefined

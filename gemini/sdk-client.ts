@@ -1,5 +1,5 @@
 import { GoogleGenAI, type Content, type GenerateContentConfig, type GenerateContentResponse } from '@google/genai'
-import { geminiConfigOf, partsOf, turnsOf } from './generation-config.js'
+import { geminiConfigOf, geminiToolConfigOf, geminiToolsOf, isBarePrompt, partsOf, turnsOf } from './generation-config.js'
 import { toDelta } from './delta.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
 import { modelInfoOf } from './rest-client.js'
@@ -98,9 +98,14 @@ function classifySdkError (error: unknown, secret: string, signal: AbortSignal, 
 
 function sdkConfigOf (request: GenerationRequest, signal: AbortSignal): GenerateContentConfig {
   const { generationConfig, safetySettings } = geminiConfigOf(request.options)
+  // Fresh objects: the SDK rewrites a declaration's `parameters` in place.
+  const tools = geminiToolsOf(request.tools)
+  const toolConfig = geminiToolConfigOf(request.toolChoice)
   return {
     ...generationConfig,
     ...(safetySettings === undefined ? {} : { safetySettings: safetySettings as GenerateContentConfig['safetySettings'] }),
+    ...(tools === undefined ? {} : { tools: tools as GenerateContentConfig['tools'] }),
+    ...(toolConfig === undefined ? {} : { toolConfig: toolConfig as GenerateContentConfig['toolConfig'] }),
     ...(request.system === undefined ? {} : { systemInstruction: request.system }),
     abortSignal: signal
   }
@@ -135,7 +140,7 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
         stream = await ai.models.generateContentStream({
           model: request.model,
           // A bare prompt stays a string, as the seed always sent it; the SDK makes it the same one-part turn.
-          contents: request.history === undefined && request.attachments === undefined ? request.prompt : sdkContents(turnsOf(request)),
+          contents: isBarePrompt(request) ? request.prompt : sdkContents(turnsOf(request)),
           config: sdkConfigOf(request, signal)
         })
       } catch (error) {

@@ -11,11 +11,36 @@ export interface GenerationRequest {
   /** Files of the new user turn, sent after its text as inlineData parts. */
   attachments?: readonly Attachment[] | undefined
   options?: GenerationOptions | undefined
+  /** Functions the model may call: `"tools":[{"functionDeclarations":[...]}]`. */
+  tools?: readonly FunctionDeclaration[] | undefined
+  /** `"toolConfig":{"functionCallingConfig":{...}}`. */
+  toolChoice?: ToolChoice | undefined
+  /**
+   * The whole conversation, oldest first, ending with the new user turn. When set, `prompt`, `history` and
+   * `attachments` are ignored (callers pass `prompt: ''`), and the token count follows these turns.
+   */
+  contents?: readonly ContentTurn[] | undefined
 }
 
-/** One turn as Gemini gets it: its text, then its files (only the new user turn has any). */
+/** One function the model may call; `parameters` is a JSON Schema object, sent as `parametersJsonSchema`. */
+export interface FunctionDeclaration { name: string, description?: string | undefined, parameters?: Record<string, unknown> | undefined }
+/** Gemini's functionCallingConfig. */
+export interface ToolChoice { mode: 'AUTO' | 'ANY' | 'NONE' | 'VALIDATED', allowedFunctionNames?: readonly string[] | undefined }
+/** A call the model made. `thoughtSignature` travels on the call's part, beside `functionCall`, on the wire. */
+export interface FunctionCall { id?: string | undefined, name: string, args: Record<string, unknown>, thoughtSignature?: string | undefined }
+/** What a called function returned, sent back in a user turn. */
+export interface FunctionResponse { id?: string | undefined, name: string, response: Record<string, unknown> }
+
+/**
+ * One turn as Gemini gets it: its text part (only when `text` is not ''), then its files as inlineData, then the
+ * model's calls as functionCall parts, then the answers to them as functionResponse parts.
+ */
 export interface ContentTurn extends Turn {
   attachments?: readonly Attachment[] | undefined
+  /** Model turns: the calls the model made. */
+  functionCalls?: readonly FunctionCall[] | undefined
+  /** User turns: what the called functions returned. */
+  functionResponses?: readonly FunctionResponse[] | undefined
 }
 
 /** What a token count counts: a text, or turns of a conversation. */
@@ -34,6 +59,8 @@ export interface GenerationDelta {
   blockReason?: string | undefined
   /** On an event that stops for safety (finish or block reason `SAFETY`): the harm categories that stopped it. */
   blockedCategories?: string[] | undefined
+  /** The functionCall parts of this event's candidate 0, in order. */
+  functionCalls?: FunctionCall[] | undefined
 }
 
 /** One model as Gemini's models.list and models.get describe it, reduced to what the gateway shows. */

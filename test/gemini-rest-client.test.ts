@@ -10,7 +10,7 @@ import { answerFor, type Fault, type GeminiEmulator, type RecordedRequest } from
 import { createRestGeminiClient, retryAfterMs, type RestGeminiClient } from '../gemini/rest-client.js'
 import { SseSplitter } from '../gemini/sse-splitter.js'
 import { createSdkGeminiClient } from '../gemini/sdk-client.js'
-import type { GeminiClient, GenerationDelta, GenerationRequest } from '../gemini/types.js'
+import type { ContentTurn, GeminiClient, GenerationDelta, GenerationRequest } from '../gemini/types.js'
 import { UpstreamError } from '../gemini/upstream-error.js'
 import { startEmulator, waitUntil, within } from './support/gateway.js'
 
@@ -148,6 +148,68 @@ t.test('same requests and answers without faults', async t => {
   t.equal(withFiles.deltas.at(-1)?.usage?.promptTokens, 2 + 258 + 258, 'the image and the one-page PDF counted')
   await differential(t, emulator, clients, { model: 'gemini-2.5-flash', prompt: 'and this?', history: [{ role: 'user', text: 'hi' }, { role: 'model', text: 'ahoy' }], attachments: attachments.slice(0, 1) })
   t.match(JSON.stringify(emulator.requests.at(-1)?.body), /^\{"contents":\[\{"parts":\[\{"text":"hi"\}\],"role":"user"\},\{"parts":\[\{"text":"ahoy"\}\],"role":"model"\},\{"parts":\[\{"text":"and this\?"\},\{"inlineData":/, 'only the new user turn carries them')
+})
+
+t.test('same requests and answers with tools, a tool choice and a whole conversation of calls, answers and files', async t => {
+  const emulator = await startEmulator(t, PACE)
+  const clients = clientsFor(t, emulator.url)
+  const png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=='
+  const weatherSchema = { type: 'object', properties: { city: { type: 'string' }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } }, required: ['city'] }
+  const contents: ContentTurn[] = [
+    { role: 'user', text: 'what is in this picture, and the weather there?', attachments: [{ mimeType: 'image/png', data: png }] },
+    {
+      role: 'model',
+      text: 'Let me check.',
+      functionCalls: [
+        { id: 'call_1', name: 'get_weather', args: { city: 'Paris', unit: 'celsius' }, thoughtSignature: 'c2lnbmVkIGNhbGw=' },
+        { name: 'getStockPrice', args: {} }
+      ]
+    },
+    {
+      role: 'user',
+      text: '',
+      functionResponses: [{ id: 'call_1', name: 'get_weather', response: { temperature: 21, sky: 'clear' } }, { name: 'getStockPrice', response: { price: 12.5 } }]
+    },
+    { role: 'model', text: 'It is 21 degrees and clear.' },
+    { role: 'user', text: 'and tomorrow?' }
+  ]
+  const request: GenerationRequest = {
+    model: 'gemini-2.5-flash',
+    prompt: '',
+    system: 'Use the tools',
+    contents,
+    tools: [
+      { name: 'get_weather', description: 'Weather for a city', parameters: weatherSchema },
+      { name: 'getStockPrice' }
+    ],
+    toolChoice: { mode: 'ANY', allowedFunctionNames: ['get_weather'] },
+    options: { temperature: 0.2, safetySettings: [{ category: 'HARM_CATEGORY_HARASSMENT', threshold: 'BLOCK_ONLY_HIGH' }] }
+  }
+  const outcome = await differential(t, emulator, clients, request)
+  t.equal(JSON.stringify(emulator.requests.at(-1)?.body),
+    '{"contents":[' +
+    `{"parts":[{"text":"what is in this picture, and the weather there?"},{"inlineData":{"mimeType":"image/png","data":"${png}"}}],"role":"user"},` +
+    '{"parts":[{"text":"Let me check."},{"functionCall":{"args":{"city":"Paris","unit":"celsius"},"id":"call_1","name":"get_weather"},"thoughtSignature":"c2lnbmVkIGNhbGw="},' +
+    '{"functionCall":{"args":{},"name":"getStockPrice"}}],"role":"model"},' +
+    '{"parts":[{"functionResponse":{"id":"call_1","name":"get_weather","response":{"temperature":21,"sky":"clear"}}},{"functionResponse":{"name":"getStockPrice","response":{"price":12.5}}}],"role":"user"},' +
+    '{"parts":[{"text":"It is 21 degrees and clear."}],"role":"model"},{"parts":[{"text":"and tomorrow?"}],"role":"user"}],' +
+    '"systemInstruction":{"parts":[{"text":"Use the tools"}],"role":"user"},' +
+    '"safetySettings":[{"category":"HARM_CATEGORY_HARASSMENT","threshold":"BLOCK_ONLY_HIGH"}],' +
+    `"tools":[{"functionDeclarations":[{"name":"get_weather","description":"Weather for a city","parametersJsonSchema":${JSON.stringify(weatherSchema)}},{"name":"getStockPrice"}]}],` +
+    '"toolConfig":{"functionCallingConfig":{"allowedFunctionNames":["get_weather"],"mode":"ANY"}},' +
+    '"generationConfig":{"temperature":0.2}}',
+    'tools and toolConfig after safetySettings, each part\'s fields in the SDK\'s order, the signature on its part')
+  t.match(outcome.deltas, [{ text: '', finishReason: 'STOP', functionCalls: [{ name: 'get_weather', args: { city: String } }] }], 'ANY calls the allowed function')
+
+  const asked = await differential(t, emulator, clients, { ...request, tools: request.tools!.slice(1), toolChoice: { mode: 'NONE' } })
+  t.equal(asked.deltas.flatMap(delta => delta.functionCalls ?? []).length, 0, 'NONE answers in text')
+  t.match(JSON.stringify(emulator.requests.at(-1)?.body), /"tools":\[\{"functionDeclarations":\[\{"name":"getStockPrice"\}\]\}\],"toolConfig":\{"functionCallingConfig":\{"mode":"NONE"\}\},"generationConfig"/)
+
+  const signal = new AbortController().signal
+  const counts: number[] = []
+  for (const name of ['sdk', 'rest'] as const) counts.push(await clients[name].countTokens('gemini-2.5-flash', contents, signal))
+  t.equal(counts[1], counts[0], 'the same count for the conversation')
+  t.same(wireView(emulator.requests.at(-1)), wireView(emulator.requests.at(-2)), 'the same conversation counted on the wire')
 })
 
 t.test('same errors and deltas for every upstream fault', async t => {
