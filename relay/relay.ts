@@ -1,7 +1,7 @@
 import { setTimeout as wait } from 'node:timers/promises'
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import { tooLarge, UpstreamError } from '../gemini/upstream-error.js'
-import type { GeminiClient, GenerationDelta, GenerationRequest } from '../gemini/types.js'
+import type { FunctionCall, GeminiClient, GenerationDelta, GenerationRequest } from '../gemini/types.js'
 import { countedContentsOf } from '../gemini/generation-config.js'
 import type { GatewayLifecycle } from '../plugins/lifecycle.js'
 import type { StreamRecorder } from '../plugins/metrics.js'
@@ -52,6 +52,11 @@ export class StreamRelay {
   private readonly writer: ClientWriter
   private index = 0
   private fullText = ''
+  private readonly functionCalls: FunctionCall[] = []
+  /** Characters of the calls' arguments, counted with the text against maxAnswerChars. */
+  private callChars = 0
+  /** Set once Gemini sent any of the answer (text, thoughts or calls): from then on a failure is never retried. */
+  private answerStarted = false
   private usage: ReportedUsage | undefined
   private modelVersion: string | undefined
   private finishReason: string | undefined
@@ -108,7 +113,7 @@ export class StreamRelay {
     this.firstChunkTimer = after(firstChunkMs, () => { this.stop({ kind: 'timeout', message: `Gemini sent no answer within ${seconds(firstChunkMs)}` }) })
     this.idleTimer = after(idleMs, () => {
       // Armed from the start but only meaningful once chunks flow; before that the first-chunk timer rules.
-      if (this.index > 0 && !this.awaitingClient) this.stop({ kind: 'timeout', message: `Gemini went silent for ${seconds(idleMs)}` })
+      if (this.answerStarted && !this.awaitingClient) this.stop({ kind: 'timeout', message: `Gemini went silent for ${seconds(idleMs)}` })
       else this.idleTimer?.refresh()
     })
     if (settings.heartbeatMs > 0) {
@@ -146,7 +151,7 @@ export class StreamRelay {
   /** Waits before another try when the error and the policy allow one; false when they do not. */
   private async backOff (error: UpstreamError, attempt: number): Promise<boolean> {
     const { retry } = this.context.settings
-    const delay = this.index > 0 ? undefined : retryDelay(error, attempt, retry)
+    const delay = this.answerStarted ? undefined : retryDelay(error, attempt, retry)
     if (delay === undefined || this.waitedMs + delay > retry.maxTotalWaitMs) return false
     this.waitedMs += delay
     this.context.log.info({ attempt, delayMs: delay, upstreamStatus: error.status }, 'retrying Gemini call')
@@ -191,19 +196,21 @@ export class StreamRelay {
         if (delta.modelVersion !== undefined) this.modelVersion = delta.modelVersion
         if (delta.blockReason !== undefined) this.blockReason = delta.blockReason
         if (delta.blockedCategories !== undefined) this.blockedCategories = delta.blockedCategories
-        const thoughtFrame = delta.thought === undefined ? undefined : this.format.thought(delta.thought)
-        if (thoughtFrame !== undefined) {
+        if (delta.thought !== undefined) {
           // A model that shows its thinking is answering: the first-chunk budget no longer applies.
-          clearTimeout(this.firstChunkTimer)
-          await this.send(thoughtFrame)
+          this.answerBegan()
+          const thoughtFrame = this.format.thought(delta.thought)
+          if (thoughtFrame !== undefined) await this.send(thoughtFrame)
+        }
+        if (delta.functionCalls !== undefined && delta.functionCalls.length > 0) {
+          const tooLarge = this.takeCalls(delta.functionCalls)
+          if (tooLarge !== undefined) return tooLarge
+          const callsFrame = this.format.functionCalls(delta.functionCalls)
+          if (callsFrame !== undefined) await this.send(callsFrame)
         }
         if (delta.text === '') continue
-        if (this.fullText.length + delta.text.length > settings.maxAnswerChars) {
-          const answerTooLarge = tooLarge(`Gemini's answer grew past ${settings.maxAnswerChars} characters`)
-          recorder.upstreamError(answerTooLarge.metricLabel)
-          return await this.fail(upstreamFailure(answerTooLarge))
-        }
-        if (this.index === 0) clearTimeout(this.firstChunkTimer)
+        if (this.fullText.length + this.callChars + delta.text.length > settings.maxAnswerChars) return await this.failTooLarge()
+        this.answerBegan()
         this.index++
         this.fullText += delta.text
         recorder.chunkSent()
@@ -233,6 +240,27 @@ export class StreamRelay {
     return await this.complete()
   }
 
+  private answerBegan (): void {
+    if (this.answerStarted) return
+    this.answerStarted = true
+    clearTimeout(this.firstChunkTimer)
+  }
+
+  /** Keeps an event's calls; the failure answer when they grow the answer past its bound. */
+  private takeCalls (calls: readonly FunctionCall[]): Promise<FastifyReply> | undefined {
+    this.answerBegan()
+    for (const call of calls) this.callChars += call.name.length + JSON.stringify(call.args).length
+    if (this.fullText.length + this.callChars > this.context.settings.maxAnswerChars) return this.failTooLarge()
+    this.functionCalls.push(...calls)
+    return undefined
+  }
+
+  private async failTooLarge (): Promise<FastifyReply> {
+    const answerTooLarge = tooLarge(`Gemini's answer grew past ${this.context.settings.maxAnswerChars} characters`)
+    this.context.recorder.upstreamError(answerTooLarge.metricLabel)
+    return await this.fail(upstreamFailure(answerTooLarge))
+  }
+
   /** Sends a frame, opening the stream first; a promise only when the client must be waited for. */
   private send (frame: string): Promise<void> | undefined {
     this.openOnce()
@@ -257,7 +285,8 @@ export class StreamRelay {
       fullText: this.fullText,
       usage: this.usage,
       model: MODEL_VERSION.test(this.modelVersion ?? '') ? this.modelVersion! : this.generation.model,
-      finishReason: this.finishReason
+      finishReason: this.finishReason,
+      functionCalls: this.functionCalls
     })
     this.openOnce()
     this.writer.end(frame)

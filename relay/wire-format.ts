@@ -4,6 +4,7 @@
 
 import type { OutgoingHttpHeaders } from 'node:http'
 import type { UpstreamError } from '../gemini/upstream-error.js'
+import type { FunctionCall } from '../gemini/types.js'
 import type { ReportedUsage } from '../schemas/stream.js'
 
 export type FailureKind =
@@ -47,6 +48,8 @@ export interface StreamCompletion {
   /** The model that answered: Gemini's `modelVersion` when it named one, else the model asked for. */
   model: string
   finishReason: string
+  /** The functions the model called, in order; empty when it answered in text only. */
+  functionCalls: readonly FunctionCall[]
 }
 
 /** A whole (non-streamed) answer, sent through Fastify's reply so the route's hooks and serializer apply. */
@@ -63,6 +66,8 @@ export interface WireFormat {
   chunk: (text: string, index: number) => string | undefined
   /** The frame of a thought summary delta; undefined when the format does not carry thoughts. */
   thought: (text: string) => string | undefined
+  /** The frame of the function calls of one upstream event; undefined when the format does not carry them. */
+  functionCalls: (calls: readonly FunctionCall[]) => string | undefined
   /** A frame that keeps idle proxies from closing the connection; undefined when the format has none. */
   heartbeat: () => string | undefined
   /** The last frame of a successful stream. */

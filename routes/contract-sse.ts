@@ -37,6 +37,8 @@ export const contractSse: WireFormat = {
   // Same bytes as JSON.stringify({ chunk, index }) without building the object on the hot path.
   chunk: (text, index) => `data: {"chunk":${JSON.stringify(text)},"index":${index}}\n\n`,
   thought: () => undefined,
+  // The contract's requests declare no functions, so Gemini calls none.
+  functionCalls: () => undefined,
   heartbeat: () => HEARTBEAT,
   completion: completion => dataEvent(seedCompletion(completion)),
   error: failure => dataEvent(seedError(failure)),

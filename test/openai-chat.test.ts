@@ -209,3 +209,94 @@ t.test('X-API-Key works as well as Bearer, and the admin key is an admin key', a
   t.equal(admin.status, 200)
   t.equal(admin.headers.get('x-ratelimit-limit'), '2')
 })
+
+const WEATHER_TOOL = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'Current weather for a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } }, required: ['city', 'unit'], additionalProperties: false }
+  }
+}
+
+/** What Gemini itself answers to the same request: the function call it makes. */
+async function callGeminiMakes (emulator: GeminiEmulator, model: string): Promise<{ name: string, args: Record<string, unknown>, thoughtSignature?: string }> {
+  const sent = bodyOf(emulator)
+  const response = await fetch(`${emulator.url}/v1/models/${model}:generateContent`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': 'upstream-secret-key' }, body: JSON.stringify(sent) })
+  const answer = await response.json() as { candidates: Array<{ content: { parts: Array<{ functionCall?: { name: string, args: Record<string, unknown> }, thoughtSignature?: string }> } }> }
+  const part = answer.candidates[0]!.content.parts.find(candidate => candidate.functionCall !== undefined)!
+  return { ...part.functionCall!, ...(part.thoughtSignature === undefined ? {} : { thoughtSignature: part.thoughtSignature }) }
+}
+
+t.test('a streamed function call: its index, id and name, then its arguments, then finish_reason tool_calls', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 2, defaultMaxTokens: 6 })
+  const { url } = await startGateway(t, emulator)
+  const response = await postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'What is the weather in Paris?' }], tools: [WEATHER_TOOL], tool_choice: 'required', stream: true })
+  const body = await response.text()
+  const sent = bodyOf(emulator)
+  t.same(sent.tools, [{ functionDeclarations: [{ name: 'get_weather', description: 'Current weather for a city', parametersJsonSchema: WEATHER_TOOL.function.parameters }] }])
+  t.same(sent.toolConfig, { functionCallingConfig: { mode: 'ANY' } })
+  const call = await callGeminiMakes(emulator, MODEL)
+  const first = JSON.parse(body.slice('data: '.length, body.indexOf('\n\n'))) as Chunk
+  const id = /"id":"(call_[0-9a-f]{24})"/.exec(body)?.[1]
+  t.ok(id !== undefined, 'the call has an OpenAI-style id')
+  const frame = (choice: string): string => `data: {"id":"${first.id}","object":"chat.completion.chunk","created":${first.created},"model":"${MODEL}","choices":[${choice}]}\n\n`
+  t.equal(body,
+    frame('{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}') +
+    frame(`{"index":0,"delta":{"tool_calls":[{"index":0,"id":"${id}","type":"function","function":{"name":"get_weather","arguments":""}}]},"logprobs":null,"finish_reason":null}`) +
+    frame(`{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":${JSON.stringify(JSON.stringify(call.args))}}}]},"logprobs":null,"finish_reason":null}`) +
+    frame('{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}') +
+    'data: [DONE]\n\n')
+})
+
+t.test('a tool round trip: tool_calls and tool messages reach Gemini as functionCall and functionResponse parts', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 2, defaultMaxTokens: 6 })
+  const { url } = await startGateway(t, emulator)
+  const ask = { model: 'gemini-2.5-flash', messages: [{ role: 'user', content: 'What is the weather in Paris?' }], tools: [WEATHER_TOOL], reasoning_effort: 'low' }
+  const first = await (await postChat(url, ask)).json() as { choices: Array<{ message: { content: string | null, tool_calls: Array<{ id: string, function: { name: string, arguments: string }, extra_content: { google: { thought_signature: string } } }> }, finish_reason: string }> }
+  const choice = first.choices[0]!
+  t.equal(choice.finish_reason, 'tool_calls')
+  t.equal(choice.message.content, null, 'an answer that only calls has no content')
+  const made = await callGeminiMakes(emulator, 'gemini-2.5-flash')
+  const toolCall = choice.message.tool_calls[0]!
+  t.same(JSON.parse(toolCall.function.arguments), made.args)
+  t.equal(toolCall.extra_content.google.thought_signature, made.thoughtSignature, 'the thinking model\'s signature is handed to the client')
+
+  const answer = await postChat(url, { ...ask, messages: [...ask.messages, choice.message, { role: 'tool', tool_call_id: toolCall.id, content: '{"celsius":21}' }, { role: 'tool', tool_call_id: toolCall.id, content: 'sunny' }] })
+  const second = await answer.json() as { choices: Array<{ message: { content: string }, finish_reason: string }> }
+  t.match(second.choices[0]!.message.content, /^get_weather returned \{"celsius":21\}\. get_weather returned \{"result":"sunny"\}\./)
+  t.equal(second.choices[0]!.finish_reason, 'stop')
+  t.same((bodyOf(emulator).contents as unknown[]).slice(1), [
+    { parts: [{ functionCall: { name: 'get_weather', args: made.args }, thoughtSignature: made.thoughtSignature }], role: 'model' },
+    { parts: [{ functionResponse: { name: 'get_weather', response: { celsius: 21 } } }, { functionResponse: { name: 'get_weather', response: { result: 'sunny' } } }], role: 'user' }
+  ], 'the call goes back with its signature, and both answers in one user turn')
+})
+
+t.test('tool_choice maps to Gemini\'s function-calling modes', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 1, defaultMaxTokens: 4 })
+  const { url } = await startGateway(t, emulator)
+  const other = { type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: {} } } }
+  const cases: Array<[unknown, object]> = [
+    ['none', { mode: 'NONE' }],
+    ['auto', { mode: 'AUTO' }],
+    ['required', { mode: 'ANY' }],
+    [{ type: 'function', function: { name: 'get_time' } }, { mode: 'ANY', allowedFunctionNames: ['get_time'] }],
+    [{ type: 'allowed_tools', allowed_tools: { mode: 'auto', tools: [{ type: 'function', function: { name: 'get_weather' } }] } }, { mode: 'VALIDATED', allowedFunctionNames: ['get_weather'] }]
+  ]
+  for (const [choice, config] of cases) {
+    const response = await postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'hi' }], tools: [WEATHER_TOOL, other], tool_choice: choice })
+    t.equal(response.status, 200, JSON.stringify(choice))
+    await response.text()
+    t.same(bodyOf(emulator).toolConfig, { functionCallingConfig: config }, JSON.stringify(choice))
+  }
+  const unknown = await postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'hi' }], tools: [WEATHER_TOOL], tool_choice: { type: 'function', function: { name: 'nope' } } })
+  t.equal(unknown.status, 400)
+  t.match(await unknown.json(), { error: { param: 'tool_choice', message: 'tool_choice names nope, which tools does not declare' } })
+  const badName = await postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function', function: { name: '1st-tool' } }] })
+  t.equal(badName.status, 400)
+  t.match(await badName.json(), { error: { param: 'tools[0].function.name', code: 'invalid_value' } })
+  const custom = await postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'custom', custom: { name: 'x' } }] })
+  t.match(await custom.json(), { error: { param: 'tools[0].type' } })
+  const badArguments = await postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] }, { role: 'tool', tool_call_id: 'c1', content: 'x' }] })
+  t.match(await badArguments.json(), { error: { param: 'messages[1].tool_calls[0].function.arguments', message: /must be a JSON object/ } })
+})

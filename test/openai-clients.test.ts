@@ -5,7 +5,7 @@ import t from 'tap'
 import OpenAI from 'openai'
 import { zodResponseFormat } from 'openai/helpers/zod'
 import { z } from 'zod'
-import { generateText, streamText } from 'ai'
+import { generateText, jsonSchema, stepCountIs, streamText, tool } from 'ai'
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible'
 import { createRequire } from 'node:module'
 import type { ChatOpenAI as ChatOpenAIClass } from '@langchain/openai'
@@ -143,6 +143,39 @@ t.test('openai: GET /v1/models lists what a caller may name, and retrieves one',
   t.equal(emulator.requests.at(-1)!.model, 'gemini-2.5-flash')
 })
 
+const WEATHER_PARAMETERS: { type: 'object', properties: Record<string, { type: 'string', enum?: string[] }>, required: string[], additionalProperties: false } = {
+  type: 'object',
+  properties: { city: { type: 'string' }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } },
+  required: ['city', 'unit'],
+  additionalProperties: false
+}
+
+t.test('openai: a tool-call round trip, streamed and whole', async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startGateway(t, emulator)
+  const client = openAIClient(url)
+  const tools: OpenAI.ChatCompletionTool[] = [{ type: 'function', function: { name: 'get_weather', description: 'Current weather for a city', parameters: WEATHER_PARAMETERS } }]
+  const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'user', content: 'What is the weather in Paris?' }]
+  const whole = await client.chat.completions.create({ model: MODEL, messages, tools })
+  const message = whole.choices[0]!.message
+  t.equal(whole.choices[0]!.finish_reason, 'tool_calls')
+  const call = message.tool_calls?.[0]
+  t.equal(call?.type, 'function')
+  const args = call?.type === 'function' ? JSON.parse(call.function.arguments) as Record<string, unknown> : {}
+  t.match(args, { city: String, unit: /^(celsius|fahrenheit)$/ }, 'the arguments follow the declared schema')
+
+  // The SDK's stream helper puts the deltas together into the same call.
+  const runner = client.chat.completions.stream({ model: MODEL, messages, tools })
+  const streamed = await runner.finalChatCompletion()
+  const streamedCall = streamed.choices[0]!.message.tool_calls?.[0]
+  t.same(streamedCall?.type === 'function' ? { name: streamedCall.function.name, args: JSON.parse(streamedCall.function.arguments) } : undefined, { name: 'get_weather', args })
+  t.equal(streamed.choices[0]!.finish_reason, 'tool_calls')
+
+  const followUp = await client.chat.completions.create({ model: MODEL, tools, messages: [...messages, message, { role: 'tool', tool_call_id: call!.id, content: '{"celsius":21}' }] })
+  t.match(followUp.choices[0]!.message.content, /^get_weather returned \{"celsius":21\}\./, 'Gemini answered the tool\'s result in text')
+  t.equal(followUp.choices[0]!.finish_reason, 'stop')
+})
+
 t.test('Vercel AI SDK: streamText and generateText through @ai-sdk/openai-compatible', async t => {
   const emulator = await startEmulator(t, PACE)
   const { url } = await startGateway(t, emulator)
@@ -160,6 +193,35 @@ t.test('Vercel AI SDK: streamText and generateText through @ai-sdk/openai-compat
   const generated = await generateText({ model: gateway(MODEL), system: 'Be brief.', prompt: 'Tell me about rivers', maxRetries: 0 })
   t.equal(generated.text, answerFor({ system: 'Be brief.', turns: [{ role: 'user', text: 'Tell me about rivers' }] }, undefined, PACE).deltas.join(''))
   t.equal(generated.finishReason, 'stop')
+})
+
+t.test('Vercel AI SDK: generateText calls a tool and answers with its result', async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startGateway(t, emulator)
+  const gateway = createOpenAICompatible({ name: 'amrikyy', baseURL: `${url}/v1`, apiKey: USER_KEY })
+  const calls: unknown[] = []
+  const result = await generateText({
+    model: gateway(MODEL),
+    prompt: 'What is the weather in Paris?',
+    tools: {
+      get_weather: tool({
+        description: 'Current weather for a city',
+        inputSchema: jsonSchema<{ city: string, unit: string }>(WEATHER_PARAMETERS),
+        execute: async input => {
+          calls.push(input)
+          return { celsius: 21 }
+        }
+      })
+    },
+    stopWhen: stepCountIs(3),
+    maxRetries: 0
+  })
+  t.equal(calls.length, 1, 'the SDK ran the tool once')
+  t.match(calls[0], { city: String, unit: /^(celsius|fahrenheit)$/ })
+  t.equal(result.steps.length, 2)
+  t.equal(result.steps[0]?.finishReason, 'tool-calls')
+  t.match(result.text, /^get_weather returned /)
+  t.equal(result.finishReason, 'stop')
 })
 
 t.test('LangChain: ChatOpenAI streams through the gateway', async t => {

@@ -2,7 +2,8 @@
 // with `data: [DONE]` (`stream: true`), and one `chat.completion` object, built from the same upstream
 // stream. Each request gets its own format, holding the completion's identity and what was sent so far.
 
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
+import type { FunctionCall } from '../../gemini/types.js'
 import type { StreamCompletion, StreamFailure, WholeAnswer, WireFormat } from '../../relay/wire-format.js'
 import type { ReportedUsage } from '../../schemas/stream.js'
 import { HEARTBEAT, SSE_HEADERS } from '../contract-sse.js'
@@ -29,7 +30,28 @@ export function isContentFilter (failure: StreamFailure): boolean {
 }
 
 function finishReasonOf (completion: StreamCompletion): FinishReason {
-  return completion.finishReason === 'MAX_TOKENS' ? 'length' : 'stop'
+  if (completion.finishReason === 'MAX_TOKENS') return 'length'
+  return completion.functionCalls.length > 0 ? 'tool_calls' : 'stop'
+}
+
+/** The ids the gateway gives calls Gemini sent without one; never sent back to Gemini (chat-request.ts). */
+export const GATEWAY_CALL_ID = /^call_[0-9a-f]{24}$/
+
+export interface OpenAIToolCall {
+  id: string
+  type: 'function'
+  function: { name: string, arguments: string }
+  /** Where Gemini's own OpenAI-compatible endpoint puts a call's thought signature, for the client to send back. */
+  extra_content?: { google: { thought_signature: string } }
+}
+
+export function openAIToolCallOf (call: FunctionCall): OpenAIToolCall {
+  return {
+    id: call.id ?? `call_${randomBytes(12).toString('hex')}`,
+    type: 'function',
+    function: { name: call.name, arguments: JSON.stringify(call.args) },
+    ...(call.thoughtSignature === undefined ? {} : { extra_content: { google: { thought_signature: call.thoughtSignature } } })
+  }
 }
 
 export interface OpenAIUsage {
@@ -102,10 +124,20 @@ export function chatCompletionSse (identity: CompletionIdentity, includeUsage: b
     return `${opening()}${choiceFrame({}, finishReason)}${usageFrame}data: [DONE]\n\n`
   }
 
+  let callIndex = 0
+  /** Each call as OpenAI streams one: its index, id and name first, then its arguments. */
+  const callFrames = (call: FunctionCall): string => {
+    const { function: { name, arguments: args }, ...identity } = openAIToolCallOf(call)
+    const index = callIndex++
+    return choiceFrame({ tool_calls: [{ index, ...identity, function: { name, arguments: '' } }] }, null) +
+      choiceFrame({ tool_calls: [{ index, function: { arguments: args } }] }, null)
+  }
+
   return {
     head: () => ({ status: 200, headers: SSE_HEADERS }),
     chunk: text => `${opening()}${contentHead}${JSON.stringify(text)}${contentTail}`,
     thought: text => `${opening()}${choiceFrame({ reasoning_content: text }, null)}`,
+    functionCalls: calls => opening() + calls.map(callFrames).join(''),
     heartbeat: () => HEARTBEAT,
     completion: completion => ending(finishReasonOf(completion), completion.usage),
     error: failure => {
@@ -125,13 +157,21 @@ interface WholeMessage {
   content: string | null
   refusal: null
   reasoning_content?: string
+  tool_calls?: OpenAIToolCall[]
 }
 
 /** One `chat.completion` object: nothing is sent until the answer is whole, so every failure is a plain error answer. */
 export function chatCompletionWhole (identity: CompletionIdentity): WireFormat {
   let reasoning = ''
-  const body = (content: string, finishReason: FinishReason, usage: ReportedUsage | undefined): string => {
-    const message: WholeMessage = { role: 'assistant', content, refusal: null, ...(reasoning === '' ? {} : { reasoning_content: reasoning }) }
+  const body = (content: string, finishReason: FinishReason, usage: ReportedUsage | undefined, calls: readonly FunctionCall[] = []): string => {
+    const message: WholeMessage = {
+      role: 'assistant',
+      // OpenAI's content of an answer that only calls functions is null.
+      content: content === '' && calls.length > 0 ? null : content,
+      refusal: null,
+      ...(reasoning === '' ? {} : { reasoning_content: reasoning }),
+      ...(calls.length === 0 ? {} : { tool_calls: calls.map(openAIToolCallOf) })
+    }
     const openAIUsage = openAIUsageOf(usage)
     return JSON.stringify({
       id: identity.id,
@@ -149,8 +189,9 @@ export function chatCompletionWhole (identity: CompletionIdentity): WireFormat {
       reasoning += text
       return undefined
     },
+    functionCalls: () => undefined,
     heartbeat: () => undefined,
-    completion: completion => body(completion.fullText, finishReasonOf(completion), completion.usage),
+    completion: completion => body(completion.fullText, finishReasonOf(completion), completion.usage, completion.functionCalls),
     // Never sent: nothing is written before the completion, so a failure is always a refusal.
     error: failure => JSON.stringify(openAIErrorOfFailure(failure).body),
     refusal: failure => {

@@ -5,6 +5,8 @@
 import { createHash } from 'node:crypto'
 import { ATTACHMENT_MIME_TYPES, ATTACHMENTS_MAX_ITEMS, BASE64_PATTERN, CONVERSATION_MAX_CHARS, PROMPT_MAX_LENGTH, RESPONSE_SCHEMA_MAX_BYTES, RESPONSE_SCHEMA_MAX_DEPTH, type Attachment, type GenerationOptions } from '../../schemas/stream.js'
 import type { ChatCompletionRequest } from '../../schemas/openai.js'
+import type { FunctionCall, FunctionDeclaration, FunctionResponse, GenerationRequest, ToolChoice } from '../../gemini/types.js'
+import { GATEWAY_CALL_ID } from './chat-format.js'
 import { decodedBytes, schemaTooLarge } from '../stream-request.js'
 import { invalidRequest, OpenAIError, unsupportedParameter } from './errors.js'
 
@@ -20,26 +22,20 @@ export const MESSAGES_MAX_CHARS = PROMPT_MAX_LENGTH + CONVERSATION_MAX_CHARS
  */
 export const THINKING_BUDGETS = { none: 0, minimal: 1024, low: 1024, medium: 8192, high: 24_576 } as const
 
-export interface ChatFunctionCall { id?: string | undefined, name: string, args: Record<string, unknown> }
-export interface ChatFunctionResponse { name: string, response: Record<string, unknown> }
-
 /** One Gemini turn built from one or more consecutive messages of the same side. */
 export interface ChatTurn {
   role: 'user' | 'model'
   text: string
   attachments?: Attachment[] | undefined
-  functionCalls?: ChatFunctionCall[] | undefined
-  functionResponses?: ChatFunctionResponse[] | undefined
+  functionCalls?: FunctionCall[] | undefined
+  functionResponses?: FunctionResponse[] | undefined
 }
-
-export interface ChatFunction { name: string, description?: string | undefined, parameters?: Record<string, unknown> | undefined }
-export interface ChatToolChoice { mode: 'AUTO' | 'ANY' | 'NONE' | 'VALIDATED', allowedFunctionNames?: string[] | undefined }
 
 export interface ChatConversation {
   system?: string | undefined
   turns: ChatTurn[]
-  tools?: ChatFunction[] | undefined
-  toolChoice?: ChatToolChoice | undefined
+  tools?: FunctionDeclaration[] | undefined
+  toolChoice?: ToolChoice | undefined
   options: GenerationOptions
   /** The `agent` metrics label for `user`. */
   agent?: string | undefined
@@ -155,7 +151,7 @@ class MessageReader {
     return { text: texts.join('\n'), ...(attachments.length === 0 ? {} : { attachments }) }
   }
 
-  toolCalls (value: unknown, param: string): ChatFunctionCall[] {
+  toolCalls (value: unknown, param: string): FunctionCall[] {
     if (!Array.isArray(value)) throw invalidRequest(`${param} must be an array`, param)
     return value.map((call: unknown, j) => {
       const at = `${param}[${j}]`
@@ -165,18 +161,32 @@ class MessageReader {
       const args = argumentsOf(fn.arguments, `${at}.function.arguments`)
       this.callNames.set(call.id, fn.name)
       this.text(fn.name)
-      return { id: call.id, name: fn.name, args }
+      const signature = signatureOf(call.extra_content)
+      return {
+        // An id the gateway made up means nothing to Gemini; one Gemini gave goes back to it.
+        ...(GATEWAY_CALL_ID.test(call.id) ? {} : { id: call.id }),
+        name: fn.name,
+        args,
+        ...(signature === undefined ? {} : { thoughtSignature: this.text(signature) })
+      }
     })
   }
 
-  toolResponse (message: Record<string, unknown>, param: string): ChatFunctionResponse {
+  toolResponse (message: Record<string, unknown>, param: string): FunctionResponse {
     const id = message.tool_call_id
     if (typeof id !== 'string') throw invalidRequest(`${param}.tool_call_id must be a string`, `${param}.tool_call_id`)
     const name = this.callNames.get(id)
     if (name === undefined) throw invalidRequest(`${param}.tool_call_id ${JSON.stringify(id)} answers no tool call of an earlier assistant message`, `${param}.tool_call_id`)
     const text = this.textOnly(message.content, `${param}.content`)
-    return { name, response: responseOf(text) }
+    return { ...(GATEWAY_CALL_ID.test(id) ? {} : { id }), name, response: responseOf(text) }
   }
+}
+
+/** A call's thought signature where Gemini's OpenAI-compatible endpoint puts it: `extra_content.google.thought_signature`. */
+function signatureOf (extra: unknown): string | undefined {
+  const google = isObject(extra) ? extra.google : undefined
+  const signature = isObject(google) ? google.thought_signature : undefined
+  return typeof signature === 'string' && signature !== '' ? signature : undefined
 }
 
 function argumentsOf (value: unknown, param: string): Record<string, unknown> {
@@ -262,7 +272,7 @@ function conversationOf (messages: ChatCompletionRequest['messages'], attachment
   return { ...(joined === '' ? {} : { system: joined }), turns }
 }
 
-function toolsOf (tools: readonly unknown[] | null | undefined): ChatFunction[] | undefined {
+function toolsOf (tools: readonly unknown[] | null | undefined): FunctionDeclaration[] | undefined {
   if (tools === undefined || tools === null || tools.length === 0) return undefined
   const names = new Set<string>()
   return tools.map((tool, i) => {
@@ -287,7 +297,7 @@ function namedFunction (value: unknown, declared: ReadonlySet<string>, param: st
   return name
 }
 
-function toolChoiceOf (choice: unknown, tools: ChatFunction[] | undefined): ChatToolChoice | undefined {
+function toolChoiceOf (choice: unknown, tools: FunctionDeclaration[] | undefined): ToolChoice | undefined {
   if (choice === undefined || choice === null) return undefined
   if (tools === undefined) {
     if (choice === 'none' || choice === 'auto') return undefined
@@ -365,5 +375,18 @@ export function chatConversationOf (body: ChatCompletionRequest, attachmentsMaxB
     ...(agent === undefined ? {} : { agent }),
     stream: body.stream === true,
     includeUsage: body.stream === true && body.stream_options?.include_usage === true
+  }
+}
+
+/** The relay's Gemini request: the turns are the whole conversation. */
+export function generationOf (chat: ChatConversation, model: string): GenerationRequest {
+  return {
+    model,
+    prompt: '',
+    contents: chat.turns,
+    ...(chat.system === undefined ? {} : { system: chat.system }),
+    ...(chat.tools === undefined ? {} : { tools: chat.tools }),
+    ...(chat.toolChoice === undefined ? {} : { toolChoice: chat.toolChoice }),
+    options: chat.options
   }
 }
