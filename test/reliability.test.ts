@@ -114,6 +114,17 @@ t.test('upstream retries', async t => {
     t.same(streamMetrics(await scrape(url)), { completed: 1, active: 0, upstreamErrors: { 503: 1, network: 1 } })
   })
 
+  t.test('a failure after thought summaries were relayed is not retried: no thought is sent twice', async t => {
+    const emulator = await startEmulator(t, { chunkCount: 8, defaultMaxTokens: 20 })
+    const { url } = await startGateway(t, emulator, { stream: { retry } })
+    // The first of the two thought events arrives, then the connection drops.
+    emulator.addFault({ kind: 'drop', afterChunks: 1 })
+    const events = parseEvents(await (await postStream(url, { prompt: 'p', model: 'gemini-2.5-flash', options: { thinking: { includeThoughts: true } } })).text())
+    t.equal(streamCalls(emulator).length, 1, 'Gemini was asked once')
+    t.equal(events.filter(event => typeof event === 'object' && event !== null && 'thought' in event).length, 1, 'the one thought relayed, once')
+    t.match(events.at(-1), { error: String, recoverable: true })
+  })
+
   t.test('Gemini\'s RetryInfo delay is honoured', async t => {
     const emulator = await startEmulator(t, PACE)
     const { url } = await startGateway(t, emulator, { stream: { retry } })
