@@ -14,6 +14,7 @@ export { default as openApiPlugin, type OpenApiOptions } from './plugins/openapi
 export { default as streamRoute, type StreamRouteOptions } from './routes/stream.js'
 export { default as modelsPlugin, createModelPolicy, type ModelsOptions, type GatewayModels, type ModelPolicy } from './plugins/models.js'
 export { default as modelsRoute } from './routes/models.js'
+export { default as openAIRoutes, type OpenAIRoutesOptions } from './routes/openai/openai-routes.js'
 export type { RelayOptions, StreamTimeouts } from './relay/settings.js'
 export type { RetryPolicy } from './relay/retry.js'
 export { default as healthRoute, type HealthRouteOptions } from './routes/health.js'

@@ -2,8 +2,13 @@
 // chat.completion, the request mapping as Gemini receives it, and every refusal in OpenAI's shape.
 
 import t from 'tap'
-import { answerFor, type GeminiEmulator } from '../emulator/server.js'
-import { ADMIN_KEY, startEmulator, startGateway, USER_KEY } from './support/gateway.js'
+import { answerFor, BLOCKED_PROMPT_TRIGGER, UNSAFE_ANSWER_TRIGGER, type GeminiEmulator } from '../emulator/server.js'
+import { GatewayLifecycle } from '../plugins/lifecycle.js'
+import { Exposition } from './support/prometheus.js'
+import { createHash } from 'node:crypto'
+import Fastify from 'fastify'
+import streamGateway from '../app.js'
+import { ADMIN_KEY, listenOnLoopback, startEmulator, startGateway, USER_KEY } from './support/gateway.js'
 
 const MODEL = 'gemini-2.0-flash-exp'
 
@@ -299,4 +304,89 @@ t.test('tool_choice maps to Gemini\'s function-calling modes', async t => {
   t.match(await custom.json(), { error: { param: 'tools[0].type' } })
   const badArguments = await postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] }, { role: 'tool', tool_call_id: 'c1', content: 'x' }] })
   t.match(await badArguments.json(), { error: { param: 'messages[1].tool_calls[0].function.arguments', message: /must be a JSON object/ } })
+})
+
+t.test('a safety stop ends as finish_reason content_filter; a blocked prompt is a 400 content_filter', async t => {
+  const pace = { chunkCount: 4, defaultMaxTokens: 12 }
+  const emulator = await startEmulator(t, pace)
+  const { url } = await startGateway(t, emulator, { stream: { heartbeatMs: 0 } })
+  const prompt = `tell me ${UNSAFE_ANSWER_TRIGGER} things`
+  const first = answerFor(prompt, undefined, pace).deltas[0]!
+  const events = dataLines(await (await postChat(url, { model: MODEL, messages: [{ role: 'user', content: prompt }], stream: true, stream_options: { include_usage: true } })).text())
+  t.equal(events.at(-1), '[DONE]', 'a content filter stop is a whole answer to OpenAI clients')
+  const chunks = events.slice(0, -1) as Chunk[]
+  t.same(chunks.map(chunk => chunk.choices[0]?.delta), [{ role: 'assistant', content: '' }, { content: first }, {}, undefined])
+  t.equal(chunks.at(-2)!.choices[0]!.finish_reason, 'content_filter')
+  t.match(chunks.at(-1)!.usage, { prompt_tokens: Number, completion_tokens: Number }, 'what was generated is reported')
+  const whole = await (await postChat(url, { model: MODEL, messages: [{ role: 'user', content: prompt }] })).json() as { choices: Array<{ message: { content: string }, finish_reason: string }> }
+  t.same([whole.choices[0]!.message.content, whole.choices[0]!.finish_reason], [first, 'content_filter'])
+
+  const blocked = await postChat(url, { model: MODEL, messages: [{ role: 'user', content: `please ${BLOCKED_PROMPT_TRIGGER}` }], stream: true })
+  t.equal(blocked.status, 400)
+  t.same(await blocked.json(), { error: { message: 'Gemini blocked the prompt: SAFETY', type: 'invalid_request_error', param: 'messages', code: 'content_filter' } })
+})
+
+t.test('the stream metrics count these completions with api="openai" and `user` as a bounded agent label', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 3, defaultMaxTokens: 6 })
+  const { url } = await startGateway(t, emulator)
+  await (await postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'hi' }], stream: true, user: 'search-team' })).text()
+  await (await postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'hi' }], user: 'someone@example.com' })).text()
+  await (await fetch(`${url}/api/stream`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': USER_KEY }, body: '{"prompt":"hi"}' })).text()
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+  const completed = (labels: Record<string, string>): number | undefined => scrape.sample('amrikyy_stream_sessions_completed_total', labels)
+  t.equal(completed({ api: 'openai', agent: 'search-team', model: MODEL }), 1)
+  const digest = createHash('sha256').update('someone@example.com').digest('hex').slice(0, 12)
+  t.equal(completed({ api: 'openai', agent: `user-${digest}`, model: MODEL }), 1, 'an email becomes a digest, never a label')
+  t.equal(completed({ api: 'stream', agent: 'unknown', model: MODEL }), 1)
+  t.equal(scrape.sample('amrikyy_stream_chunks_sent_total', { api: 'openai', agent: 'search-team', model: MODEL }), 3)
+  t.equal(scrape.sample('amrikyy_active_streams', { api: 'openai', agent: 'search-team', model: MODEL }), 0)
+  t.notOk(scrape.text.includes('example.com'))
+})
+
+t.test('heartbeats are SSE comments; a draining gateway refuses in OpenAI\'s shape', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 3, chunkDelayMs: 120, defaultMaxTokens: 6 })
+  const lifecycle = new GatewayLifecycle()
+  const { url } = await startGateway(t, emulator, { lifecycle, stream: { heartbeatMs: 50 } })
+  const slow = await (await postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'slowly' }], stream: true })).text()
+  t.match(slow, /\n\n: ping\n\n/, 'a heartbeat comment between the events')
+  t.match(slow, /data: \[DONE\]\n\n$/)
+  const drained = lifecycle.drain(200)
+  const refused = await postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'too late' }] })
+  t.equal(refused.status, 503)
+  t.same(await refused.json(), { error: { message: 'Service Unavailable: The gateway is shutting down; retry the request', type: 'server_error', param: null, code: 'service_unavailable' } })
+  await drained
+})
+
+t.test('under a host\'s prefix the routes move with the gateway', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 1, defaultMaxTokens: 3 })
+  const host = Fastify({ logger: false, forceCloseConnections: true })
+  await host.register(streamGateway, { prefix: '/ai', apiKeys: [USER_KEY], gemini: { apiKey: 'k', baseUrl: emulator.url } })
+  t.teardown(async () => { await host.close() })
+  const url = await listenOnLoopback(host)
+  const completion = await fetch(`${url}/ai/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${USER_KEY}` }, body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] }) })
+  t.equal(completion.status, 200)
+  t.match(await completion.json(), { object: 'chat.completion' })
+  const models = await fetch(`${url}/ai/v1/models`, { headers: { authorization: `Bearer ${USER_KEY}` } })
+  t.match(await models.json(), { object: 'list', data: Array })
+  t.equal((await fetch(`${url}/v1/models`)).status, 404, 'nothing outside the prefix')
+})
+
+t.test('a whole completion whose client leaves aborts the upstream call and counts as cancelled', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 40, chunkDelayMs: 50, defaultMaxTokens: 80 })
+  const { url } = await startGateway(t, emulator)
+  const leave = new AbortController()
+  const asked = postChat(url, { model: MODEL, messages: [{ role: 'user', content: 'a long one' }] })
+  void asked.catch(() => {})
+  await emulator.waitForRequests(1)
+  const pending = fetch(`${url}/v1/chat/completions`, { method: 'POST', signal: leave.signal, headers: { 'content-type': 'application/json', authorization: `Bearer ${USER_KEY}` }, body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'another long one' }] }) })
+  void pending.catch(() => {})
+  await emulator.waitForRequests(2)
+  leave.abort()
+  const start = performance.now()
+  while (emulator.openStreams() > 1 && performance.now() - start < 2000) await new Promise(resolve => setTimeout(resolve, 10))
+  t.equal(emulator.openStreams(), 1, 'only the call of the client that stayed is still open')
+  t.equal((await (await asked).json() as { object: string }).object, 'chat.completion', 'the other answer is unaffected')
+  const scrape = new Exposition(await (await fetch(`${url}/api/metrics`)).text())
+  t.equal(scrape.sample('amrikyy_stream_sessions_cancelled_total', { api: 'openai', agent: 'unknown', model: MODEL }), 1)
+  t.equal(scrape.sample('amrikyy_stream_sessions_completed_total', { api: 'openai', agent: 'unknown', model: MODEL }), 1)
 })
