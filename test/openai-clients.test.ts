@@ -7,10 +7,17 @@ import { zodResponseFormat } from 'openai/helpers/zod'
 import { z } from 'zod'
 import { generateText, jsonSchema, stepCountIs, streamText, tool } from 'ai'
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible'
+import { execFile } from 'node:child_process'
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import type { ChatOpenAI as ChatOpenAIClass } from '@langchain/openai'
 import { answerFor } from '../emulator/server.js'
 import { startEmulator, startGateway, USER_KEY, waitUntil } from './support/gateway.js'
+import { markedBlock } from './support/readme-blocks.js'
 
 // Required, not imported: tap's TypeScript loader (a ts-node fork) resolves @langchain/openai's ESM import of
 // `openai/lib/responses/ResponseInputItems.js` to a `.js.mjs` file that does not exist; plain Node resolves it.
@@ -242,4 +249,22 @@ t.test('LangChain: ChatOpenAI streams through the gateway', async t => {
   t.match(usage, { input_tokens: answer.promptTokens, output_tokens: answer.completionTokens })
   const invoked = await chat.invoke([['system', 'Be brief.'], ['human', 'Tell me about mountains']])
   t.equal(invoked.content, answerFor({ system: 'Be brief.', turns: [{ role: 'user', text: 'Tell me about mountains' }] }, undefined, PACE).deltas.join(''))
+})
+
+t.test('the README\'s OpenAI example runs as written', async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startGateway(t, emulator)
+  const root = fileURLToPath(new URL('..', import.meta.url))
+  const block = markedBlock(await readFile(join(root, 'README.md'), 'utf8'), 'openai')
+  t.equal(block.lang, 'js')
+  const dir = await mkdtemp(join(tmpdir(), 'readme-openai-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  // As a reader has it: the `openai` package installed beside the script.
+  await mkdir(join(dir, 'node_modules'))
+  await symlink(join(root, 'node_modules', 'openai'), join(dir, 'node_modules', 'openai'), 'dir')
+  await writeFile(join(dir, 'openai.mjs'), block.code)
+  const ran = await promisify(execFile)(process.execPath, [join(dir, 'openai.mjs')], { cwd: dir, env: { PATH: process.env.PATH ?? '', AMRIKYY_URL: url, AMRIKYY_API_KEY: USER_KEY } })
+  const answer = answerFor({ system: 'You are a patient physics teacher.', turns: [{ role: 'user', text: 'Why is the sky blue?' }] }, undefined, PACE)
+  t.equal(ran.stdout, answer.deltas.join(''))
+  t.equal(ran.stderr, `\n${answer.promptTokens + answer.completionTokens} tokens\n`)
 })

@@ -139,7 +139,7 @@ t.test('the packed package installs, type-checks for a consumer and runs the REA
   t.test('the README\'s examples run from the installed package', async t => {
     const readme = await readFile(join(ROOT, 'README.md'), 'utf8')
     // The conversation examples need a thinking model's answer checked word for word: test/client.test.ts runs them.
-    t.same(markedBlockNames(readme), ['conversation-curl', 'conversation', 'client', 'embed'], 'the README\'s runnable blocks, each run below or in test/client.test.ts')
+    t.same(markedBlockNames(readme), ['conversation-curl', 'conversation', 'openai', 'client', 'embed'], 'the README\'s runnable blocks, each run below, in test/client.test.ts or in test/openai-clients.test.ts')
     await writeFile(join(scratch, 'server.mjs'), await readmeBlock('embed'))
     await writeFile(join(scratch, 'client.mjs'), await readmeBlock('client'))
 
