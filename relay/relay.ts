@@ -112,8 +112,9 @@ export class StreamRelay {
     after(totalMs, () => { this.stop({ kind: 'timeout', message: `Gemini did not finish the answer within ${seconds(totalMs)}` }) })
     this.firstChunkTimer = after(firstChunkMs, () => { this.stop({ kind: 'timeout', message: `Gemini sent no answer within ${seconds(firstChunkMs)}` }) })
     this.idleTimer = after(idleMs, () => {
-      // Armed from the start but only meaningful once chunks flow; before that the first-chunk timer rules.
-      if (this.answerStarted && !this.awaitingClient) this.stop({ kind: 'timeout', message: `Gemini went silent for ${seconds(idleMs)}` })
+      // Armed from the start but only meaningful once text or calls flow; before that the first-chunk timer
+      // rules, and a thinking model may go quiet between its thought summaries and its answer.
+      if ((this.index > 0 || this.functionCalls.length > 0) && !this.awaitingClient) this.stop({ kind: 'timeout', message: `Gemini went silent for ${seconds(idleMs)}` })
       else this.idleTimer?.refresh()
     })
     if (settings.heartbeatMs > 0) {
@@ -203,8 +204,8 @@ export class StreamRelay {
           if (thoughtFrame !== undefined) await this.send(thoughtFrame)
         }
         if (delta.functionCalls !== undefined && delta.functionCalls.length > 0) {
-          const tooLarge = this.takeCalls(delta.functionCalls)
-          if (tooLarge !== undefined) return tooLarge
+          const refused = this.takeCalls(delta.functionCalls)
+          if (refused !== undefined) return await refused
           const callsFrame = this.format.functionCalls(delta.functionCalls)
           if (callsFrame !== undefined) await this.send(callsFrame)
         }
