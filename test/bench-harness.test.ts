@@ -59,7 +59,7 @@ t.test('without the openai path (a build that has no such route), nothing of it 
   t.notMatch(renderMarkdown(report), /openai/)
 })
 
-t.test('with a baseline build, measures it as a fourth path with the gateway\'s byte checks and reports gateway against baseline', async t => {
+t.test('with a baseline build, measures it as one more path with the gateway\'s byte checks and reports gateway against baseline', async t => {
   // This build as its own baseline: the point is the plumbing, not a difference.
   const report = await runBench({ scenarios: [TINY], warmupStreams: 4, promptVariety: 3, baseline: {} })
   const [scenario] = report.scenarios
