@@ -5,7 +5,7 @@
 //   --no-paced     skip the realistic-pace scenario
 //   --no-openai    skip the openai path (POST /v1/chat/completions), for a gateway build that has no such route
 //   --gateway-script PATH   measure another build's server.js (e.g. an older commit's) instead of dist/server.js
-//   --baseline-script PATH  also measure another build's server.js as a fourth path, `baseline`, in the same
+//   --baseline-script PATH  also measure another build's server.js as one more path, `baseline`, in the same
 //                  runs as the gateway, and report gateway÷baseline ratios
 //   --gemini-client sdk|rest   the gateway's GEMINI_CLIENT (default: the gateway's own default)
 //   --profile      instead of the bench: CPU-profile the gateway under load, write bench/results/profile.md
@@ -48,9 +48,10 @@ function scenarios (quick: boolean, runs: number, paced: boolean): ScenarioConfi
   return list
 }
 
-const ROUTE_OF: Partial<Record<PathName, string>> = { gateway: 'POST /api/stream', openai: 'POST /v1/chat/completions' }
+type ProfiledPath = Extract<PathName, 'gateway' | 'openai'>
+const ROUTE_OF: Record<ProfiledPath, string> = { gateway: 'POST /api/stream', openai: 'POST /v1/chat/completions' }
 
-async function profileGateway (resultsDir: string, gatewayOptions: GatewayProcessOptions, path: 'gateway' | 'openai'): Promise<void> {
+async function profileGateway (resultsDir: string, gatewayOptions: GatewayProcessOptions, path: ProfiledPath): Promise<void> {
   const profileDir = join(resultsDir, 'profiles')
   rmSync(profileDir, { recursive: true, force: true })
   mkdirSync(profileDir, { recursive: true })
@@ -75,7 +76,7 @@ async function profileGateway (resultsDir: string, gatewayOptions: GatewayProces
   if (file === undefined) throw new Error('bench: the gateway wrote no .cpuprofile')
   const summary = summariseProfile(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile, 40)
   const m = machineFacts()
-  const markdown = `# Gateway CPU profile under load, ${ROUTE_OF[path] ?? path}\n\n5,000 streams of 50 chunks at concurrency 50 (after 500 warm-up streams), ` +
+  const markdown = `# Gateway CPU profile under load, ${ROUTE_OF[path]}\n\n5,000 streams of 50 chunks at concurrency 50 (after 500 warm-up streams), ` +
     `cheap emulator upstream, gateway in production mode. ${m.cpuModel}, ${m.cores} cores, Node ${m.node}.\n\n` +
     renderProfileSummary(summary, `Profile ${file}`)
   const name = path === 'gateway' ? 'profile' : `profile-${path}`
