@@ -1,22 +1,29 @@
-// The benchmark: three paths to the same emulator (direct, bare proxy, gateway), and a fourth when
-// another build is given as a baseline, driven at several concurrencies with the paths interleaved
-// run by run, every stream's bytes checked.
+// The benchmark: paths to the same emulator (direct, bare proxy, the gateway's POST /api/stream and,
+// on the same gateway process, its POST /v1/chat/completions), and one more when another build is
+// given as a baseline, driven at several concurrencies with the paths interleaved run by run, every
+// stream's bytes checked.
 
 import { resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { AnswerPace } from '../emulator/answer.js'
 import { machineFacts as sharedMachineFacts, type MachineFacts as SharedMachineFacts } from '../scripts/shared/machine.js'
 import { distFile, GATEWAY_CLIENT_KEY, startEmulatorProcess, type GatewayProcessOptions, startGatewayProcess, startProxyProcess, type Child } from './children.js'
-import { expectedStream, gatewayBodyProblem, upstreamBodyProblem, type ExpectedStream } from './expect.js'
+import { expectedStream, gatewayBodyProblem, openAIBodyProblem, upstreamBodyProblem, type ExpectedStream } from './expect.js'
 import { keepAliveAgent, percentile, runLoad, type StreamSample, type StreamTarget } from './load.js'
 import { cpuMs, sampleRss, ticksPerSecond } from '../scripts/shared/procfs.js'
-import { baselineRatiosFor, ratiosFor, type BaselineRatioReport, type RatioReport } from './ratios.js'
+import { baselineRatiosFor, openAIRatiosFor, ratiosFor, type BaselineRatioReport, type OpenAIRatioReport, type RatioReport } from './ratios.js'
 
-export type { BaselineRatioReport, RatioReport } from './ratios.js'
+export type { BaselineRatioReport, OpenAIRatioReport, RatioReport } from './ratios.js'
 
-/** `baseline` is another build of the gateway, measured only when the bench is given one. */
-export type PathName = 'direct' | 'proxy' | 'gateway' | 'baseline'
-export const PATHS: readonly PathName[] = ['direct', 'proxy', 'gateway']
+/**
+ * `gateway` is POST /api/stream and `openai` POST /v1/chat/completions (streamed), both on the same
+ * gateway process; `baseline` is another build of the gateway, measured only when the bench is given one.
+ */
+export type PathName = 'direct' | 'proxy' | 'gateway' | 'openai' | 'baseline'
+/** The paths every run measures unless told otherwise. */
+export const PATHS: readonly PathName[] = ['direct', 'proxy', 'gateway', 'openai']
+/** The paths that take turns at the head of a run; the others are measured right beside the gateway. */
+const ROTATED: readonly PathName[] = ['direct', 'proxy', 'gateway']
 
 export const MODEL = 'gemini-2.0-flash-exp'
 const WARMUP_CONCURRENCY = 10
@@ -49,6 +56,8 @@ export interface BenchConfig {
   gateway?: GatewayProcessOptions
   /** When set, a second gateway build (its `script`) measured as the `baseline` path beside the gateway. */
   baseline?: GatewayProcessOptions
+  /** Measure POST /v1/chat/completions as the `openai` path. Default true; false for a build without it. */
+  openai?: boolean
   log?: (line: string) => void
 }
 
@@ -89,6 +98,8 @@ export interface ScenarioReport {
   runs: number
   cells: CellReport[]
   ratios: RatioReport[]
+  /** Only when the openai path was measured. */
+  openaiRatios?: OpenAIRatioReport[]
   /** Only when a baseline build was measured. */
   baselineRatios?: BaselineRatioReport[]
   checks: CheckReport
@@ -119,27 +130,38 @@ export function upstreamRequestBody (prompt: string): string {
   return JSON.stringify({ contents: [{ parts: [{ text: prompt }], role: 'user' }], generationConfig: {} })
 }
 
-/** The paths a run measures: the three, plus `baseline` when there is one. */
+/** The paths a run measures: direct, proxy, gateway, openai unless turned off, and `baseline` when there is one. */
 export function pathsFor (config: BenchConfig): PathName[] {
-  return config.baseline === undefined ? [...PATHS] : [...PATHS, 'baseline']
+  const paths = config.openai === false ? PATHS.filter(path => path !== 'openai') : [...PATHS]
+  return config.baseline === undefined ? paths : [...paths, 'baseline']
 }
 
 /**
- * The order of the paths in one cell. Without a baseline it is today's rotation by run. With one,
- * the baseline is measured right beside the gateway (so both meet the same machine noise), before
- * or after it by turns, so that neither build always goes first.
+ * The order of the paths in one cell: direct, proxy and gateway rotate by run. The openai path and
+ * the baseline are each measured right beside the gateway (so that what is compared with it meets
+ * the same machine noise), on either side of it, swapping sides by turns so that neither always goes
+ * first. That matters most for openai, which shares the gateway's process: whichever runs second may
+ * pay for garbage the first left behind.
  */
 export function pathOrder (paths: readonly PathName[], run: number, cellIndex: number): PathName[] {
-  const rotated = PATHS.map((_, i) => PATHS[(i + run) % PATHS.length]!)
-  if (!paths.includes('baseline')) return rotated
+  const rotated = ROTATED.map((_, i) => ROTATED[(i + run) % ROTATED.length]!)
   // Alternates along the concurrencies of a run and, for each concurrency, from run to run.
-  const at = rotated.indexOf('gateway') + ((run + cellIndex) % 2 === 0 ? 1 : 0)
-  return [...rotated.slice(0, at), 'baseline', ...rotated.slice(at)]
+  const [left, right]: [PathName, PathName] = (run + cellIndex) % 2 === 0 ? ['openai', 'baseline'] : ['baseline', 'openai']
+  const beside = (path: PathName): PathName[] => paths.includes(path) ? [path] : []
+  const at = rotated.indexOf('gateway')
+  return [...rotated.slice(0, at), ...beside(left), 'gateway', ...beside(right), ...rotated.slice(at + 1)]
 }
 
 export function targetFor (path: PathName, url: string): StreamTarget {
   if (path === 'gateway' || path === 'baseline') {
     return { url: `${url}/api/stream`, headers: { 'x-api-key': GATEWAY_CLIENT_KEY }, body: prompt => JSON.stringify({ prompt }) }
+  }
+  if (path === 'openai') {
+    return {
+      url: `${url}/v1/chat/completions`,
+      headers: { authorization: `Bearer ${GATEWAY_CLIENT_KEY}` },
+      body: prompt => JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: prompt }], stream: true })
+    }
   }
   return {
     url: `${url}/v1beta/models/${MODEL}:streamGenerateContent?alt=sse`,
@@ -153,7 +175,9 @@ export function sampleProblem (path: PathName, sample: StreamSample, expected: E
   if (sample.error !== undefined) return `transport error: ${sample.error}`
   if (sample.status !== 200) return `status ${sample.status}`
   // The baseline speaks the same contract as the gateway, so the same bytes are expected of it.
-  return path === 'gateway' || path === 'baseline' ? gatewayBodyProblem(sample.body, expected) : upstreamBodyProblem(sample.body, expected)
+  if (path === 'gateway' || path === 'baseline') return gatewayBodyProblem(sample.body, expected)
+  if (path === 'openai') return openAIBodyProblem(sample.body, expected, MODEL)
+  return upstreamBodyProblem(sample.body, expected)
 }
 
 function spread (values: number[]): Spread {
@@ -198,7 +222,8 @@ interface Servers {
 }
 
 function serverFor (servers: Servers, path: PathName): Child {
-  const server = path === 'direct' ? servers.emulator : servers[path]
+  // The openai path is the gateway process's other route, so its CPU and RSS are read from that process.
+  const server = path === 'direct' ? servers.emulator : path === 'openai' ? servers.gateway : servers[path]
   if (server === undefined) throw new Error(`bench: no ${path} server was started`)
   return server
 }
@@ -294,6 +319,7 @@ export async function runScenario (scenario: ScenarioConfig, config: BenchConfig
       runs: scenario.runs,
       cells,
       ratios: ratiosFor(cells, scenario.concurrencies),
+      ...(paths.includes('openai') ? { openaiRatios: openAIRatiosFor(cells, scenario.concurrencies) } : {}),
       ...(servers.baseline === undefined ? {} : { baselineRatios: baselineRatiosFor(cells, scenario.concurrencies) }),
       checks: checker.report
     }

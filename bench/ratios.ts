@@ -1,5 +1,6 @@
 // The comparisons the bench draws from its medians: the gateway against the floor (bare proxy,
-// direct upstream) and, when a baseline build was measured in the same run, against that build.
+// direct upstream), its OpenAI route against its own stream route and, when a baseline build was
+// measured in the same run, the gateway against that build.
 
 import type { CellReport, MeasureName, PathName } from './harness.js'
 
@@ -25,6 +26,19 @@ export interface BaselineRatioReport {
   throughputGatewayOverBaseline: number
   /** Median TTFC p50, gateway minus baseline, in ms: below 0 means this build answers sooner. */
   ttfcP50GatewayMinusBaselineMs: number
+}
+
+/** POST /v1/chat/completions against POST /api/stream, on the same gateway process. */
+export interface OpenAIRatioReport {
+  concurrency: number
+  /** openai CPU per stream / gateway CPU per stream (medians): issue 15 wants at most 1.2. */
+  cpuPerStreamOpenAIOverGateway: number
+  /** openai streams/s / gateway streams/s (medians). */
+  throughputOpenAIOverGateway: number
+  /** Median TTFC p50, openai minus gateway, in ms. */
+  ttfcP50OpenAIMinusGatewayMs: number
+  /** Median whole-stream p50, openai minus gateway, in ms. */
+  totalP50OpenAIMinusGatewayMs: number
 }
 
 function medianOf (cells: CellReport[]): (path: PathName, concurrency: number, name: MeasureName) => number {
@@ -55,5 +69,16 @@ export function baselineRatiosFor (cells: CellReport[], concurrencies: number[])
     cpuPerStreamGatewayOverBaseline: median('gateway', c, 'cpuMsPerStream') / median('baseline', c, 'cpuMsPerStream'),
     throughputGatewayOverBaseline: median('gateway', c, 'streamsPerSecond') / median('baseline', c, 'streamsPerSecond'),
     ttfcP50GatewayMinusBaselineMs: median('gateway', c, 'ttfcP50Ms') - median('baseline', c, 'ttfcP50Ms')
+  }))
+}
+
+export function openAIRatiosFor (cells: CellReport[], concurrencies: number[]): OpenAIRatioReport[] {
+  const median = medianOf(cells)
+  return concurrencies.map(c => ({
+    concurrency: c,
+    cpuPerStreamOpenAIOverGateway: median('openai', c, 'cpuMsPerStream') / median('gateway', c, 'cpuMsPerStream'),
+    throughputOpenAIOverGateway: median('openai', c, 'streamsPerSecond') / median('gateway', c, 'streamsPerSecond'),
+    ttfcP50OpenAIMinusGatewayMs: median('openai', c, 'ttfcP50Ms') - median('gateway', c, 'ttfcP50Ms'),
+    totalP50OpenAIMinusGatewayMs: median('openai', c, 'totalP50Ms') - median('gateway', c, 'totalP50Ms')
   }))
 }

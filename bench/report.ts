@@ -1,8 +1,11 @@
-// Renders a bench report as Markdown: one table per scenario, then the ratios (and, with a baseline
-// build, the gateway against that build) and the byte checks.
+// Renders a bench report as Markdown: one table per scenario, then the ratios (the OpenAI route against
+// the stream route and, with a baseline build, the gateway against that build) and the byte checks.
 
 import type { BenchReport, Spread } from './harness.js'
 import type { MemoryReport } from './memory.js'
+
+/** Issue 15's bound on POST /v1/chat/completions' CPU per stream, as a multiple of POST /api/stream's. */
+export const OPENAI_CPU_TARGET = 1.2
 
 function fixed (value: number, digits: number): string {
   return Number.isFinite(value) ? value.toFixed(digits) : 'n/a'
@@ -25,6 +28,11 @@ export function renderMarkdown (report: BenchReport, memory?: MemoryReport[]): s
       'CPU = user+system time of the serving process (emulator for direct) per stream, from /proc. RSS = highest sampled during the run.',
     ''
   ]
+  if (report.scenarios.some(scenario => scenario.openaiRatios !== undefined)) {
+    lines.push('gateway = `POST /api/stream`; openai = `POST /v1/chat/completions` with `"stream":true`, the same prompts on the same ' +
+      'gateway process (so the same CPU and RSS counters), measured right beside the gateway path, taking turns at going first. ' +
+      `Issue 15 wants openai's CPU per stream at most ${OPENAI_CPU_TARGET.toFixed(1)}× the gateway's.`, '')
+  }
   if (report.builds !== undefined) {
     lines.push(`Two builds side by side: gateway = \`${report.builds.gateway}\`, baseline = \`${report.builds.baseline}\`, ` +
       'started the same way and measured in the same runs, next to each other, taking turns at going first.', '')
@@ -44,6 +52,15 @@ export function renderMarkdown (report: BenchReport, memory?: MemoryReport[]): s
     for (const r of scenario.ratios) {
       lines.push(`| ${r.concurrency} | ${fixed(r.cpuPerStreamGatewayOverProxy, 2)}× | ${fixed(r.throughputGatewayOverProxy, 2)}× | ${fixed(r.ttfcP50GatewayMinusDirectMs, 2)} | ` +
         `${fixed(r.ttfcP50GatewayMinusProxyMs, 2)} | ${fixed(r.ttfcP50ProxyMinusDirectMs, 2)} | ${fixed(r.totalP50GatewayMinusDirectMs, 2)} |`)
+    }
+    if (scenario.openaiRatios !== undefined) {
+      lines.push('', '| conc. | CPU/stream openai÷gateway | streams/s openai÷gateway | TTFC p50 openai−gateway ms | stream p50 openai−gateway ms |')
+      lines.push('|---:|---:|---:|---:|---:|')
+      for (const r of scenario.openaiRatios) {
+        const over = r.cpuPerStreamOpenAIOverGateway > OPENAI_CPU_TARGET ? ` (over ${OPENAI_CPU_TARGET.toFixed(1)}×)` : ''
+        lines.push(`| ${r.concurrency} | ${fixed(r.cpuPerStreamOpenAIOverGateway, 2)}×${over} | ${fixed(r.throughputOpenAIOverGateway, 2)}× | ` +
+          `${fixed(r.ttfcP50OpenAIMinusGatewayMs, 2)} | ${fixed(r.totalP50OpenAIMinusGatewayMs, 2)} |`)
+      }
     }
     if (scenario.baselineRatios !== undefined) {
       lines.push('', '| conc. | CPU/stream gateway÷baseline | streams/s gateway÷baseline | TTFC p50 gateway−baseline ms |')

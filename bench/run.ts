@@ -3,11 +3,13 @@
 //   --runs N       runs per path and concurrency in the cheap-upstream scenario (default 3)
 //   --no-memory    skip the idle-open-streams scenario
 //   --no-paced     skip the realistic-pace scenario
+//   --no-openai    skip the openai path (POST /v1/chat/completions), for a gateway build that has no such route
 //   --gateway-script PATH   measure another build's server.js (e.g. an older commit's) instead of dist/server.js
-//   --baseline-script PATH  also measure another build's server.js as a fourth path, `baseline`, in the same
+//   --baseline-script PATH  also measure another build's server.js as one more path, `baseline`, in the same
 //                  runs as the gateway, and report gateway÷baseline ratios
 //   --gemini-client sdk|rest   the gateway's GEMINI_CLIENT (default: the gateway's own default)
 //   --profile      instead of the bench: CPU-profile the gateway under load, write bench/results/profile.md
+//   --profile-path gateway|openai   the route --profile loads (default gateway); openai writes profile-openai.md
 //   --instructions instead of the bench: count instructions per stream under callgrind (needs valgrind),
 //                  with --baseline-script beside the gateway; --warm W (default 100) and --streams N
 //                  (default 300) streams; writes bench/results/instructions.md (about 10 minutes)
@@ -17,7 +19,7 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { projectRoot, startEmulatorProcess, startGatewayProcess, type GatewayProcessOptions } from './children.js'
 import { summariseProfile, renderProfileSummary, type CpuProfile } from './cpuprofile.js'
-import { machineFacts, promptFor, runBench, targetFor, type BenchConfig, type ScenarioConfig, type UpstreamPace } from './harness.js'
+import { machineFacts, promptFor, runBench, targetFor, type BenchConfig, type PathName, type ScenarioConfig, type UpstreamPace } from './harness.js'
 import { keepAliveAgent, runLoad } from './load.js'
 import { measureIdleStreams, type MemoryReport } from './memory.js'
 import { renderMarkdown } from './report.js'
@@ -46,7 +48,10 @@ function scenarios (quick: boolean, runs: number, paced: boolean): ScenarioConfi
   return list
 }
 
-async function profileGateway (resultsDir: string, gatewayOptions: GatewayProcessOptions): Promise<void> {
+type ProfiledPath = Extract<PathName, 'gateway' | 'openai'>
+const ROUTE_OF: Record<ProfiledPath, string> = { gateway: 'POST /api/stream', openai: 'POST /v1/chat/completions' }
+
+async function profileGateway (resultsDir: string, gatewayOptions: GatewayProcessOptions, path: ProfiledPath): Promise<void> {
   const profileDir = join(resultsDir, 'profiles')
   rmSync(profileDir, { recursive: true, force: true })
   mkdirSync(profileDir, { recursive: true })
@@ -54,13 +59,13 @@ async function profileGateway (resultsDir: string, gatewayOptions: GatewayProces
   try {
     const gateway = await startGatewayProcess(emulator.url, { ...gatewayOptions, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] })
     try {
-      const target = targetFor('gateway', gateway.url)
+      const target = targetFor(path, gateway.url)
       const agent = keepAliveAgent(50)
       await runLoad(agent, target, { streams: 500, concurrency: 50, promptFor: i => promptFor(i, 64) })
       const load = await runLoad(agent, target, { streams: 5000, concurrency: 50, promptFor: i => promptFor(i, 64) })
       agent.destroy()
       const wrong = load.samples.filter(s => s.status !== 200).length
-      log(`profiled ${load.samples.length} gateway streams at c=50 (${wrong} not 200) in ${load.wallMs.toFixed(0)} ms`)
+      log(`profiled ${load.samples.length} ${path} streams at c=50 (${wrong} not 200) in ${load.wallMs.toFixed(0)} ms`)
     } finally {
       await gateway.stop()
     }
@@ -71,11 +76,12 @@ async function profileGateway (resultsDir: string, gatewayOptions: GatewayProces
   if (file === undefined) throw new Error('bench: the gateway wrote no .cpuprofile')
   const summary = summariseProfile(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile, 40)
   const m = machineFacts()
-  const markdown = '# Gateway CPU profile under load\n\n5,000 streams of 50 chunks at concurrency 50 (after 500 warm-up streams), ' +
+  const markdown = `# Gateway CPU profile under load, ${ROUTE_OF[path]}\n\n5,000 streams of 50 chunks at concurrency 50 (after 500 warm-up streams), ` +
     `cheap emulator upstream, gateway in production mode. ${m.cpuModel}, ${m.cores} cores, Node ${m.node}.\n\n` +
     renderProfileSummary(summary, `Profile ${file}`)
-  writeFileSync(join(resultsDir, 'profile.md'), markdown)
-  writeFileSync(join(resultsDir, 'profile.json'), `${JSON.stringify(summary, null, 2)}\n`)
+  const name = path === 'gateway' ? 'profile' : `profile-${path}`
+  writeFileSync(join(resultsDir, `${name}.md`), markdown)
+  writeFileSync(join(resultsDir, `${name}.json`), `${JSON.stringify(summary, null, 2)}\n`)
   process.stdout.write(markdown)
 }
 
@@ -104,7 +110,9 @@ async function main (): Promise<void> {
       runs: { type: 'string', default: '3' },
       'no-memory': { type: 'boolean', default: false },
       'no-paced': { type: 'boolean', default: false },
+      'no-openai': { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
+      'profile-path': { type: 'string', default: 'gateway' },
       instructions: { type: 'boolean', default: false },
       warm: { type: 'string', default: String(DEFAULT_WARM) },
       streams: { type: 'string', default: String(DEFAULT_STREAMS) },
@@ -125,12 +133,15 @@ async function main (): Promise<void> {
   if (baselineScript !== undefined && !existsSync(baselineScript)) throw new Error(`--baseline-script: ${baselineScript} does not exist; build that worktree first`)
   // Started exactly as the gateway is (same env and flags), only from the other build's script.
   const baseline: GatewayProcessOptions | undefined = baselineScript === undefined ? undefined : { ...gateway, script: resolve(baselineScript) }
-  if (values.profile) return await profileGateway(resultsDir, gateway)
+  const profilePath = values['profile-path']
+  if (profilePath !== 'gateway' && profilePath !== 'openai') throw new Error(`--profile-path must be gateway or openai, got "${profilePath}"`)
+  if (values.profile) return await profileGateway(resultsDir, gateway, profilePath)
   if (values.instructions) return await countInstructions(resultsDir, gateway, baseline, values.warm, values.streams)
 
   const runs = Number(values.runs)
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got "${values.runs}"`)
-  const config: BenchConfig = { scenarios: scenarios(values.quick, runs, !values['no-paced']), gateway, ...(baseline === undefined ? {} : { baseline }), log }
+  const openai = !values['no-openai']
+  const config: BenchConfig = { scenarios: scenarios(values.quick, runs, !values['no-paced']), gateway, ...(baseline === undefined ? {} : { baseline }), openai, log }
   const report = await runBench(config)
 
   const memory: MemoryReport[] = []
@@ -138,7 +149,9 @@ async function main (): Promise<void> {
     for (const [i, n] of (values.quick ? [200] : [1000, 5000]).entries()) {
       // With a baseline, the two builds take turns at going first.
       const builds = baseline === undefined ? ['gateway'] as const : i % 2 === 0 ? ['gateway', 'baseline'] as const : ['baseline', 'gateway'] as const
-      for (const server of ['proxy', ...builds] as const) memory.push(await measureIdleStreams(server, n, CHEAP, log, server === 'baseline' ? baseline : gateway))
+      // openai is this build's other route, in a gateway process of its own so that its streams alone fill it.
+      const servers = ['proxy', ...builds, ...(openai ? ['openai'] as const : [])] as const
+      for (const server of servers) memory.push(await measureIdleStreams(server, n, CHEAP, log, server === 'baseline' ? baseline : gateway))
     }
   }
 

@@ -1,12 +1,13 @@
 // The benchmark harness on a tiny configuration: it starts the real processes (emulator, bare
-// proxy, gateway from dist/, and a baseline build when given one), reports every path and
-// concurrency, and its byte checks reject streams that are not exactly what each path must send.
+// proxy, gateway from dist/, and a baseline build when given one), reports every path (the gateway's
+// /api/stream and /v1/chat/completions among them) and concurrency, and its byte checks reject
+// streams that are not exactly what each path must send.
 // No timing is asserted; the ratio maths is checked on made-up medians.
 
 import t from 'tap'
-import { expectedGatewayBody, expectedStream, gatewayBodyProblem, upstreamBodyProblem } from '../bench/expect.js'
-import { PATHS, pathOrder, runBench, type BenchReport, type CellReport, type MeasureName, type PathName, type ScenarioConfig, type Spread } from '../bench/harness.js'
-import { baselineRatiosFor, ratiosFor } from '../bench/ratios.js'
+import { expectedGatewayBody, expectedStream, gatewayBodyProblem, openAIBodyProblem, upstreamBodyProblem, type ExpectedStream } from '../bench/expect.js'
+import { MODEL, PATHS, pathOrder, pathsFor, runBench, type BenchReport, type CellReport, type MeasureName, type PathName, type ScenarioConfig, type Spread } from '../bench/harness.js'
+import { baselineRatiosFor, openAIRatiosFor, ratiosFor } from '../bench/ratios.js'
 import { renderMarkdown } from '../bench/report.js'
 import { attribute, nameMapEntry, parseCallgrind, PerfMap } from '../bench/callgrind.js'
 
@@ -21,7 +22,7 @@ t.test('reports every path at every concurrency, with every stream checked and r
   const [scenario] = report.scenarios
   t.ok(scenario)
   if (scenario === undefined) return
-  t.same(scenario.cells.map(c => `${c.path}@${c.concurrency}`), ['direct@1', 'proxy@1', 'gateway@1', 'direct@2', 'proxy@2', 'gateway@2'])
+  t.same(scenario.cells.map(c => `${c.path}@${c.concurrency}`), ['direct@1', 'proxy@1', 'gateway@1', 'openai@1', 'direct@2', 'proxy@2', 'gateway@2', 'openai@2'])
   for (const cell of scenario.cells) {
     t.equal(cell.runs.length, 1)
     t.same(Object.keys(cell.summary).sort(), [...MEASURES].sort(), `${cell.path}@${cell.concurrency} has every measure`)
@@ -34,23 +35,38 @@ t.test('reports every path at every concurrency, with every stream checked and r
     t.ok(cell.summary.peakRssMiB.median > 0)
   }
   t.same(scenario.ratios.map(r => r.concurrency), [1, 2])
+  t.same(scenario.openaiRatios?.map(r => r.concurrency), [1, 2])
   // Warm-up (4 per path), per-cell warm-up (c streams) and the timed streams, all checked.
   t.equal(scenario.checks.streamsChecked, PATHS.length * 4 + PATHS.length * (1 + 3 + 2 + 3))
   t.equal(scenario.checks.wrongStreams, 0, scenario.checks.problems.join('; '))
   // Without a baseline, nothing of one appears.
   t.notOk('builds' in report)
   t.notOk('baselineRatios' in scenario)
-  t.notMatch(renderMarkdown(report), /baseline/)
+  const markdown = renderMarkdown(report)
+  t.notMatch(markdown, /baseline/)
+  t.match(markdown, '| conc. | CPU/stream openai÷gateway | streams/s openai÷gateway | TTFC p50 openai−gateway ms | stream p50 openai−gateway ms |')
+  t.match(markdown, /\| openai \| 2 \| 3 \|/)
 })
 
-t.test('with a baseline build, measures it as a fourth path with the gateway\'s byte checks and reports gateway against baseline', async t => {
+t.test('without the openai path (a build that has no such route), nothing of it is measured or reported', async t => {
+  t.same(pathsFor({ scenarios: [], openai: false }), ['direct', 'proxy', 'gateway'])
+  t.same(pathsFor({ scenarios: [], openai: false, baseline: {} }), ['direct', 'proxy', 'gateway', 'baseline'])
+  const report = await runBench({ scenarios: [{ ...TINY, concurrencies: [1] }], warmupStreams: 1, promptVariety: 2, openai: false })
+  const [scenario] = report.scenarios
+  if (scenario === undefined) return t.fail('no scenario')
+  t.same(scenario.cells.map(c => c.path), ['direct', 'proxy', 'gateway'])
+  t.notOk('openaiRatios' in scenario)
+  t.notMatch(renderMarkdown(report), /openai/)
+})
+
+t.test('with a baseline build, measures it as one more path with the gateway\'s byte checks and reports gateway against baseline', async t => {
   // This build as its own baseline: the point is the plumbing, not a difference.
   const report = await runBench({ scenarios: [TINY], warmupStreams: 4, promptVariety: 3, baseline: {} })
   const [scenario] = report.scenarios
   if (scenario === undefined) return t.fail('no scenario')
   t.same(scenario.cells.map(c => `${c.path}@${c.concurrency}`),
-    ['direct@1', 'proxy@1', 'gateway@1', 'baseline@1', 'direct@2', 'proxy@2', 'gateway@2', 'baseline@2'])
-  t.equal(scenario.checks.streamsChecked, 4 * 4 + 4 * (1 + 3 + 2 + 3))
+    ['direct@1', 'proxy@1', 'gateway@1', 'openai@1', 'baseline@1', 'direct@2', 'proxy@2', 'gateway@2', 'openai@2', 'baseline@2'])
+  t.equal(scenario.checks.streamsChecked, 5 * 4 + 5 * (1 + 3 + 2 + 3))
   t.equal(scenario.checks.wrongStreams, 0, scenario.checks.problems.join('; '))
   t.same(scenario.baselineRatios?.map(r => r.concurrency), [1, 2])
   t.ok(report.builds?.gateway.endsWith('/dist/server.js'))
@@ -60,11 +76,20 @@ t.test('with a baseline build, measures it as a fourth path with the gateway\'s 
   t.match(markdown, /\| baseline \| 2 \| 3 \|/)
 })
 
-t.test('the baseline is measured right beside the gateway, and the two take turns at going first', async t => {
-  t.same(pathOrder(PATHS, 0, 0), ['direct', 'proxy', 'gateway'])
-  t.same(pathOrder(PATHS, 1, 0), ['proxy', 'gateway', 'direct'])
-  t.same(pathOrder(PATHS, 2, 1), ['gateway', 'direct', 'proxy'])
-  const four: PathName[] = [...PATHS, 'baseline']
+t.test('openai and the baseline are each measured right beside the gateway, and take turns at going first', async t => {
+  const three: PathName[] = ['direct', 'proxy', 'gateway']
+  t.same(pathOrder(three, 0, 0), ['direct', 'proxy', 'gateway'])
+  t.same(pathOrder(three, 1, 0), ['proxy', 'gateway', 'direct'])
+  t.same(pathOrder(three, 2, 1), ['gateway', 'direct', 'proxy'])
+  t.same(pathOrder(PATHS, 0, 0), ['direct', 'proxy', 'openai', 'gateway'])
+  t.same(pathOrder(PATHS, 0, 1), ['direct', 'proxy', 'gateway', 'openai'])
+  t.same(pathOrder(PATHS, 1, 0), ['proxy', 'gateway', 'openai', 'direct'])
+  t.same(pathOrder(PATHS, 2, 0), ['openai', 'gateway', 'direct', 'proxy'])
+  // With both, the gateway sits between them, so each comparison is between neighbours.
+  const five: PathName[] = [...PATHS, 'baseline']
+  t.same(pathOrder(five, 0, 0), ['direct', 'proxy', 'openai', 'gateway', 'baseline'])
+  t.same(pathOrder(five, 0, 1), ['direct', 'proxy', 'baseline', 'gateway', 'openai'])
+  const four: PathName[] = [...three, 'baseline']
   t.same(pathOrder(four, 0, 0), ['direct', 'proxy', 'gateway', 'baseline'])
   t.same(pathOrder(four, 0, 1), ['direct', 'proxy', 'baseline', 'gateway'])
   t.same(pathOrder(four, 1, 0), ['proxy', 'baseline', 'gateway', 'direct'])
@@ -86,7 +111,9 @@ t.test('ratios are taken between the medians of the paths at the same concurrenc
     made('gateway', 1, 2, 100, 2, 5),
     made('proxy', 1, 1, 200, 1, 4),
     made('direct', 1, 0.5, 400, 0.5, 3),
-    made('baseline', 1, 4, 50, 1.25, 6)
+    made('baseline', 1, 4, 50, 1.25, 6),
+    made('openai', 50, 1.1, 450, 3.5, 21.5),
+    made('openai', 1, 3, 80, 1.5, 5.25)
   ]
   t.same(ratiosFor(cells, [1, 50]), [
     { concurrency: 1, cpuPerStreamGatewayOverProxy: 2, throughputGatewayOverProxy: 0.5, ttfcP50GatewayMinusDirectMs: 1.5, ttfcP50GatewayMinusProxyMs: 1, ttfcP50ProxyMinusDirectMs: 0.5, totalP50GatewayMinusDirectMs: 2 },
@@ -96,7 +123,14 @@ t.test('ratios are taken between the medians of the paths at the same concurrenc
     { concurrency: 1, cpuPerStreamGatewayOverBaseline: 0.5, throughputGatewayOverBaseline: 2, ttfcP50GatewayMinusBaselineMs: 0.75 },
     { concurrency: 50, cpuPerStreamGatewayOverBaseline: 1.25, throughputGatewayOverBaseline: 1.25, ttfcP50GatewayMinusBaselineMs: -1.5 }
   ])
+  const openai = openAIRatiosFor(cells, [1, 50])
+  t.same(openai.map(r => [r.concurrency, r.ttfcP50OpenAIMinusGatewayMs, r.totalP50OpenAIMinusGatewayMs]), [[1, -0.5, 0.25], [50, 0.5, 1.5]])
+  t.equal(openai[0]!.cpuPerStreamOpenAIOverGateway, 1.5)
+  t.equal(openai[0]!.throughputOpenAIOverGateway, 0.8)
+  t.ok(Math.abs(openai[1]!.cpuPerStreamOpenAIOverGateway - 1.1) < 1e-12)
+  t.equal(openai[1]!.throughputOpenAIOverGateway, 0.9)
   t.throws(() => baselineRatiosFor(cells.filter(c => c.path !== 'baseline'), [1]), /no baseline cell at concurrency 1/)
+  t.throws(() => openAIRatiosFor(cells.filter(c => c.path !== 'openai'), [50]), /no openai cell at concurrency 50/)
 })
 
 t.test('flags every stream as wrong when the answers differ from what the checker expects', async t => {
@@ -111,7 +145,7 @@ t.test('flags every stream as wrong when the answers differ from what the checke
 t.test('flags the baseline\'s streams as wrong too, against the gateway\'s expected bytes', async t => {
   const report = await runBench({ scenarios: [{ ...TINY, concurrencies: [1] }], warmupStreams: 1, promptVariety: 2, checkPace: { chunkCount: 4, defaultMaxTokens: 20 }, baseline: {} })
   const checks = report.scenarios[0]!.checks
-  t.equal(checks.streamsChecked, 4 * (1 + 1 + 3))
+  t.equal(checks.streamsChecked, 5 * (1 + 1 + 3))
   t.equal(checks.wrongStreams, checks.streamsChecked)
   t.ok(checks.problems.some(p => p.startsWith('baseline c=10: gateway body differs')), checks.problems.join('; '))
 })
@@ -158,4 +192,49 @@ t.test('the callgrind parser sums self instructions per function, skipping a cal
   t.same(nameMapEntry('JS:^get href node:internal/url:1003:11', '/b'), { name: 'get href node:internal/url', category: 'node core JS' })
   t.same(nameMapEntry('JS:+ /b/node_modules/undici/lib/x.js:3:4', '/b'), { name: '(anonymous) node_modules/undici/lib/x.js', category: 'dependency JS' })
   t.throws(() => parseCallgrind('events: Ir\nfn=x\n1 2\n'), /no totals/)
+})
+
+/** A right streamed chat completion for `expected`, built by hand from OpenAI's chunk format. */
+function openAIBody (expected: ExpectedStream, choices: string[] = openAIChoices(expected)): string {
+  const id = 'chatcmpl-0123456789abcdef0123456789abcdef'
+  return choices.map(choice => `data: {"id":"${id}","object":"chat.completion.chunk","created":1764670000,"model":"${MODEL}","choices":[${choice}]}\n\n`).join('') +
+    'data: [DONE]\n\n'
+}
+
+function openAIChoices (expected: ExpectedStream): string[] {
+  return [
+    '{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}',
+    ...expected.deltas.map(delta => `{"index":0,"delta":{"content":${JSON.stringify(delta)}},"logprobs":null,"finish_reason":null}`),
+    '{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}'
+  ]
+}
+
+t.test('the openai byte checks catch a wrong or truncated chat completion stream', async t => {
+  const expected = expectedStream('a chat completion', PACE)
+  const choices = openAIChoices(expected)
+  const body = openAIBody(expected)
+  t.equal(openAIBodyProblem(body, expected, MODEL), undefined)
+  const problem = (wrong: string): string | undefined => openAIBodyProblem(wrong, expected, MODEL)
+
+  t.match(problem(body.slice(0, -'data: [DONE]\n\n'.length)), 'does not end with data: [DONE]', 'cut before [DONE]')
+  t.match(problem(body.slice(0, -1)), 'does not end with data: [DONE]', 'one byte short')
+  t.match(problem(openAIBody(expected, [...choices.slice(0, 3), ...choices.slice(4)])), 'openai body has 6 chunks before [DONE], expected 7', 'a chunk missing, yet [DONE]')
+  t.match(problem(openAIBody(expected, choices.slice(0, -1))), 'has 6 chunks before [DONE], expected 7', 'no finish chunk')
+  t.match(problem(openAIBody(expected, [...choices.slice(0, -1), choices[1]!])), 'openai event 7 has a misplaced finish_reason', 'a content chunk in place of the finish')
+  t.match(problem(openAIBody(expected, [choices[1]!, ...choices.slice(1)])), 'openai event 1 delta is {"content":', 'no role first')
+  const textAt = body.indexOf('"content":"', body.indexOf('\n\n')) + 11
+  t.match(problem(body.slice(0, textAt) + 'X' + body.slice(textAt + 1)), 'openai event 2 carries the wrong text', 'one altered character of the answer')
+  t.match(problem(body.replace('"finish_reason":"stop"', '"finish_reason":"length"')), 'finish_reason length, expected stop')
+  const secondId = body.indexOf('chatcmpl-', body.indexOf('\n\n'))
+  t.match(problem(body.slice(0, secondId + 9) + 'f' + body.slice(secondId + 10)), 'openai event 2 has another id or created than the first chunk')
+  t.match(problem(body.replaceAll(`"model":"${MODEL}"`, '"model":"gemini-other"')), 'names model gemini-other')
+  t.match(problem(body.replaceAll('"choices":[', '"usage":null,"choices":[')), 'carries usage')
+  t.match(problem(body.replace('"object":"chat.completion.chunk"', '"object":"chat.completion"')), 'openai event 1 is not a chat.completion.chunk')
+  t.match(problem(body.replace('"object":', '"object":\n')), 'openai event 1 is not one data line')
+  t.match(problem(expectedGatewayBody(expected) + 'data: [DONE]\n\n'), 'openai body has 6 chunks before [DONE], expected 7', '/api/stream\'s events are not chunks')
+  const streamEvents = expectedGatewayBody(expected).split('\n\n').slice(0, -1).map(event => `${event}\n\n`)
+  t.match(problem([streamEvents[0]!, ...streamEvents].join('') + 'data: [DONE]\n\n'), 'openai event 1 is not a chat.completion.chunk', '/api/stream\'s events, as many as the chunks')
+  t.match(problem('data: [DONE]\n\n'), 'has 0 chunks before [DONE]')
+  const joined = `{"index":0,"delta":{"content":${JSON.stringify(expected.deltas.join(''))}},"logprobs":null,"finish_reason":null}`
+  t.match(problem(openAIBody(expected, [choices[0]!, joined, ...choices.slice(2)])), 'openai event 2 carries the wrong text', 'the right text, chunked otherwise')
 })
