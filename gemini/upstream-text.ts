@@ -16,7 +16,7 @@ function isRecord (value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-const RETRY_INFO = 'type.googleapis.com/google.rpc.RetryInfo'
+export const RETRY_INFO = 'type.googleapis.com/google.rpc.RetryInfo'
 
 /**
  * The `{"error":{"code","message","status"}}` object in `text`, or undefined for anything else (HTML,
@@ -36,6 +36,26 @@ export function googleErrorOf (text: string): GoogleErrorBody | undefined {
     ? details.filter(detail => isRecord(detail) && detail['@type'] === RETRY_INFO).map(detail => ({ '@type': RETRY_INFO, retryDelay: (detail as Record<string, unknown>).retryDelay }))
     : []
   return { error: { code, message, status, ...(retryInfo.length > 0 ? { details: retryInfo } : {}) } }
+}
+
+/**
+ * Google's `{"error":{"code","message","status","details"}}` object in `text` with every detail as it came (ErrorInfo,
+ * Help, BadRequest, ...), for the passthrough to answer with Gemini's own error; undefined for any other body.
+ * Only the four fields of Google's shape are kept, so whatever else an upstream adds stays here.
+ */
+export function googleErrorAsSentOf (text: string): GoogleErrorBody | undefined {
+  const reduced = googleErrorOf(text)
+  if (reduced === undefined) return undefined
+  const { details } = (JSON.parse(text) as { error: { details?: unknown } }).error
+  return Array.isArray(details) ? { error: { ...reduced.error, details } } : reduced
+}
+
+/** A copy of a JSON value with `redact` applied to every string in it, property names included. */
+export function redactedJson<T> (value: T, redact: (text: string) => string): T {
+  if (typeof value === 'string') return redact(value) as T
+  if (Array.isArray(value)) return value.map(item => redactedJson(item, redact) as unknown) as T
+  if (value === null || typeof value !== 'object') return value
+  return Object.fromEntries(Object.entries(value).map(([name, item]) => [redact(name), redactedJson(item as unknown, redact)])) as T
 }
 
 /**
