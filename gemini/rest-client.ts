@@ -9,7 +9,7 @@ import { Agent, type Dispatcher } from 'undici'
 import { toDelta } from './delta.js'
 import { geminiConfigOf, geminiToolConfigOf, geminiToolsOf, partsOf, turnsOf, type GeminiPart } from './generation-config.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
-import { googleErrorAsSentOf, isJsonContentType, keyRedactor, readSmallBody } from './upstream-text.js'
+import { googleErrorAsSentOf, isJsonContentType, ownKeyRedactor, readSmallBody } from './upstream-text.js'
 import { DEFAULT_MAX_EVENT_CHARS, DEFAULT_MAX_FORWARDED_BODY_BYTES, MAX_LISTED_MODELS, MODEL_LIST_PAGE_SIZE, type CountedContents, type ForwardedAnswer, type ForwardedCall, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest, type ModelInfo } from './types.js'
 import { abortedCall, httpStatusError, invalidRequest, malformedStream, tooLarge, transportError, unexpectedAnswer, UpstreamError } from './upstream-error.js'
 
@@ -144,7 +144,8 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
   const maxEventChars = options.maxEventChars ?? DEFAULT_MAX_EVENT_CHARS
   const maxErrorBodyBytes = options.maxErrorBodyBytes
   const maxForwardedBodyBytes = options.maxForwardedBodyBytes ?? DEFAULT_MAX_FORWARDED_BODY_BYTES
-  const redact = keyRedactor(options.apiKey)
+  // Forwarded answers are relayed as sent: only the gateway's own key is taken out of them.
+  const redactOwnKey = ownKeyRedactor(options.apiKey)
 
   /** Reads a small body (an error, a token count) up to the cap, then lets go of the connection. */
   async function readCapped (response: Dispatcher.ResponseData, signal: AbortSignal): Promise<string> {
@@ -257,7 +258,7 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
             try {
               const delta = toDelta(value)
               // The passthrough relays the payload itself, so the key is taken out of it here, like from any body.
-              if (forwarded !== undefined) delta.event = redact(payload)
+              if (forwarded !== undefined) delta.event = redactOwnKey(payload)
               ready.push(delta)
             } catch (error) {
               failure = error as UpstreamError
@@ -334,7 +335,7 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
       const answer: ForwardedAnswer = {
         status: response.statusCode,
         contentType: Array.isArray(contentType) ? contentType[0] : contentType,
-        body: redact(await readForwarded(response, signal))
+        body: redactOwnKey(await readForwarded(response, signal))
       }
       return answer
     },

@@ -89,10 +89,11 @@ function escapeRegExp (text: string): string {
 const GOOGLE_KEY = /AIza[0-9A-Za-z_-]{35}/g
 
 /**
- * A function that removes the upstream key from text in every form a proxy or an echoing server is
- * likely to write it: as is, URL-encoded, in any letter case, and base64 or base64url encoded.
+ * A function that removes the gateway's own upstream key from text in every form a proxy or an echoing server is
+ * likely to write it: as is, URL-encoded, in any letter case, and base64 or base64url encoded. Nothing else is
+ * touched: for answers relayed as Gemini sent them, where base64 image data may hold key-shaped runs by chance.
  */
-export function keyRedactor (secret: string): (text: string) => string {
+export function ownKeyRedactor (secret: string): (text: string) => string {
   const forms = secret === ''
     ? []
     : [...new Set([secret, encodeURIComponent(secret), Buffer.from(secret).toString('base64'), Buffer.from(secret).toString('base64url'),
@@ -100,10 +101,13 @@ export function keyRedactor (secret: string): (text: string) => string {
   // Longest first, so a form is never half-replaced through a shorter one it contains.
   forms.sort((a, b) => b.length - a.length)
   const pattern = forms.length === 0 ? undefined : new RegExp(forms.map(escapeRegExp).join('|'), 'gi')
-  return text => {
-    const redacted = pattern === undefined ? text : text.replace(pattern, '[redacted]')
-    return redacted.replace(GOOGLE_KEY, '[redacted]')
-  }
+  return text => pattern === undefined ? text : text.replace(pattern, '[redacted]')
+}
+
+/** ownKeyRedactor, and anything shaped like a Google key besides: for the few words the gateway itself writes. */
+export function keyRedactor (secret: string): (text: string) => string {
+  const own = ownKeyRedactor(secret)
+  return text => own(text).replace(GOOGLE_KEY, '[redacted]')
 }
 
 /** Cuts text from upstream to `max` characters, marking the cut. */

@@ -337,6 +337,21 @@ t.test("a forwarded stream's event that echoes the gateway key is relayed redact
   t.same(deltas.map(delta => delta.event), [echoing.replace(GATEWAY_KEY, '[redacted]')])
 })
 
+t.test('key-shaped text that is not the gateway key is relayed untouched', async t => {
+  // Inline image data is base64: a run shaped like some Google key turns up in it by chance.
+  const inline = `{"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "iVBORw0KAIza${'Q'.repeat(35)}+/="}}], "role": "model"}, "index": 0}]}`
+  const base = await startScriptedServer(t, (request, response) => {
+    const streaming = request.url?.includes(':streamGenerateContent') === true
+    response.writeHead(200, { 'content-type': streaming ? 'text/event-stream' : 'application/json; charset=UTF-8' })
+    response.end(streaming ? `data: ${inline}\r\n\r\n` : inline)
+  })
+  const client = clientFor(t, base)
+  const answer = await client.forward({ apiVersion: 'v1', method: 'POST', path: `models/${MODEL}:generateContent`, body: generateBody('draw') }, new AbortController().signal)
+  t.equal(answer.body, inline, 'a unary answer')
+  const { deltas } = await collect(client, MODEL, 'v1', generateBody('draw'))
+  t.same(deltas.map(delta => delta.event), [inline], 'a stream event')
+})
+
 t.test('forwarded stream failures carry Google\'s error body', async t => {
   const emulator = await emulatorFor(t)
   const client = clientFor(t, emulator.url)
@@ -374,6 +389,15 @@ t.test('an abort closes a forwarded stream upstream', async t => {
   t.equal(error.code, 'aborted')
   await waitUntil(() => emulator.openStreams() === 0, 2000, 'the upstream stream to close')
   t.ok(emulator.requests[0]?.clientClosedEarly, 'the emulator saw the stream go')
+})
+
+t.test('the emulator takes a fixed responseId only in the shape of its own', async t => {
+  const emulator = await startEmulator(t, { responseId: RESPONSE_ID })
+  const answer = await direct(emulator.url, { apiVersion: 'v1', method: 'POST', path: `models/${MODEL}:generateContent`, body: generateBody('hi') })
+  t.equal((JSON.parse(answer.body) as { responseId?: unknown }).responseId, RESPONSE_ID)
+  for (const responseId of ['', 'has space', 'x'.repeat(65)]) {
+    await t.rejects(startEmulator(t, { responseId }), { name: 'TypeError', message: /responseId must be 1 to 64 base64url characters/ }, JSON.stringify(responseId))
+  }
 })
 
 t.test('the SDK client refuses a forwarded request before sending anything', async t => {
