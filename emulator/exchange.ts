@@ -45,6 +45,8 @@ export interface EmulatorContext {
   readonly thinkByDefault: boolean
   /** Model ids served besides the catalogue's (the `extraModels` option). */
   readonly extraModels: ReadonlySet<string>
+  /** The fixed responseId (the `responseId` option), or undefined for a random one a response. */
+  readonly responseId: string | undefined
   /** The pace setPace last set: asked again before every event, so that it reaches the streams in flight. */
   pace (): Pace
   takeFault (rpc: string, prompt: string): Fault | undefined

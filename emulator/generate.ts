@@ -35,7 +35,7 @@ export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream
     deltas: thinking.includeThoughts ? thoughtDeltas(request.conversation, thinking.tokens, thoughtEventCount(pace.chunkCount)) : [],
     tokens: thinking.tokens
   }
-  const meta = { modelVersion: modelName, responseId: randomBytes(16).toString('base64url') }
+  const meta = { modelVersion: modelName, responseId: ctx.responseId ?? randomBytes(16).toString('base64url') }
 
   if (fault?.kind === 'stall-headers') {
     const r = await x.wait('stall', fault.ms)

@@ -32,9 +32,14 @@ export interface EmulatorOptions {
    * besides the catalogue's, without being listed. Default none: like Google, any other model is a 404.
    */
   extraModels?: readonly string[]
+  /**
+   * The `responseId` of every response, instead of a random one a response: so that two calls with the same
+   * request get the same bytes, for tests that compare a relayed answer with a direct one. Default unset (random).
+   */
+  responseId?: string
 }
 
-export type ResolvedOptions = Required<Omit<EmulatorOptions, 'apiKey' | 'logger'>> & Pick<EmulatorOptions, 'apiKey' | 'logger'>
+export type ResolvedOptions = Required<Omit<EmulatorOptions, 'apiKey' | 'logger' | 'responseId'>> & Pick<EmulatorOptions, 'apiKey' | 'logger' | 'responseId'>
 
 export interface Pace { chunkCount: number; chunkDelayMs: number }
 
@@ -49,7 +54,8 @@ export function resolveOptions (options: EmulatorOptions): ResolvedOptions {
     apiKey: options.apiKey,
     logger: options.logger,
     recordRequests: options.recordRequests ?? 0,
-    extraModels: options.extraModels ?? []
+    extraModels: options.extraModels ?? [],
+    responseId: options.responseId
   }
 }
 
@@ -78,6 +84,10 @@ export function validateOptions (options: EmulatorOptions): void {
   const { extraModels } = options
   if (extraModels !== undefined && !(Array.isArray(extraModels) && extraModels.every(name => typeof name === 'string' && name !== ''))) {
     throw new TypeError('GeminiEmulator: extraModels must be an array of non-empty model names')
+  }
+  const { responseId } = options
+  if (responseId !== undefined && !(typeof responseId === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(responseId))) {
+    throw new TypeError('GeminiEmulator: responseId must be 1 to 64 base64url characters when set')
   }
 }
 

@@ -55,6 +55,7 @@ export class GeminiEmulator {
       defaultMaxTokens: this.options.defaultMaxTokens,
       thinkByDefault: this.options.thinkByDefault,
       extraModels: extraModelIds(this.options.extraModels),
+      responseId: this.options.responseId,
       pace: () => this.pace,
       takeFault: (rpc, prompt) => this.faults.take(rpc, prompt)
     }

@@ -9,9 +9,9 @@ import { Agent, type Dispatcher } from 'undici'
 import { toDelta } from './delta.js'
 import { geminiConfigOf, geminiToolConfigOf, geminiToolsOf, partsOf, turnsOf, type GeminiPart } from './generation-config.js'
 import { eventTooLarge, SseSplitter } from './sse-splitter.js'
-import { readSmallBody, googleErrorOf, isJsonContentType } from './upstream-text.js'
-import { DEFAULT_MAX_EVENT_CHARS, MAX_LISTED_MODELS, MODEL_LIST_PAGE_SIZE, type CountedContents, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest, type ModelInfo } from './types.js'
-import { abortedCall, httpStatusError, invalidRequest, malformedStream, transportError, unexpectedAnswer, type UpstreamError } from './upstream-error.js'
+import { googleErrorAsSentOf, isJsonContentType, ownKeyRedactor, readSmallBody } from './upstream-text.js'
+import { DEFAULT_MAX_EVENT_CHARS, DEFAULT_MAX_FORWARDED_BODY_BYTES, MAX_LISTED_MODELS, MODEL_LIST_PAGE_SIZE, type CountedContents, type ForwardedAnswer, type ForwardedCall, type GeminiClient, type GeminiClientOptions, type GenerationDelta, type GenerationRequest, type ModelInfo } from './types.js'
+import { abortedCall, httpStatusError, invalidRequest, malformedStream, tooLarge, transportError, unexpectedAnswer, UpstreamError } from './upstream-error.js'
 
 export const DEFAULT_GEMINI_BASE_URL = 'https://generativelanguage.googleapis.com'
 /** @google/genai 3.x's default API version for the Gemini Developer API (2.x used v1beta). */
@@ -24,6 +24,7 @@ const CLIENT_LABEL = `amrikyy-gateway-rest/${version} gl-node/${process.version}
 export interface RestGeminiClient extends GeminiClient {
   listModels: NonNullable<GeminiClient['listModels']>
   getModel: NonNullable<GeminiClient['getModel']>
+  forward: NonNullable<GeminiClient['forward']>
   /** Closes the connection pool. */
   close: () => Promise<void>
 }
@@ -38,7 +39,7 @@ function streamErrorOf (value: unknown, secret: string): UpstreamError | undefin
   if (error === null || typeof error !== 'object') return undefined
   const { code } = error as { code?: unknown }
   if (typeof code !== 'number' || code < 400 || code >= 600) return undefined
-  return httpStatusError(code, googleErrorOf(JSON.stringify(value)), secret)
+  return httpStatusError(code, googleErrorAsSentOf(JSON.stringify(value)), secret)
 }
 
 /** Retry-After in seconds or as an HTTP date, in milliseconds from now; undefined when absent or unreadable. */
@@ -55,6 +56,31 @@ export function modelPath (model: string): string {
   if (model === '') throw invalidRequest(new Error('model is required and must be a string'))
   if (model.includes('..') || model.includes('?') || model.includes('&')) throw invalidRequest(new Error('invalid model parameter'))
   return model.startsWith('models/') || model.startsWith('tunedModels/') ? model : `models/${model}`
+}
+
+/** The API versions Gemini serves, and so the only ones a forwarded call may name. */
+const FORWARDED_API_VERSIONS = new Set(['v1', 'v1beta', 'v1alpha'])
+/** A resource path and method as Gemini names them; no dot segments, encodings, queries or fragments. */
+const FORWARDED_PATH = /^(?:models|tunedModels)(?:\/[A-Za-z0-9_-][A-Za-z0-9._-]*)?(?::[A-Za-z]+)?$/
+
+/** The caller's version, checked, since it becomes part of the upstream path. */
+function forwardedVersion (apiVersion: string): string {
+  if (!FORWARDED_API_VERSIONS.has(apiVersion)) throw invalidRequest(new Error(`unknown API version ${JSON.stringify(apiVersion)}`))
+  return apiVersion
+}
+
+/** The path and query of a forwarded call after the base path, or invalid_request for one Gemini has no such resource for. */
+function forwardedTarget (call: ForwardedCall): string {
+  const version = forwardedVersion(call.apiVersion)
+  if (!FORWARDED_PATH.test(call.path) || call.path.includes('..')) throw invalidRequest(new Error('invalid forwarded path'))
+  const query = new URLSearchParams()
+  for (const [name, value] of Object.entries(call.query ?? {})) {
+    // The route strips the caller's key; one arriving here would reach Google beside the gateway's.
+    if (name.toLowerCase() === 'key') throw invalidRequest(new Error('a forwarded call carries no key'))
+    query.append(name, value)
+  }
+  const search = query.toString()
+  return `/${version}/${call.path}${search === '' ? '' : `?${search}`}`
 }
 
 interface Content { parts: GeminiPart[], role: 'user' | 'model' }
@@ -117,6 +143,9 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
   }
   const maxEventChars = options.maxEventChars ?? DEFAULT_MAX_EVENT_CHARS
   const maxErrorBodyBytes = options.maxErrorBodyBytes
+  const maxForwardedBodyBytes = options.maxForwardedBodyBytes ?? DEFAULT_MAX_FORWARDED_BODY_BYTES
+  // Forwarded answers are relayed as sent: only the gateway's own key is taken out of them.
+  const redactOwnKey = ownKeyRedactor(options.apiKey)
 
   /** Reads a small body (an error, a token count) up to the cap, then lets go of the connection. */
   async function readCapped (response: Dispatcher.ResponseData, signal: AbortSignal): Promise<string> {
@@ -144,7 +173,7 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
     const text = await readCapped(response, signal)
     if (status < 400 || status >= 600) throw unexpectedAnswer()
     // Only Google's own error shape is kept: whatever else the body says stays here.
-    const googleError = isJsonContentType(response.headers['content-type']) ? googleErrorOf(text) : undefined
+    const googleError = isJsonContentType(response.headers['content-type']) ? googleErrorAsSentOf(text) : undefined
     throw httpStatusError(status, googleError, options.apiKey, retryAfterMs(response.headers['retry-after']))
   }
 
@@ -158,10 +187,34 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
     }
   }
 
+  /** A forwarded call's whole answer, up to the cap: past it the connection goes and the call is too large. */
+  async function readForwarded (response: Dispatcher.ResponseData, signal: AbortSignal): Promise<string> {
+    const tooLong = (): UpstreamError => tooLarge(`Gemini sent an answer larger than ${maxForwardedBodyBytes} bytes`)
+    const pieces: Buffer[] = []
+    let size = 0
+    try {
+      if (Number(response.headers['content-length']) > maxForwardedBodyBytes) throw tooLong()
+      for await (const chunk of response.body as AsyncIterable<Buffer>) {
+        size += chunk.length
+        if (size > maxForwardedBodyBytes) throw tooLong()
+        pieces.push(chunk)
+      }
+    } catch (error) {
+      // Destroyed unread, the body reports its own abort: nobody is left to hear it.
+      response.body.on('error', () => {}).destroy()
+      throw error instanceof UpstreamError ? error : transportError(error, signal)
+    }
+    return Buffer.concat(pieces, size).toString('utf8')
+  }
+
   return {
     async streamGenerate (request, signal) {
-      const path = `${prefix}/${modelPath(request.model)}:streamGenerateContent?alt=sse`
-      const response = await send(path, generateContentBody(request), signal)
+      const forwarded = request.forwarded
+      const version = forwarded === undefined ? undefined : forwardedVersion(forwarded.apiVersion)
+      const path = version === undefined
+        ? `${prefix}/${modelPath(request.model)}:streamGenerateContent?alt=sse`
+        : `${basePath}/${version}/${modelPath(request.model)}:streamGenerateContent?alt=sse`
+      const response = await send(path, forwarded?.body ?? generateContentBody(request), signal)
       const reads = response.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>
       const decoder = new TextDecoder('utf-8')
       const splitter = new SseSplitter(maxEventChars)
@@ -203,7 +256,10 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
             const streamError = streamErrorOf(value, options.apiKey)
             if (streamError !== undefined) { failure = streamError; break }
             try {
-              ready.push(toDelta(value))
+              const delta = toDelta(value)
+              // The passthrough relays the payload itself, so the key is taken out of it here, like from any body.
+              if (forwarded !== undefined) delta.event = redactOwnKey(payload)
+              ready.push(delta)
             } catch (error) {
               failure = error as UpstreamError
               break
@@ -263,6 +319,25 @@ export function createRestGeminiClient (options: GeminiClientOptions): RestGemin
       const model = modelInfoOf(raw, (raw as { supportedGenerationMethods?: unknown } | null)?.supportedGenerationMethods)
       if (model === undefined) throw malformedStream()
       return model
+    },
+
+    async forward (call, signal) {
+      const target = forwardedTarget(call)
+      if (call.method === 'GET' && call.body !== undefined) throw invalidRequest(new Error('a GET carries no body'))
+      if (signal.aborted) throw abortedCall()
+      let response: Dispatcher.ResponseData
+      try {
+        response = await pool.request({ origin, path: `${basePath}${target}`, method: call.method, headers, body: call.body, signal })
+      } catch (error) {
+        throw transportError(error, signal)
+      }
+      const contentType = response.headers['content-type']
+      const answer: ForwardedAnswer = {
+        status: response.statusCode,
+        contentType: Array.isArray(contentType) ? contentType[0] : contentType,
+        body: redactOwnKey(await readForwarded(response, signal))
+      }
+      return answer
     },
 
     async close () {

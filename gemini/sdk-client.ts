@@ -5,7 +5,7 @@ import { eventTooLarge, SseSplitter } from './sse-splitter.js'
 import { modelInfoOf } from './rest-client.js'
 import { DEFAULT_MAX_EVENT_CHARS, MAX_LISTED_MODELS, MODEL_LIST_PAGE_SIZE, type ContentTurn, type GeminiClient, type GeminiClientOptions, type GenerationRequest, type ModelInfo } from './types.js'
 import { abortedCall, httpStatusError, invalidRequest, malformedStream, transportError, unexpectedAnswer, UpstreamError } from './upstream-error.js'
-import { googleErrorOf, isJsonContentType, readSmallBody } from './upstream-text.js'
+import { googleErrorAsSentOf, isJsonContentType, readSmallBody } from './upstream-text.js'
 
 /** Statuses whose response may not carry a body (the Response constructor refuses one). */
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304])
@@ -22,7 +22,7 @@ function guardedFetch (maxEventChars: number, maxErrorBodyBytes: number | undefi
     if (!response.ok) {
       const text = response.body === null ? '' : await readSmallBody(response.body, maxErrorBodyBytes)
       if (NULL_BODY_STATUSES.has(response.status)) return new Response(null, { status: response.status, statusText: response.statusText })
-      const googleError = isJsonContentType(response.headers.get('content-type')) ? googleErrorOf(text) : undefined
+      const googleError = isJsonContentType(response.headers.get('content-type')) ? googleErrorAsSentOf(text) : undefined
       return new Response(JSON.stringify(googleError ?? {}), {
         status: response.status,
         statusText: response.statusText,
@@ -81,7 +81,7 @@ function classifySdkError (error: unknown, secret: string, signal: AbortSignal, 
   if (isApiError(error)) {
     // The SDK puts the JSON error body in `message`, sometimes behind a "got status: X." prefix.
     const start = error.message.indexOf('{')
-    return httpStatusError(error.status, start === -1 ? undefined : googleErrorOf(error.message.slice(start)), secret, undefined, error)
+    return httpStatusError(error.status, start === -1 ? undefined : googleErrorAsSentOf(error.message.slice(start)), secret, undefined, error)
   }
   if (!(error instanceof Error)) throw error
   if (error.name === 'AbortError') return abortedCall(error)
@@ -135,6 +135,9 @@ export function createSdkGeminiClient (options: GeminiClientOptions): GeminiClie
   })
   return {
     async streamGenerate (request, signal) {
+      // The SDK rebuilds a request body from its own types, dropping or reordering what they do not know: it
+      // cannot send a caller's body as written, so a forwarded request is refused before anything is sent.
+      if (request.forwarded !== undefined) throw invalidRequest(new Error('the SDK client does not forward requests'))
       let stream: AsyncGenerator<GenerateContentResponse>
       try {
         stream = await ai.models.generateContentStream({

@@ -20,6 +20,34 @@ export interface GenerationRequest {
    * `attachments` are ignored (callers pass `prompt: ''`), and the token count follows these turns.
    */
   contents?: readonly ContentTurn[] | undefined
+  /**
+   * A caller's own streamGenerateContent body (the Gemini passthrough): when set, the REST client POSTs `body`
+   * verbatim to `<base>/<apiVersion>/models/<model>:streamGenerateContent?alt=sse` instead of building one from
+   * the fields above, and every delta carries its event's payload (`event`). The SDK client refuses it.
+   */
+  forwarded?: { apiVersion: string, body: string } | undefined
+}
+
+/** A call forwarded as the caller wrote it (the Gemini passthrough): everything but the key is the caller's. */
+export interface ForwardedCall {
+  /** 'v1' | 'v1beta' | 'v1alpha', from the caller's path. */
+  apiVersion: string
+  /** After the version: `models/gemini-2.5-flash:generateContent`, `models/gemini-2.5-flash:countTokens`, `models`, `models/gemini-2.5-flash`. */
+  path: string
+  method: 'GET' | 'POST'
+  /** Query parameters to forward (pageSize, pageToken, alt); the route never passes a key here. */
+  query?: Readonly<Record<string, string>> | undefined
+  /** The JSON body exactly as the caller sent it (POST only). */
+  body?: string | undefined
+}
+
+/** Gemini's answer to a forwarded call, whatever its status. */
+export interface ForwardedAnswer {
+  status: number
+  /** Gemini's content-type header, when it sent one. */
+  contentType: string | undefined
+  /** The whole body as Gemini sent it, with the gateway's own Gemini key redacted wherever it appears. */
+  body: string
 }
 
 /** One function the model may call; `parameters` is a JSON Schema object, sent as `parametersJsonSchema`. */
@@ -61,6 +89,11 @@ export interface GenerationDelta {
   blockedCategories?: string[] | undefined
   /** The functionCall parts of this event's candidate 0, in order. */
   functionCalls?: FunctionCall[] | undefined
+  /**
+   * Forwarded streams only: the event's data payload exactly as Gemini sent it (the JSON text after `data: `),
+   * for the passthrough to relay byte for byte. A forwarded stream yields one delta per event, in order.
+   */
+  event?: string | undefined
 }
 
 /** One model as Gemini's models.list and models.get describe it, reduced to what the gateway shows. */
@@ -95,6 +128,12 @@ export interface GeminiClient {
   listModels?: (signal: AbortSignal) => Promise<ModelInfo[]>
   /** Gemini's models.get; an unknown model is an UpstreamError with status 404. Optional, as listModels. */
   getModel?: (name: string, signal: AbortSignal) => Promise<ModelInfo>
+  /**
+   * Sends a caller's call as written, with the gateway's key (x-goog-api-key) and the client's own headers, none of
+   * the caller's. Any status is an answer, not an error; a transport failure is an UpstreamError, and so is a body
+   * over `maxForwardedBodyBytes` (too_large). Optional, as listModels; the SDK client has none.
+   */
+  forward?: (call: ForwardedCall, signal: AbortSignal) => Promise<ForwardedAnswer>
 }
 
 export interface GeminiClientOptions {
@@ -112,7 +151,11 @@ export interface GeminiClientOptions {
   maxEventChars?: number | undefined
   /** Bytes of an upstream error body that are read; the rest is never read. Default 64 KiB. */
   maxErrorBodyBytes?: number | undefined
+  /** Bytes of a forwarded call's answer the gateway holds; a longer one is refused as too large. Default 32 MiB. */
+  maxForwardedBodyBytes?: number | undefined
 }
 
 /** Far above any real event: Gemini's largest ones carry a generated image inline, a few MiB of base64. */
 export const DEFAULT_MAX_EVENT_CHARS = 8 * 1024 * 1024
+/** A generateContent answer may carry several generated images inline, each a few MiB of base64. */
+export const DEFAULT_MAX_FORWARDED_BODY_BYTES = 32 * 1024 * 1024

@@ -2,7 +2,7 @@
 // system's error codes), the HTTP status, the event parser. What a failure means for the caller
 // (may it retry, may the gateway retry, which metric label) follows from its code alone.
 
-import { capped, keyRedactor, type GoogleErrorBody } from './upstream-text.js'
+import { capped, keyRedactor, redactedJson, RETRY_INFO, type GoogleErrorBody } from './upstream-text.js'
 
 export type UpstreamErrorCode =
   /** The connection could not be made, or dropped before the answer ended. */
@@ -41,6 +41,8 @@ export interface UpstreamErrorDetails {
   retryAfterMs?: number | undefined
   /** Overrides what the code says, for a failure of a kind that does not go away by itself. */
   recoverable?: boolean
+  /** Google's error body, already key-redacted. */
+  googleError?: GoogleErrorBody | undefined
   cause?: unknown
 }
 
@@ -56,6 +58,11 @@ export class UpstreamError extends Error {
   readonly retryable: boolean
   /** How long Gemini asked us to wait before retrying, when it said. */
   readonly retryAfterMs: number | undefined
+  /**
+   * For `http_status` (before the stream or inside it): Google's error body as it came, key-redacted, so that the
+   * passthrough can answer with Gemini's own body and status. Undefined when the body was not Google's shape.
+   */
+  readonly googleError: GoogleErrorBody | undefined
 
   constructor (code: UpstreamErrorCode, message: string, details: UpstreamErrorDetails = {}) {
     super(message, { cause: details.cause })
@@ -65,6 +72,7 @@ export class UpstreamError extends Error {
     this.recoverable = details.recoverable ?? (code === 'http_status' ? transient : RECOVERABLE[code])
     this.retryable = transient
     this.retryAfterMs = details.retryAfterMs
+    this.googleError = details.googleError
   }
 
   /** The `status` label of amrikyy_upstream_errors_total. */
@@ -76,6 +84,7 @@ export class UpstreamError extends Error {
 /** Gemini says how long to back off in a google.rpc.RetryInfo detail, e.g. `"retryDelay": "37s"`. */
 export function retryDelayOf (body: GoogleErrorBody | undefined): number | undefined {
   for (const detail of body?.error.details ?? []) {
+    if ((detail as { '@type'?: unknown } | null)?.['@type'] !== RETRY_INFO) continue
     const delay = (detail as { retryDelay?: unknown }).retryDelay
     const seconds = typeof delay === 'string' && /^\d+(\.\d+)?s$/.test(delay) ? Number(delay.slice(0, -1)) : undefined
     if (seconds !== undefined) return seconds * 1000
@@ -88,8 +97,10 @@ export function retryDelayOf (body: GoogleErrorBody | undefined): number | undef
  * other body may name internal hosts.
  */
 export function httpStatusError (status: number, body: GoogleErrorBody | undefined, secret: string, retryAfterHeaderMs?: number, cause?: unknown): UpstreamError {
-  const message = body === undefined ? `Gemini answered with status ${status}` : capped(keyRedactor(secret)(body.error.message))
-  return new UpstreamError('http_status', message, { status, retryAfterMs: retryDelayOf(body) ?? retryAfterHeaderMs, cause })
+  const redact = keyRedactor(secret)
+  const message = body === undefined ? `Gemini answered with status ${status}` : capped(redact(body.error.message))
+  const googleError = body === undefined ? undefined : redactedJson(body, redact)
+  return new UpstreamError('http_status', message, { status, retryAfterMs: retryDelayOf(body) ?? retryAfterHeaderMs, googleError, cause })
 }
 
 export function malformedStream (cause?: unknown): UpstreamError {

@@ -16,7 +16,7 @@ function isRecord (value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-const RETRY_INFO = 'type.googleapis.com/google.rpc.RetryInfo'
+export const RETRY_INFO = 'type.googleapis.com/google.rpc.RetryInfo'
 
 /**
  * The `{"error":{"code","message","status"}}` object in `text`, or undefined for anything else (HTML,
@@ -36,6 +36,26 @@ export function googleErrorOf (text: string): GoogleErrorBody | undefined {
     ? details.filter(detail => isRecord(detail) && detail['@type'] === RETRY_INFO).map(detail => ({ '@type': RETRY_INFO, retryDelay: (detail as Record<string, unknown>).retryDelay }))
     : []
   return { error: { code, message, status, ...(retryInfo.length > 0 ? { details: retryInfo } : {}) } }
+}
+
+/**
+ * Google's `{"error":{"code","message","status","details"}}` object in `text` with every detail as it came (ErrorInfo,
+ * Help, BadRequest, ...), for the passthrough to answer with Gemini's own error; undefined for any other body.
+ * Only the four fields of Google's shape are kept, so whatever else an upstream adds stays here.
+ */
+export function googleErrorAsSentOf (text: string): GoogleErrorBody | undefined {
+  const reduced = googleErrorOf(text)
+  if (reduced === undefined) return undefined
+  const { details } = (JSON.parse(text) as { error: { details?: unknown } }).error
+  return Array.isArray(details) ? { error: { ...reduced.error, details } } : reduced
+}
+
+/** A copy of a JSON value with `redact` applied to every string in it, property names included. */
+export function redactedJson<T> (value: T, redact: (text: string) => string): T {
+  if (typeof value === 'string') return redact(value) as T
+  if (Array.isArray(value)) return value.map(item => redactedJson(item, redact) as unknown) as T
+  if (value === null || typeof value !== 'object') return value
+  return Object.fromEntries(Object.entries(value).map(([name, item]) => [redact(name), redactedJson(item as unknown, redact)])) as T
 }
 
 /**
@@ -69,10 +89,11 @@ function escapeRegExp (text: string): string {
 const GOOGLE_KEY = /AIza[0-9A-Za-z_-]{35}/g
 
 /**
- * A function that removes the upstream key from text in every form a proxy or an echoing server is
- * likely to write it: as is, URL-encoded, in any letter case, and base64 or base64url encoded.
+ * A function that removes the gateway's own upstream key from text in every form a proxy or an echoing server is
+ * likely to write it: as is, URL-encoded, in any letter case, and base64 or base64url encoded. Nothing else is
+ * touched: for answers relayed as Gemini sent them, where base64 image data may hold key-shaped runs by chance.
  */
-export function keyRedactor (secret: string): (text: string) => string {
+export function ownKeyRedactor (secret: string): (text: string) => string {
   const forms = secret === ''
     ? []
     : [...new Set([secret, encodeURIComponent(secret), Buffer.from(secret).toString('base64'), Buffer.from(secret).toString('base64url'),
@@ -80,10 +101,13 @@ export function keyRedactor (secret: string): (text: string) => string {
   // Longest first, so a form is never half-replaced through a shorter one it contains.
   forms.sort((a, b) => b.length - a.length)
   const pattern = forms.length === 0 ? undefined : new RegExp(forms.map(escapeRegExp).join('|'), 'gi')
-  return text => {
-    const redacted = pattern === undefined ? text : text.replace(pattern, '[redacted]')
-    return redacted.replace(GOOGLE_KEY, '[redacted]')
-  }
+  return text => pattern === undefined ? text : text.replace(pattern, '[redacted]')
+}
+
+/** ownKeyRedactor, and anything shaped like a Google key besides: for the few words the gateway itself writes. */
+export function keyRedactor (secret: string): (text: string) => string {
+  const own = ownKeyRedactor(secret)
+  return text => own(text).replace(GOOGLE_KEY, '[redacted]')
 }
 
 /** Cuts text from upstream to `max` characters, marking the cut. */
