@@ -11,6 +11,7 @@ import modelsPlugin, { createModelPolicy, labelledModels, type ModelsOptions } f
 import modelsRoute from './routes/models.js'
 import streamRoute from './routes/stream.js'
 import openAIRoutes from './routes/openai/openai-routes.js'
+import geminiRoutes from './routes/gemini/gemini-routes.js'
 import type { RelayOptions } from './relay/settings.js'
 
 export const DEFAULT_MODEL = 'gemini-2.0-flash-exp'
@@ -76,6 +77,7 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
   await app.register(modelsRoute)
   await app.register(streamRoute, { ...options.stream, defaultModel, attachmentsMaxBytes: options.attachmentsMaxBytes })
   await app.register(openAIRoutes, { ...options.stream, defaultModel, attachmentsMaxBytes: options.attachmentsMaxBytes })
+  await app.register(geminiRoutes, { ...options.stream, attachmentsMaxBytes: options.attachmentsMaxBytes })
 }
 
 export default fp(streamGateway, { name: 'amrikyy-stream-gateway', fastify: '5.x', encapsulate: true })

@@ -15,6 +15,7 @@ export { default as streamRoute, type StreamRouteOptions } from './routes/stream
 export { default as modelsPlugin, createModelPolicy, type ModelsOptions, type GatewayModels, type ModelPolicy } from './plugins/models.js'
 export { default as modelsRoute } from './routes/models.js'
 export { default as openAIRoutes, type OpenAIRoutesOptions } from './routes/openai/openai-routes.js'
+export { default as geminiRoutes, type GeminiRoutesOptions } from './routes/gemini/gemini-routes.js'
 export type { RelayOptions, StreamTimeouts } from './relay/settings.js'
 export type { RetryPolicy } from './relay/retry.js'
 export { default as healthRoute, type HealthRouteOptions } from './routes/health.js'

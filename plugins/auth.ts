@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { refusals } from '../schemas/refusals.js'
+import { refusals, type Refusal } from '../schemas/refusals.js'
 import { provide } from './services.js'
 
 export type Role = 'user' | 'admin'
@@ -63,6 +63,16 @@ export interface AuthHooks {
    * (OpenAI's): that header first, then X-API-Key.
    */
   identifyBearerCaller: (request: FastifyRequest) => Promise<void>
+  /**
+   * As identifyCaller, for the Gemini passthrough, whose clients send their key where Gemini takes one:
+   * `x-goog-api-key` (what @google/genai sends), then the `key` query parameter, then X-API-Key.
+   */
+  identifyGoogleCaller: (request: FastifyRequest) => Promise<void>
+  /**
+   * Throws the 401/403 refusal of a request the identify hooks could not identify, for routes whose own error
+   * handler gives refusals their API's shape (OpenAI's, Google's).
+   */
+  refuseUnidentified: (request: FastifyRequest) => Promise<void>
   /** Rejects requests that `identifyCaller` could not identify, with the contract's 401/403 bodies. */
   requireCaller: (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined>
 }
@@ -83,6 +93,10 @@ declare module './services.js' {
 /** The caller of a request `identifyCaller` identified; null for any other request. */
 export function callerOf (request: FastifyRequest): Caller | null {
   return request.amrikyy?.caller ?? null
+}
+
+function refusalOf (request: FastifyRequest): Refusal {
+  return request.amrikyy?.authFailure === 'missing' ? refusals.missingKey() : refusals.invalidKey()
 }
 
 export default fp<AuthOptions>(async function authPlugin (app, options) {
@@ -111,10 +125,18 @@ export default fp<AuthOptions>(async function authPlugin (app, options) {
       const bearer = BEARER.exec(request.headers.authorization ?? '')?.[1]
       identify(request, bearer ?? request.headers['x-api-key'])
     },
+    async identifyGoogleCaller (request) {
+      const query = request.query as Record<string, unknown> | undefined
+      const fromQuery = typeof query?.key === 'string' ? query.key : undefined
+      identify(request, request.headers['x-goog-api-key'] ?? fromQuery ?? request.headers['x-api-key'])
+    },
+    async refuseUnidentified (request) {
+      if (callerOf(request) !== null) return
+      throw refusalOf(request)
+    },
     async requireCaller (request, reply) {
       if (callerOf(request) !== null) return undefined
-      const refusal = request.amrikyy?.authFailure === 'missing' ? refusals.missingKey() : refusals.invalidKey()
-      return await refusal.sendWith(reply)
+      return await refusalOf(request).sendWith(reply)
     }
   })
 }, { name: 'amrikyy-auth', fastify: '5.x' })

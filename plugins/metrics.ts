@@ -60,7 +60,12 @@ export interface GatewayMetrics {
   beginStream: (labels: StreamLabels) => StreamRecorder
   upstreamError: (status: number | string) => void
   rateLimited: () => void
+  /** One call of the Gemini passthrough, by method and the HTTP status it was answered with. */
+  geminiCall: (method: GeminiMethod, status: number) => void
 }
+
+/** The Gemini passthrough's methods, each its own `method` label of amrikyy_gemini_calls_total. */
+export type GeminiMethod = 'streamGenerateContent' | 'generateContent' | 'countTokens' | 'models.list' | 'models.get' | 'unknown'
 
 /**
  * Caps a label's cardinality: `reserved` values are always kept, and besides them the first `max` distinct values;
@@ -143,6 +148,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const tokens: Counter = new promClient.Counter({ name: 'amrikyy_stream_tokens_total', help: 'Tokens Gemini reported for every stream, its last running total (failed and cancelled streams included)', labelNames: [...streamLabels, 'type'], registers })
   const upstreamErrors: Counter = new promClient.Counter({ name: 'amrikyy_upstream_errors_total', help: 'Failed Gemini calls, by HTTP status or failure kind', labelNames: ['status'], registers })
   const rateLimited: Counter = new promClient.Counter({ name: 'amrikyy_rate_limited_total', help: 'Requests refused with 429', registers })
+  const geminiCalls: Counter = new promClient.Counter({ name: 'amrikyy_gemini_calls_total', help: 'Calls of the Gemini passthrough (/gemini), by method and answer status; its streams are also counted by the stream metrics with api="gemini"', labelNames: ['method', 'status'], registers })
   const authFailures: Counter = new promClient.Counter({ name: 'amrikyy_auth_failures_total', help: 'Requests refused for a missing or invalid API key', labelNames: ['reason'], registers })
 
   const metrics: GatewayMetrics = {
@@ -181,7 +187,8 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
       }
     },
     upstreamError (status) { upstreamErrors.labels(String(status)).inc() },
-    rateLimited () { rateLimited.inc() }
+    rateLimited () { rateLimited.inc() },
+    geminiCall (method, status) { geminiCalls.labels(method, String(status)).inc() }
   }
   provide(app, 'metrics', metrics)
 

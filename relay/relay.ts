@@ -197,6 +197,12 @@ export class StreamRelay {
         if (delta.modelVersion !== undefined) this.modelVersion = delta.modelVersion
         if (delta.blockReason !== undefined) this.blockReason = delta.blockReason
         if (delta.blockedCategories !== undefined) this.blockedCategories = delta.blockedCategories
+        if (delta.event !== undefined && this.format.event !== undefined) {
+          const refused = await this.relayEvent(delta, this.format.event(delta.event))
+          if (refused !== undefined) return refused
+          if (this.stopped !== undefined) break
+          continue
+        }
         if (delta.thought !== undefined) {
           // A model that shows its thinking is answering: the first-chunk budget no longer applies.
           this.answerBegan()
@@ -241,6 +247,25 @@ export class StreamRelay {
     return await this.complete()
   }
 
+  /** Relays one forwarded event as it came, keeping the same account of the answer as the other formats. */
+  private async relayEvent (delta: GenerationDelta, frame: string): Promise<FastifyReply | undefined> {
+    // Bytes of Gemini's answer reach the client from here on: nothing may be retried after them.
+    this.answerBegan()
+    if (delta.functionCalls !== undefined && delta.functionCalls.length > 0) {
+      const refused = this.takeCalls(delta.functionCalls)
+      if (refused !== undefined) return await refused
+    }
+    if (delta.text !== '') {
+      if (this.fullText.length + this.callChars + delta.text.length > this.context.settings.maxAnswerChars) return await this.failTooLarge()
+      this.index++
+      this.fullText += delta.text
+      this.context.recorder.chunkSent()
+    }
+    const draining = this.send(frame)
+    if (draining !== undefined) await draining
+    return undefined
+  }
+
   private answerBegan (): void {
     if (this.answerStarted) return
     this.answerStarted = true
@@ -276,7 +301,8 @@ export class StreamRelay {
     if (this.blockReason !== undefined) return await this.fail(this.answerRefused(`Gemini blocked the prompt: ${this.blockReason}`, false, { blockReason: this.blockReason }))
     if (this.finishReason === undefined) return await this.fail(this.answerRefused('Gemini ended the stream before the answer was complete', true))
     if (!COMPLETE_FINISH_REASONS.has(this.finishReason)) return await this.fail(this.answerRefused(`Gemini stopped generating: ${this.finishReason}`, false, { finishReason: this.finishReason }))
-    if (this.usage === undefined) {
+    // A forwarded request is the caller's own: the gateway cannot count it, and its answer is whatever Gemini sent.
+    if (this.usage === undefined && this.generation.forwarded === undefined) {
       const counted = await this.countUsage()
       if (counted === STOPPED) return await this.onStopped(this.stopped ?? { kind: 'client-gone' })
       this.usage = counted

@@ -68,6 +68,12 @@ export interface WireFormat {
   thought: (text: string) => string | undefined
   /** The frame of the function calls of one upstream event; undefined when the format does not carry them. */
   functionCalls: (calls: readonly FunctionCall[]) => string | undefined
+  /**
+   * For a format that relays Gemini's events as they came (the passthrough): the frame of one event's payload.
+   * When set, every upstream event of a forwarded request goes through it, and chunk, thought and functionCalls
+   * are not used.
+   */
+  event?: ((payload: string) => string) | undefined
   /** A frame that keeps idle proxies from closing the connection; undefined when the format has none. */
   heartbeat: () => string | undefined
   /** The last frame of a successful stream. */

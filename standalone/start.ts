@@ -18,6 +18,11 @@ import { modelsOptionsOf, splitList, trustProxyOf, type Env } from './env.js'
 import { chooseKeys } from './keys.js'
 import { chooseUpstream } from './upstream.js'
 
+/** A URL with the value of its `key` query parameter (a caller's API key) replaced. */
+export function withoutKey (url: string): string {
+  return url.replace(/([?&]key=)[^&#]*/gi, '$1[redacted]')
+}
+
 // By the package's own name, so it resolves the same from dist/ and from the sources.
 const { version: packageVersion } = createRequire(import.meta.url)('amrikyy-stream-gateway/package.json') as { version: string }
 
@@ -64,7 +69,9 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
     trustProxy: trustProxyOf(env.TRUST_PROXY),
     logger: {
       level: env.LOG_LEVEL,
-      redact: ['req.headers["x-api-key"]', 'req.headers.authorization']
+      redact: ['req.headers["x-api-key"]', 'req.headers.authorization', 'req.headers["x-goog-api-key"]'],
+      // Gemini's clients may send their key as `?key=`: the logged URL never carries it.
+      serializers: { req: request => ({ method: request.method, url: withoutKey(request.url), host: request.host, remoteAddress: request.ip, remotePort: request.socket?.remotePort }) }
     }
   })
   await app.register(connectionLimit, { maxConnections: env.MAX_CONNECTIONS })

@@ -3,29 +3,21 @@
 
 import fp from 'fastify-plugin'
 import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyReply } from 'fastify'
 import { Type } from 'typebox'
 import { StreamRelay } from '../../relay/relay.js'
 import { relaySettings, type RelayOptions } from '../../relay/settings.js'
 import { UpstreamError } from '../../gemini/upstream-error.js'
 import { ChatCompletionRequest, ChatCompletionResponses, ModelAnswers, ModelListAnswers, type OpenAIModel } from '../../schemas/openai.js'
 import { ATTACHMENTS_MAX_ITEMS, DEFAULT_ATTACHMENTS_MAX_BYTES } from '../../schemas/stream.js'
-import { refusals } from '../../schemas/refusals.js'
 import type { ListedModel } from '../../schemas/models.js'
-import { callerOf } from '../../plugins/auth.js'
-import { need } from '../../plugins/services.js'
+import { apiServices } from '../api-services.js'
 import { parseJsonBody, refuseOtherCharsets } from '../json-body.js'
 import { bodyLimitFor } from '../stream-request.js'
 import { BODY_LIMIT } from '../stream.js'
 import { chatConversationOf, generationOf } from './chat-request.js'
 import { chatCompletionSse, chatCompletionWhole, newCompletionIdentity } from './chat-format.js'
 import { modelNotFound, OpenAIError, openAIErrorHandler } from './errors.js'
-// Each service's type comes with the plugin that provides it.
-import type {} from '../../plugins/gemini-client.js'
-import type {} from '../../plugins/lifecycle.js'
-import type {} from '../../plugins/metrics.js'
-import type {} from '../../plugins/models.js'
-import type {} from '../../plugins/rate-limit.js'
 
 export interface OpenAIRoutesOptions extends RelayOptions {
   defaultModel: string
@@ -49,25 +41,9 @@ const openAIRoutes: FastifyPluginAsyncTypebox<OpenAIRoutesOptions> = async (app,
   app.addContentTypeParser('application/json', { parseAs: 'string' }, function parseChatBody (request, body, done) {
     parseJsonBody(request, body as string, done)
   })
-  const { identifyBearerCaller } = need(app, 'auth', 'amrikyy-auth')
-  const gemini = need(app, 'gemini', 'amrikyy-gemini-client')
-  const metrics = need(app, 'metrics', 'amrikyy-metrics')
-  const lifecycle = need(app, 'lifecycle', 'amrikyy-lifecycle')
-  const models = need(app, 'models', 'amrikyy-models')
-  const rateLimit = app.amrikyy?.rateLimit
-  const rateLimitHooks = rateLimit === undefined ? [] : [rateLimit]
+  const { auth: { identifyBearerCaller, refuseUnidentified }, gemini, metrics, lifecycle, models, rateLimitHooks, refuseWhileDraining } = apiServices(app, 'amrikyy-openai-routes')
 
-  async function refuseWhileDraining (): Promise<void> {
-    if (lifecycle.draining) throw refusals.shuttingDown()
-  }
-
-  // Thrown, not sent, so that this plugin's error handler gives it OpenAI's shape.
-  async function requireCaller (request: FastifyRequest): Promise<void> {
-    if (callerOf(request) !== null) return
-    throw request.amrikyy?.authFailure === 'missing' ? refusals.missingKey() : refusals.invalidKey()
-  }
-
-  const hooks = [identifyBearerCaller, ...rateLimitHooks, requireCaller]
+  const hooks = [identifyBearerCaller, ...rateLimitHooks, refuseUnidentified]
   const security: Array<Record<string, string[]>> = [{ bearer: [] }, { apiKey: [] }]
 
   app.post('/v1/chat/completions', {
