@@ -9,7 +9,9 @@ import { BLOCKED_PROMPT_TRIGGER, type GeminiEmulator } from '../emulator/server.
 import { GatewayLifecycle } from '../plugins/lifecycle.js'
 import { Exposition } from './support/prometheus.js'
 import { startServerProcess } from './support/server-process.js'
-import { startEmulator, startGateway, USER_KEY, waitUntil } from './support/gateway.js'
+import Fastify from 'fastify'
+import streamGateway from '../app.js'
+import { listenOnLoopback, startEmulator, startGateway, USER_KEY, waitUntil } from './support/gateway.js'
 
 const UPSTREAM_KEY = 'upstream-secret-key'
 const MODEL = 'gemini-2.5-flash'
@@ -223,4 +225,16 @@ t.test('the standalone server never logs a key sent in the query', async t => {
   t.notOk(server.output().includes(secret), 'an unknown key stays out of the log')
   t.notOk(server.output().includes(USER_KEY), 'a known key stays out of the log')
   t.match(server.output(), /gemini\/v1\/models\?pageSize=1&key=\[redacted\]/)
+})
+
+t.test('under a host\'s prefix the passthrough moves with the gateway', async t => {
+  const emulator = await startEmulator(t, { ...PACE, apiKey: UPSTREAM_KEY, responseId: RESPONSE_ID })
+  const host = Fastify({ logger: false, forceCloseConnections: true })
+  await host.register(streamGateway, { prefix: '/ai', apiKeys: [USER_KEY], gemini: { apiKey: UPSTREAM_KEY, baseUrl: emulator.url } })
+  t.teardown(async () => { await host.close() })
+  const url = await listenOnLoopback(host)
+  const ask = { model: MODEL, contents: 'hi' }
+  const relayed = await sdkAt(`${url}/ai/gemini`, USER_KEY).models.generateContent(ask)
+  t.same(withoutResponse(relayed), withoutResponse(await sdkAt(emulator.url, UPSTREAM_KEY).models.generateContent(ask)))
+  t.equal((await fetch(`${url}/gemini/v1/models`, { headers: { 'x-goog-api-key': USER_KEY } })).status, 404, 'nothing outside the prefix')
 })
