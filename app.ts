@@ -4,11 +4,14 @@ import errorsPlugin from './plugins/errors.js'
 import authPlugin, { type ApiKeyEntry } from './plugins/auth.js'
 import metricsPlugin, { GEMINI_MODELS, type MetricsOptions } from './plugins/metrics.js'
 import rateLimitPlugin, { type RateLimitOptions } from './plugins/rate-limit.js'
+import keyBudgetsPlugin, { type KeyBudgetsOptions } from './plugins/key-budgets.js'
+import type { KeyPolicy } from './schemas/key-policy.js'
 import geminiClientPlugin, { type GeminiPluginOptions } from './plugins/gemini-client.js'
 import lifecyclePlugin, { type GatewayLifecycle } from './plugins/lifecycle.js'
 import requestIdPlugin from './plugins/request-id.js'
 import modelsPlugin, { createModelPolicy, labelledModels, type ModelsOptions } from './plugins/models.js'
 import modelsRoute from './routes/models.js'
+import usageRoute from './routes/usage.js'
 import streamRoute from './routes/stream.js'
 import openAIRoutes from './routes/openai/openai-routes.js'
 import geminiRoutes from './routes/gemini/gemini-routes.js'
@@ -21,8 +24,12 @@ export interface GatewayOptions {
   apiKeys?: readonly string[]
   /** Raw admin keys (higher rate limit). */
   adminApiKeys?: readonly string[]
-  /** Keys stored as SHA-256 hashes, with a name and a role. */
+  /** Keys stored as SHA-256 hashes, with a name, a role and optionally a policy of their own. */
   keyEntries?: readonly ApiKeyEntry[]
+  /** The policy of keys that set none of a field (token budgets, concurrency, …). Default: none, as before. */
+  defaultKeyPolicy?: KeyPolicy
+  /** Where token budgets and concurrency counts live (`redis`) and what happens when it is down. Default: memory. */
+  budgets?: KeyBudgetsOptions
   /** Options of the gateway's own Gemini client, or `{ client }`: any implementation of GeminiClient. */
   gemini: GeminiPluginOptions
   /** Model used when a request names none. Default `gemini-2.0-flash-exp`. */
@@ -58,7 +65,8 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
   await app.register(authPlugin, {
     apiKeys: options.apiKeys ?? [],
     adminApiKeys: options.adminApiKeys ?? [],
-    keyEntries: options.keyEntries ?? []
+    keyEntries: options.keyEntries ?? [],
+    defaultPolicy: options.defaultKeyPolicy ?? {}
   })
   const defaultModel = options.defaultModel ?? DEFAULT_MODEL
   const policy = createModelPolicy(options.models)
@@ -72,9 +80,11 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
   const labels = models === undefined || Array.isArray(models) ? labelledModels(policy, defaultModel, models ?? GEMINI_MODELS) : models
   await app.register(metricsPlugin, { ...options.metrics, models: labels })
   if (options.rateLimit !== false) await app.register(rateLimitPlugin, options.rateLimit ?? {})
+  await app.register(keyBudgetsPlugin, options.budgets ?? {})
   await app.register(geminiClientPlugin, options.gemini)
   await app.register(modelsPlugin, options.models ?? {})
   await app.register(modelsRoute)
+  await app.register(usageRoute)
   await app.register(streamRoute, { ...options.stream, defaultModel, attachmentsMaxBytes: options.attachmentsMaxBytes })
   await app.register(openAIRoutes, { ...options.stream, defaultModel, attachmentsMaxBytes: options.attachmentsMaxBytes })
   await app.register(geminiRoutes, { ...options.stream, attachmentsMaxBytes: options.attachmentsMaxBytes })

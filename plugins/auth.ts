@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { refusals, type Refusal } from '../schemas/refusals.js'
+import { withDefaults, type KeyPolicy } from '../schemas/key-policy.js'
+import { modelMatcher } from './models.js'
 import { provide } from './services.js'
 
 export type Role = 'user' | 'admin'
@@ -11,20 +13,30 @@ export interface ApiKeyEntry {
   name: string
   sha256: string
   role: Role
+  /** Budgets, limits and models of this key; a field left out comes from `defaultPolicy`. */
+  policy?: KeyPolicy
 }
 
 export interface Caller {
   /** Stable, non-secret identity: the entry's name, or a prefix of the key's hash. */
   id: string
   role: Role
+  /** The key's own policy over the defaults. */
+  policy: KeyPolicy
+  /** Whether the key's `models` let it use a model id (after aliases); true for a key without `models`. */
+  allowsModel: (id: string) => boolean
 }
 
-export type AuthFailure = 'missing' | 'invalid'
+export type AuthFailure = 'missing' | 'invalid' | 'expired' | 'disabled'
 
 export interface AuthOptions {
   apiKeys?: readonly string[]
   adminApiKeys?: readonly string[]
   keyEntries?: readonly ApiKeyEntry[]
+  /** The policy of every key that sets none of a field (TOKEN_LIMIT_PER_MINUTE and the rest). Default: no limits. */
+  defaultPolicy?: KeyPolicy
+  /** The clock expiry is measured on, in milliseconds. Default `Date.now`. */
+  now?: () => number
 }
 
 /** RFC 6750's scheme, case-insensitive, then the token; an empty token counts as no key. */
@@ -34,15 +46,24 @@ export function sha256Hex (value: string): string {
   return createHash('sha256').update(value).digest('hex')
 }
 
+const ANY_MODEL = (): boolean => true
+
+/** The caller a key stands for, its policy merged with the defaults once, here, rather than on every request. */
+export function keyCaller (id: string, role: Role, own: KeyPolicy | undefined, defaults: KeyPolicy): Caller {
+  const policy = withDefaults(own, defaults)
+  return { id, role, policy, allowsModel: policy.models === undefined ? ANY_MODEL : modelMatcher(policy.models) }
+}
+
 function buildKeyTable (options: AuthOptions): Map<string, Caller> {
+  const defaults = options.defaultPolicy ?? {}
   const table = new Map<string, Caller>()
   const addRaw = (key: string, role: Role): void => {
     const hash = sha256Hex(key)
-    table.set(hash, { id: `key-${hash.slice(0, 12)}`, role })
+    table.set(hash, keyCaller(`key-${hash.slice(0, 12)}`, role, undefined, defaults))
   }
   for (const key of options.apiKeys ?? []) addRaw(key, 'user')
   for (const entry of options.keyEntries ?? []) {
-    table.set(entry.sha256.toLowerCase(), { id: entry.name, role: entry.role })
+    table.set(entry.sha256.toLowerCase(), keyCaller(entry.name, entry.role, entry.policy, defaults))
   }
   // Admin last: a key listed in both lists is an admin key.
   for (const key of options.adminApiKeys ?? []) addRaw(key, 'admin')
@@ -96,11 +117,17 @@ export function callerOf (request: FastifyRequest): Caller | null {
 }
 
 function refusalOf (request: FastifyRequest): Refusal {
-  return request.amrikyy?.authFailure === 'missing' ? refusals.missingKey() : refusals.invalidKey()
+  switch (request.amrikyy?.authFailure) {
+    case 'missing': return refusals.missingKey()
+    case 'expired': return refusals.expiredKey()
+    case 'disabled': return refusals.disabledKey()
+    default: return refusals.invalidKey()
+  }
 }
 
 export default fp<AuthOptions>(async function authPlugin (app, options) {
   const table = buildKeyTable(options)
+  const now = options.now ?? Date.now
   if (table.size === 0) {
     throw new Error('auth: no API keys configured (options "apiKeys", "adminApiKeys" or "keyEntries")')
   }
@@ -114,7 +141,15 @@ export default fp<AuthOptions>(async function authPlugin (app, options) {
     }
     // Looking up the hash, not the key, keeps the comparison time independent of how much of a key matches.
     const caller = table.get(sha256Hex(presented))
-    request.amrikyy = caller === undefined ? { caller: null, authFailure: 'invalid' } : { caller, authFailure: null }
+    if (caller === undefined) {
+      request.amrikyy = { caller: null, authFailure: 'invalid' }
+    } else if (caller.policy.disabled === true) {
+      request.amrikyy = { caller: null, authFailure: 'disabled' }
+    } else if (caller.policy.expiresAt !== undefined && caller.policy.expiresAt <= now()) {
+      request.amrikyy = { caller: null, authFailure: 'expired' }
+    } else {
+      request.amrikyy = { caller, authFailure: null }
+    }
   }
 
   provide(app, 'auth', {

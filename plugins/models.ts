@@ -7,6 +7,7 @@ import { UpstreamError } from '../gemini/upstream-error.js'
 import { refusals, type Refusal } from '../schemas/refusals.js'
 import type { ListedModel } from '../schemas/models.js'
 import { need, provide } from './services.js'
+import type { Caller } from './auth.js'
 // The Gemini client plugin declares the `gemini` service this plugin reads.
 import type {} from './gemini-client.js'
 
@@ -38,8 +39,10 @@ export interface ModelPolicy {
 }
 
 export interface GatewayModels extends ModelPolicy {
-  /** Gemini's models a caller may use, then the aliases; Gemini is asked at most once per TTL. */
-  list: (signal: AbortSignal) => Promise<ListedModel[]>
+  /** As `resolve`, then the caller's own `models` policy, which can only narrow what the gateway allows. */
+  resolveFor: (requested: string, caller: Caller | null) => ModelChoice
+  /** Gemini's models the caller may use, then the aliases; Gemini is asked at most once per TTL. */
+  list: (signal: AbortSignal, caller?: Caller | null) => Promise<ListedModel[]>
 }
 
 declare module './services.js' {
@@ -72,6 +75,12 @@ function patternRegExp (pattern: string): RegExp {
   return new RegExp(`^${source}$`)
 }
 
+/** Whether a model id (without `models/`) matches any of these names or `*` patterns (checked by isModelPattern). */
+export function modelMatcher (patterns: readonly string[]): (id: string) => boolean {
+  const compiled = patterns.map(patternRegExp)
+  return id => compiled.some(pattern => pattern.test(id))
+}
+
 /** The policy of these options; a bad option is an Error naming it. */
 export function createModelPolicy (options: Pick<ModelsOptions, 'allowedModels' | 'aliases'> = {}): ModelPolicy {
   const { allowedModels, aliases = {} } = options
@@ -81,8 +90,8 @@ export function createModelPolicy (options: Pick<ModelsOptions, 'allowedModels' 
     if (bad !== undefined) throw new Error(`models: option "allowedModels" has an entry that is not a model name or * pattern: ${JSON.stringify(bad)}`)
   }
   if (typeof aliases !== 'object' || aliases === null || Array.isArray(aliases)) throw new Error('models: option "aliases" must be an object of model names')
-  const patterns = (allowedModels ?? []).map(patternRegExp)
-  const allows = (id: string): boolean => allowedModels === undefined || patterns.some(pattern => pattern.test(id))
+  const matches = modelMatcher(allowedModels ?? [])
+  const allows = (id: string): boolean => allowedModels === undefined || matches(id)
   const aliasMap = new Map<string, string>()
   for (const [name, target] of Object.entries(aliases)) {
     if (!isModelName(name) || typeof target !== 'string' || !isModelName(target)) {
@@ -177,6 +186,14 @@ export default fp<ModelsOptions>(async function modelsPlugin (app, options) {
   const fetchList = cachedModelList(need(app, 'gemini', 'amrikyy-gemini-client'), ttlMs, closing.signal)
   provide(app, 'models', {
     ...policy,
-    list: async signal => visibleModels(policy, await fetchList(signal))
+    resolveFor (requested, caller) {
+      const choice = policy.resolve(requested)
+      if (choice.refusal !== undefined || caller === null || caller.allowsModel(modelId(choice.model))) return choice
+      return { refusal: refusals.modelNotAllowed(modelId(requested)) }
+    },
+    async list (signal, caller) {
+      const visible = visibleModels(policy, await fetchList(signal))
+      return caller == null ? visible : visible.filter(model => caller.allowsModel(model.aliasOf ?? model.id))
+    }
   })
 }, { name: 'amrikyy-models', fastify: '5.x', dependencies: ['amrikyy-gemini-client'] })

@@ -108,7 +108,7 @@ export function rateLimitKey (request: FastifyRequest): string {
  * A store that failed must not fill the log at the request rate: the first failure is logged at once, later ones at
  * most every `intervalMs`, with how many went unlogged in between.
  */
-function throttledWarn (log: FastifyBaseLogger, intervalMs: number): (error: unknown, message: string) => void {
+export function throttledWarn (log: FastifyBaseLogger, intervalMs: number): (error: unknown, message: string) => void {
   let lastLogged = -Infinity
   let suppressed = 0
   return (error, message) => {
@@ -181,7 +181,10 @@ export default fp<RateLimitOptions>(async function rateLimitPlugin (app, options
   })
 
   const limiter = app.rateLimit({
-    max: request => callerOf(request)?.role === 'admin' ? settings.adminMax : settings.max,
+    max: request => {
+      const caller = callerOf(request)
+      return caller?.policy.requestsPerWindow ?? (caller?.role === 'admin' ? settings.adminMax : settings.max)
+    },
     timeWindow: settings.timeWindowMs,
     keyGenerator: rateLimitKey,
     onExceeded: () => { metrics.rateLimited() },

@@ -7,6 +7,7 @@ import { need } from '../plugins/services.js'
 // Each service's type comes with the plugin that provides it.
 import type {} from '../plugins/auth.js'
 import type {} from '../plugins/gemini-client.js'
+import type {} from '../plugins/key-budgets.js'
 import type {} from '../plugins/lifecycle.js'
 import type {} from '../plugins/metrics.js'
 import type {} from '../plugins/models.js'
@@ -21,6 +22,8 @@ export function apiServices (app: FastifyInstance, plugin: string) {
     metrics: need(app, 'metrics', plugin),
     models: need(app, 'models', plugin),
     lifecycle,
+    /** Token budgets and concurrency per key, when the gateway counts them. */
+    budgets: app.amrikyy?.budgets,
     /** The rate limiter's hook, when the gateway limits at all. */
     rateLimitHooks: rateLimit === undefined ? [] : [rateLimit],
     /** Thrown, so that the route's error handler gives it its API's shape. */

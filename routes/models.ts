@@ -5,7 +5,7 @@ import { ModelListResponses } from '../schemas/models.js'
 import { refusals } from '../schemas/refusals.js'
 import { need } from '../plugins/services.js'
 // Each service's type comes with the plugin that provides it.
-import type {} from '../plugins/auth.js'
+import { callerOf } from '../plugins/auth.js'
 import type {} from '../plugins/models.js'
 import type {} from '../plugins/rate-limit.js'
 
@@ -28,7 +28,7 @@ const modelsRoute: FastifyPluginAsyncTypebox = async app => {
     const left = new AbortController()
     reply.raw.once('close', () => { if (!reply.raw.writableFinished) left.abort() })
     try {
-      return { models: await models.list(left.signal) }
+      return { models: await models.list(left.signal, callerOf(request)) }
     } catch (error) {
       if (!(error instanceof UpstreamError)) throw error
       // The shared fetch is bounded: aborted and not by this caller means Gemini took too long.

@@ -9,7 +9,8 @@ import { attachmentBytes, bodyLimitFor, conversationTooLong, isConversation, sch
 import { attachmentDataRule, refusals } from '../schemas/refusals.js'
 import { need } from '../plugins/services.js'
 // Each service's type comes with the plugin that provides it.
-import type {} from '../plugins/auth.js'
+import { callerOf } from '../plugins/auth.js'
+import { promptEstimate, withOutputCap } from '../plugins/key-budgets.js'
 import type {} from '../plugins/gemini-client.js'
 import type {} from '../plugins/lifecycle.js'
 import type {} from '../plugins/metrics.js'
@@ -60,6 +61,7 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
   // The rate limiter and the model policy are optional.
   const rateLimit = app.amrikyy?.rateLimit
   const models = app.amrikyy?.models
+  const budgets = app.amrikyy?.budgets
   const rateLimitHooks = rateLimit === undefined ? [] : [rateLimit]
 
   async function refuseWhileDraining (): Promise<void> {
@@ -88,13 +90,17 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     if (unpadded !== undefined) throw refusals.invalidBody(attachmentDataRule(`attachments.${unpadded}.data`))
     if (attachmentBytes(attachments) > attachmentsMaxBytes) throw refusals.attachmentsTooLarge(attachmentsMaxBytes)
     const requested = request.body.model ?? options.defaultModel
+    const caller = callerOf(request)
     // An alias becomes its target, which is what Gemini is asked for and what the metrics label.
-    const choice = models?.resolve(requested) ?? { model: requested }
+    const choice = models?.resolveFor(requested, caller) ?? { model: requested }
     if (choice.refusal !== undefined) throw choice.refusal
     const model = choice.model
-    const context = { gemini, recorder: metrics.beginStream({ agent, model }), lifecycle, log: request.log, settings }
+    const asked = withOutputCap({ model, prompt, system, history, attachments, options: generation }, caller?.policy.maxOutputTokens)
+    const admission = await budgets?.admit(request, reply, () => ({ promptTokens: promptEstimate(asked), maxOutputTokens: asked.options?.maxOutputTokens }))
+    const recorder = metrics.beginStream({ agent, model })
+    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings }
     const format = isConversation(request.body) ? conversationSse : contractSse
-    return await new StreamRelay(context, reply, { model, prompt, system, history, attachments, options: generation }, format).run()
+    return await new StreamRelay(context, reply, asked, format).run()
   })
 }
 

@@ -26,7 +26,9 @@ export class Refusal extends Error {
     readonly statusCode: number,
     readonly body: ErrorBody,
     readonly headers: OutgoingHttpHeaders = {},
-    cause?: unknown
+    cause?: unknown,
+    /** What the other APIs' error bodies say, where the contract's body is kept short and fixed. */
+    readonly detail?: string
   ) {
     super(body.message ?? body.error, { cause })
   }
@@ -46,6 +48,10 @@ export const refusals = {
   forbiddenField: (field: string) => new Refusal('AMRIKYY_FORBIDDEN_FIELD', 400, { error: `Forbidden field in request body: ${field}` }),
   missingKey: () => new Refusal('AMRIKYY_API_KEY_MISSING', 401, { error: 'Unauthorized: API key is missing.' }),
   invalidKey: () => new Refusal('AMRIKYY_API_KEY_INVALID', 403, { error: 'Forbidden: Invalid API key.' }),
+  /** A known key past its policy's `expiresAt`. */
+  expiredKey: () => new Refusal('AMRIKYY_API_KEY_EXPIRED', 403, { error: 'Forbidden: API key expired.' }),
+  /** A known key its policy marks `disabled`. */
+  disabledKey: () => new Refusal('AMRIKYY_API_KEY_DISABLED', 403, { error: 'Forbidden: API key disabled.' }),
   /** The attachments' decoded bytes together are over the configured cap. */
   attachmentsTooLarge: (maxBytes: number) => new Refusal('AMRIKYY_ATTACHMENTS_TOO_LARGE', 413, { error: `attachments may hold at most ${maxBytes} bytes together (decoded)` }),
   bodyTooLarge: () => new Refusal('AMRIKYY_BODY_TOO_LARGE', 413, { error: 'Request body is too large' }),
@@ -55,6 +61,21 @@ export const refusals = {
     error: 'Too Many Requests',
     message: 'You have exceeded the request limit. Please try again later.'
   }),
+  /** A key's token budget has no room for the stream; /api/stream keeps the contract's 429 body. */
+  tokenBudgetExceeded: (budget: 'tokensPerMinute' | 'tokensPerDay', limit: number, headers: OutgoingHttpHeaders) => new Refusal('AMRIKYY_TOKEN_BUDGET_EXCEEDED', 429, {
+    error: 'Too Many Requests',
+    message: 'You have exceeded the request limit. Please try again later.'
+  }, headers, undefined, `Token budget exceeded: this API key may use ${limit} tokens ${budget === 'tokensPerMinute' ? 'per minute' : 'per day (UTC)'}; retry after ${String(headers['retry-after'])} s`),
+  /** A key's maxConcurrentStreams are all open. */
+  tooManyStreams: (limit: number, headers: OutgoingHttpHeaders) => new Refusal('AMRIKYY_TOO_MANY_STREAMS', 429, {
+    error: 'Too Many Requests',
+    message: `Too many concurrent streams: this API key may have ${limit} open at once; retry when one ends.`
+  }, headers),
+  /** Token budgets fail closed because their shared store cannot be reached. */
+  budgetsUnavailable: (cause?: unknown) => new Refusal('AMRIKYY_BUDGETS_UNAVAILABLE', 503, {
+    error: 'Service Unavailable',
+    message: 'Token budgets are unavailable; try again later.'
+  }, {}, cause),
   /** The rate limiter fails closed because its shared store cannot be reached. */
   rateLimitUnavailable: (cause?: unknown) => new Refusal('AMRIKYY_RATE_LIMIT_UNAVAILABLE', 503, {
     error: 'Service Unavailable',

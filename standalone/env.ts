@@ -7,6 +7,7 @@ import { DEFAULT_ADMIN_MAX, DEFAULT_MAX, DEFAULT_TIME_WINDOW, parseTimeWindow } 
 import { DEFAULT_RELAY_SETTINGS } from '../relay/settings.js'
 import { ATTACHMENTS_MAX_BYTES_LIMIT, DEFAULT_ATTACHMENTS_MAX_BYTES } from '../schemas/stream.js'
 import { ConfigError } from './config-error.js'
+import { POLICY_COUNT_MAX, type KeyPolicy } from '../schemas/key-policy.js'
 
 // Each default the gateway's parts also apply lives with the part that applies it; the ones written here are the
 // standalone server's own.
@@ -73,6 +74,10 @@ export const EnvSchema = Type.Object({
   /** Read by the rate-limit plugin's own parser (see `RULES`). */
   RATE_LIMIT_WINDOW: Type.String({ default: DEFAULT_TIME_WINDOW }),
   RATE_LIMIT_ON_REDIS_ERROR: Type.Union([Type.Literal('open'), Type.Literal('closed')], { default: 'open' }),
+  /** Defaults of every key whose policy sets none: tokens per calendar minute and per UTC day, streams open at once. */
+  TOKEN_LIMIT_PER_MINUTE: Type.Optional(Type.Integer({ minimum: 1, maximum: POLICY_COUNT_MAX })),
+  TOKEN_LIMIT_PER_DAY: Type.Optional(Type.Integer({ minimum: 1, maximum: POLICY_COUNT_MAX })),
+  MAX_CONCURRENT_STREAMS_PER_KEY: Type.Optional(Type.Integer({ minimum: 1, maximum: POLICY_COUNT_MAX })),
   /** Serves the browser playground at /playground. Unset: on unless NODE_ENV=production. */
   PLAYGROUND: Type.Optional(Type.Boolean())
 })
@@ -105,6 +110,15 @@ export function modelAliasesOf (value: string): Record<string, string> {
   }
   if (Object.keys(aliases).length === 0) throw new Error('no pairs')
   return aliases
+}
+
+/** The policy of keys that set none of their own, from TOKEN_LIMIT_PER_MINUTE, TOKEN_LIMIT_PER_DAY and MAX_CONCURRENT_STREAMS_PER_KEY. */
+export function defaultKeyPolicyOf (env: Pick<Env, 'TOKEN_LIMIT_PER_MINUTE' | 'TOKEN_LIMIT_PER_DAY' | 'MAX_CONCURRENT_STREAMS_PER_KEY'>): KeyPolicy {
+  return {
+    ...(env.TOKEN_LIMIT_PER_MINUTE === undefined ? {} : { tokensPerMinute: env.TOKEN_LIMIT_PER_MINUTE }),
+    ...(env.TOKEN_LIMIT_PER_DAY === undefined ? {} : { tokensPerDay: env.TOKEN_LIMIT_PER_DAY }),
+    ...(env.MAX_CONCURRENT_STREAMS_PER_KEY === undefined ? {} : { maxConcurrentStreams: env.MAX_CONCURRENT_STREAMS_PER_KEY })
+  }
 }
 
 /** The models plugin's options from ALLOWED_MODELS and MODEL_ALIASES (checked by loadEnv). */

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import type { ApiKeyEntry, Role } from '../plugins/auth.js'
+import { POLICY_FIELDS, readPolicy } from '../schemas/key-policy.js'
 import { ConfigError } from './config-error.js'
 
 /** A keys file the gateway refuses to start with; the message names the file and the entry. */
@@ -7,7 +8,7 @@ export class KeysFileError extends ConfigError {
   override name = 'KeysFileError'
 }
 
-const FIELDS = ['name', 'sha256', 'role']
+const FIELDS: readonly string[] = ['name', 'sha256', 'role', ...POLICY_FIELDS]
 const ROLES: readonly Role[] = ['user', 'admin']
 // Names become rate-limit counter keys and appear in logs: keep them short and free of spaces and control characters.
 const NAME_PATTERN = /^[A-Za-z0-9._@-]{1,64}$/
@@ -20,7 +21,7 @@ function describe (index: number, entry: unknown): string {
 
 /**
  * Checks a parsed keys file: a JSON array of `{ "name", "sha256", "role" }`, where `sha256` is the hex SHA-256 of the
- * raw key. Field values are never echoed in errors: someone may have pasted a raw key where its hash belongs.
+ * raw key, each optionally with the policy fields of schemas/key-policy.ts beside them. Field values are never echoed in errors: someone may have pasted a raw key where its hash belongs.
  */
 export function parseKeyEntries (document: unknown, source: string): ApiKeyEntry[] {
   if (!Array.isArray(document)) throw new KeysFileError(`${source}: must be a JSON array of { "name", "sha256", "role" } entries`)
@@ -44,9 +45,10 @@ export function parseKeyEntries (document: unknown, source: string): ApiKeyEntry
     const hash = sha256.toLowerCase()
     const earlier = hashes.get(hash)
     if (earlier !== undefined) throw new KeysFileError(`${where}: the same key as entry ${earlier}`)
+    const policy = readPolicy(record, message => { throw new KeysFileError(`${where}: ${message}`) })
     names.add(name)
     hashes.set(hash, index)
-    return { name, sha256: hash, role: role as Role }
+    return Object.keys(policy).length === 0 ? { name, sha256: hash, role: role as Role } : { name, sha256: hash, role: role as Role, policy }
   })
 }
 

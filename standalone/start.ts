@@ -14,7 +14,7 @@ import { createRestGeminiClient } from '../gemini/rest-client.js'
 import type { GeminiClientOptions } from '../gemini/types.js'
 import { UpstreamError } from '../gemini/upstream-error.js'
 import { createModelPolicy, type ModelsOptions } from '../plugins/models.js'
-import { modelsOptionsOf, splitList, trustProxyOf, type Env } from './env.js'
+import { defaultKeyPolicyOf, modelsOptionsOf, splitList, trustProxyOf, type Env } from './env.js'
 import { chooseKeys } from './keys.js'
 import { chooseUpstream } from './upstream.js'
 
@@ -108,6 +108,8 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
       retry: { attempts: env.UPSTREAM_RETRY_ATTEMPTS },
       maxAnswerChars: env.STREAM_MAX_ANSWER_CHARS
     },
+    defaultKeyPolicy: defaultKeyPolicyOf(env),
+    budgets: { redis: env.REDIS_URL, onRedisError: env.RATE_LIMIT_ON_REDIS_ERROR },
     rateLimit: {
       max: env.RATE_LIMIT_MAX,
       adminMax: env.RATE_LIMIT_ADMIN_MAX,

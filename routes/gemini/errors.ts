@@ -48,7 +48,7 @@ export const notFound = (): GoogleError => new GoogleError(404, 'Requested entit
 export const invalidJson = (): GoogleError => new GoogleError(400, 'Invalid JSON payload received. Unexpected token.')
 
 export function googleErrorOf (refusal: Refusal): GoogleError {
-  const message = refusal.body.message === undefined ? refusal.body.error : `${refusal.body.error}: ${refusal.body.message}`
+  const message = refusal.detail ?? (refusal.body.message === undefined ? refusal.body.error : `${refusal.body.error}: ${refusal.body.message}`)
   return new GoogleError(refusal.statusCode, message, refusal.headers)
 }
 

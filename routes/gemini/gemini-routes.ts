@@ -14,6 +14,9 @@ import type { ForwardedAnswer, ForwardedCall, GeminiClient } from '../../gemini/
 import { ATTACHMENTS_MAX_ITEMS, DEFAULT_ATTACHMENTS_MAX_BYTES } from '../../schemas/stream.js'
 import type { GeminiMethod } from '../../plugins/metrics.js'
 import { modelId } from '../../plugins/models.js'
+import { callerOf } from '../../plugins/auth.js'
+import { cappedOutput, promptEstimate, type TokenAsk } from '../../plugins/key-budgets.js'
+import type { StreamRecorder } from '../../plugins/metrics.js'
 import { apiServices } from '../api-services.js'
 import { refuseOtherCharsets } from '../json-body.js'
 import { bodyLimitFor } from '../stream-request.js'
@@ -67,6 +70,28 @@ function listAllowed (answer: ForwardedAnswer, allows: (id: string) => boolean):
   return { ...answer, body: JSON.stringify({ ...value, models }) }
 }
 
+function generationConfigOf (value: unknown): Record<string, unknown> | undefined {
+  return isRecord(value) && isRecord(value.generationConfig) ? value.generationConfig : undefined
+}
+
+function askedOutput (config: Record<string, unknown> | undefined): number | undefined {
+  return typeof config?.maxOutputTokens === 'number' ? config.maxOutputTokens : undefined
+}
+
+/** The body with `generationConfig.maxOutputTokens` lowered to the key's cap, or set to it; the only rewrite of a body. */
+function withOutputCapIn (body: string, cap: number): string {
+  const value: unknown = JSON.parse(body)
+  if (!isRecord(value)) return body
+  const config = generationConfigOf(value)
+  return JSON.stringify({ ...value, generationConfig: { ...config, maxOutputTokens: cappedOutput(askedOutput(config), cap) } })
+}
+
+/** What a forwarded body asks of its key's budgets. */
+function tokenAskOf (body: string): TokenAsk {
+  const value: unknown = JSON.parse(body)
+  return { promptTokens: promptEstimate(value), maxOutputTokens: askedOutput(generationConfigOf(value)) }
+}
+
 /** The usage a unary generateContent answer reports, in the gateway's names. */
 function usageOf (answer: ForwardedAnswer): { promptTokens: number, completionTokens: number, totalTokens: number } | undefined {
   try {
@@ -97,7 +122,7 @@ async function geminiRoutes (app: FastifyInstance, options: GeminiRoutesOptions)
     }
     done(null, body)
   })
-  const { auth: { identifyGoogleCaller, refuseUnidentified }, gemini, metrics, lifecycle, models, rateLimitHooks, refuseWhileDraining } = apiServices(app, 'amrikyy-gemini-routes')
+  const { auth: { identifyGoogleCaller, refuseUnidentified }, gemini, metrics, lifecycle, models, budgets, rateLimitHooks, refuseWhileDraining } = apiServices(app, 'amrikyy-gemini-routes')
 
   function forwarding (): GeminiClient & { forward: NonNullable<GeminiClient['forward']> } {
     const forward = gemini.forward
@@ -105,10 +130,10 @@ async function geminiRoutes (app: FastifyInstance, options: GeminiRoutesOptions)
     return { ...gemini, forward }
   }
 
-  /** The model to call for a requested one, after the aliases and the allow-list. */
-  function modelFor (requested: string): string {
+  /** The model to call for a requested one, after the aliases, the allow-list and the caller's own models. */
+  function modelFor (request: FastifyRequest, requested: string): string {
     if (!MODEL_NAME.test(requested)) throw notFound()
-    const choice = models.resolve(requested)
+    const choice = models.resolveFor(requested, callerOf(request))
     if (choice.refusal !== undefined) throw new GoogleError(403, `Model not allowed: ${requested}`)
     return modelId(choice.model)
   }
@@ -180,22 +205,32 @@ async function geminiRoutes (app: FastifyInstance, options: GeminiRoutesOptions)
     const method = match?.[2] as GeminiMethod | undefined
     if (match === null || method === undefined || !POST_METHODS.has(method)) throw notFound()
     methods.set(request, method)
-    const model = modelFor(match[1]!)
-    const body = typeof request.body === 'string' ? request.body : '{}'
+    const model = modelFor(request, match[1]!)
+    const sent = typeof request.body === 'string' ? request.body : '{}'
+    if (method === 'countTokens') return await forwardUnary({ apiVersion, method: 'POST', path: `models/${model}:${method}`, body: sent }, reply)
+    const cap = callerOf(request)?.policy.maxOutputTokens
+    const body = cap === undefined ? sent : withOutputCapIn(sent, cap)
+    const admission = await budgets?.admit(request, reply, () => tokenAskOf(body))
+    const begun = metrics.beginStream({ api: 'gemini', model })
+    const recorder = admission?.charging(begun) ?? begun
     if (method === 'streamGenerateContent') {
-      const context = { gemini: forwarding(), recorder: metrics.beginStream({ api: 'gemini', model }), lifecycle, log: request.log, settings }
+      const context = { gemini: forwarding(), recorder, lifecycle, log: request.log, settings }
       return await new StreamRelay(context, reply, { model, prompt: '', forwarded: { apiVersion, body } }, geminiPassthroughSse).run()
     }
-    const recorder = method === 'generateContent' ? metrics.beginStream({ api: 'gemini', model }) : undefined
+    return await forwardUnary({ apiVersion, method: 'POST', path: `models/${model}:${method}`, body }, reply, recorder)
+  })
+
+  /** A generateContent (counted as a stream, with `recorder`) or countTokens call, answered as Gemini answered it. */
+  async function forwardUnary (call: ForwardedCall, reply: FastifyReply, recorder?: StreamRecorder): Promise<FastifyReply> {
     try {
-      const answer = await forwardWithin({ apiVersion, method: 'POST', path: `models/${model}:${method}`, body }, reply, label => { if (recorder === undefined) metrics.upstreamError(label); else recorder.upstreamError(label) })
+      const answer = await forwardWithin(call, reply, label => { if (recorder === undefined) metrics.upstreamError(label); else recorder.upstreamError(label) })
       recorder?.end(answer.status < 400 ? 'completed' : 'failed', usageOf(answer))
       return await reply.code(answer.status).header('content-type', answer.contentType ?? 'application/json; charset=UTF-8').send(answer.body)
     } catch (error) {
       recorder?.end(error instanceof GoogleError && error.code === 499 ? 'cancelled' : 'failed')
       throw error
     }
-  })
+  }
 
   async function forwardGet (request: FastifyRequest<{ Params: VersionParams }>, reply: FastifyReply, path: string): Promise<FastifyReply> {
     const apiVersion = versionOf(request.params)
@@ -203,7 +238,9 @@ async function geminiRoutes (app: FastifyInstance, options: GeminiRoutesOptions)
     const asked = request.query as Record<string, unknown>
     for (const name of LIST_PARAMETERS) if (typeof asked[name] === 'string') query[name] = asked[name]
     const answer = await forwardWithin({ apiVersion, method: 'GET', path, query }, reply, label => { metrics.upstreamError(label) })
-    const shown = path === 'models' && models.configured ? listAllowed(answer, id => models.allows(id)) : answer
+    const caller = callerOf(request)
+    const narrowed = caller !== null && caller.policy.models !== undefined
+    const shown = path === 'models' && (models.configured || narrowed) ? listAllowed(answer, id => models.allows(id) && (caller?.allowsModel(id) ?? true)) : answer
     return await reply.code(shown.status).header('content-type', shown.contentType ?? 'application/json; charset=UTF-8').send(shown.body)
   }
 
@@ -220,7 +257,7 @@ async function geminiRoutes (app: FastifyInstance, options: GeminiRoutesOptions)
     config: { geminiMethod: 'models.get' },
     onRequest: hooks
   }, async function getModel (request, reply) {
-    return await forwardGet(request, reply, `models/${modelFor(request.params.target)}`)
+    return await forwardGet(request, reply, `models/${modelFor(request, request.params.target)}`)
   })
 
   // Anything else under /gemini is a path Google does not serve, answered as Google answers it.

@@ -45,7 +45,12 @@ export const modelNotFound = (model: string): OpenAIError =>
 const REFUSAL_KINDS: Record<string, { type: OpenAIErrorType, code: string | null, param?: string }> = {
   AMRIKYY_API_KEY_MISSING: { type: 'authentication_error', code: 'missing_api_key' },
   AMRIKYY_API_KEY_INVALID: { type: 'authentication_error', code: 'invalid_api_key' },
+  AMRIKYY_API_KEY_EXPIRED: { type: 'authentication_error', code: 'expired_api_key' },
+  AMRIKYY_API_KEY_DISABLED: { type: 'authentication_error', code: 'disabled_api_key' },
   AMRIKYY_TOO_MANY_REQUESTS: { type: 'rate_limit_error', code: 'rate_limit_exceeded' },
+  AMRIKYY_TOKEN_BUDGET_EXCEEDED: { type: 'rate_limit_error', code: 'rate_limit_exceeded' },
+  AMRIKYY_TOO_MANY_STREAMS: { type: 'rate_limit_error', code: 'concurrency_limit_exceeded' },
+  AMRIKYY_BUDGETS_UNAVAILABLE: { type: 'server_error', code: 'rate_limit_unavailable' },
   AMRIKYY_RATE_LIMIT_UNAVAILABLE: { type: 'server_error', code: 'rate_limit_unavailable' },
   AMRIKYY_SHUTTING_DOWN: { type: 'server_error', code: 'service_unavailable' },
   AMRIKYY_MALFORMED_JSON: { type: 'invalid_request_error', code: 'invalid_json' },
@@ -63,7 +68,7 @@ export function openAIErrorOf (refusal: Refusal): OpenAIError {
   const kind = REFUSAL_KINDS[refusal.code] ?? { type: refusal.statusCode >= 500 ? 'server_error' : 'invalid_request_error', code: null }
   const message = refusal.code === 'AMRIKYY_PROMPT_REQUIRED'
     ? EMPTY_BODY
-    : refusal.body.message === undefined ? refusal.body.error : `${refusal.body.error}: ${refusal.body.message}`
+    : refusal.detail ?? (refusal.body.message === undefined ? refusal.body.error : `${refusal.body.error}: ${refusal.body.message}`)
   return new OpenAIError(refusal.statusCode, message, kind.type, kind.param ?? null, kind.code, refusal.headers)
 }
 

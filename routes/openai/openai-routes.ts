@@ -3,7 +3,7 @@
 
 import fp from 'fastify-plugin'
 import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyReply } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { StreamRelay } from '../../relay/relay.js'
 import { relaySettings, type RelayOptions } from '../../relay/settings.js'
@@ -11,6 +11,8 @@ import { UpstreamError } from '../../gemini/upstream-error.js'
 import { ChatCompletionRequest, ChatCompletionResponses, ModelAnswers, ModelListAnswers, type OpenAIModel } from '../../schemas/openai.js'
 import { ATTACHMENTS_MAX_ITEMS, DEFAULT_ATTACHMENTS_MAX_BYTES } from '../../schemas/stream.js'
 import type { ListedModel } from '../../schemas/models.js'
+import { callerOf } from '../../plugins/auth.js'
+import { promptEstimate, withOutputCap } from '../../plugins/key-budgets.js'
 import { apiServices } from '../api-services.js'
 import { parseJsonBody, refuseOtherCharsets } from '../json-body.js'
 import { bodyLimitFor } from '../stream-request.js'
@@ -41,7 +43,7 @@ const openAIRoutes: FastifyPluginAsyncTypebox<OpenAIRoutesOptions> = async (app,
   app.addContentTypeParser('application/json', { parseAs: 'string' }, function parseChatBody (request, body, done) {
     parseJsonBody(request, body as string, done)
   })
-  const { auth: { identifyBearerCaller, refuseUnidentified }, gemini, metrics, lifecycle, models, rateLimitHooks, refuseWhileDraining } = apiServices(app, 'amrikyy-openai-routes')
+  const { auth: { identifyBearerCaller, refuseUnidentified }, gemini, metrics, lifecycle, models, budgets, rateLimitHooks, refuseWhileDraining } = apiServices(app, 'amrikyy-openai-routes')
 
   const hooks = [identifyBearerCaller, ...rateLimitHooks, refuseUnidentified]
   const security: Array<Record<string, string[]>> = [{ bearer: [] }, { apiKey: [] }]
@@ -62,22 +64,25 @@ const openAIRoutes: FastifyPluginAsyncTypebox<OpenAIRoutesOptions> = async (app,
     const chat = chatConversationOf(request.body, attachmentsMaxBytes)
     const requested = request.body.model
     if (!MODEL_NAME.test(requested)) throw modelNotFound(requested)
-    const choice = models.resolve(requested)
+    const caller = callerOf(request)
+    const choice = models.resolveFor(requested, caller)
     if (choice.refusal !== undefined) throw modelNotFound(requested)
     const model = choice.model
-    const generation = generationOf(chat, model)
+    const generation = withOutputCap(generationOf(chat, model), caller?.policy.maxOutputTokens)
+    const admission = await budgets?.admit(request, reply, () => ({ promptTokens: promptEstimate(generation), maxOutputTokens: generation.options?.maxOutputTokens }))
     const identity = newCompletionIdentity(model)
     const format = chat.stream ? chatCompletionSse(identity, chat.includeUsage) : chatCompletionWhole(identity)
-    const context = { gemini, recorder: metrics.beginStream({ api: 'openai', agent: chat.agent, model }), lifecycle, log: request.log, settings }
+    const recorder = metrics.beginStream({ api: 'openai', agent: chat.agent, model })
+    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings }
     return await new StreamRelay(context, reply, generation, format).run()
   })
 
-  async function listed (reply: FastifyReply): Promise<ListedModel[]> {
+  async function listed (request: FastifyRequest, reply: FastifyReply): Promise<ListedModel[]> {
     // A caller that leaves stops waiting; the shared fetch goes on for the others.
     const left = new AbortController()
     reply.raw.once('close', () => { if (!reply.raw.writableFinished) left.abort() })
     try {
-      return await models.list(left.signal)
+      return await models.list(left.signal, callerOf(request))
     } catch (error) {
       if (!(error instanceof UpstreamError)) throw error
       const why = error.code === 'aborted' && !left.signal.aborted ? 'Gemini did not answer in time' : error.message
@@ -88,8 +93,8 @@ const openAIRoutes: FastifyPluginAsyncTypebox<OpenAIRoutesOptions> = async (app,
   app.get('/v1/models', {
     schema: { summary: 'The models a caller may name, in OpenAI\'s list shape', security, response: ModelListAnswers },
     onRequest: hooks
-  }, async function listModels (_request, reply) {
-    const all = await listed(reply)
+  }, async function listModels (request, reply) {
+    const all = await listed(request, reply)
     return { object: 'list' as const, data: all.map(openAIModelOf) }
   })
 
@@ -102,7 +107,7 @@ const openAIRoutes: FastifyPluginAsyncTypebox<OpenAIRoutesOptions> = async (app,
     },
     onRequest: hooks
   }, async function getModel (request, reply) {
-    const all = await listed(reply)
+    const all = await listed(request, reply)
     const found = all.find(model => model.id === request.params.model)
     if (found === undefined) throw modelNotFound(request.params.model)
     return openAIModelOf(found)

@@ -1,0 +1,163 @@
+import type { Redis } from 'ioredis'
+import { DAY_MS, MINUTE_MS, type AdmissionAnswer, type AdmissionAsk, type AdmissionRefusal, type BudgetBooks, type BudgetStore, type BudgetWindow } from './key-budgets-store.js'
+
+const ADMIT_COMMAND = 'amrikyyBudgetAdmit'
+const SETTLE_COMMAND = 'amrikyyBudgetSettle'
+
+// Both scripts touch only one key's keys, which share a {hash tag}, so they also run on a Redis Cluster.
+// KEYS: the key's leases (sorted set: lease id → expiry ms), its reservations (hash: lease id → "minute:day:tokens"),
+// its tokens charged in the ask's minute and in its day.
+
+// One round trip, atomic: forget the leases of instances that died, add up what the open streams reserved in
+// these windows, apply the rule of key-budgets-store.ts's refusalOf, and take a lease when it passes.
+const ADMIT_SCRIPT = `
+local now = tonumber(ARGV[1])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #expired > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  redis.call('HDEL', KEYS[2], unpack(expired))
+end
+local minute, day = ARGV[4], ARGV[5]
+local reservedMinute, reservedDay = 0, 0
+local entries = redis.call('HGETALL', KEYS[2])
+for i = 2, #entries, 2 do
+  local m, d, tokens = string.match(entries[i], '^(%d+):(%d+):(%d+)$')
+  if m == minute then reservedMinute = reservedMinute + tonumber(tokens) end
+  if d == day then reservedDay = reservedDay + tonumber(tokens) end
+end
+local chargedMinute = tonumber(redis.call('GET', KEYS[3]) or '0')
+local chargedDay = tonumber(redis.call('GET', KEYS[4]) or '0')
+local open = redis.call('ZCARD', KEYS[1])
+local reserve = tonumber(ARGV[6])
+local perMinute, perDay, concurrent = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local refusal = ''
+if concurrent > 0 and open >= concurrent then
+  refusal = 'concurrency'
+elseif perMinute > 0 and chargedMinute + reservedMinute + math.min(reserve, perMinute) > perMinute then
+  refusal = 'tokensPerMinute'
+elseif perDay > 0 and chargedDay + reservedDay + math.min(reserve, perDay) > perDay then
+  refusal = 'tokensPerDay'
+end
+if refusal == '' then
+  local leaseMs = tonumber(ARGV[2])
+  redis.call('ZADD', KEYS[1], now + leaseMs, ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[3], minute .. ':' .. day .. ':' .. reserve)
+  redis.call('PEXPIRE', KEYS[1], leaseMs * 2)
+  redis.call('PEXPIRE', KEYS[2], leaseMs * 2)
+end
+return { refusal, chargedMinute, reservedMinute, chargedDay, reservedDay, open }
+`
+
+// Ends the lease and charges the windows it was admitted in; each count lives a little past its window.
+const SETTLE_SCRIPT = `
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+local tokens = tonumber(ARGV[2])
+if tokens > 0 then
+  redis.call('INCRBY', KEYS[3], tokens)
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  redis.call('INCRBY', KEYS[4], tokens)
+  redis.call('PEXPIRE', KEYS[4], ARGV[4])
+end
+return 1
+`
+
+interface BudgetRedis {
+  [ADMIT_COMMAND]: (...args: Array<string | number>) => Promise<[string, number, number, number, number, number]>
+  [SETTLE_COMMAND]: (...args: Array<string | number>) => Promise<number>
+}
+
+/** How long a window's count outlives the window: long enough for any late settle of a stream admitted in it. */
+const MINUTE_COUNT_TTL_MS = 2 * MINUTE_MS
+const DAY_COUNT_TTL_MS = 2 * DAY_MS
+
+/**
+ * The books in Redis, shared by every instance pointed at it. Every lease expires `leaseMs` after its last refresh,
+ * so the slots and reservations of a crashed instance come free by themselves. A failure goes to `onFailure`,
+ * whose error is what the plugin sees.
+ */
+export class RedisBudgetStore implements BudgetStore {
+  private readonly commands: BudgetRedis
+
+  constructor (
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly leaseMs: number,
+    private readonly now: () => number,
+    private readonly onFailure: (error: unknown) => Error
+  ) {
+    const commands = redis as unknown as Partial<BudgetRedis>
+    if (typeof commands[ADMIT_COMMAND] !== 'function') redis.defineCommand(ADMIT_COMMAND, { numberOfKeys: 4, lua: ADMIT_SCRIPT })
+    if (typeof commands[SETTLE_COMMAND] !== 'function') redis.defineCommand(SETTLE_COMMAND, { numberOfKeys: 4, lua: SETTLE_SCRIPT })
+    this.commands = redis as unknown as BudgetRedis
+  }
+
+  private keysOf (key: string, window: BudgetWindow): [string, string, string, string] {
+    const base = `${this.prefix}{${key}}:`
+    return [`${base}leases`, `${base}reserved`, `${base}m:${window.minute}`, `${base}d:${window.day}`]
+  }
+
+  async admit (ask: AdmissionAsk): Promise<AdmissionAnswer> {
+    try {
+      const [refusal, chargedMinute, reservedMinute, chargedDay, reservedDay, open] = await this.commands[ADMIT_COMMAND](
+        ...this.keysOf(ask.key, ask.window),
+        this.now(), this.leaseMs, ask.leaseId, ask.window.minute, ask.window.day, ask.reserve,
+        ask.tokensPerMinute ?? 0, ask.tokensPerDay ?? 0, ask.maxConcurrentStreams ?? 0
+      )
+      return {
+        refusal: refusal === '' ? undefined : refusal as AdmissionRefusal,
+        books: { minute: { charged: chargedMinute, reserved: reservedMinute }, day: { charged: chargedDay, reserved: reservedDay }, openStreams: open }
+      }
+    } catch (error) {
+      throw this.onFailure(error)
+    }
+  }
+
+  async settle (key: string, leaseId: string, window: BudgetWindow, tokens: number): Promise<void> {
+    try {
+      await this.commands[SETTLE_COMMAND](...this.keysOf(key, window), leaseId, Math.max(0, Math.round(tokens)), MINUTE_COUNT_TTL_MS, DAY_COUNT_TTL_MS)
+    } catch (error) {
+      throw this.onFailure(error)
+    }
+  }
+
+  async refresh (leases: ReadonlyArray<{ key: string, leaseId: string }>): Promise<void> {
+    if (leases.length === 0) return
+    const expiry = this.now() + this.leaseMs
+    const pipeline = this.redis.pipeline()
+    for (const { key, leaseId } of leases) {
+      const base = `${this.prefix}{${key}}:`
+      // XX: a lease that was settled meanwhile, or already given up as expired, is not brought back.
+      pipeline.zadd(`${base}leases`, 'XX', expiry, leaseId)
+      pipeline.pexpire(`${base}leases`, this.leaseMs * 2)
+      pipeline.pexpire(`${base}reserved`, this.leaseMs * 2)
+    }
+    try {
+      await pipeline.exec()
+    } catch (error) {
+      throw this.onFailure(error)
+    }
+  }
+
+  async books (key: string, window: BudgetWindow): Promise<BudgetBooks> {
+    const [leases, reserved, minute, day] = this.keysOf(key, window)
+    try {
+      const now = this.now()
+      const [[, open], [, entries], [, chargedMinute], [, chargedDay]] = (await this.redis.multi()
+        .zcount(leases, `(${now}`, '+inf')
+        .hgetall(reserved)
+        .get(minute)
+        .get(day)
+        .exec()) as Array<[Error | null, unknown]> as [[null, number], [null, Record<string, string>], [null, string | null], [null, string | null]]
+      const books: BudgetBooks = { minute: { charged: Number(chargedMinute ?? 0), reserved: 0 }, day: { charged: Number(chargedDay ?? 0), reserved: 0 }, openStreams: open }
+      for (const entry of Object.values(entries)) {
+        const [entryMinute, entryDay, tokens] = entry.split(':').map(Number)
+        if (entryMinute === window.minute) books.minute.reserved += tokens ?? 0
+        if (entryDay === window.day) books.day.reserved += tokens ?? 0
+      }
+      return books
+    } catch (error) {
+      throw this.onFailure(error)
+    }
+  }
+}

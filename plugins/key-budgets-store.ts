@@ -1,0 +1,141 @@
+// What the key-budgets plugin asks of a store, and the store that keeps everything in this process's memory.
+// The Redis store (key-budgets-redis-store.ts) keeps the same books for every instance at once.
+
+/** One admission check of a key: its limits (undefined: none), the stream's reservation and where it counts. */
+export interface AdmissionAsk {
+  key: string
+  /** The stream's own id: its lease in the concurrency count and its reservation. */
+  leaseId: string
+  tokensPerMinute: number | undefined
+  tokensPerDay: number | undefined
+  maxConcurrentStreams: number | undefined
+  /** Tokens reserved while the stream runs: its prompt estimate and output cap, clamped to each limit. */
+  reserve: number
+  window: BudgetWindow
+}
+
+/** The calendar minute and UTC day a stream is admitted in; its tokens are charged to these, whenever it ends. */
+export interface BudgetWindow {
+  minute: number
+  day: number
+}
+
+/** A key's books in the windows of an admission: tokens charged, tokens reserved by open streams, streams open. */
+export interface BudgetBooks {
+  minute: { charged: number, reserved: number }
+  day: { charged: number, reserved: number }
+  openStreams: number
+}
+
+export type AdmissionRefusal = 'concurrency' | 'tokensPerMinute' | 'tokensPerDay'
+
+export interface AdmissionAnswer {
+  /** Why the stream may not start, or undefined when it was admitted (and holds a lease). */
+  refusal: AdmissionRefusal | undefined
+  /** The books as they were before this stream's own reservation. */
+  books: BudgetBooks
+}
+
+export interface BudgetStore {
+  admit: (ask: AdmissionAsk) => Promise<AdmissionAnswer>
+  /** Ends a lease and charges `tokens` to the windows it was admitted in. */
+  settle: (key: string, leaseId: string, window: BudgetWindow, tokens: number) => Promise<void>
+  /** Extends the leases of streams still running here, so that only a crashed instance's leases expire. */
+  refresh: (leases: ReadonlyArray<{ key: string, leaseId: string }>) => Promise<void>
+  /** The books of a key in a window, without admitting anything. */
+  books: (key: string, window: BudgetWindow) => Promise<BudgetBooks>
+}
+
+export const MINUTE_MS = 60_000
+export const DAY_MS = 86_400_000
+
+export function windowAt (nowMs: number): BudgetWindow {
+  return { minute: Math.floor(nowMs / MINUTE_MS), day: Math.floor(nowMs / DAY_MS) }
+}
+
+/**
+ * The refusal of an ask given the books before it, the same rule in both stores: the open streams against the
+ * concurrency limit, then in each window the tokens charged and reserved plus this stream's reservation (at most
+ * the whole limit, so a stream that alone asks for more than the budget still runs in an empty window).
+ */
+export function refusalOf (ask: AdmissionAsk, books: BudgetBooks): AdmissionRefusal | undefined {
+  if (ask.maxConcurrentStreams !== undefined && books.openStreams >= ask.maxConcurrentStreams) return 'concurrency'
+  const over = (limit: number | undefined, spent: { charged: number, reserved: number }): boolean =>
+    limit !== undefined && spent.charged + spent.reserved + Math.min(ask.reserve, limit) > limit
+  if (over(ask.tokensPerMinute, books.minute)) return 'tokensPerMinute'
+  if (over(ask.tokensPerDay, books.day)) return 'tokensPerDay'
+  return undefined
+}
+
+interface Lease {
+  window: BudgetWindow
+  reserve: number
+}
+
+interface Charged {
+  /** The window's index: a count of an earlier window is read as zero. */
+  index: number
+  tokens: number
+}
+
+/**
+ * The books in process memory: one instance only. Leases need no expiry here, since they die with the process
+ * that holds them; every key that was ever admitted keeps two counters and its open leases, so memory is bounded by
+ * the configured keys.
+ */
+export class MemoryBudgetStore implements BudgetStore {
+  private readonly leases = new Map<string, Map<string, Lease>>()
+  private readonly minutes = new Map<string, Charged>()
+  private readonly days = new Map<string, Charged>()
+
+  async admit (ask: AdmissionAsk): Promise<AdmissionAnswer> {
+    const books = this.booksOf(ask.key, ask.window)
+    const refusal = refusalOf(ask, books)
+    if (refusal === undefined) {
+      let open = this.leases.get(ask.key)
+      if (open === undefined) this.leases.set(ask.key, open = new Map())
+      open.set(ask.leaseId, { window: ask.window, reserve: ask.reserve })
+    }
+    return { refusal, books }
+  }
+
+  async settle (key: string, leaseId: string, window: BudgetWindow, tokens: number): Promise<void> {
+    const open = this.leases.get(key)
+    open?.delete(leaseId)
+    if (open?.size === 0) this.leases.delete(key)
+    if (tokens <= 0) return
+    this.charge(this.minutes, key, window.minute, tokens)
+    this.charge(this.days, key, window.day, tokens)
+  }
+
+  async refresh (): Promise<void> {}
+
+  async books (key: string, window: BudgetWindow): Promise<BudgetBooks> {
+    return this.booksOf(key, window)
+  }
+
+  private booksOf (key: string, window: BudgetWindow): BudgetBooks {
+    const books: BudgetBooks = {
+      minute: { charged: chargedIn(this.minutes.get(key), window.minute), reserved: 0 },
+      day: { charged: chargedIn(this.days.get(key), window.day), reserved: 0 },
+      openStreams: 0
+    }
+    for (const lease of this.leases.get(key)?.values() ?? []) {
+      books.openStreams++
+      if (lease.window.minute === window.minute) books.minute.reserved += lease.reserve
+      if (lease.window.day === window.day) books.day.reserved += lease.reserve
+    }
+    return books
+  }
+
+  private charge (counters: Map<string, Charged>, key: string, index: number, tokens: number): void {
+    const counter = counters.get(key)
+    // A stream admitted in an earlier window than the one counted now does not reset the later count.
+    if (counter !== undefined && counter.index > index) return
+    counters.set(key, { index, tokens: chargedIn(counter, index) + tokens })
+  }
+}
+
+function chargedIn (counter: Charged | undefined, index: number): number {
+  return counter?.index === index ? counter.tokens : 0
+}
