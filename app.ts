@@ -5,6 +5,8 @@ import authPlugin, { type ApiKeyEntry } from './plugins/auth.js'
 import metricsPlugin, { GEMINI_MODELS, type MetricsOptions } from './plugins/metrics.js'
 import rateLimitPlugin, { type RateLimitOptions } from './plugins/rate-limit.js'
 import keyBudgetsPlugin, { type KeyBudgetsOptions } from './plugins/key-budgets.js'
+import managedKeysPlugin, { type ManagedKeysOptions } from './plugins/managed-keys.js'
+import adminKeysRoute from './routes/admin-keys.js'
 import type { KeyPolicy } from './schemas/key-policy.js'
 import geminiClientPlugin, { type GeminiPluginOptions } from './plugins/gemini-client.js'
 import lifecyclePlugin, { type GatewayLifecycle } from './plugins/lifecycle.js'
@@ -30,6 +32,10 @@ export interface GatewayOptions {
   defaultKeyPolicy?: KeyPolicy
   /** Where token budgets and concurrency counts live (`redis`) and what happens when it is down. Default: memory. */
   budgets?: KeyBudgetsOptions
+  /** Keys created by the management API, read from Redis by every instance; unset: none. */
+  managedKeys?: ManagedKeysOptions
+  /** The management API under /admin, behind `token` (MANAGEMENT_API_KEY); unset: off. */
+  management?: { token: string }
   /** Options of the gateway's own Gemini client, or `{ client }`: any implementation of GeminiClient. */
   gemini: GeminiPluginOptions
   /** Model used when a request names none. Default `gemini-2.0-flash-exp`. */
@@ -81,6 +87,8 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
   await app.register(metricsPlugin, { ...options.metrics, models: labels })
   if (options.rateLimit !== false) await app.register(rateLimitPlugin, options.rateLimit ?? {})
   await app.register(keyBudgetsPlugin, options.budgets ?? {})
+  if (options.managedKeys !== undefined) await app.register(managedKeysPlugin, options.managedKeys)
+  if (options.management !== undefined) await app.register(adminKeysRoute, options.management)
   await app.register(geminiClientPlugin, options.gemini)
   await app.register(modelsPlugin, options.models ?? {})
   await app.register(modelsRoute)

@@ -96,6 +96,12 @@ export interface AuthHooks {
   refuseUnidentified: (request: FastifyRequest) => Promise<void>
   /** Rejects requests that `identifyCaller` could not identify, with the contract's 401/403 bodies. */
   requireCaller: (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined>
+  /** Keys of another source (the management API's), by SHA-256, asked after the configured ones. */
+  addKeySource: (lookup: (sha256: string) => Caller | undefined) => void
+  /** The keys of the options (file and environment), which no other source may change. */
+  readonly configured: ReadonlyMap<string, Caller>
+  /** The policy of keys that set none of a field. */
+  readonly defaultPolicy: KeyPolicy
 }
 
 declare module 'fastify' {
@@ -133,6 +139,7 @@ export default fp<AuthOptions>(async function authPlugin (app, options) {
   }
 
   if (!app.hasRequestDecorator('amrikyy')) app.decorateRequest('amrikyy', null)
+  const sources: Array<(sha256: string) => Caller | undefined> = []
 
   function identify (request: FastifyRequest, presented: string | string[] | undefined): void {
     if (typeof presented !== 'string' || presented.trim() === '') {
@@ -140,7 +147,9 @@ export default fp<AuthOptions>(async function authPlugin (app, options) {
       return
     }
     // Looking up the hash, not the key, keeps the comparison time independent of how much of a key matches.
-    const caller = table.get(sha256Hex(presented))
+    const hash = sha256Hex(presented)
+    let caller = table.get(hash)
+    for (const lookup of sources) caller ??= lookup(hash)
     if (caller === undefined) {
       request.amrikyy = { caller: null, authFailure: 'invalid' }
     } else if (caller.policy.disabled === true) {
@@ -172,6 +181,9 @@ export default fp<AuthOptions>(async function authPlugin (app, options) {
     async requireCaller (request, reply) {
       if (callerOf(request) !== null) return undefined
       return await refusalOf(request).sendWith(reply)
-    }
+    },
+    addKeySource (lookup) { sources.push(lookup) },
+    configured: table,
+    defaultPolicy: options.defaultPolicy ?? {}
   })
 }, { name: 'amrikyy-auth', fastify: '5.x' })

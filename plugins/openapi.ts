@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import fastifySwagger from '@fastify/swagger'
 
-/** The public API: the stream, the models a caller may name in it, and the OpenAI-compatible routes. */
-const PUBLIC_PATHS = ['/api/stream', '/api/models', '/v1/chat/completions', '/v1/models', '/v1/models/:model']
+/** The public API: the stream, the models a caller may name in it, its usage, the OpenAI-compatible routes, the management API. */
+const PUBLIC_PATHS = ['/api/stream', '/api/models', '/api/usage', '/v1/chat/completions', '/v1/models', '/v1/models/:model', '/admin/keys', '/admin/keys/:name']
 
 export interface OpenApiOptions {
   /** Where the JSON document is served. Default `/api/docs/json`. */
@@ -26,7 +26,8 @@ export default fp<OpenApiOptions>(async function openApiPlugin (app, options) {
       components: {
         securitySchemes: {
           apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
-          bearer: { type: 'http', scheme: 'bearer', description: 'The same keys as X-API-Key, as OpenAI clients send them' }
+          bearer: { type: 'http', scheme: 'bearer', description: 'The same keys as X-API-Key, as OpenAI clients send them' },
+          management: { type: 'http', scheme: 'bearer', description: 'MANAGEMENT_API_KEY, the operators\' secret of /admin' }
         }
       }
     },

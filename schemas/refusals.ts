@@ -93,6 +93,14 @@ export const refusals = {
   /** The gateway cannot serve the stream now (draining, out of file descriptors). */
   streamUnavailable: (message: string) => new Refusal('AMRIKYY_STREAM_UNAVAILABLE', 503, { error: 'Service Unavailable', message }),
   internal: () => new Refusal('AMRIKYY_INTERNAL', 500, { error: 'Internal Server Error' }),
+  managementTokenMissing: () => new Refusal('AMRIKYY_MANAGEMENT_TOKEN_MISSING', 401, { error: 'Unauthorized: send the management token as Authorization: Bearer <MANAGEMENT_API_KEY>.' }),
+  managementTokenInvalid: () => new Refusal('AMRIKYY_MANAGEMENT_TOKEN_INVALID', 403, { error: 'Forbidden: Invalid management token.' }),
+  /** Keys can be created, changed and revoked only where every instance reads them. */
+  managementNeedsRedis: () => new Refusal('AMRIKYY_MANAGEMENT_NEEDS_REDIS', 503, { error: 'Service Unavailable', message: 'Managed keys need the shared store: set REDIS_URL.' }),
+  keyNotFound: (name: string) => new Refusal('AMRIKYY_KEY_NOT_FOUND', 404, { error: `No managed key named ${name}` }),
+  keyNameTaken: (name: string) => new Refusal('AMRIKYY_KEY_NAME_TAKEN', 409, { error: `A key named ${name} already exists` }),
+  /** Keys of the keys file and the environment change only where they are written. */
+  keyReadOnly: (name: string) => new Refusal('AMRIKYY_KEY_READ_ONLY', 409, { error: `The key ${name} comes from the configuration (API_KEYS_FILE or the environment) and is read-only here` }),
   metricsToken: () => new Refusal('AMRIKYY_METRICS_TOKEN', 401, { error: 'Unauthorized: metrics token is missing or invalid.' })
 } as const
 

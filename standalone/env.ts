@@ -74,6 +74,8 @@ export const EnvSchema = Type.Object({
   /** Read by the rate-limit plugin's own parser (see `RULES`). */
   RATE_LIMIT_WINDOW: Type.String({ default: DEFAULT_TIME_WINDOW }),
   RATE_LIMIT_ON_REDIS_ERROR: Type.Union([Type.Literal('open'), Type.Literal('closed')], { default: 'open' }),
+  /** The operators' secret of the management API (/admin/keys); unset: the API is off. */
+  MANAGEMENT_API_KEY: Type.Optional(Type.String({ minLength: 16 })),
   /** Defaults of every key whose policy sets none: tokens per calendar minute and per UTC day, streams open at once. */
   TOKEN_LIMIT_PER_MINUTE: Type.Optional(Type.Integer({ minimum: 1, maximum: POLICY_COUNT_MAX })),
   TOKEN_LIMIT_PER_DAY: Type.Optional(Type.Integer({ minimum: 1, maximum: POLICY_COUNT_MAX })),

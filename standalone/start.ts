@@ -110,6 +110,8 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
     },
     defaultKeyPolicy: defaultKeyPolicyOf(env),
     budgets: { redis: env.REDIS_URL, onRedisError: env.RATE_LIMIT_ON_REDIS_ERROR },
+    ...(env.REDIS_URL === undefined ? {} : { managedKeys: { redis: env.REDIS_URL } }),
+    ...(env.MANAGEMENT_API_KEY === undefined ? {} : { management: { token: env.MANAGEMENT_API_KEY } }),
     rateLimit: {
       max: env.RATE_LIMIT_MAX,
       adminMax: env.RATE_LIMIT_ADMIN_MAX,
