@@ -84,7 +84,9 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
   const models = options.metrics?.models
   // Anything but a list goes as it is, for the metrics plugin to refuse by name.
   const labels = models === undefined || Array.isArray(models) ? labelledModels(policy, defaultModel, models ?? GEMINI_MODELS) : models
-  await app.register(metricsPlugin, { ...options.metrics, models: labels })
+  // The keys file's names keep their label however many other keys stream first.
+  const keys = options.metrics?.keys ?? options.keyEntries?.map(entry => entry.name)
+  await app.register(metricsPlugin, { ...options.metrics, models: labels, keys })
   if (options.rateLimit !== false) await app.register(rateLimitPlugin, options.rateLimit ?? {})
   await app.register(keyBudgetsPlugin, options.budgets ?? {})
   if (options.managedKeys !== undefined) await app.register(managedKeysPlugin, options.managedKeys)

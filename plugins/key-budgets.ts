@@ -284,6 +284,7 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
       }
       if (answer.refusal !== undefined) {
         metrics.rateLimited()
+        metrics.keyRefused(caller.id)
         throw refusalFor(answer.refusal, policy, tokenBudgets(policy, answer.books, 0, window, nowMs))
       }
       reply.headers(tokenHeaders(tokenBudgets(policy, answer.books, reserve, window, nowMs)[0]))

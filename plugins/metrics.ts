@@ -3,7 +3,7 @@ import fastifyMetricsModule from 'fastify-metrics'
 import promClient, { type Counter, type Gauge, type Histogram, Registry } from '@prometheus-io/client'
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import type { Usage } from '../schemas/stream.js'
+import type { ReportedUsage } from '../schemas/stream.js'
 import { refusals } from '../schemas/refusals.js'
 import { provide } from './services.js'
 // The auth plugin declares `request.amrikyy`, which this plugin reads when auth ran.
@@ -32,6 +32,10 @@ export interface MetricsOptions {
    * adds its default model.
    */
   models?: readonly string[]
+  /** Distinct `key` label values kept, first come first served, before new ones are counted as `other`. Default 100. */
+  maxKeys?: number
+  /** Key names that always keep their own label and take none of the `maxKeys` slots. The gateway passes its keys file's names. */
+  keys?: readonly string[]
 }
 
 /** The models Gemini's model list names (and the bundled emulator serves): the default `models` label allow-list. */
@@ -45,6 +49,8 @@ export interface StreamLabels {
   api?: StreamApi | undefined
   agent?: string | undefined
   model: string
+  /** The caller's key name (never the key); a stream without one is left out of the per-key metrics. */
+  key?: string | undefined
 }
 
 /** Records one stream; `end` counts only its first call, so every stream lands in exactly one outcome. */
@@ -52,7 +58,7 @@ export interface StreamRecorder {
   chunkSent: () => void
   /** A failed upstream call of this stream (a retried one included), by HTTP status or failure kind. */
   upstreamError: (label: string) => void
-  end: (outcome: StreamOutcome, usage?: Usage) => void
+  end: (outcome: StreamOutcome, usage?: ReportedUsage) => void
 }
 
 export interface GatewayMetrics {
@@ -60,6 +66,8 @@ export interface GatewayMetrics {
   beginStream: (labels: StreamLabels) => StreamRecorder
   upstreamError: (status: number | string) => void
   rateLimited: () => void
+  /** A stream of `key` refused by its token budget or concurrency limit (outcome `refused`). */
+  keyRefused: (key: string) => void
   /** One call of the Gemini passthrough, by method and the HTTP status it was answered with. */
   geminiCall: (method: GeminiMethod, status: number) => void
 }
@@ -132,6 +140,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const registry = options.registry ?? new Registry()
   const agents = new BoundedLabel(positiveInteger('maxAgents', options.maxAgents, 100), stringList('agents', options.agents, []))
   const models = new AllowedLabel(stringList('models', options.models, GEMINI_MODELS).map(modelId))
+  const keys = new BoundedLabel(positiveInteger('maxKeys', options.maxKeys, 100), stringList('keys', options.keys, []))
   const endpoint = options.endpoint === undefined ? '/api/metrics' : options.endpoint
   const registers = [registry]
   const streamLabels = ['api', 'agent', 'model']
@@ -146,6 +155,8 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const duration: Histogram = new promClient.Histogram({ name: 'amrikyy_stream_duration_seconds', help: 'Whole stream duration, by outcome', labelNames: [...streamLabels, 'outcome'], buckets: DURATION_BUCKETS, registers })
   const firstChunk: Histogram = new promClient.Histogram({ name: 'amrikyy_stream_time_to_first_chunk_seconds', help: 'Time from request to the first chunk event', labelNames: streamLabels, buckets: FIRST_CHUNK_BUCKETS, registers })
   const tokens: Counter = new promClient.Counter({ name: 'amrikyy_stream_tokens_total', help: 'Tokens Gemini reported for every stream, its last running total (failed and cancelled streams included)', labelNames: [...streamLabels, 'type'], registers })
+  const keyTokens: Counter = new promClient.Counter({ name: 'amrikyy_key_tokens_total', help: 'Tokens Gemini reported per key name, on every outcome; thoughts (only when Gemini reports them) are part of completion, not added to it', labelNames: ['key', 'type'], registers })
+  const keyRequests: Counter = new promClient.Counter({ name: 'amrikyy_key_requests_total', help: 'Streams per key name, by outcome; refused is a 429 of the key\'s token budget or concurrency limit', labelNames: ['key', 'outcome'], registers })
   const upstreamErrors: Counter = new promClient.Counter({ name: 'amrikyy_upstream_errors_total', help: 'Failed Gemini calls, by HTTP status or failure kind', labelNames: ['status'], registers })
   const rateLimited: Counter = new promClient.Counter({ name: 'amrikyy_rate_limited_total', help: 'Requests refused with 429', registers })
   const geminiCalls: Counter = new promClient.Counter({ name: 'amrikyy_gemini_calls_total', help: 'Calls of the Gemini passthrough (/gemini), by method and answer status; its streams are also counted by the stream metrics with api="gemini"', labelNames: ['method', 'status'], registers })
@@ -157,6 +168,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
       const api = labels.api ?? 'stream'
       const agent = agents.value(labels.agent ?? 'unknown')
       const model = models.value(modelId(labels.model))
+      const key = labels.key === undefined ? undefined : keys.value(labels.key)
       // Resolve label children once, so the per-chunk path is a plain increment.
       const chunks = chunksSent.labels(api, agent, model)
       const activeChild = active.labels(api, agent, model)
@@ -183,11 +195,18 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
             tokens.labels(api, agent, model, 'prompt').inc(usage.promptTokens)
             tokens.labels(api, agent, model, 'completion').inc(usage.completionTokens)
           }
+          if (key === undefined) return
+          keyRequests.labels(key, outcome).inc()
+          if (usage === undefined) return
+          keyTokens.labels(key, 'prompt').inc(usage.promptTokens)
+          keyTokens.labels(key, 'completion').inc(usage.completionTokens)
+          if (usage.thoughtsTokens !== undefined) keyTokens.labels(key, 'thoughts').inc(usage.thoughtsTokens)
         }
       }
     },
     upstreamError (status) { upstreamErrors.labels(String(status)).inc() },
     rateLimited () { rateLimited.inc() },
+    keyRefused (key) { keyRequests.labels(keys.value(key), 'refused').inc() },
     geminiCall (method, status) { geminiCalls.labels(method, String(status)).inc() }
   }
   provide(app, 'metrics', metrics)

@@ -19,12 +19,19 @@ const REQUIRED_PANELS = [
   'Tokens per agent and model',
   'Upstream errors by status',
   'Rate limited (429)',
-  'Auth failures by reason'
+  'Auth failures by reason',
+  // Issue 17: a row of its own, below the stream panels.
+  'Spend per key',
+  'Tokens per key',
+  'Requests per key by outcome'
 ]
+
+/** The panels of the "Spend per key" row, which read the per-key metrics. */
+const KEY_PANELS = ['Tokens per key', 'Requests per key by outcome']
 
 interface DatasourceRef { type?: string, uid?: string }
 interface Target { expr?: string, datasource?: DatasourceRef }
-interface Panel { title: string, type: string, datasource?: DatasourceRef, targets?: Target[] }
+interface Panel { title: string, type: string, datasource?: DatasourceRef, targets?: Target[], gridPos?: { x: number, y: number, w: number, h: number } }
 interface Variable { name: string, datasource?: DatasourceRef, definition?: string, query?: string | { query?: string }, multi?: boolean, includeAll?: boolean, allValue?: string }
 interface Dashboard { uid: string, panels: Panel[], templating: { list: Variable[] } }
 
@@ -87,6 +94,11 @@ function isStreamMetric (name: string): boolean {
   return name.startsWith('amrikyy_stream_') || name === 'amrikyy_active_streams'
 }
 
+/** The per-key metrics, which carry the `key` label and none of the stream labels. */
+function isKeyMetric (name: string): boolean {
+  return name.startsWith('amrikyy_key_') && name !== 'amrikyy_key_budget_store_errors_total'
+}
+
 /** What every selector of a stream metric in a panel must match, so each of the dashboard's filters applies to it. */
 const STREAM_FILTERS = ['api=~"$api"', 'agent=~"$agent"', 'model=~"$model"']
 
@@ -141,6 +153,8 @@ t.test('every metric the dashboard queries exists in a real scrape of the gatewa
   t.equal(exposition.value('amrikyy_auth_failures_total'), 1)
   t.equal(exposition.value('amrikyy_rate_limited_total'), 1)
   t.equal(exposition.value('amrikyy_active_streams'), 0)
+  // The keyed streams above, by the key's name: the per-key panels have data too.
+  for (const outcome of ['completed', 'failed', 'cancelled']) t.equal(exposition.value('amrikyy_key_requests_total', { outcome }), 1, `one ${outcome} stream per key`)
 
   const queries = [
     ...dashboard.panels.flatMap(panel => (panel.targets ?? []).map(target => ({ where: `panel "${panel.title}"`, expr: target.expr ?? '' }))),
@@ -192,6 +206,32 @@ t.test('every stream query is filtered by the API, agent and model variables', a
   t.ok(streamSelectors >= 13, `every stream panel's queries are checked (${streamSelectors} selectors)`)
 })
 
+t.test('the per-key panels sit in the "Spend per key" row and are filtered by the key variable', async t => {
+  const dashboard = JSON.parse(await readText(DASHBOARD_FILE)) as Dashboard
+  const key = dashboard.templating.list.find(variable => variable.name === 'key')
+  t.ok(key?.multi === true && key.includeAll === true && key.allValue === '.*', '$key is multi-select with an All that matches every value')
+  t.same(key === undefined ? undefined : variableQuery(key), { selector: 'amrikyy_key_requests_total', label: 'key' }, '$key offers every key that has streamed')
+
+  const row = dashboard.panels.find(panel => panel.title === 'Spend per key')
+  t.equal(row?.type, 'row')
+  const rowY = row?.gridPos?.y ?? -1
+  t.ok(dashboard.panels.filter(panel => panel !== row).every(panel => panel.type !== 'row'), 'the only row is "Spend per key"')
+  let keySelectors = 0
+  for (const panel of dashboard.panels) {
+    const selectors = (panel.targets ?? []).flatMap(({ expr = '' }) => selectorsIn(expr))
+    const readsKeys = selectors.some(selector => isKeyMetric(selector.name))
+    t.equal(readsKeys, KEY_PANELS.includes(panel.title), `panel "${panel.title}" ${readsKeys ? 'reads' : 'does not read'} the per-key metrics`)
+    // Grafana puts a panel in the row above it: everything under the row's line belongs to it.
+    t.equal((panel.gridPos?.y ?? -1) > rowY, KEY_PANELS.includes(panel.title), `panel "${panel.title}" is ${KEY_PANELS.includes(panel.title) ? 'in' : 'above'} the "Spend per key" row`)
+    for (const { name, matchers } of selectors.filter(selector => isKeyMetric(selector.name))) {
+      keySelectors++
+      t.ok(matchers.includes('key=~"$key"'), `panel "${panel.title}": ${name} is filtered by key=~"$key"`)
+      t.notOk(matchers.some(matcher => /^(api|agent|model)/.test(matcher)), `panel "${panel.title}": ${name} has no stream labels to filter on`)
+    }
+  }
+  t.equal(keySelectors, 2)
+})
+
 t.test('the dashboard has the panels ops need, all on the provisioned datasource', async t => {
   const dashboard = JSON.parse(await readText(DASHBOARD_FILE)) as Dashboard
   const provisioning = await readYaml<{ datasources: Array<{ uid: string, type: string, url: string }> }>('deploy/grafana/provisioning/datasources/prometheus.yml')
@@ -203,7 +243,8 @@ t.test('the dashboard has the panels ops need, all on the provisioned datasource
   for (const title of REQUIRED_PANELS) t.ok(titles.includes(title), `panel "${title}"`)
   t.equal(new Set(titles).size, titles.length, 'panel titles are unique')
 
-  for (const panel of dashboard.panels) {
+  // A row only groups the panels under it: it has no datasource and no queries.
+  for (const panel of dashboard.panels.filter(panel => panel.type !== 'row')) {
     t.equal(panel.datasource?.uid, datasource.uid, `panel "${panel.title}" uses the provisioned datasource`)
     t.ok((panel.targets ?? []).length > 0, `panel "${panel.title}" has queries`)
     for (const target of panel.targets ?? []) t.equal(target.datasource?.uid, datasource.uid, `a query of "${panel.title}" uses the provisioned datasource`)
@@ -215,6 +256,8 @@ t.test('the dashboard has the panels ops need, all on the provisioned datasource
   t.match(exprsOf('Time to first chunk percentiles'), /histogram_quantile\(0\.95, sum by \(le\) \(rate\(amrikyy_stream_time_to_first_chunk_seconds_bucket/)
   for (const outcome of ['completed', 'failed', 'cancelled']) t.match(exprsOf('Stream rate by outcome'), `amrikyy_stream_sessions_${outcome}_total`)
   t.match(exprsOf('Tokens per agent and model'), /sum by \(agent, model, type\)/)
+  t.match(exprsOf('Tokens per key'), /sum by \(key, type\) \(rate\(amrikyy_key_tokens_total/)
+  t.match(exprsOf('Requests per key by outcome'), /sum by \(key, outcome\) \(rate\(amrikyy_key_requests_total/)
 })
 
 interface ComposeService {

@@ -211,7 +211,7 @@ async function geminiRoutes (app: FastifyInstance, options: GeminiRoutesOptions)
     const cap = callerOf(request)?.policy.maxOutputTokens
     const body = cap === undefined ? sent : withOutputCapIn(sent, cap)
     const admission = await budgets?.admit(request, reply, () => tokenAskOf(body))
-    const begun = metrics.beginStream({ api: 'gemini', model })
+    const begun = metrics.beginStream({ api: 'gemini', model, key: callerOf(request)?.id })
     const recorder = admission?.charging(begun) ?? begun
     if (method === 'streamGenerateContent') {
       const context = { gemini: forwarding(), recorder, lifecycle, log: request.log, settings }

@@ -72,7 +72,7 @@ const openAIRoutes: FastifyPluginAsyncTypebox<OpenAIRoutesOptions> = async (app,
     const admission = await budgets?.admit(request, reply, () => ({ promptTokens: promptEstimate(generation), maxOutputTokens: generation.options?.maxOutputTokens }))
     const identity = newCompletionIdentity(model)
     const format = chat.stream ? chatCompletionSse(identity, chat.includeUsage) : chatCompletionWhole(identity)
-    const recorder = metrics.beginStream({ api: 'openai', agent: chat.agent, model })
+    const recorder = metrics.beginStream({ api: 'openai', agent: chat.agent, model, key: caller?.id })
     const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings }
     return await new StreamRelay(context, reply, generation, format).run()
   })
