@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { DAY_MS, MINUTE_MS, type AdmissionAnswer, type AdmissionAsk, type AdmissionRefusal, type BudgetBooks, type BudgetStore, type BudgetWindow } from './key-budgets-store.js'
+import { DAY_MS, HOUR_FIELDS, MINUTE_MS, emptyHour, type AdmissionAnswer, type AdmissionAsk, type AdmissionRefusal, type BudgetBooks, type BudgetStore, type BudgetWindow, type HourOfUsage, type Spend } from './key-budgets-store.js'
 
 const ADMIT_COMMAND = 'amrikyyBudgetAdmit'
 const SETTLE_COMMAND = 'amrikyyBudgetSettle'
@@ -48,7 +48,8 @@ end
 return { refusal, chargedMinute, reservedMinute, chargedDay, reservedDay, open }
 `
 
-// Ends the lease and charges the windows it was admitted in; each count lives a little past its window.
+// Ends the lease, charges the windows it was admitted in (each count lives a little past its window) and adds the
+// stream to its hour's record (KEYS[5], kept for the retention).
 const SETTLE_SCRIPT = `
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -59,6 +60,12 @@ if tokens > 0 then
   redis.call('INCRBY', KEYS[4], tokens)
   redis.call('PEXPIRE', KEYS[4], ARGV[4])
 end
+redis.call('HINCRBY', KEYS[5], 'requests', 1)
+redis.call('HINCRBY', KEYS[5], ARGV[6], 1)
+redis.call('HINCRBY', KEYS[5], 'prompt', ARGV[7])
+redis.call('HINCRBY', KEYS[5], 'completion', ARGV[8])
+redis.call('HINCRBY', KEYS[5], 'thoughts', ARGV[9])
+redis.call('PEXPIRE', KEYS[5], ARGV[5])
 return 1
 `
 
@@ -84,11 +91,12 @@ export class RedisBudgetStore implements BudgetStore {
     private readonly prefix: string,
     private readonly leaseMs: number,
     private readonly now: () => number,
-    private readonly onFailure: (error: unknown) => Error
+    private readonly onFailure: (error: unknown) => Error,
+    private readonly retentionMs: number
   ) {
     const commands = redis as unknown as Partial<BudgetRedis>
     if (typeof commands[ADMIT_COMMAND] !== 'function') redis.defineCommand(ADMIT_COMMAND, { numberOfKeys: 4, lua: ADMIT_SCRIPT })
-    if (typeof commands[SETTLE_COMMAND] !== 'function') redis.defineCommand(SETTLE_COMMAND, { numberOfKeys: 4, lua: SETTLE_SCRIPT })
+    if (typeof commands[SETTLE_COMMAND] !== 'function') redis.defineCommand(SETTLE_COMMAND, { numberOfKeys: 5, lua: SETTLE_SCRIPT })
     this.commands = redis as unknown as BudgetRedis
   }
 
@@ -113,12 +121,49 @@ export class RedisBudgetStore implements BudgetStore {
     }
   }
 
-  async settle (key: string, leaseId: string, window: BudgetWindow, tokens: number): Promise<void> {
+  private hourKey (key: string, hour: number): string {
+    return `${this.prefix}{${key}}:h:${hour}`
+  }
+
+  async settle (key: string, leaseId: string, window: BudgetWindow, spend: Spend): Promise<void> {
+    const count = (value: number): number => Math.max(0, Math.round(value))
     try {
-      await this.commands[SETTLE_COMMAND](...this.keysOf(key, window), leaseId, Math.max(0, Math.round(tokens)), MINUTE_COUNT_TTL_MS, DAY_COUNT_TTL_MS)
+      await this.commands[SETTLE_COMMAND](
+        ...this.keysOf(key, window), this.hourKey(key, window.hour),
+        leaseId, count(spend.total), MINUTE_COUNT_TTL_MS, DAY_COUNT_TTL_MS, this.retentionMs,
+        spend.outcome, count(spend.prompt), count(spend.completion), count(spend.thoughts)
+      )
     } catch (error) {
       throw this.onFailure(error)
     }
+  }
+
+  async refused (key: string, window: BudgetWindow): Promise<void> {
+    const hour = this.hourKey(key, window.hour)
+    try {
+      await this.redis.multi().hincrby(hour, 'requests', 1).hincrby(hour, 'refused', 1).pexpire(hour, this.retentionMs).exec()
+    } catch (error) {
+      throw this.onFailure(error)
+    }
+  }
+
+  async hours (key: string, fromHour: number, toHour: number): Promise<HourOfUsage[]> {
+    const pipeline = this.redis.pipeline()
+    for (let hour = fromHour; hour <= toHour; hour++) pipeline.hgetall(this.hourKey(key, hour))
+    let replies: Array<[Error | null, unknown]> | null
+    try {
+      replies = await pipeline.exec()
+    } catch (error) {
+      throw this.onFailure(error)
+    }
+    return (replies ?? []).flatMap(([error, fields], offset) => {
+      if (error !== null) throw this.onFailure(error)
+      const stored = fields as Record<string, string>
+      if (Object.keys(stored).length === 0) return []
+      const hour = emptyHour(fromHour + offset)
+      for (const field of HOUR_FIELDS) hour[field] = Number(stored[field] ?? 0)
+      return [hour]
+    })
   }
 
   async refresh (leases: ReadonlyArray<{ key: string, leaseId: string }>): Promise<void> {

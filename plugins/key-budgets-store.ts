@@ -14,10 +14,43 @@ export interface AdmissionAsk {
   window: BudgetWindow
 }
 
-/** The calendar minute and UTC day a stream is admitted in; its tokens are charged to these, whenever it ends. */
+/** The calendar minute, hour and UTC day a stream is admitted in; its tokens are charged to these, whenever it ends. */
 export interface BudgetWindow {
   minute: number
+  hour: number
   day: number
+}
+
+export type SpendOutcome = 'completed' | 'failed' | 'cancelled'
+
+/** What one ended stream spent, for the books and the hourly usage record. */
+export interface Spend {
+  outcome: SpendOutcome
+  /** What the budgets are charged: Gemini's totalTokenCount. */
+  total: number
+  prompt: number
+  completion: number
+  /** Of completion, those spent thinking. */
+  thoughts: number
+}
+
+/** One key's usage in one hour, as GET /admin/usage shows it. */
+export interface HourOfUsage {
+  hour: number
+  requests: number
+  prompt: number
+  completion: number
+  thoughts: number
+  completed: number
+  failed: number
+  cancelled: number
+  refused: number
+}
+
+export const HOUR_FIELDS = ['requests', 'prompt', 'completion', 'thoughts', 'completed', 'failed', 'cancelled', 'refused'] as const
+
+export function emptyHour (hour: number): HourOfUsage {
+  return { hour, requests: 0, prompt: 0, completion: 0, thoughts: 0, completed: 0, failed: 0, cancelled: 0, refused: 0 }
 }
 
 /** A key's books in the windows of an admission: tokens charged, tokens reserved by open streams, streams open. */
@@ -38,8 +71,12 @@ export interface AdmissionAnswer {
 
 export interface BudgetStore {
   admit: (ask: AdmissionAsk) => Promise<AdmissionAnswer>
-  /** Ends a lease and charges `tokens` to the windows it was admitted in. */
-  settle: (key: string, leaseId: string, window: BudgetWindow, tokens: number) => Promise<void>
+  /** Ends a lease (if `leaseId` names one), charges the spend's total to the windows it was admitted in and records its hour. */
+  settle: (key: string, leaseId: string, window: BudgetWindow, spend: Spend) => Promise<void>
+  /** Records a stream its budgets refused, in its hour. */
+  refused: (key: string, window: BudgetWindow) => Promise<void>
+  /** The key's recorded hours from `fromHour` to `toHour` (hour indexes since the epoch, both included) that saw any request. */
+  hours: (key: string, fromHour: number, toHour: number) => Promise<HourOfUsage[]>
   /** Extends the leases of streams still running here, so that only a crashed instance's leases expire. */
   refresh: (leases: ReadonlyArray<{ key: string, leaseId: string }>) => Promise<void>
   /** The books of a key in a window, without admitting anything. */
@@ -47,10 +84,12 @@ export interface BudgetStore {
 }
 
 export const MINUTE_MS = 60_000
+export const HOUR_MS = 3_600_000
 export const DAY_MS = 86_400_000
+export const DEFAULT_RETENTION_DAYS = 30
 
 export function windowAt (nowMs: number): BudgetWindow {
-  return { minute: Math.floor(nowMs / MINUTE_MS), day: Math.floor(nowMs / DAY_MS) }
+  return { minute: Math.floor(nowMs / MINUTE_MS), hour: Math.floor(nowMs / HOUR_MS), day: Math.floor(nowMs / DAY_MS) }
 }
 
 /**
@@ -80,13 +119,16 @@ interface Charged {
 
 /**
  * The books in process memory: one instance only. Leases need no expiry here, since they die with the process
- * that holds them; every key that was ever admitted keeps two counters and its open leases, so memory is bounded by
- * the configured keys.
+ * that holds them; every key that was ever admitted keeps two counters, its open leases and its hours within the
+ * retention, so memory is bounded by the keys and the retention.
  */
 export class MemoryBudgetStore implements BudgetStore {
   private readonly leases = new Map<string, Map<string, Lease>>()
   private readonly minutes = new Map<string, Charged>()
   private readonly days = new Map<string, Charged>()
+  private readonly hourly = new Map<string, Map<number, HourOfUsage>>()
+
+  constructor (private readonly retentionHours: number = DEFAULT_RETENTION_DAYS * 24) {}
 
   async admit (ask: AdmissionAsk): Promise<AdmissionAnswer> {
     const books = this.booksOf(ask.key, ask.window)
@@ -99,13 +141,42 @@ export class MemoryBudgetStore implements BudgetStore {
     return { refusal, books }
   }
 
-  async settle (key: string, leaseId: string, window: BudgetWindow, tokens: number): Promise<void> {
+  async settle (key: string, leaseId: string, window: BudgetWindow, spend: Spend): Promise<void> {
     const open = this.leases.get(key)
     open?.delete(leaseId)
     if (open?.size === 0) this.leases.delete(key)
-    if (tokens <= 0) return
-    this.charge(this.minutes, key, window.minute, tokens)
-    this.charge(this.days, key, window.day, tokens)
+    const hour = this.hourOf(key, window.hour)
+    hour.requests++
+    hour[spend.outcome]++
+    hour.prompt += spend.prompt
+    hour.completion += spend.completion
+    hour.thoughts += spend.thoughts
+    if (spend.total <= 0) return
+    this.charge(this.minutes, key, window.minute, spend.total)
+    this.charge(this.days, key, window.day, spend.total)
+  }
+
+  async refused (key: string, window: BudgetWindow): Promise<void> {
+    const hour = this.hourOf(key, window.hour)
+    hour.requests++
+    hour.refused++
+  }
+
+  async hours (key: string, fromHour: number, toHour: number): Promise<HourOfUsage[]> {
+    const hours = [...this.hourly.get(key)?.values() ?? []].filter(hour => hour.hour >= fromHour && hour.hour <= toHour)
+    return hours.sort((a, b) => a.hour - b.hour).map(hour => ({ ...hour }))
+  }
+
+  /** The key's record of an hour, made if need be; hours past the retention are dropped on the way. */
+  private hourOf (key: string, index: number): HourOfUsage {
+    let hours = this.hourly.get(key)
+    if (hours === undefined) this.hourly.set(key, hours = new Map())
+    let hour = hours.get(index)
+    if (hour === undefined) {
+      for (const old of hours.keys()) if (old <= index - this.retentionHours) hours.delete(old)
+      hours.set(index, hour = emptyHour(index))
+    }
+    return hour
   }
 
   async refresh (): Promise<void> {}

@@ -16,7 +16,7 @@ import type { StreamRecorder } from './metrics.js'
 import { need, provide } from './services.js'
 import { throttledWarn, type RedisErrorPolicy } from './rate-limit.js'
 import { connectRedis, isRedisClient } from './rate-limit-redis-store.js'
-import { DAY_MS, MINUTE_MS, MemoryBudgetStore, windowAt, type AdmissionRefusal, type BudgetBooks, type BudgetStore, type BudgetWindow } from './key-budgets-store.js'
+import { DAY_MS, DEFAULT_RETENTION_DAYS, HOUR_MS, MINUTE_MS, MemoryBudgetStore, windowAt, type AdmissionRefusal, type BudgetBooks, type BudgetStore, type BudgetWindow, type HourOfUsage } from './key-budgets-store.js'
 import { RedisBudgetStore } from './key-budgets-redis-store.js'
 
 export interface KeyBudgetsOptions {
@@ -30,6 +30,8 @@ export interface KeyBudgetsOptions {
   leaseMs?: number | undefined
   /** The clock windows are measured on, in milliseconds. Default `Date.now`. */
   now?: (() => number) | undefined
+  /** Days each key's hourly usage record is kept (GET /admin/usage). Default 30. */
+  retentionDays?: number | undefined
 }
 
 export const DEFAULT_BUDGET_NAMESPACE = 'amrikyy-budget:'
@@ -77,6 +79,10 @@ export interface KeyUsage {
 export interface KeyBudgets {
   /** The caller's limits, what it used in the current windows and what remains. */
   usage: (caller: Caller) => Promise<KeyUsage>
+  /** A key's hourly usage record between two times (milliseconds), the hours with any request only. */
+  hours: (key: string, fromMs: number, toMs: number) => Promise<HourOfUsage[]>
+  /** How far back the hourly record goes, in milliseconds. */
+  readonly retentionMs: number
   /**
    * Admits a stream of the request's caller or throws the 429 (or, failing closed, the 503) that refuses it. Sets the
    * `x-ratelimit-*-tokens` headers on the reply of a key with a token budget, in both cases. `ask` is called only
@@ -166,6 +172,8 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
   if (onRedisError !== 'open' && onRedisError !== 'closed') throw new Error('key-budgets: option "onRedisError" must be "open" or "closed"')
   if (typeof nameSpace !== 'string' || nameSpace === '') throw new Error('key-budgets: option "nameSpace" must be a non-empty string')
   const leaseMs = positiveInteger('leaseMs', options.leaseMs, DEFAULT_LEASE_MS)
+  const retentionDays = positiveInteger('retentionDays', options.retentionDays, DEFAULT_RETENTION_DAYS)
+  const retentionMs = retentionDays * DAY_MS
   const metrics = need(app, 'metrics', 'amrikyy-metrics')
   const storeErrors = new promClient.Counter({
     name: 'amrikyy_key_budget_store_errors_total',
@@ -177,7 +185,7 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
 
   let store: BudgetStore
   if (options.redis === undefined) {
-    store = new MemoryBudgetStore()
+    store = new MemoryBudgetStore(retentionDays * 24)
   } else {
     let redis = options.redis
     if (typeof redis === 'string') {
@@ -192,7 +200,7 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
       storeErrors.inc()
       warnFailure(error, `key budgets: a stream could not be counted in Redis; ${consequence}`)
       return error instanceof Error ? error : new Error(String(error))
-    })
+    }, retentionMs)
   }
 
   // The leases of the streams running here, refreshed well before they expire.
@@ -218,8 +226,13 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
             if (ended) return
             ended = true
             if (leaseId !== undefined) open.delete(leaseId)
-            const tokens = usage?.totalTokens ?? 0
-            if (leaseId !== undefined || tokens > 0) store.settle(key, lease, window, tokens).catch(() => {})
+            store.settle(key, lease, window, {
+              outcome,
+              total: usage?.totalTokens ?? 0,
+              prompt: usage?.promptTokens ?? 0,
+              completion: usage?.completionTokens ?? 0,
+              thoughts: usage?.thoughtsTokens ?? 0
+            }).catch(() => {})
           }
         }
       }
@@ -236,6 +249,11 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
   }
 
   const budgets: KeyBudgets = {
+    retentionMs,
+    async hours (key, fromMs, toMs) {
+      const oldest = Math.floor((now() - retentionMs) / HOUR_MS) + 1
+      return await store.hours(key, Math.max(oldest, Math.floor(fromMs / HOUR_MS)), Math.floor(toMs / HOUR_MS))
+    },
     async usage (caller) {
       const nowMs = now()
       const window = windowAt(nowMs)
@@ -285,6 +303,7 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
       if (answer.refusal !== undefined) {
         metrics.rateLimited()
         metrics.keyRefused(caller.id)
+        store.refused(caller.id, window).catch(() => {})
         throw refusalFor(answer.refusal, policy, tokenBudgets(policy, answer.books, 0, window, nowMs))
       }
       reply.headers(tokenHeaders(tokenBudgets(policy, answer.books, reserve, window, nowMs)[0]))

@@ -10,6 +10,7 @@ import { POLICY_FIELDS, policyView, readPolicy, type KeyPolicy } from '../schema
 import { refusals } from '../schemas/refusals.js'
 import type { Caller, Role } from '../plugins/auth.js'
 import type { ManagedEntry } from '../plugins/managed-keys.js'
+import { DAY_MS, HOUR_MS } from '../plugins/key-budgets-store.js'
 import { need } from '../plugins/services.js'
 // Each service's type comes with the plugin that provides it.
 import type {} from '../plugins/key-budgets.js'
@@ -61,6 +62,16 @@ interface KeyView {
 }
 
 const iso = (ms: number | undefined): string | null => ms === undefined ? null : new Date(ms).toISOString()
+
+/** Hours of records one usage query may read, keys times hours: a bound on its Redis reads. */
+const MAX_HOURS_READ = 10_000
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2}))?$/
+
+function timeOf (field: string, value: string): number {
+  const ms = ISO_TIME.test(value) ? Date.parse(value) : NaN
+  if (!Number.isFinite(ms)) throw refusals.invalidBody(`${field} must be an ISO 8601 date or time with a zone, such as "2026-12-03T10:00:00Z"`)
+  return ms
+}
 
 const adminKeysRoute: FastifyPluginAsyncTypebox<AdminKeysOptions> = async (app, options) => {
   const auth = need(app, 'auth', 'amrikyy-auth')
@@ -154,6 +165,36 @@ const adminKeysRoute: FastifyPluginAsyncTypebox<AdminKeysOptions> = async (app, 
     if (updated === undefined) throw refusals.keyNotFound(name)
     const lastUsed = await store().lastUsed()
     return await viewOf({ id: name, role: updated.role, policy: { ...auth.defaultPolicy, ...updated.policy }, allowsModel: () => true }, updated, lastUsed)
+  })
+
+  app.get('/admin/usage', {
+    schema: {
+      summary: 'Requests, tokens and outcomes per key per hour, within the retention',
+      security,
+      querystring: Type.Object({
+        key: Type.Optional(NAME),
+        from: Type.Optional(Type.String({ description: 'ISO 8601 time; default 24 hours before `to`' })),
+        to: Type.Optional(Type.String({ description: 'ISO 8601 time; default now' }))
+      }, { additionalProperties: false })
+    },
+    onRequest
+  }, async function usagePerHour (request) {
+    const { key, from, to } = request.query
+    const toMs = to === undefined ? Date.now() : timeOf('to', to)
+    const fromMs = from === undefined ? toMs - DAY_MS : timeOf('from', from)
+    if (fromMs > toMs) throw refusals.invalidBody('from must not be after to')
+    const names = key !== undefined ? [key] : [...new Set([...[...auth.configured.values()].map(caller => caller.id), ...(await managed?.list() ?? []).map(entry => entry.name)])]
+    if (names.length * ((toMs - fromMs) / HOUR_MS + 1) > MAX_HOURS_READ) throw refusals.invalidBody(`from and to span too many hours for ${names.length} keys: name a key or narrow the range (at most ${MAX_HOURS_READ} key-hours)`)
+    const keys = await Promise.all(names.map(async name => ({
+      key: name,
+      hours: (await budgets.hours(name, fromMs, toMs)).map(hour => ({
+        hour: new Date(hour.hour * HOUR_MS).toISOString(),
+        requests: hour.requests,
+        tokens: { prompt: hour.prompt, completion: hour.completion, thoughts: hour.thoughts },
+        outcomes: { completed: hour.completed, failed: hour.failed, cancelled: hour.cancelled, refused: hour.refused }
+      }))
+    })))
+    return { from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString(), retentionDays: budgets.retentionMs / DAY_MS, keys }
   })
 
   app.delete('/admin/keys/:name', {

@@ -8,6 +8,7 @@ import { DEFAULT_RELAY_SETTINGS } from '../relay/settings.js'
 import { ATTACHMENTS_MAX_BYTES_LIMIT, DEFAULT_ATTACHMENTS_MAX_BYTES } from '../schemas/stream.js'
 import { ConfigError } from './config-error.js'
 import { POLICY_COUNT_MAX, type KeyPolicy } from '../schemas/key-policy.js'
+import { DEFAULT_RETENTION_DAYS } from '../plugins/key-budgets-store.js'
 
 // Each default the gateway's parts also apply lives with the part that applies it; the ones written here are the
 // standalone server's own.
@@ -74,6 +75,8 @@ export const EnvSchema = Type.Object({
   /** Read by the rate-limit plugin's own parser (see `RULES`). */
   RATE_LIMIT_WINDOW: Type.String({ default: DEFAULT_TIME_WINDOW }),
   RATE_LIMIT_ON_REDIS_ERROR: Type.Union([Type.Literal('open'), Type.Literal('closed')], { default: 'open' }),
+  /** Days each key's hourly usage record is kept (GET /admin/usage). */
+  USAGE_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 3660, default: DEFAULT_RETENTION_DAYS }),
   /** The operators' secret of the management API (/admin/keys); unset: the API is off. */
   MANAGEMENT_API_KEY: Type.Optional(Type.String({ minLength: 16 })),
   /** Defaults of every key whose policy sets none: tokens per calendar minute and per UTC day, streams open at once. */

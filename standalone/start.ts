@@ -109,7 +109,7 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
       maxAnswerChars: env.STREAM_MAX_ANSWER_CHARS
     },
     defaultKeyPolicy: defaultKeyPolicyOf(env),
-    budgets: { redis: env.REDIS_URL, onRedisError: env.RATE_LIMIT_ON_REDIS_ERROR },
+    budgets: { redis: env.REDIS_URL, onRedisError: env.RATE_LIMIT_ON_REDIS_ERROR, retentionDays: env.USAGE_RETENTION_DAYS },
     ...(env.REDIS_URL === undefined ? {} : { managedKeys: { redis: env.REDIS_URL } }),
     ...(env.MANAGEMENT_API_KEY === undefined ? {} : { management: { token: env.MANAGEMENT_API_KEY } }),
     rateLimit: {

@@ -2,7 +2,7 @@ import { Writable } from 'node:stream'
 import t, { type Test } from 'tap'
 import OpenAI from 'openai'
 import { sha256Hex } from '../plugins/auth.js'
-import { buildGateway, listenOnLoopback, postStream, startEmulator, USER_KEY, type RunningGateway } from './support/gateway.js'
+import { buildGateway, listenOnLoopback, openStream, postStream, startEmulator, USER_KEY, type RunningGateway } from './support/gateway.js'
 import { REDIS_SKIP, redisNamespace } from './support/redis.js'
 import type { GeminiEmulator } from '../emulator/server.js'
 
@@ -152,4 +152,67 @@ t.test('without Redis the management API lists the configured keys and answers 5
   t.equal(listed.keys.length, 2)
   t.ok(listed.keys.every(key => key.readOnly))
   await t.rejects(buildGateway(t, emulator.url, { management: { token: USER_KEY } }), /must not be one of the callers' API keys/, 'the token can never be a caller\'s key')
+})
+
+t.test('GET /admin/usage gives requests, tokens and outcomes per key per hour, the same from every instance, kept for the retention', { skip: REDIS_SKIP }, async t => {
+  const emulator = await startEmulator(t, { chunkCount: 3, defaultMaxTokens: 6 })
+  const shared = await redisNamespace(t, 'admin-usage')
+  const started = Date.UTC(2026, 11, 3, 10, 0, 15)
+  const range = 'from=2026-12-03T09:30:00Z&to=2026-12-03T10:30:00Z'
+  const options = (withApi: boolean): Parameters<typeof buildGateway>[2] => ({
+    keyEntries: [{ name: 'metered', sha256: sha256Hex(FILE_KEY), role: 'user', policy: { tokensPerMinute: 40, maxOutputTokens: 6 } }],
+    // A clock that stands still, so that the minute cannot end halfway through the test.
+    budgets: { redis: shared.url, nameSpace: `${shared.nameSpace}budget:`, retentionDays: 2, now: () => started },
+    ...(withApi ? { management: { token: TOKEN } } : {})
+  })
+  const one = await listenOnLoopback(await buildGateway(t, emulator.url, options(true)))
+  const two = await listenOnLoopback(await buildGateway(t, emulator.url, options(false)))
+  const headers = { 'x-api-key': FILE_KEY }
+  // Each stream reserves 7 + 6 = 13 tokens and is charged 1 + 6 = 7.
+  for (const url of [one, two]) await (await postStream(url, { prompt: 'hello' }, headers)).text()
+  emulator.addFault({ kind: 'http-error', status: 400, body: { error: { code: 400, message: 'bad', status: 'INVALID_ARGUMENT' } } }, { match: 'fails' })
+  await (await postStream(two, { prompt: 'fails' }, headers)).text()
+  emulator.addFault({ kind: 'stall', afterChunks: 1, ms: 60_000 }, { match: 'held' })
+  const held = await openStream(one, { prompt: 'held' }, FILE_KEY)
+  await held.waitFor('"index":1')
+  held.disconnect()
+  await new Promise(resolve => setTimeout(resolve, 300))
+  // 7 + 7 + 3 (the cut stream's first event: 1 prompt and 2 answer tokens) charged, 0 for the failed one: 17;
+  // two more make 31, and 31 + 13 passes 40.
+  const fill = [await postStream(one, { prompt: 'hello' }, headers), await postStream(two, { prompt: 'hello' }, headers)]
+  for (const response of fill) await response.text()
+  await new Promise(resolve => setTimeout(resolve, 300))
+  const refused = await postStream(two, { prompt: 'hello' }, headers)
+  t.equal(refused.status, 429, '31 charged + 13 reserved would pass 40')
+  await refused.text()
+  await new Promise(resolve => setTimeout(resolve, 300))
+
+  const answer = await fetch(`${one}/admin/usage?key=metered&${range}`, { headers: operator })
+  t.equal(answer.status, 200)
+  const usage = await answer.json() as { retentionDays: number, keys: Array<{ key: string, hours: Array<Record<string, unknown>> }> }
+  t.equal(usage.retentionDays, 2)
+  t.equal(usage.keys.length, 1)
+  const hours = usage.keys[0]!.hours
+  t.same(hours, [{
+    hour: '2026-12-03T10:00:00.000Z',
+    requests: 7,
+    tokens: { prompt: 5, completion: 26, thoughts: 0 },
+    outcomes: { completed: 4, failed: 1, cancelled: 1, refused: 1 }
+  }], 'exactly what the streams of both instances spent')
+  const fromOther = await (await fetch(`${one}/admin/usage?key=metered&${range}`, { headers: operator })).json()
+  t.same(fromOther, usage)
+  const stored = await shared.keys()
+  const hourKey = stored.find(name => name.includes(':h:'))!
+  const ttl = await shared.redis.pttl(hourKey)
+  t.ok(ttl > 2 * 86_400_000 - 60_000 && ttl <= 2 * 86_400_000, `the hour's record expires with the retention (${ttl} ms)`)
+
+  const all = await (await fetch(`${one}/admin/usage?${range}`, { headers: operator })).json() as { keys: Array<{ key: string, hours: unknown[] }> }
+  t.same(all.keys.map(entry => [entry.key, entry.hours.length]), [[`key-${sha256Hex(USER_KEY).slice(0, 12)}`, 0], ['metered', 1], [`key-${sha256Hex('test-admin-key-0123456789').slice(0, 12)}`, 0]], 'without key=, every known key')
+  const bad = await fetch(`${one}/admin/usage?from=yesterday`, { headers: operator })
+  t.same([bad.status, await bad.text()], [400, '{"error":"from must be an ISO 8601 date or time with a zone, such as \\"2026-12-03T10:00:00Z\\""}'])
+  const backwards = await fetch(`${one}/admin/usage?from=2026-12-03T10:00:00Z&to=2026-12-02T10:00:00Z`, { headers: operator })
+  t.same([backwards.status, await backwards.text()], [400, '{"error":"from must not be after to"}'])
+  const unauthorized = await fetch(`${one}/admin/usage`, { headers: { authorization: `Bearer ${FILE_KEY}` } })
+  t.equal(unauthorized.status, 403, 'a caller\'s key does not open it')
+  await unauthorized.text()
 })
