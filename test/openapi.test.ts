@@ -22,7 +22,7 @@ t.test('the OpenAPI document describes the request, the SSE answer and every err
   t.equal(response.statusCode, 200)
   const document = response.json<OpenApiDocument>()
   t.equal(document.openapi, '3.0.3')
-  t.same(Object.keys(document.paths).sort(), ['/api/models', '/api/stream', '/v1/chat/completions', '/v1/models', '/v1/models/{model}'], 'only the public API; metrics and probes stay out')
+  t.same(Object.keys(document.paths).sort(), ['/api/models', '/api/stream', '/api/usage', '/v1/chat/completions', '/v1/models', '/v1/models/{model}'], 'only the public API; metrics and probes stay out')
   const chat = document.paths['/v1/chat/completions']?.post
   t.same(chat?.security, [{ bearer: [] }, { apiKey: [] }], 'the OpenAI routes take a Bearer key or X-API-Key')
   t.same(Object.keys(chat?.responses ?? {}), ['200', '400', '401', '403', '404', '413', '415', '429', '500', '502', '503', '504'])
@@ -60,4 +60,17 @@ t.test('the OpenAPI document describes the request, the SSE answer and every err
   for (const [status, answer] of Object.entries(operation?.responses ?? {})) {
     if (status !== '200') t.same(answer.content?.['application/json']?.schema.required, ['error'], `${status} body schema`)
   }
+})
+
+t.test('with a management token the document describes the management API under its own scheme', async t => {
+  const app = Fastify({ logger: false })
+  t.teardown(async () => { await app.close() })
+  await app.register(openApiPlugin)
+  await app.register(streamGateway, { apiKeys: [USER_KEY], gemini: { apiKey: 'k', baseUrl: 'http://127.0.0.1:9' }, management: { token: 'management-secret-0123456789' } })
+  const document = (await app.inject({ method: 'GET', url: '/api/docs/json' })).json<OpenApiDocument>()
+  t.same(Object.keys(document.paths).filter(path => path.startsWith('/admin')).sort(), ['/admin/keys', '/admin/keys/{name}', '/admin/usage'])
+  t.same(document.paths['/admin/keys']?.post?.security, [{ management: [] }])
+  t.match(document.components.securitySchemes.management, { type: 'http', scheme: 'bearer' })
+  t.same(Object.keys(document.paths['/admin/keys']?.post?.requestBody?.content['application/json']?.schema.properties ?? {}).sort(),
+    ['disabled', 'expiresAt', 'maxConcurrentStreams', 'maxOutputTokens', 'models', 'name', 'requestsPerWindow', 'role', 'tokensPerDay', 'tokensPerMinute'])
 })
