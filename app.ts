@@ -8,6 +8,7 @@ import keyBudgetsPlugin, { type KeyBudgetsOptions } from './plugins/key-budgets.
 import managedKeysPlugin, { type ManagedKeysOptions } from './plugins/managed-keys.js'
 import adminKeysRoute from './routes/admin-keys.js'
 import type { KeyPolicy } from './schemas/key-policy.js'
+import { createPrices, type PriceTable } from './plugins/prices.js'
 import geminiClientPlugin, { type GeminiPluginOptions } from './plugins/gemini-client.js'
 import lifecyclePlugin, { type GatewayLifecycle } from './plugins/lifecycle.js'
 import requestIdPlugin from './plugins/request-id.js'
@@ -32,6 +33,11 @@ export interface GatewayOptions {
   defaultKeyPolicy?: KeyPolicy
   /** Where token budgets and concurrency counts live (`redis`) and what happens when it is down. Default: memory. */
   budgets?: KeyBudgetsOptions
+  /**
+   * Model → US dollars per million prompt, completion and cached tokens (ids or `*` patterns). With it the metrics
+   * count `amrikyy_cost_usd_total` and keys may have a `usdPerDay`; without it nothing is priced.
+   */
+  prices?: PriceTable
   /** Keys created by the management API, read from Redis by every instance; unset: none. */
   managedKeys?: ManagedKeysOptions
   /** The management API under /admin, behind `token` (MANAGEMENT_API_KEY); unset: off. */
@@ -86,9 +92,12 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
   const labels = models === undefined || Array.isArray(models) ? labelledModels(policy, defaultModel, models ?? GEMINI_MODELS) : models
   // The keys file's names keep their label however many other keys stream first.
   const keys = options.metrics?.keys ?? options.keyEntries?.map(entry => entry.name)
-  await app.register(metricsPlugin, { ...options.metrics, models: labels, keys })
+  const prices = options.prices === undefined ? undefined : createPrices(options.prices)
+  const spending = [...options.keyEntries ?? []].find(entry => entry.policy?.usdPerDay !== undefined) ?? (options.defaultKeyPolicy?.usdPerDay !== undefined ? { name: 'the default policy' } : undefined)
+  if (prices === undefined && spending !== undefined) throw new Error(`prices: ${spending.name} has a usdPerDay, which needs a price table (option "prices", MODEL_PRICES)`)
+  await app.register(metricsPlugin, { ...options.metrics, models: labels, keys, prices })
   if (options.rateLimit !== false) await app.register(rateLimitPlugin, options.rateLimit ?? {})
-  await app.register(keyBudgetsPlugin, options.budgets ?? {})
+  await app.register(keyBudgetsPlugin, { ...options.budgets, prices })
   if (options.managedKeys !== undefined) await app.register(managedKeysPlugin, options.managedKeys)
   if (options.management !== undefined) await app.register(adminKeysRoute, options.management)
   await app.register(geminiClientPlugin, options.gemini)

@@ -5,8 +5,8 @@ const ADMIT_COMMAND = 'amrikyyBudgetAdmit'
 const SETTLE_COMMAND = 'amrikyyBudgetSettle'
 
 // Both scripts touch only one key's keys, which share a {hash tag}, so they also run on a Redis Cluster.
-// KEYS: the key's leases (sorted set: lease id → expiry ms), its reservations (hash: lease id → "minute:day:tokens"),
-// its tokens charged in the ask's minute and in its day.
+// KEYS: the key's leases (sorted set: lease id → expiry ms), its reservations (hash: lease id →
+// "minute:day:tokens:micros"), its tokens charged in the ask's minute and in its day, its cost charged in the day.
 
 // One round trip, atomic: forget the leases of instances that died, add up what the open streams reserved in
 // these windows, apply the rule of key-budgets-store.ts's refusalOf, and take a lease when it passes.
@@ -18,18 +18,22 @@ if #expired > 0 then
   redis.call('HDEL', KEYS[2], unpack(expired))
 end
 local minute, day = ARGV[4], ARGV[5]
-local reservedMinute, reservedDay = 0, 0
+local reservedMinute, reservedDay, reservedCost = 0, 0, 0
 local entries = redis.call('HGETALL', KEYS[2])
 for i = 2, #entries, 2 do
-  local m, d, tokens = string.match(entries[i], '^(%d+):(%d+):(%d+)$')
+  local m, d, tokens, micros = string.match(entries[i], '^(%d+):(%d+):(%d+):(%d+)$')
   if m == minute then reservedMinute = reservedMinute + tonumber(tokens) end
-  if d == day then reservedDay = reservedDay + tonumber(tokens) end
+  if d == day then
+    reservedDay = reservedDay + tonumber(tokens)
+    reservedCost = reservedCost + tonumber(micros)
+  end
 end
 local chargedMinute = tonumber(redis.call('GET', KEYS[3]) or '0')
 local chargedDay = tonumber(redis.call('GET', KEYS[4]) or '0')
+local chargedCost = tonumber(redis.call('GET', KEYS[5]) or '0')
 local open = redis.call('ZCARD', KEYS[1])
-local reserve = tonumber(ARGV[6])
-local perMinute, perDay, concurrent = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local reserve, reserveMicros = tonumber(ARGV[6]), tonumber(ARGV[11])
+local perMinute, perDay, concurrent, microsPerDay = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local refusal = ''
 if concurrent > 0 and open >= concurrent then
   refusal = 'concurrency'
@@ -37,19 +41,21 @@ elseif perMinute > 0 and chargedMinute + reservedMinute + math.min(reserve, perM
   refusal = 'tokensPerMinute'
 elseif perDay > 0 and chargedDay + reservedDay + math.min(reserve, perDay) > perDay then
   refusal = 'tokensPerDay'
+elseif microsPerDay > 0 and chargedCost + reservedCost + math.min(reserveMicros, microsPerDay) > microsPerDay then
+  refusal = 'usdPerDay'
 end
 if refusal == '' then
   local leaseMs = tonumber(ARGV[2])
   redis.call('ZADD', KEYS[1], now + leaseMs, ARGV[3])
-  redis.call('HSET', KEYS[2], ARGV[3], minute .. ':' .. day .. ':' .. reserve)
+  redis.call('HSET', KEYS[2], ARGV[3], minute .. ':' .. day .. ':' .. reserve .. ':' .. reserveMicros)
   redis.call('PEXPIRE', KEYS[1], leaseMs * 2)
   redis.call('PEXPIRE', KEYS[2], leaseMs * 2)
 end
-return { refusal, chargedMinute, reservedMinute, chargedDay, reservedDay, open }
+return { refusal, chargedMinute, reservedMinute, chargedDay, reservedDay, open, chargedCost, reservedCost }
 `
 
-// Ends the lease, charges the windows it was admitted in (each count lives a little past its window) and adds the
-// stream to its hour's record (KEYS[5], kept for the retention).
+// Ends the lease, charges the windows it was admitted in (each count lives a little past its window; KEYS[6] is the
+// day's cost) and adds the stream to its hour's record (KEYS[5], kept for the retention).
 const SETTLE_SCRIPT = `
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -66,11 +72,16 @@ redis.call('HINCRBY', KEYS[5], 'prompt', ARGV[7])
 redis.call('HINCRBY', KEYS[5], 'completion', ARGV[8])
 redis.call('HINCRBY', KEYS[5], 'thoughts', ARGV[9])
 redis.call('PEXPIRE', KEYS[5], ARGV[5])
+local micros = tonumber(ARGV[10])
+if micros > 0 then
+  redis.call('INCRBY', KEYS[6], micros)
+  redis.call('PEXPIRE', KEYS[6], ARGV[4])
+end
 return 1
 `
 
 interface BudgetRedis {
-  [ADMIT_COMMAND]: (...args: Array<string | number>) => Promise<[string, number, number, number, number, number]>
+  [ADMIT_COMMAND]: (...args: Array<string | number>) => Promise<[string, number, number, number, number, number, number, number]>
   [SETTLE_COMMAND]: (...args: Array<string | number>) => Promise<number>
 }
 
@@ -95,8 +106,8 @@ export class RedisBudgetStore implements BudgetStore {
     private readonly retentionMs: number
   ) {
     const commands = redis as unknown as Partial<BudgetRedis>
-    if (typeof commands[ADMIT_COMMAND] !== 'function') redis.defineCommand(ADMIT_COMMAND, { numberOfKeys: 4, lua: ADMIT_SCRIPT })
-    if (typeof commands[SETTLE_COMMAND] !== 'function') redis.defineCommand(SETTLE_COMMAND, { numberOfKeys: 5, lua: SETTLE_SCRIPT })
+    if (typeof commands[ADMIT_COMMAND] !== 'function') redis.defineCommand(ADMIT_COMMAND, { numberOfKeys: 5, lua: ADMIT_SCRIPT })
+    if (typeof commands[SETTLE_COMMAND] !== 'function') redis.defineCommand(SETTLE_COMMAND, { numberOfKeys: 6, lua: SETTLE_SCRIPT })
     this.commands = redis as unknown as BudgetRedis
   }
 
@@ -105,16 +116,25 @@ export class RedisBudgetStore implements BudgetStore {
     return [`${base}leases`, `${base}reserved`, `${base}m:${window.minute}`, `${base}d:${window.day}`]
   }
 
+  private costKey (key: string, window: BudgetWindow): string {
+    return `${this.prefix}{${key}}:usd:d:${window.day}`
+  }
+
   async admit (ask: AdmissionAsk): Promise<AdmissionAnswer> {
     try {
-      const [refusal, chargedMinute, reservedMinute, chargedDay, reservedDay, open] = await this.commands[ADMIT_COMMAND](
-        ...this.keysOf(ask.key, ask.window),
+      const [refusal, chargedMinute, reservedMinute, chargedDay, reservedDay, open, chargedCost, reservedCost] = await this.commands[ADMIT_COMMAND](
+        ...this.keysOf(ask.key, ask.window), this.costKey(ask.key, ask.window),
         this.now(), this.leaseMs, ask.leaseId, ask.window.minute, ask.window.day, ask.reserve,
-        ask.tokensPerMinute ?? 0, ask.tokensPerDay ?? 0, ask.maxConcurrentStreams ?? 0
+        ask.tokensPerMinute ?? 0, ask.tokensPerDay ?? 0, ask.maxConcurrentStreams ?? 0, ask.microsPerDay ?? 0, Math.round(ask.reserveMicros)
       )
       return {
         refusal: refusal === '' ? undefined : refusal as AdmissionRefusal,
-        books: { minute: { charged: chargedMinute, reserved: reservedMinute }, day: { charged: chargedDay, reserved: reservedDay }, openStreams: open }
+        books: {
+          minute: { charged: chargedMinute, reserved: reservedMinute },
+          day: { charged: chargedDay, reserved: reservedDay },
+          cost: { charged: chargedCost, reserved: reservedCost },
+          openStreams: open
+        }
       }
     } catch (error) {
       throw this.onFailure(error)
@@ -129,9 +149,9 @@ export class RedisBudgetStore implements BudgetStore {
     const count = (value: number): number => Math.max(0, Math.round(value))
     try {
       await this.commands[SETTLE_COMMAND](
-        ...this.keysOf(key, window), this.hourKey(key, window.hour),
+        ...this.keysOf(key, window), this.hourKey(key, window.hour), this.costKey(key, window),
         leaseId, count(spend.total), MINUTE_COUNT_TTL_MS, DAY_COUNT_TTL_MS, this.retentionMs,
-        spend.outcome, count(spend.prompt), count(spend.completion), count(spend.thoughts)
+        spend.outcome, count(spend.prompt), count(spend.completion), count(spend.thoughts), count(spend.micros)
       )
     } catch (error) {
       throw this.onFailure(error)
@@ -188,17 +208,26 @@ export class RedisBudgetStore implements BudgetStore {
     const [leases, reserved, minute, day] = this.keysOf(key, window)
     try {
       const now = this.now()
-      const [[, open], [, entries], [, chargedMinute], [, chargedDay]] = (await this.redis.multi()
+      const [[, open], [, entries], [, chargedMinute], [, chargedDay], [, chargedCost]] = (await this.redis.multi()
         .zcount(leases, `(${now}`, '+inf')
         .hgetall(reserved)
         .get(minute)
         .get(day)
-        .exec()) as Array<[Error | null, unknown]> as [[null, number], [null, Record<string, string>], [null, string | null], [null, string | null]]
-      const books: BudgetBooks = { minute: { charged: Number(chargedMinute ?? 0), reserved: 0 }, day: { charged: Number(chargedDay ?? 0), reserved: 0 }, openStreams: open }
+        .get(this.costKey(key, window))
+        .exec()) as Array<[Error | null, unknown]> as [[null, number], [null, Record<string, string>], [null, string | null], [null, string | null], [null, string | null]]
+      const books: BudgetBooks = {
+        minute: { charged: Number(chargedMinute ?? 0), reserved: 0 },
+        day: { charged: Number(chargedDay ?? 0), reserved: 0 },
+        cost: { charged: Number(chargedCost ?? 0), reserved: 0 },
+        openStreams: open
+      }
       for (const entry of Object.values(entries)) {
-        const [entryMinute, entryDay, tokens] = entry.split(':').map(Number)
+        const [entryMinute, entryDay, tokens, micros] = entry.split(':').map(Number)
         if (entryMinute === window.minute) books.minute.reserved += tokens ?? 0
-        if (entryDay === window.day) books.day.reserved += tokens ?? 0
+        if (entryDay === window.day) {
+          books.day.reserved += tokens ?? 0
+          books.cost.reserved += micros ?? 0
+        }
       }
       return books
     } catch (error) {

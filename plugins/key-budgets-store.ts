@@ -9,8 +9,12 @@ export interface AdmissionAsk {
   tokensPerMinute: number | undefined
   tokensPerDay: number | undefined
   maxConcurrentStreams: number | undefined
+  /** Millionths of a US dollar per UTC day. */
+  microsPerDay: number | undefined
   /** Tokens reserved while the stream runs: its prompt estimate and output cap, clamped to each limit. */
   reserve: number
+  /** Its cost reserved, in millionths of a dollar, at the model's price (0 without one). */
+  reserveMicros: number
   window: BudgetWindow
 }
 
@@ -32,6 +36,8 @@ export interface Spend {
   completion: number
   /** Of completion, those spent thinking. */
   thoughts: number
+  /** Its cost in millionths of a dollar, 0 without a price. */
+  micros: number
 }
 
 /** One key's usage in one hour, as GET /admin/usage shows it. */
@@ -57,10 +63,12 @@ export function emptyHour (hour: number): HourOfUsage {
 export interface BudgetBooks {
   minute: { charged: number, reserved: number }
   day: { charged: number, reserved: number }
+  /** Millionths of a dollar in the day. */
+  cost: { charged: number, reserved: number }
   openStreams: number
 }
 
-export type AdmissionRefusal = 'concurrency' | 'tokensPerMinute' | 'tokensPerDay'
+export type AdmissionRefusal = 'concurrency' | 'tokensPerMinute' | 'tokensPerDay' | 'usdPerDay'
 
 export interface AdmissionAnswer {
   /** Why the stream may not start, or undefined when it was admitted (and holds a lease). */
@@ -99,16 +107,18 @@ export function windowAt (nowMs: number): BudgetWindow {
  */
 export function refusalOf (ask: AdmissionAsk, books: BudgetBooks): AdmissionRefusal | undefined {
   if (ask.maxConcurrentStreams !== undefined && books.openStreams >= ask.maxConcurrentStreams) return 'concurrency'
-  const over = (limit: number | undefined, spent: { charged: number, reserved: number }): boolean =>
-    limit !== undefined && spent.charged + spent.reserved + Math.min(ask.reserve, limit) > limit
-  if (over(ask.tokensPerMinute, books.minute)) return 'tokensPerMinute'
-  if (over(ask.tokensPerDay, books.day)) return 'tokensPerDay'
+  const over = (limit: number | undefined, spent: { charged: number, reserved: number }, reserve: number): boolean =>
+    limit !== undefined && spent.charged + spent.reserved + Math.min(reserve, limit) > limit
+  if (over(ask.tokensPerMinute, books.minute, ask.reserve)) return 'tokensPerMinute'
+  if (over(ask.tokensPerDay, books.day, ask.reserve)) return 'tokensPerDay'
+  if (over(ask.microsPerDay, books.cost, ask.reserveMicros)) return 'usdPerDay'
   return undefined
 }
 
 interface Lease {
   window: BudgetWindow
   reserve: number
+  reserveMicros: number
 }
 
 interface Charged {
@@ -126,6 +136,7 @@ export class MemoryBudgetStore implements BudgetStore {
   private readonly leases = new Map<string, Map<string, Lease>>()
   private readonly minutes = new Map<string, Charged>()
   private readonly days = new Map<string, Charged>()
+  private readonly costs = new Map<string, Charged>()
   private readonly hourly = new Map<string, Map<number, HourOfUsage>>()
 
   constructor (private readonly retentionHours: number = DEFAULT_RETENTION_DAYS * 24) {}
@@ -136,7 +147,7 @@ export class MemoryBudgetStore implements BudgetStore {
     if (refusal === undefined) {
       let open = this.leases.get(ask.key)
       if (open === undefined) this.leases.set(ask.key, open = new Map())
-      open.set(ask.leaseId, { window: ask.window, reserve: ask.reserve })
+      open.set(ask.leaseId, { window: ask.window, reserve: ask.reserve, reserveMicros: ask.reserveMicros })
     }
     return { refusal, books }
   }
@@ -151,6 +162,7 @@ export class MemoryBudgetStore implements BudgetStore {
     hour.prompt += spend.prompt
     hour.completion += spend.completion
     hour.thoughts += spend.thoughts
+    if (spend.micros > 0) this.charge(this.costs, key, window.day, spend.micros)
     if (spend.total <= 0) return
     this.charge(this.minutes, key, window.minute, spend.total)
     this.charge(this.days, key, window.day, spend.total)
@@ -189,12 +201,16 @@ export class MemoryBudgetStore implements BudgetStore {
     const books: BudgetBooks = {
       minute: { charged: chargedIn(this.minutes.get(key), window.minute), reserved: 0 },
       day: { charged: chargedIn(this.days.get(key), window.day), reserved: 0 },
+      cost: { charged: chargedIn(this.costs.get(key), window.day), reserved: 0 },
       openStreams: 0
     }
     for (const lease of this.leases.get(key)?.values() ?? []) {
       books.openStreams++
       if (lease.window.minute === window.minute) books.minute.reserved += lease.reserve
-      if (lease.window.day === window.day) books.day.reserved += lease.reserve
+      if (lease.window.day === window.day) {
+        books.day.reserved += lease.reserve
+        books.cost.reserved += lease.reserveMicros
+      }
     }
     return books
   }

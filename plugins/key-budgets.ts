@@ -12,12 +12,14 @@ import type { GenerationRequest } from '../gemini/types.js'
 import { hasBudget, type KeyPolicy } from '../schemas/key-policy.js'
 import { refusals } from '../schemas/refusals.js'
 import { callerOf, type Caller } from './auth.js'
+import { modelId } from './models.js'
 import type { StreamRecorder } from './metrics.js'
 import { need, provide } from './services.js'
 import { throttledWarn, type RedisErrorPolicy } from './rate-limit.js'
 import { connectRedis, isRedisClient } from './rate-limit-redis-store.js'
 import { DAY_MS, DEFAULT_RETENTION_DAYS, HOUR_MS, MINUTE_MS, MemoryBudgetStore, windowAt, type AdmissionRefusal, type BudgetBooks, type BudgetStore, type BudgetWindow, type HourOfUsage } from './key-budgets-store.js'
 import { RedisBudgetStore } from './key-budgets-redis-store.js'
+import type { Prices } from './prices.js'
 
 export interface KeyBudgetsOptions {
   /** A `redis://` URL (the plugin owns that client) or an ioredis client owned by the caller; unset: process memory. */
@@ -32,6 +34,8 @@ export interface KeyBudgetsOptions {
   now?: (() => number) | undefined
   /** Days each key's hourly usage record is kept (GET /admin/usage). Default 30. */
   retentionDays?: number | undefined
+  /** The operator's prices, which a key's `usdPerDay` is spent in; without them no key may have one. */
+  prices?: Prices | undefined
 }
 
 export const DEFAULT_BUDGET_NAMESPACE = 'amrikyy-budget:'
@@ -73,6 +77,8 @@ export interface KeyUsage {
   policy: KeyPolicy
   tokensPerMinute: BudgetUsage
   tokensPerDay: BudgetUsage
+  /** In US dollars; present only with a price table. */
+  usdPerDay?: BudgetUsage
   concurrentStreams: { limit: number | null, open: number }
 }
 
@@ -83,12 +89,14 @@ export interface KeyBudgets {
   hours: (key: string, fromMs: number, toMs: number) => Promise<HourOfUsage[]>
   /** How far back the hourly record goes, in milliseconds. */
   readonly retentionMs: number
+  /** Whether there is a price table, which a key's usdPerDay needs. */
+  readonly priced: boolean
   /**
    * Admits a stream of the request's caller or throws the 429 (or, failing closed, the 503) that refuses it. Sets the
    * `x-ratelimit-*-tokens` headers on the reply of a key with a token budget, in both cases. `ask` is called only
    * for a key with a budget, so that other keys' requests are never estimated.
    */
-  admit: (request: FastifyRequest, reply: FastifyReply, ask: () => TokenAsk) => Promise<Admission>
+  admit: (request: FastifyRequest, reply: FastifyReply, model: string, ask: () => TokenAsk) => Promise<Admission>
 }
 
 declare module './services.js' {
@@ -152,6 +160,12 @@ function tokenBudgets (policy: KeyPolicy, books: BudgetBooks, reserve: number, w
   return budgets.sort((a, b) => a.remaining - b.remaining)
 }
 
+/** A budget of millionths of a dollar in dollars. */
+function dollars (micros: BudgetUsage): BudgetUsage {
+  const usd = (value: number | null): number | null => value === null ? null : value / 1e6
+  return { ...micros, limit: usd(micros.limit), used: usd(micros.used) ?? 0, reserved: usd(micros.reserved) ?? 0, remaining: usd(micros.remaining) }
+}
+
 function tokenHeaders (budget: TokenBudget | undefined): OutgoingHttpHeaders {
   if (budget === undefined) return {}
   return {
@@ -172,6 +186,7 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
   if (onRedisError !== 'open' && onRedisError !== 'closed') throw new Error('key-budgets: option "onRedisError" must be "open" or "closed"')
   if (typeof nameSpace !== 'string' || nameSpace === '') throw new Error('key-budgets: option "nameSpace" must be a non-empty string')
   const leaseMs = positiveInteger('leaseMs', options.leaseMs, DEFAULT_LEASE_MS)
+  const { prices } = options
   const retentionDays = positiveInteger('retentionDays', options.retentionDays, DEFAULT_RETENTION_DAYS)
   const retentionMs = retentionDays * DAY_MS
   const metrics = need(app, 'metrics', 'amrikyy-metrics')
@@ -212,7 +227,10 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
   app.addHook('onClose', async () => { clearInterval(refresher) })
 
   /** An admission whose stream's end charges its tokens to `window` and gives up its lease, if it holds one. */
-  function charged (key: string, leaseId: string | undefined, window: BudgetWindow): Admission {
+  /** Millionths of a dollar, the unit of the books: whole numbers, which Redis counts exactly. */
+  const microsOf = (model: string, usage: Parameters<Prices['costOf']>[1]): number => Math.round((prices?.costOf(model, usage) ?? 0) * 1e6)
+
+  function charged (key: string, model: string, leaseId: string | undefined, window: BudgetWindow): Admission {
     const lease = leaseId ?? ''
     if (leaseId !== undefined) open.set(leaseId, key)
     return {
@@ -231,7 +249,8 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
               total: usage?.totalTokens ?? 0,
               prompt: usage?.promptTokens ?? 0,
               completion: usage?.completionTokens ?? 0,
-              thoughts: usage?.thoughtsTokens ?? 0
+              thoughts: usage?.thoughtsTokens ?? 0,
+              micros: usage === undefined ? 0 : microsOf(model, usage)
             }).catch(() => {})
           }
         }
@@ -239,9 +258,13 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
     }
   }
 
-  function refusalFor (why: AdmissionRefusal, policy: KeyPolicy, budgets: TokenBudget[]): Error {
+  function refusalFor (why: AdmissionRefusal, policy: KeyPolicy, budgets: TokenBudget[], nowMs: number): Error {
     if (why === 'concurrency') {
       return refusals.tooManyStreams(policy.maxConcurrentStreams ?? 0, { 'retry-after': '1', ...tokenHeaders(budgets[0]) })
+    }
+    if (why === 'usdPerDay') {
+      const untilMidnight = String(Math.ceil(((windowAt(nowMs).day + 1) * DAY_MS - nowMs) / 1000))
+      return refusals.spendingLimitExceeded(policy.usdPerDay ?? 0, { 'retry-after': untilMidnight, ...tokenHeaders(budgets[0]) })
     }
     const refusing = budgets.find(budget => budget.name === why) ?? budgets[0]
     const retryAfter = String(Math.max(1, Math.ceil((refusing?.resetMs ?? 1000) / 1000)))
@@ -250,6 +273,7 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
 
   const budgets: KeyBudgets = {
     retentionMs,
+    priced: prices !== undefined,
     async hours (key, fromMs, toMs) {
       const oldest = Math.floor((now() - retentionMs) / HOUR_MS) + 1
       return await store.hours(key, Math.max(oldest, Math.floor(fromMs / HOUR_MS)), Math.floor(toMs / HOUR_MS))
@@ -271,20 +295,23 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
         policy,
         tokensPerMinute: budget(policy.tokensPerMinute, books.minute, (window.minute + 1) * MINUTE_MS),
         tokensPerDay: budget(policy.tokensPerDay, books.day, (window.day + 1) * DAY_MS),
+        ...(prices === undefined ? {} : { usdPerDay: dollars(budget(policy.usdPerDay === undefined ? undefined : Math.round(policy.usdPerDay * 1e6), books.cost, (window.day + 1) * DAY_MS)) }),
         concurrentStreams: { limit: policy.maxConcurrentStreams ?? null, open: books.openStreams }
       }
     },
-    async admit (request, reply, ask) {
+    async admit (request, reply, model, ask) {
       const caller = callerOf(request)
       if (caller === null) return UNCOUNTED
       const { policy } = caller
       const nowMs = now()
       const window = windowAt(nowMs)
       // A key without a budget is not checked, only charged at the end, so that its usage can still be told.
-      if (!hasBudget(policy)) return charged(caller.id, undefined, window)
+      if (!hasBudget(policy)) return charged(caller.id, model, undefined, window)
+      if (policy.usdPerDay !== undefined && prices?.priceOf(model) === undefined) throw refusals.unpricedModel(modelId(model))
       const leaseId = randomUUID()
       const { promptTokens, maxOutputTokens } = ask()
-      const reserve = promptTokens + (maxOutputTokens ?? DEFAULT_OUTPUT_RESERVATION)
+      const output = maxOutputTokens ?? DEFAULT_OUTPUT_RESERVATION
+      const reserve = promptTokens + output
       let answer
       try {
         answer = await store.admit({
@@ -293,7 +320,9 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
           tokensPerMinute: policy.tokensPerMinute,
           tokensPerDay: policy.tokensPerDay,
           maxConcurrentStreams: policy.maxConcurrentStreams,
+          microsPerDay: policy.usdPerDay === undefined ? undefined : Math.round(policy.usdPerDay * 1e6),
           reserve,
+          reserveMicros: microsOf(model, { promptTokens, completionTokens: output }),
           window
         })
       } catch (error) {
@@ -304,10 +333,10 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
         metrics.rateLimited()
         metrics.keyRefused(caller.id)
         store.refused(caller.id, window).catch(() => {})
-        throw refusalFor(answer.refusal, policy, tokenBudgets(policy, answer.books, 0, window, nowMs))
+        throw refusalFor(answer.refusal, policy, tokenBudgets(policy, answer.books, 0, window, nowMs), nowMs)
       }
       reply.headers(tokenHeaders(tokenBudgets(policy, answer.books, reserve, window, nowMs)[0]))
-      return charged(caller.id, leaseId, window)
+      return charged(caller.id, model, leaseId, window)
     }
   }
   provide(app, 'budgets', budgets)

@@ -6,6 +6,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { ReportedUsage } from '../schemas/stream.js'
 import { refusals } from '../schemas/refusals.js'
 import { provide } from './services.js'
+import type { Prices } from './prices.js'
 // The auth plugin declares `request.amrikyy`, which this plugin reads when auth ran.
 import type {} from './auth.js'
 
@@ -36,6 +37,8 @@ export interface MetricsOptions {
   maxKeys?: number
   /** Key names that always keep their own label and take none of the `maxKeys` slots. The gateway passes its keys file's names. */
   keys?: readonly string[]
+  /** The operator's prices: with them, amrikyy_cost_usd_total{key,model} counts what each key's streams cost. */
+  prices?: Prices | undefined
 }
 
 /** The models Gemini's model list names (and the bundled emulator serves): the default `models` label allow-list. */
@@ -157,6 +160,8 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const tokens: Counter = new promClient.Counter({ name: 'amrikyy_stream_tokens_total', help: 'Tokens Gemini reported for every stream, its last running total (failed and cancelled streams included)', labelNames: [...streamLabels, 'type'], registers })
   const keyTokens: Counter = new promClient.Counter({ name: 'amrikyy_key_tokens_total', help: 'Tokens Gemini reported per key name, on every outcome; thoughts (only when Gemini reports them) are part of completion, not added to it', labelNames: ['key', 'type'], registers })
   const keyRequests: Counter = new promClient.Counter({ name: 'amrikyy_key_requests_total', help: 'Streams per key name, by outcome; refused is a 429 of the key\'s token budget or concurrency limit', labelNames: ['key', 'outcome'], registers })
+  const { prices } = options
+  const cost: Counter | undefined = prices === undefined ? undefined : new promClient.Counter({ name: 'amrikyy_cost_usd_total', help: 'US dollars the streams of each key cost, at the price table\'s prices (MODEL_PRICES); a model without a price is not counted', labelNames: ['key', 'model'], registers })
   const upstreamErrors: Counter = new promClient.Counter({ name: 'amrikyy_upstream_errors_total', help: 'Failed Gemini calls, by HTTP status or failure kind', labelNames: ['status'], registers })
   const rateLimited: Counter = new promClient.Counter({ name: 'amrikyy_rate_limited_total', help: 'Requests refused with 429', registers })
   const geminiCalls: Counter = new promClient.Counter({ name: 'amrikyy_gemini_calls_total', help: 'Calls of the Gemini passthrough (/gemini), by method and answer status; its streams are also counted by the stream metrics with api="gemini"', labelNames: ['method', 'status'], registers })
@@ -201,6 +206,8 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
           keyTokens.labels(key, 'prompt').inc(usage.promptTokens)
           keyTokens.labels(key, 'completion').inc(usage.completionTokens)
           if (usage.thoughtsTokens !== undefined) keyTokens.labels(key, 'thoughts').inc(usage.thoughtsTokens)
+          const usd = prices?.costOf(labels.model, usage)
+          if (usd !== undefined && usd > 0) cost?.labels(key, model).inc(usd)
         }
       }
     },

@@ -25,6 +25,7 @@ const ROLE = Type.Union([Type.Literal('user'), Type.Literal('admin')])
 const policyProperties = {
   tokensPerMinute: Type.Integer({ minimum: 1 }),
   tokensPerDay: Type.Integer({ minimum: 1 }),
+  usdPerDay: Type.Number({ exclusiveMinimum: 0 }),
   requestsPerWindow: Type.Integer({ minimum: 1 }),
   models: Type.Array(Type.String(), { minItems: 1 }),
   maxOutputTokens: Type.Integer({ minimum: 1 }),
@@ -107,7 +108,9 @@ const adminKeysRoute: FastifyPluginAsyncTypebox<AdminKeysOptions> = async (app, 
   }
 
   function policyOf (body: Record<string, unknown>): KeyPolicy {
-    return readPolicy(body, message => { throw refusals.invalidBody(message) })
+    const policy = readPolicy(body, message => { throw refusals.invalidBody(message) })
+    if (policy.usdPerDay !== undefined && !budgets.priced) throw refusals.invalidBody('usdPerDay needs a price table (MODEL_PRICES or MODEL_PRICES_FILE)')
+    return policy
   }
 
   function refuseConfigured (name: string): void {

@@ -96,7 +96,7 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     if (choice.refusal !== undefined) throw choice.refusal
     const model = choice.model
     const asked = withOutputCap({ model, prompt, system, history, attachments, options: generation }, caller?.policy.maxOutputTokens)
-    const admission = await budgets?.admit(request, reply, () => ({ promptTokens: promptEstimate(asked), maxOutputTokens: asked.options?.maxOutputTokens }))
+    const admission = await budgets?.admit(request, reply, model, () => ({ promptTokens: promptEstimate(asked), maxOutputTokens: asked.options?.maxOutputTokens }))
     const recorder = metrics.beginStream({ agent, model, key: caller?.id })
     const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings }
     const format = isConversation(request.body) ? conversationSse : contractSse

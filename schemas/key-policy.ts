@@ -8,6 +8,8 @@ export interface KeyPolicy {
   tokensPerMinute?: number
   /** Tokens per UTC day. */
   tokensPerDay?: number
+  /** US dollars per UTC day, priced by the operator's price table (MODEL_PRICES); only with one. */
+  usdPerDay?: number
   /** Requests per rate-limit window, in place of the role's limit. */
   requestsPerWindow?: number
   /** The models the key may use (ids or `*` patterns), checked after aliases, within ALLOWED_MODELS. */
@@ -22,7 +24,7 @@ export interface KeyPolicy {
   disabled?: boolean
 }
 
-export const POLICY_FIELDS = ['tokensPerMinute', 'tokensPerDay', 'requestsPerWindow', 'models', 'maxOutputTokens', 'maxConcurrentStreams', 'expiresAt', 'disabled'] as const
+export const POLICY_FIELDS = ['tokensPerMinute', 'tokensPerDay', 'usdPerDay', 'requestsPerWindow', 'models', 'maxOutputTokens', 'maxConcurrentStreams', 'expiresAt', 'disabled'] as const
 
 const COUNT_FIELDS = ['tokensPerMinute', 'tokensPerDay', 'requestsPerWindow', 'maxOutputTokens', 'maxConcurrentStreams'] as const
 /** Beyond this, a count is surely a mistake (and Lua's numbers stay exact far above it). */
@@ -42,7 +44,11 @@ export function readPolicy (record: Readonly<Record<string, unknown>>, fail: (me
     if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > POLICY_COUNT_MAX) fail(`"${field}" must be a positive integer`)
     policy[field] = value
   }
-  const { models, expiresAt, disabled } = record
+  const { models, expiresAt, disabled, usdPerDay } = record
+  if (usdPerDay !== undefined) {
+    if (typeof usdPerDay !== 'number' || !Number.isFinite(usdPerDay) || usdPerDay <= 0 || usdPerDay > 1e9) fail('"usdPerDay" must be a positive number of US dollars')
+    policy.usdPerDay = usdPerDay
+  }
   if (models !== undefined) {
     if (!Array.isArray(models) || models.length === 0 || !models.every(entry => typeof entry === 'string' && isModelPattern(entry))) {
       fail('"models" must be a non-empty array of model names or * patterns')
@@ -68,7 +74,7 @@ export function withDefaults (own: KeyPolicy | undefined, defaults: KeyPolicy): 
 
 /** Whether the key has a budget the gateway must count before admitting a stream. */
 export function hasBudget (policy: KeyPolicy): boolean {
-  return policy.tokensPerMinute !== undefined || policy.tokensPerDay !== undefined || policy.maxConcurrentStreams !== undefined
+  return policy.tokensPerMinute !== undefined || policy.tokensPerDay !== undefined || policy.usdPerDay !== undefined || policy.maxConcurrentStreams !== undefined
 }
 
 /** A policy as the API shows it: `expiresAt` as an ISO 8601 time, as it is written. */

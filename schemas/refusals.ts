@@ -66,6 +66,13 @@ export const refusals = {
     error: 'Too Many Requests',
     message: 'You have exceeded the request limit. Please try again later.'
   }, headers, undefined, `Token budget exceeded: this API key may use ${limit} tokens ${budget === 'tokensPerMinute' ? 'per minute' : 'per day (UTC)'}; retry after ${String(headers['retry-after'])} s`),
+  /** A key's usdPerDay has no room for the stream; /api/stream keeps the contract's 429 body. */
+  spendingLimitExceeded: (usdPerDay: number, headers: OutgoingHttpHeaders) => new Refusal('AMRIKYY_SPENDING_LIMIT_EXCEEDED', 429, {
+    error: 'Too Many Requests',
+    message: 'You have exceeded the request limit. Please try again later.'
+  }, headers, undefined, `Spending limit exceeded: this API key may spend $${usdPerDay} per day (UTC); retry after ${String(headers['retry-after'])} s`),
+  /** A key with a spending limit asks for a model the price table does not price. */
+  unpricedModel: (model: string) => new Refusal('AMRIKYY_UNPRICED_MODEL', 400, { error: `No price is known for model ${model}, and this API key has a spending limit (usdPerDay)` }),
   /** A key's maxConcurrentStreams are all open. */
   tooManyStreams: (limit: number, headers: OutgoingHttpHeaders) => new Refusal('AMRIKYY_TOO_MANY_STREAMS', 429, {
     error: 'Too Many Requests',

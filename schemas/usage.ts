@@ -9,9 +9,18 @@ const Budget = Type.Object({
   resetSeconds: Type.Integer({ description: 'Seconds until the window ends' })
 }, { additionalProperties: false })
 
+const DollarBudget = Type.Object({
+  limit: Type.Union([Type.Number(), Type.Null()], { description: 'The key\'s usdPerDay; null: none' }),
+  used: Type.Number({ description: 'US dollars the key\'s streams that ended today cost, at the price table\'s prices' }),
+  reserved: Type.Number(),
+  remaining: Type.Union([Type.Number(), Type.Null()]),
+  resetSeconds: Type.Integer()
+}, { additionalProperties: false })
+
 export const KeyPolicyView = Type.Object({
   tokensPerMinute: Type.Optional(Type.Integer()),
   tokensPerDay: Type.Optional(Type.Integer()),
+  usdPerDay: Type.Optional(Type.Number()),
   requestsPerWindow: Type.Optional(Type.Integer()),
   models: Type.Optional(Type.Array(Type.String())),
   maxOutputTokens: Type.Optional(Type.Integer()),
@@ -25,6 +34,7 @@ export const KeyUsageAnswer = Type.Object({
   policy: KeyPolicyView,
   tokensPerMinute: Budget,
   tokensPerDay: Budget,
+  usdPerDay: Type.Optional(DollarBudget),
   concurrentStreams: Type.Object({
     limit: Type.Union([Type.Integer(), Type.Null()]),
     open: Type.Integer({ description: 'The key\'s streams open now, on every instance (counted only for a key with a budget)' })

@@ -75,6 +75,10 @@ export const EnvSchema = Type.Object({
   /** Read by the rate-limit plugin's own parser (see `RULES`). */
   RATE_LIMIT_WINDOW: Type.String({ default: DEFAULT_TIME_WINDOW }),
   RATE_LIMIT_ON_REDIS_ERROR: Type.Union([Type.Literal('open'), Type.Literal('closed')], { default: 'open' }),
+  /** The price table as JSON: model → { "prompt", "completion", "cached" } US dollars per million tokens. */
+  MODEL_PRICES: Type.Optional(Type.String({ minLength: 1 })),
+  /** The same table in a JSON file. */
+  MODEL_PRICES_FILE: Type.Optional(Type.String({ minLength: 1 })),
   /** Days each key's hourly usage record is kept (GET /admin/usage). */
   USAGE_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 3660, default: DEFAULT_RETENTION_DAYS }),
   /** The operators' secret of the management API (/admin/keys); unset: the API is off. */

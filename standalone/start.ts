@@ -16,7 +16,15 @@ import { UpstreamError } from '../gemini/upstream-error.js'
 import { createModelPolicy, type ModelsOptions } from '../plugins/models.js'
 import { defaultKeyPolicyOf, modelsOptionsOf, splitList, trustProxyOf, type Env } from './env.js'
 import { chooseKeys } from './keys.js'
+import { loadPrices } from './prices.js'
+import type { PriceTable } from '../plugins/prices.js'
 import { chooseUpstream } from './upstream.js'
+
+/** The price table, when one is given, as the gateway's option. */
+async function pricesOf (env: Env): Promise<{ prices?: PriceTable }> {
+  const prices = await loadPrices(env)
+  return prices === undefined ? {} : { prices }
+}
 
 /** A URL with the value of its `key` query parameter (a caller's API key) replaced. */
 export function withoutKey (url: string): string {
@@ -90,6 +98,7 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
   await app.register(streamGateway, {
     lifecycle,
     ...await chooseKeys(env),
+    ...await pricesOf(env),
     gemini: { ...upstream.gemini, client: env.GEMINI_CLIENT, maxEventChars: env.GEMINI_MAX_EVENT_CHARS },
     defaultModel: env.DEFAULT_MODEL,
     models: modelsOptionsOf(env),

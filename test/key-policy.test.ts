@@ -27,7 +27,9 @@ t.test('the keys file takes the policy fields beside name, sha256 and role, and 
     [{ models: ['gemini 2.5'] }, '"models" must be a non-empty array of model names or * patterns'],
     [{ expiresAt: '2027-01-31' }, '"expiresAt" must be an ISO 8601 time with a zone, such as "2027-01-31T00:00:00Z"'],
     [{ expiresAt: 'sk-secret-pasted-here' }, '"expiresAt" must be an ISO 8601 time with a zone, such as "2027-01-31T00:00:00Z"'],
-    [{ disabled: 'yes' }, '"disabled" must be true or false']
+    [{ disabled: 'yes' }, '"disabled" must be true or false'],
+    [{ usdPerDay: 0 }, '"usdPerDay" must be a positive number of US dollars'],
+    [{ usdPerDay: '5' }, '"usdPerDay" must be a positive number of US dollars']
   ]
   for (const [fields, message] of cases) {
     t.throws(() => parseKeyEntries([{ ...base, ...fields }], 'keys.json'), new KeysFileError(`keys.json: entry 0 ("team"): ${message}`), message)

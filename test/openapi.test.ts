@@ -72,5 +72,5 @@ t.test('with a management token the document describes the management API under 
   t.same(document.paths['/admin/keys']?.post?.security, [{ management: [] }])
   t.match(document.components.securitySchemes.management, { type: 'http', scheme: 'bearer' })
   t.same(Object.keys(document.paths['/admin/keys']?.post?.requestBody?.content['application/json']?.schema.properties ?? {}).sort(),
-    ['disabled', 'expiresAt', 'maxConcurrentStreams', 'maxOutputTokens', 'models', 'name', 'requestsPerWindow', 'role', 'tokensPerDay', 'tokensPerMinute'])
+    ['disabled', 'expiresAt', 'maxConcurrentStreams', 'maxOutputTokens', 'models', 'name', 'requestsPerWindow', 'role', 'tokensPerDay', 'tokensPerMinute', 'usdPerDay'])
 })

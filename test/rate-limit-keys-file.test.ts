@@ -40,9 +40,9 @@ t.test('a malformed entry is refused with a message naming its index and name, n
     [[ALICE, { ...BOB, sha256: undefined }], 'API_KEYS_FILE keys.json: entry 1 ("bob"): "sha256" must be the 64 hex characters of the key\'s SHA-256'],
     [[{ ...ALICE, role: 'root' }], 'API_KEYS_FILE keys.json: entry 0 ("alice"): "role" must be "user" or "admin"'],
     [[ALICE, { ...BOB, name: 'bob smith' }], 'API_KEYS_FILE keys.json: entry 1: "name" must be 1 to 64 letters, digits or ._@- characters'],
-    [[ALICE, { ...BOB, key: BOB_KEY }], 'API_KEYS_FILE keys.json: entry 1 ("bob") has an unknown field at position 4 (allowed: name, sha256, role, tokensPerMinute, tokensPerDay, requestsPerWindow, models, maxOutputTokens, maxConcurrentStreams, expiresAt, disabled)'],
+    [[ALICE, { ...BOB, key: BOB_KEY }], 'API_KEYS_FILE keys.json: entry 1 ("bob") has an unknown field at position 4 (allowed: name, sha256, role, tokensPerMinute, tokensPerDay, usdPerDay, requestsPerWindow, models, maxOutputTokens, maxConcurrentStreams, expiresAt, disabled)'],
     // A raw key pasted as a field name is never quoted back.
-    [[ALICE, { [BOB_KEY]: 'x', ...BOB, comment: 'y' }], 'API_KEYS_FILE keys.json: entry 1 ("bob") has unknown fields at positions 1, 5 (allowed: name, sha256, role, tokensPerMinute, tokensPerDay, requestsPerWindow, models, maxOutputTokens, maxConcurrentStreams, expiresAt, disabled)'],
+    [[ALICE, { [BOB_KEY]: 'x', ...BOB, comment: 'y' }], 'API_KEYS_FILE keys.json: entry 1 ("bob") has unknown fields at positions 1, 5 (allowed: name, sha256, role, tokensPerMinute, tokensPerDay, usdPerDay, requestsPerWindow, models, maxOutputTokens, maxConcurrentStreams, expiresAt, disabled)'],
     [[ALICE, { ...BOB, name: 'alice' }], 'API_KEYS_FILE keys.json: entry 1 ("alice"): the name is already used by an earlier entry'],
     [[ALICE, BOB, { ...BOB, name: 'bob2' }], 'API_KEYS_FILE keys.json: entry 2 ("bob2"): the same key as entry 1']
   ]

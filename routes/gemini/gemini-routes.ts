@@ -210,7 +210,7 @@ async function geminiRoutes (app: FastifyInstance, options: GeminiRoutesOptions)
     if (method === 'countTokens') return await forwardUnary({ apiVersion, method: 'POST', path: `models/${model}:${method}`, body: sent }, reply)
     const cap = callerOf(request)?.policy.maxOutputTokens
     const body = cap === undefined ? sent : withOutputCapIn(sent, cap)
-    const admission = await budgets?.admit(request, reply, () => tokenAskOf(body))
+    const admission = await budgets?.admit(request, reply, model, () => tokenAskOf(body))
     const begun = metrics.beginStream({ api: 'gemini', model, key: callerOf(request)?.id })
     const recorder = admission?.charging(begun) ?? begun
     if (method === 'streamGenerateContent') {

@@ -49,6 +49,8 @@ const REFUSAL_KINDS: Record<string, { type: OpenAIErrorType, code: string | null
   AMRIKYY_API_KEY_DISABLED: { type: 'authentication_error', code: 'disabled_api_key' },
   AMRIKYY_TOO_MANY_REQUESTS: { type: 'rate_limit_error', code: 'rate_limit_exceeded' },
   AMRIKYY_TOKEN_BUDGET_EXCEEDED: { type: 'rate_limit_error', code: 'rate_limit_exceeded' },
+  AMRIKYY_SPENDING_LIMIT_EXCEEDED: { type: 'rate_limit_error', code: 'insufficient_quota' },
+  AMRIKYY_UNPRICED_MODEL: { type: 'invalid_request_error', code: 'model_not_priced', param: 'model' },
   AMRIKYY_TOO_MANY_STREAMS: { type: 'rate_limit_error', code: 'concurrency_limit_exceeded' },
   AMRIKYY_BUDGETS_UNAVAILABLE: { type: 'server_error', code: 'rate_limit_unavailable' },
   AMRIKYY_RATE_LIMIT_UNAVAILABLE: { type: 'server_error', code: 'rate_limit_unavailable' },

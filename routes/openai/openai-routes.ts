@@ -69,7 +69,7 @@ const openAIRoutes: FastifyPluginAsyncTypebox<OpenAIRoutesOptions> = async (app,
     if (choice.refusal !== undefined) throw modelNotFound(requested)
     const model = choice.model
     const generation = withOutputCap(generationOf(chat, model), caller?.policy.maxOutputTokens)
-    const admission = await budgets?.admit(request, reply, () => ({ promptTokens: promptEstimate(generation), maxOutputTokens: generation.options?.maxOutputTokens }))
+    const admission = await budgets?.admit(request, reply, model, () => ({ promptTokens: promptEstimate(generation), maxOutputTokens: generation.options?.maxOutputTokens }))
     const identity = newCompletionIdentity(model)
     const format = chat.stream ? chatCompletionSse(identity, chat.includeUsage) : chatCompletionWhole(identity)
     const recorder = metrics.beginStream({ api: 'openai', agent: chat.agent, model, key: caller?.id })
