@@ -23,11 +23,12 @@ const REQUIRED_PANELS = [
   // Issue 17: a row of its own, below the stream panels.
   'Spend per key',
   'Tokens per key',
-  'Requests per key by outcome'
+  'Requests per key by outcome',
+  'Cost per key (USD per hour)'
 ]
 
 /** The panels of the "Spend per key" row, which read the per-key metrics. */
-const KEY_PANELS = ['Tokens per key', 'Requests per key by outcome']
+const KEY_PANELS = ['Tokens per key', 'Requests per key by outcome', 'Cost per key (USD per hour)']
 
 interface DatasourceRef { type?: string, uid?: string }
 interface Target { expr?: string, datasource?: DatasourceRef }
@@ -96,7 +97,7 @@ function isStreamMetric (name: string): boolean {
 
 /** The per-key metrics, which carry the `key` label and none of the stream labels. */
 function isKeyMetric (name: string): boolean {
-  return name.startsWith('amrikyy_key_') && name !== 'amrikyy_key_budget_store_errors_total'
+  return (name.startsWith('amrikyy_key_') && name !== 'amrikyy_key_budget_store_errors_total') || name === 'amrikyy_cost_usd_total'
 }
 
 /** What every selector of a stream metric in a panel must match, so each of the dashboard's filters applies to it. */
@@ -128,7 +129,8 @@ t.test('every metric the dashboard queries exists in a real scrape of the gatewa
   const dashboard = JSON.parse(await readText(DASHBOARD_FILE)) as Dashboard
   const emulator = await startEmulator(t, { chunkCount: 4, defaultMaxTokens: 12 })
   // A budget of three: the fourth keyed request is refused, so the 429 panel has data too.
-  const { url } = await startGateway(t, emulator, { rateLimit: { max: 3 } })
+  // A price table, so that the cost panel has data as a deployment with prices would.
+  const { url } = await startGateway(t, emulator, { rateLimit: { max: 3 }, prices: { 'gemini-*': { prompt: 0.3, completion: 2.5 } } })
 
   // One stream of each outcome, one refused key and one 429, so every family the dashboard reads has samples.
   t.match(await (await postStream(url, { prompt: 'completes', agent: 'dash' })).text(), /"complete":true/)
@@ -226,10 +228,10 @@ t.test('the per-key panels sit in the "Spend per key" row and are filtered by th
     for (const { name, matchers } of selectors.filter(selector => isKeyMetric(selector.name))) {
       keySelectors++
       t.ok(matchers.includes('key=~"$key"'), `panel "${panel.title}": ${name} is filtered by key=~"$key"`)
-      t.notOk(matchers.some(matcher => /^(api|agent|model)/.test(matcher)), `panel "${panel.title}": ${name} has no stream labels to filter on`)
+      t.notOk(matchers.some(matcher => /^(api|agent|model)/.test(matcher)), `panel "${panel.title}": ${name} is not filtered by the stream variables`)
     }
   }
-  t.equal(keySelectors, 2)
+  t.equal(keySelectors, 3)
 })
 
 t.test('the dashboard has the panels ops need, all on the provisioned datasource', async t => {
@@ -258,6 +260,7 @@ t.test('the dashboard has the panels ops need, all on the provisioned datasource
   t.match(exprsOf('Tokens per agent and model'), /sum by \(agent, model, type\)/)
   t.match(exprsOf('Tokens per key'), /sum by \(key, type\) \(rate\(amrikyy_key_tokens_total/)
   t.match(exprsOf('Requests per key by outcome'), /sum by \(key, outcome\) \(rate\(amrikyy_key_requests_total/)
+  t.match(exprsOf('Cost per key (USD per hour)'), /sum by \(key, model\) \(rate\(amrikyy_cost_usd_total/)
 })
 
 interface ComposeService {
