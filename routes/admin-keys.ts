@@ -124,7 +124,7 @@ const adminKeysRoute: FastifyPluginAsyncTypebox<AdminKeysOptions> = async (app, 
       role: caller.role,
       source: entry === undefined ? 'configuration' : 'management',
       readOnly: entry === undefined,
-      // The key's own fields; the defaults are the gateway's, not the key's.
+      // A managed key's own fields (the defaults are the gateway's); a configured key's as they apply.
       policy: policyView(entry?.policy ?? caller.policy),
       created: iso(entry?.created),
       lastUsed: iso(lastUsed.get(caller.id)),
