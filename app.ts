@@ -9,7 +9,7 @@ import managedKeysPlugin, { type ManagedKeysOptions } from './plugins/managed-ke
 import adminKeysRoute from './routes/admin-keys.js'
 import type { KeyPolicy } from './schemas/key-policy.js'
 import { createPrices, type PriceTable } from './plugins/prices.js'
-import geminiClientPlugin, { type GeminiPluginOptions } from './plugins/gemini-client.js'
+import geminiClientPlugin, { pooledKeyNames, type GeminiPluginOptions } from './plugins/gemini-client.js'
 import lifecyclePlugin, { type GatewayLifecycle } from './plugins/lifecycle.js'
 import requestIdPlugin from './plugins/request-id.js'
 import modelsPlugin, { createModelPolicy, labelledModels, type ModelsOptions } from './plugins/models.js'
@@ -95,7 +95,7 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
   const prices = options.prices === undefined ? undefined : createPrices(options.prices)
   const spending = [...options.keyEntries ?? []].find(entry => entry.policy?.usdPerDay !== undefined) ?? (options.defaultKeyPolicy?.usdPerDay !== undefined ? { name: 'the default policy' } : undefined)
   if (prices === undefined && spending !== undefined) throw new Error(`prices: ${spending.name} has a usdPerDay, which needs a price table (option "prices", MODEL_PRICES)`)
-  await app.register(metricsPlugin, { ...options.metrics, models: labels, keys, prices })
+  await app.register(metricsPlugin, { ...options.metrics, models: labels, keys, prices, upstreamKeys: pooledKeyNames(options.gemini) })
   if (options.rateLimit !== false) await app.register(rateLimitPlugin, options.rateLimit ?? {})
   await app.register(keyBudgetsPlugin, { ...options.budgets, prices })
   if (options.managedKeys !== undefined) await app.register(managedKeysPlugin, options.managedKeys)

@@ -41,6 +41,8 @@ export interface UpstreamErrorDetails {
   retryAfterMs?: number | undefined
   /** Overrides what the code says, for a failure of a kind that does not go away by itself. */
   recoverable?: boolean
+  /** Overrides what the code says: a key pool's failure of one key, which another key may not share. */
+  retryable?: boolean
   /** Google's error body, already key-redacted. */
   googleError?: GoogleErrorBody | undefined
   cause?: unknown
@@ -70,7 +72,7 @@ export class UpstreamError extends Error {
     this.status = details.status
     const transient = code === 'network' || code === 'timeout' || (code === 'http_status' && RETRYABLE_STATUSES.has(details.status ?? 0))
     this.recoverable = details.recoverable ?? (code === 'http_status' ? transient : RECOVERABLE[code])
-    this.retryable = transient
+    this.retryable = details.retryable ?? transient
     this.retryAfterMs = details.retryAfterMs
     this.googleError = details.googleError
   }

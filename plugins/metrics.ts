@@ -39,6 +39,11 @@ export interface MetricsOptions {
   keys?: readonly string[]
   /** The operator's prices: with them, amrikyy_cost_usd_total{key,model} counts what each key's streams cost. */
   prices?: Prices | undefined
+  /**
+   * The names of the pooled Gemini keys (GEMINI_API_KEYS): with them, upstream errors get a `key` label and
+   * amrikyy_upstream_key_state{key} shows each key's state. Unset: one key, labels as before.
+   */
+  upstreamKeys?: readonly string[] | undefined
 }
 
 /** The models Gemini's model list names (and the bundled emulator serves): the default `models` label allow-list. */
@@ -59,15 +64,17 @@ export interface StreamLabels {
 /** Records one stream; `end` counts only its first call, so every stream lands in exactly one outcome. */
 export interface StreamRecorder {
   chunkSent: () => void
-  /** A failed upstream call of this stream (a retried one included), by HTTP status or failure kind. */
-  upstreamError: (label: string) => void
+  /** A failed upstream call of this stream (a retried one included), by HTTP status or failure kind, and pooled key. */
+  upstreamError: (label: string, key?: string | undefined) => void
   end: (outcome: StreamOutcome, usage?: ReportedUsage) => void
 }
 
 export interface GatewayMetrics {
   registry: Registry
   beginStream: (labels: StreamLabels) => StreamRecorder
-  upstreamError: (status: number | string) => void
+  upstreamError: (status: number | string, key?: string | undefined) => void
+  /** A pooled Gemini key's state (GEMINI_API_KEYS), by its name or position. */
+  upstreamKeyState: (key: string, state: 'serving' | 'resting' | 'out') => void
   rateLimited: () => void
   /** A stream of `key` refused by its token budget or concurrency limit (outcome `refused`). */
   keyRefused: (key: string) => void
@@ -162,7 +169,16 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const keyRequests: Counter = new promClient.Counter({ name: 'amrikyy_key_requests_total', help: 'Streams per key name, by outcome; refused is a 429 of the key\'s token budget or concurrency limit', labelNames: ['key', 'outcome'], registers })
   const { prices } = options
   const cost: Counter | undefined = prices === undefined ? undefined : new promClient.Counter({ name: 'amrikyy_cost_usd_total', help: 'US dollars the streams of each key cost, at the price table\'s prices (MODEL_PRICES); a model without a price is not counted', labelNames: ['key', 'model'], registers })
-  const upstreamErrors: Counter = new promClient.Counter({ name: 'amrikyy_upstream_errors_total', help: 'Failed Gemini calls, by HTTP status or failure kind', labelNames: ['status'], registers })
+  const upstreamKeys = options.upstreamKeys ?? []
+  const pooled = upstreamKeys.length > 1
+  const upstreamErrors: Counter = new promClient.Counter({ name: 'amrikyy_upstream_errors_total', help: `Failed Gemini calls, by HTTP status or failure kind${pooled ? ', and the pooled key that failed' : ''}`, labelNames: pooled ? ['status', 'key'] : ['status'], registers })
+  const keyStates: Gauge | undefined = pooled ? new promClient.Gauge({ name: 'amrikyy_upstream_key_state', help: 'Each pooled Gemini key\'s state: 0 serving, 1 resting after a 429, 2 out (401, 403 or an invalid key)', labelNames: ['key'], registers }) : undefined
+  for (const name of upstreamKeys) keyStates?.labels(name).set(0)
+  const KEY_STATE_VALUES = { serving: 0, resting: 1, out: 2 }
+  const countUpstreamError = (status: string, key: string | undefined): void => {
+    if (pooled) upstreamErrors.labels(status, key ?? 'none').inc()
+    else upstreamErrors.labels(status).inc()
+  }
   const rateLimited: Counter = new promClient.Counter({ name: 'amrikyy_rate_limited_total', help: 'Requests refused with 429', registers })
   const geminiCalls: Counter = new promClient.Counter({ name: 'amrikyy_gemini_calls_total', help: 'Calls of the Gemini passthrough (/gemini), by method and answer status; its streams are also counted by the stream metrics with api="gemini"', labelNames: ['method', 'status'], registers })
   const authFailures: Counter = new promClient.Counter({ name: 'amrikyy_auth_failures_total', help: 'Requests refused for a missing, invalid, expired or disabled API key', labelNames: ['reason'], registers })
@@ -189,7 +205,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
             firstChunk.labels(api, agent, model).observe((performance.now() - started) / 1000)
           }
         },
-        upstreamError (label) { upstreamErrors.labels(label).inc() },
+        upstreamError (label, key) { countUpstreamError(label, key) },
         end (outcome, usage) {
           if (ended) return
           ended = true
@@ -211,7 +227,8 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
         }
       }
     },
-    upstreamError (status) { upstreamErrors.labels(String(status)).inc() },
+    upstreamError (status, key) { countUpstreamError(String(status), key) },
+    upstreamKeyState (key, state) { keyStates?.labels(key).set(KEY_STATE_VALUES[state]) },
     rateLimited () { rateLimited.inc() },
     keyRefused (key) { keyRequests.labels(keys.value(key), 'refused').inc() },
     geminiCall (method, status) { geminiCalls.labels(method, String(status)).inc() }

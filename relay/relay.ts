@@ -3,6 +3,7 @@ import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import { tooLarge, UpstreamError } from '../gemini/upstream-error.js'
 import type { FunctionCall, GeminiClient, GenerationDelta, GenerationRequest } from '../gemini/types.js'
 import { countedContentsOf } from '../gemini/generation-config.js'
+import { keyOfFailure } from '../gemini/key-pool.js'
 import type { GatewayLifecycle } from '../plugins/lifecycle.js'
 import type { StreamRecorder } from '../plugins/metrics.js'
 import type { ReportedUsage } from '../schemas/stream.js'
@@ -232,7 +233,7 @@ export class StreamRelay {
           return await this.fail({ kind: 'internal', message: refusals.internal().body.error, recoverable: false })
         }
         if (caught.code === 'out_of_descriptors') log.error({ err: caught }, 'the process is out of file descriptors: raise its limit or lower MAX_CONNECTIONS')
-        else recorder.upstreamError(caught.metricLabel)
+        else recorder.upstreamError(caught.metricLabel, keyOfFailure(caught))
         if (await this.backOff(caught, attempt)) {
           attempt++
           iterator = undefined

@@ -27,6 +27,10 @@ export const EnvSchema = Type.Object({
   HOST: Type.String({ default: '0.0.0.0' }),
   LOG_LEVEL: Type.Union(LOG_LEVELS.map(level => Type.Literal(level)), { default: 'info' }),
   GEMINI_API_KEY: Type.Optional(Type.String({ minLength: 1 })),
+  /** Several Gemini keys, separated by commas, each a key or `name=key`; calls are spread over them. */
+  GEMINI_API_KEYS: Type.Optional(Type.String({ minLength: 1 })),
+  /** The same list in a file, a key (or `name=key`) a line. */
+  GEMINI_API_KEYS_FILE: Type.Optional(Type.String({ minLength: 1 })),
   GEMINI_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   GEMINI_CLIENT: Type.Union([Type.Literal('sdk'), Type.Literal('rest')], { default: 'rest' }),
   DEFAULT_MODEL: Type.String({ minLength: 1, default: DEFAULT_MODEL }),

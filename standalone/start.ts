@@ -150,7 +150,7 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
   await app.listen({ port: env.PORT, host: env.HOST })
   if (metricsServer !== undefined) await metricsServer.listen({ port: env.METRICS_PORT, host: env.HOST })
   // With a real key only (the bundled emulator serves any model it knows); beside the serving, never holding up the start.
-  if (env.GEMINI_API_KEY !== undefined) {
+  if (env.GEMINI_API_KEY !== undefined || upstream.gemini.apiKeys !== undefined) {
     checkDefaultModel(app.log, upstream.gemini, env.DEFAULT_MODEL, modelsOptionsOf(env), closing.signal)
       .catch((error: unknown) => { app.log.error({ err: error }, 'DEFAULT_MODEL check failed') })
   }
