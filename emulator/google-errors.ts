@@ -68,7 +68,7 @@ const PROJECT = '000000000000'
 
 /**
  * What Google answers a key whose project has the Generative Language API disabled: 403 with the
- * SERVICE_DISABLED reason (google-gemini/deprecated-generative-ai-python#10; docs/gemini-wire-protocol.md §5.3).
+ * SERVICE_DISABLED reason (google-gemini/deprecated-generative-ai-python#10; docs/gemini-wire-protocol.md §16).
  */
 export function serviceDisabledError (): GoogleError {
   const url = `https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=${PROJECT}`
@@ -87,7 +87,7 @@ export function serviceDisabledError (): GoogleError {
 
 /**
  * What Gemini answers past a quota: 429 with the violated quota, a link, and the RetryInfo delay a client
- * should wait (docs/gemini-wire-protocol.md §5.3).
+ * should wait (docs/gemini-wire-protocol.md §16).
  */
 export function quotaExhaustedError (model: string, quota: number, retryDelaySeconds: number): GoogleError {
   const help = 'https://ai.google.dev/gemini-api/docs/rate-limits'
