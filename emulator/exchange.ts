@@ -6,6 +6,7 @@ import type { Fault } from './faults.js'
 import { googleError } from './google-errors.js'
 import type { Pace } from './options.js'
 import { JSON_TYPE } from './responses.js'
+import type { UpstreamState } from './upstream-state.js'
 
 export interface RecordedRequest {
   id: number
@@ -39,7 +40,8 @@ export interface RecordedRequest {
 
 /** What an exchange sees of its emulator. */
 export interface EmulatorContext {
-  readonly apiKey: string | undefined
+  /** The keys' and the models' state: which keys are accepted, quotas, overloaded models. */
+  readonly upstream: UpstreamState
   readonly defaultMaxTokens: number
   /** Whether the thinking models think when a request has no thinkingConfig, as Google's do. */
   readonly thinkByDefault: boolean

@@ -3,7 +3,7 @@
 
 import { randomBytes } from 'node:crypto'
 import { answerFor, type Answer } from './answer.js'
-import { type EmulatorContext, type Exchange, sendError, sendRaw } from './exchange.js'
+import { type EmulatorContext, type Exchange, sendError, sendJson, sendRaw } from './exchange.js'
 import type { Fault } from './faults.js'
 import { answerToResponses, callAnswer, calledDeclaration } from './function-calling.js'
 import { googleError } from './google-errors.js'
@@ -14,12 +14,15 @@ import { type Thinking, thoughtDeltas } from './thinking.js'
 
 const HUGE_PIECE_CHARS = 64 * 1024
 
-export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream' | 'unary', modelName: string, request: GenerateRequest, thinking: Thinking): Promise<void> {
+export async function generate (ctx: EmulatorContext, x: Exchange, kind: 'stream' | 'unary', modelName: string, request: GenerateRequest, thinking: Thinking, key: string): Promise<void> {
   const rpc = kind === 'stream' ? 'streamGenerateContent' : 'generateContent'
+  // The key's and the model's state answer before a fault is drawn, so a refused request uses up no fault.
+  const admission = ctx.upstream.admit(key, modelName)
+  if (!admission.ok) return sendJson(x, admission.error.error.code, admission.error)
   const drawn = ctx.takeFault(rpc, x.rec.prompt)
   x.rec.fault = drawn
-  // The prompt trigger for a blocked prompt is the `blocked` fault's response; a drawn fault wins.
-  const fault: Fault | undefined = drawn ?? (x.rec.prompt.includes(BLOCKED_PROMPT_TRIGGER) ? { kind: 'blocked' } : undefined)
+  // The prompt trigger for a blocked prompt is the `blocked` fault's response; a drawn fault wins over it and over the model's breaking.
+  const fault: Fault | undefined = drawn ?? admission.fault ?? (x.rec.prompt.includes(BLOCKED_PROMPT_TRIGGER) ? { kind: 'blocked' } : undefined)
   const serverTimeout = Number(headerValue(x.req.headers['x-server-timeout']))
   if (Number.isFinite(serverTimeout) && serverTimeout > 0) {
     x.deadlineTimer = setTimeout(() => {

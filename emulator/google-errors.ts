@@ -63,6 +63,50 @@ export function invalidKeyError (): GoogleError {
   ])
 }
 
+/** The project number of the emulator's keys, in the bodies that name a project. */
+const PROJECT = '000000000000'
+
+/**
+ * What Google answers a key whose project has the Generative Language API disabled: 403 with the
+ * SERVICE_DISABLED reason (google-gemini/deprecated-generative-ai-python#10; docs/gemini-wire-protocol.md §16).
+ */
+export function serviceDisabledError (): GoogleError {
+  const url = `https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=${PROJECT}`
+  return googleError(403, `Generative Language API has not been used in project ${PROJECT} before or it is disabled. ` +
+    `Enable it by visiting ${url} then retry. If you enabled this API recently, wait a few minutes for the action to ` +
+    'propagate to our systems and retry.', 'PERMISSION_DENIED', [
+    {
+      '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+      reason: 'SERVICE_DISABLED',
+      domain: 'googleapis.com',
+      metadata: { consumer: `projects/${PROJECT}`, service: 'generativelanguage.googleapis.com' }
+    },
+    { '@type': 'type.googleapis.com/google.rpc.Help', links: [{ description: 'Google developers console API activation', url }] }
+  ])
+}
+
+/**
+ * What Gemini answers past a quota: 429 with the violated quota, a link, and the RetryInfo delay a client
+ * should wait (docs/gemini-wire-protocol.md §16).
+ */
+export function quotaExhaustedError (model: string, quota: number, retryDelaySeconds: number): GoogleError {
+  const help = 'https://ai.google.dev/gemini-api/docs/rate-limits'
+  return googleError(429, 'You exceeded your current quota, please check your plan and billing details. ' +
+    `For more information on this error, head to: ${help}.`, 'RESOURCE_EXHAUSTED', [
+    {
+      '@type': 'type.googleapis.com/google.rpc.QuotaFailure',
+      violations: [{
+        quotaMetric: 'generativelanguage.googleapis.com/generate_content_free_tier_requests',
+        quotaId: 'GenerateRequestsPerMinutePerProjectPerModel-FreeTier',
+        quotaDimensions: { location: 'global', model },
+        quotaValue: String(quota)
+      }]
+    },
+    { '@type': 'type.googleapis.com/google.rpc.Help', links: [{ description: 'Learn more about Gemini API quotas', url: help }] },
+    { '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: `${retryDelaySeconds}s` }
+  ])
+}
+
 /**
  * What Google answers a generation or token count for a model it does not serve: 404 NOT_FOUND naming the
  * model, the path's API version and the method (live transcripts; see docs/gemini-wire-protocol.md §5).

@@ -1,6 +1,8 @@
 // The emulator's options: their defaults, and the checks start() and setPace() make up front, with
 // errors that name the option.
 
+import { type KeyBehaviour, type ModelBehaviour, validateUpstreamOptions } from './upstream-state.js'
+
 export interface EmulatorOptions {
   /** Interface to listen on. Default '127.0.0.1'. */
   host?: string
@@ -14,6 +16,13 @@ export interface EmulatorOptions {
   defaultMaxTokens?: number
   /** When set, a different x-goog-api-key gets 400 API_KEY_INVALID. A missing key is always 403. */
   apiKey?: string
+  /**
+   * The keys accepted (with apiKey, if set), each with its own quota, or revoked or denied; a different key
+   * gets 400 API_KEY_INVALID. Default unset: apiKey alone decides.
+   */
+  keys?: Record<string, KeyBehaviour>
+  /** Models that are overloaded, have a quota, or break their streams. */
+  models?: Record<string, ModelBehaviour>
   /**
    * Whether the thinking models (2.5 and newer, but Flash-Lite) think when a request has no
    * thinkingConfig, as Google's do. Default false, so that such answers carry no thought tokens; a
@@ -39,7 +48,8 @@ export interface EmulatorOptions {
   responseId?: string
 }
 
-export type ResolvedOptions = Required<Omit<EmulatorOptions, 'apiKey' | 'logger' | 'responseId'>> & Pick<EmulatorOptions, 'apiKey' | 'logger' | 'responseId'>
+type Unresolved = 'apiKey' | 'logger' | 'responseId' | 'keys' | 'models'
+export type ResolvedOptions = Required<Omit<EmulatorOptions, Unresolved>> & Pick<EmulatorOptions, Unresolved>
 
 export interface Pace { chunkCount: number; chunkDelayMs: number }
 
@@ -55,7 +65,9 @@ export function resolveOptions (options: EmulatorOptions): ResolvedOptions {
     logger: options.logger,
     recordRequests: options.recordRequests ?? 0,
     extraModels: options.extraModels ?? [],
-    responseId: options.responseId
+    responseId: options.responseId,
+    keys: options.keys,
+    models: options.models
   }
 }
 
@@ -89,6 +101,7 @@ export function validateOptions (options: EmulatorOptions): void {
   if (responseId !== undefined && !(typeof responseId === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(responseId))) {
     throw new TypeError('GeminiEmulator: responseId must be 1 to 64 base64url characters when set')
   }
+  validateUpstreamOptions(options.keys, options.models)
 }
 
 export function validatePace (pace: { chunkCount?: number; chunkDelayMs?: number }, where: string): void {

@@ -6,7 +6,6 @@ import type { GenerationOptions } from './answer.js'
 import { type Conversation, contentsProblem, conversationOf, systemInstructionProblem, turnOrderProblem } from './conversation.js'
 import { type FunctionAnswer, functionAnswersOf, type FunctionCalling, functionCallingOf, functionPartsProblem } from './function-calling.js'
 import { generationOptionsOf } from './generation-config.js'
-import { invalidKeyError, missingKeyError, type GoogleError } from './google-errors.js'
 import { isObject } from './json.js'
 
 /** Gemini takes up to 100 MB of base64 inline data a request since January 2026 (20 MB before). */
@@ -38,14 +37,11 @@ export function headerValue (value: string | string[] | undefined): string | und
   return Array.isArray(value) ? value[0] : value
 }
 
-/** The error for a missing or wrong key (from x-goog-api-key or ?key=), undefined when it is accepted. */
-export function apiKeyProblem (req: IncomingMessage, path: string, expected: string | undefined): GoogleError | undefined {
+/** The key a request carries (x-goog-api-key, else ?key=), '' when none. */
+export function apiKeyOf (req: IncomingMessage, path: string): string {
   const header = req.headers['x-goog-api-key']
   const fromQuery = new URLSearchParams(path.split('?')[1] ?? '').get('key')
-  const key = (Array.isArray(header) ? header[0] : header) ?? fromQuery ?? ''
-  if (key === '') return missingKeyError()
-  if (expected !== undefined && key !== expected) return invalidKeyError()
-  return undefined
+  return (Array.isArray(header) ? header[0] : header) ?? fromQuery ?? ''
 }
 
 /** Text parts of all contents, joined with '\n': what faults match and the record shows. */

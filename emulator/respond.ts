@@ -6,9 +6,9 @@ import { contentsProblem, type Conversation, conversationOf } from './conversati
 import { type EmulatorContext, type Exchange, sendError, sendJson } from './exchange.js'
 import { generate } from './generate.js'
 import { isObject } from './json.js'
-import { modelNotFoundError } from './google-errors.js'
+import { missingKeyError, modelNotFoundError } from './google-errors.js'
 import { findModel, modelsPage, servesModel } from './models.js'
-import { apiKeyProblem, generateRequestOf, MAX_BODY_BYTES } from './request-checks.js'
+import { apiKeyOf, generateRequestOf, MAX_BODY_BYTES } from './request-checks.js'
 import type { Route } from './routes.js'
 import { thinkingOf } from './thinking.js'
 
@@ -20,7 +20,8 @@ export async function respond (ctx: EmulatorContext, x: Exchange, route: Route, 
   if (route.kind === 'unknown') {
     return sendError(x, 404, `Method or path not found: ${method} ${path.split('?')[0]}`)
   }
-  const keyError = apiKeyProblem(x.req, path, ctx.apiKey)
+  const key = apiKeyOf(x.req, path)
+  const keyError = key === '' ? missingKeyError() : ctx.upstream.checkKey(key, route.model)
   if (keyError) return sendJson(x, keyError.error.code, keyError)
   if (body === 'too-large') return sendError(x, 400, `Request payload size exceeds the limit: ${MAX_BODY_BYTES} bytes.`)
   if (!body.ok) return sendError(x, 400, `Invalid JSON payload received. ${body.message}`)
@@ -41,7 +42,7 @@ export async function respond (ctx: EmulatorContext, x: Exchange, route: Route, 
       const model = route.model ?? ''
       const thinking = thinkingOf((body.value as { generationConfig?: unknown }).generationConfig, model, request.conversation, ctx.thinkByDefault)
       if (typeof thinking === 'string') return sendError(x, 400, thinking)
-      return await generate(ctx, x, route.kind, model, request, thinking)
+      return await generate(ctx, x, route.kind, model, request, thinking, key)
     }
   }
 }

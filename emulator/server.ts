@@ -17,6 +17,7 @@ import { extraModelIds } from './models.js'
 import { promptOf, readBody } from './request-checks.js'
 import { respond } from './respond.js'
 import { parseRoute } from './routes.js'
+import { type KeyBehaviour, type KeyUsage, type ModelBehaviour, UpstreamState } from './upstream-state.js'
 
 export { answerFor, countTokens, MAX_ANSWER_TOKENS } from './answer.js'
 export type { Answer, AnswerPace, FinishReason, GenerationOptions } from './answer.js'
@@ -30,6 +31,8 @@ export type { EmulatorOptions } from './options.js'
 export type { Fault, FaultWhen } from './faults.js'
 export type { Rpc } from './routes.js'
 export type { RecordedRequest } from './exchange.js'
+export { DEFAULT_RETRY_DELAY_SECONDS } from './upstream-state.js'
+export type { KeyBehaviour, KeyUsage, ModelBehaviour } from './upstream-state.js'
 
 export class GeminiEmulator {
   readonly requests: RecordedRequest[] = []
@@ -37,6 +40,7 @@ export class GeminiEmulator {
   private readonly options: ResolvedOptions
   private pace: Pace
   private readonly faults = new FaultQueue()
+  private readonly upstream: UpstreamState
   private readonly context: EmulatorContext
   private readonly sockets = new Set<Socket>()
   private readonly active = new Set<Exchange>()
@@ -50,8 +54,9 @@ export class GeminiEmulator {
   private constructor (options: EmulatorOptions) {
     this.options = resolveOptions(options)
     this.pace = { chunkCount: this.options.chunkCount, chunkDelayMs: this.options.chunkDelayMs }
+    this.upstream = new UpstreamState({ apiKey: this.options.apiKey, keys: this.options.keys, models: this.options.models })
     this.context = {
-      apiKey: this.options.apiKey,
+      upstream: this.upstream,
       defaultMaxTokens: this.options.defaultMaxTokens,
       thinkByDefault: this.options.thinkByDefault,
       extraModels: extraModelIds(this.options.extraModels),
@@ -101,6 +106,20 @@ export class GeminiEmulator {
 
   clearFaults (): void { this.faults.clear() }
 
+  /** Replaces a key's behaviour (and accepts it, when only some keys are), its quota starting afresh. */
+  setKey (key: string, behaviour: KeyBehaviour): void { this.upstream.setKey(key, behaviour) }
+
+  /** Replaces a model's behaviour, its quota starting afresh. */
+  setModel (model: string, behaviour: ModelBehaviour): void { this.upstream.setModel(model, behaviour) }
+
+  /** The key's quota and its per-model quotas, as if nothing had been used. */
+  refillQuota (key: string): void { this.upstream.refillQuota(key) }
+
+  refillModelQuota (model: string): void { this.upstream.refillModelQuota(model) }
+
+  /** The requests that carried the key since the start or the last reset, in all and by model. */
+  keyUsage (key: string): KeyUsage { return this.upstream.keyUsage(key) }
+
   releaseStalls (): void {
     for (const x of this.active) x.wake(['stall'], 'ok')
   }
@@ -124,6 +143,7 @@ export class GeminiEmulator {
     this.requests.length = 0
     this.seen = 0
     this.faults.clear()
+    this.upstream.reset()
     this.pace = { chunkCount: this.options.chunkCount, chunkDelayMs: this.options.chunkDelayMs }
   }
 
