@@ -168,6 +168,20 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const keyTokens: Counter = new promClient.Counter({ name: 'amrikyy_key_tokens_total', help: 'Tokens Gemini reported per key name, on every outcome; thoughts (only when Gemini reports them) are part of completion, not added to it', labelNames: ['key', 'type'], registers })
   const keyRequests: Counter = new promClient.Counter({ name: 'amrikyy_key_requests_total', help: 'Streams per key name, by outcome; refused is a 429 of the key\'s token budget or concurrency limit', labelNames: ['key', 'outcome'], registers })
   const { prices } = options
+  // A key's series, resolved once per key name (bounded by maxKeys): labels() hashes its arguments on every call.
+  interface KeySeries { requests: Record<StreamOutcome | 'refused', promClient.Counter.Internal>, tokens: Record<'prompt' | 'completion' | 'thoughts', promClient.Counter.Internal> }
+  const keySeries = new Map<string, KeySeries>()
+  const seriesOf = (key: string): KeySeries => {
+    let series = keySeries.get(key)
+    if (series === undefined) {
+      series = {
+        requests: { completed: keyRequests.labels(key, 'completed'), failed: keyRequests.labels(key, 'failed'), cancelled: keyRequests.labels(key, 'cancelled'), refused: keyRequests.labels(key, 'refused') },
+        tokens: { prompt: keyTokens.labels(key, 'prompt'), completion: keyTokens.labels(key, 'completion'), thoughts: keyTokens.labels(key, 'thoughts') }
+      }
+      keySeries.set(key, series)
+    }
+    return series
+  }
   const cost: Counter | undefined = prices === undefined ? undefined : new promClient.Counter({ name: 'amrikyy_cost_usd_total', help: 'US dollars the streams of each key cost, at the price table\'s prices (MODEL_PRICES); a model without a price is not counted', labelNames: ['key', 'model'], registers })
   const upstreamKeys = options.upstreamKeys ?? []
   const pooled = upstreamKeys.length > 1
@@ -217,11 +231,12 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
             tokens.labels(api, agent, model, 'completion').inc(usage.completionTokens)
           }
           if (key === undefined) return
-          keyRequests.labels(key, outcome).inc()
+          const series = seriesOf(key)
+          series.requests[outcome].inc()
           if (usage === undefined) return
-          keyTokens.labels(key, 'prompt').inc(usage.promptTokens)
-          keyTokens.labels(key, 'completion').inc(usage.completionTokens)
-          if (usage.thoughtsTokens !== undefined) keyTokens.labels(key, 'thoughts').inc(usage.thoughtsTokens)
+          series.tokens.prompt.inc(usage.promptTokens)
+          series.tokens.completion.inc(usage.completionTokens)
+          if (usage.thoughtsTokens !== undefined) series.tokens.thoughts.inc(usage.thoughtsTokens)
           const usd = prices?.costOf(labels.model, usage)
           if (usd !== undefined && usd > 0) cost?.labels(key, model).inc(usd)
         }
@@ -230,7 +245,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
     upstreamError (status, key) { countUpstreamError(String(status), key) },
     upstreamKeyState (key, state) { keyStates?.labels(key).set(KEY_STATE_VALUES[state]) },
     rateLimited () { rateLimited.inc() },
-    keyRefused (key) { keyRequests.labels(keys.value(key), 'refused').inc() },
+    keyRefused (key) { seriesOf(keys.value(key)).requests.refused.inc() },
     geminiCall (method, status) { geminiCalls.labels(method, String(status)).inc() }
   }
   provide(app, 'metrics', metrics)
