@@ -39,7 +39,8 @@ function keyVerdict (status: number, body: GoogleErrorBody | undefined): 'rest' 
 interface Slot extends PooledKey {
   position: number
   state: KeyState
-  restUntil: number
+  /** Gemini's quotas are per model: model id ('' for calls of no model) → when the key serves it again. */
+  restUntil: Map<string, number>
 }
 
 /** A pooled client that says which key each failure came from, for the metrics. */
@@ -55,11 +56,15 @@ export function keyOfFailure (error: unknown): string | undefined {
 
 const failedKeys = new WeakMap<UpstreamError, string>()
 
+function modelOf (name: string): string {
+  return name.startsWith('models/') ? name.slice('models/'.length) : name
+}
+
 export function createKeyPool (keys: readonly PooledKey[], options: KeyPoolOptions = {}): KeyPoolClient {
   if (keys.length === 0) throw new Error('key pool: no keys')
   const now = options.now ?? Date.now
   const defaultRestMs = options.defaultRestMs ?? DEFAULT_REST_MS
-  const slots: Slot[] = keys.map((key, index) => ({ ...key, position: index + 1, state: 'serving', restUntil: 0 }))
+  const slots: Slot[] = keys.map((key, index) => ({ ...key, position: index + 1, state: 'serving', restUntil: new Map() }))
   let next = 0
 
   function setState (slot: Slot, state: KeyState, why: { status?: number | undefined, restMs?: number | undefined } = {}): void {
@@ -68,13 +73,20 @@ export function createKeyPool (keys: readonly PooledKey[], options: KeyPoolOptio
     options.onStateChange?.({ name: slot.name, position: slot.position }, state, why)
   }
 
-  /** The next key that can serve, round robin; a key whose rest is over serves again. */
-  function pick (): Slot | undefined {
+  /** Whether a key serves `model` now; a key whose every rest is over serves again. */
+  function serves (slot: Slot, model: string, at: number): boolean {
+    if (slot.state === 'out') return false
+    for (const [rested, until] of slot.restUntil) if (until <= at) slot.restUntil.delete(rested)
+    if (slot.state === 'resting' && slot.restUntil.size === 0) setState(slot, 'serving')
+    return !slot.restUntil.has(model)
+  }
+
+  /** The next key that serves `model`, round robin. */
+  function pick (model: string): Slot | undefined {
     const at = now()
     for (let tried = 0; tried < slots.length; tried++) {
       const slot = slots[(next + tried) % slots.length]!
-      if (slot.state === 'resting' && slot.restUntil <= at) setState(slot, 'serving')
-      if (slot.state === 'serving') {
+      if (serves(slot, model, at)) {
         next = (next + tried + 1) % slots.length
         return slot
       }
@@ -82,35 +94,35 @@ export function createKeyPool (keys: readonly PooledKey[], options: KeyPoolOptio
     return undefined
   }
 
-  /** Why no key can take a call: every key resting (429, until the first wakes) or out. */
-  function noKey (): UpstreamError {
-    const resting = slots.filter(slot => slot.state === 'resting')
-    if (resting.length > 0) {
-      const wakes = Math.max(0, Math.min(...resting.map(slot => slot.restUntil)) - now())
-      return new UpstreamError('http_status', 'Every Gemini key is out of quota; retry later', { status: 429, retryAfterMs: wakes })
+  /** Why no key can take a call of `model`: every key resting for it (429, until the first wakes) or out. */
+  function noKey (model: string): UpstreamError {
+    const wakes = slots.flatMap(slot => slot.state === 'out' ? [] : [slot.restUntil.get(model) ?? 0])
+    if (wakes.length > 0) {
+      return new UpstreamError('http_status', 'Every Gemini key is out of quota; retry later', { status: 429, retryAfterMs: Math.max(0, Math.min(...wakes) - now()) })
     }
     return new UpstreamError('http_status', 'No Gemini key is accepted by Gemini', { status: 503, recoverable: false })
   }
 
-  /** Takes a key's failure out on it; true when another key can serve at once. */
-  function blame (slot: Slot, verdict: 'rest' | 'out', status: number, retryAfterMs: number | undefined): boolean {
+  /** Takes a key's failure out on it; true when another key serves `model` at once. */
+  function blame (slot: Slot, model: string, verdict: 'rest' | 'out', status: number, retryAfterMs: number | undefined): boolean {
     if (verdict === 'rest') {
       const restMs = retryAfterMs ?? defaultRestMs
-      slot.restUntil = now() + restMs
+      slot.restUntil.set(model, now() + restMs)
       setState(slot, 'resting', { status, restMs })
     } else {
       setState(slot, 'out', { status })
     }
-    return slots.some(other => other.state === 'serving' || (other.state === 'resting' && other.restUntil <= now()))
+    const at = now()
+    return slots.some(other => serves(other, model, at))
   }
 
   /**
    * A call on one key. A failure of the key itself becomes one the relay retries at once on the next key (its attempts
    * stay bounded by the relay's), or, with no key left, the one that says so.
    */
-  async function onKey<T> (call: (client: GeminiClient) => Promise<T>): Promise<T> {
-    const slot = pick()
-    if (slot === undefined) throw noKey()
+  async function onKey<T> (model: string, call: (client: GeminiClient) => Promise<T>): Promise<T> {
+    const slot = pick(model)
+    if (slot === undefined) throw noKey(model)
     try {
       return await call(slot.client)
     } catch (error) {
@@ -118,7 +130,7 @@ export function createKeyPool (keys: readonly PooledKey[], options: KeyPoolOptio
       failedKeys.set(error, slot.name)
       const verdict = error.code === 'http_status' ? keyVerdict(error.status ?? 0, error.googleError) : undefined
       if (verdict === undefined) throw error
-      if (!blame(slot, verdict, error.status ?? 0, error.retryAfterMs)) throw verdict === 'rest' ? error : noKey()
+      if (!blame(slot, model, verdict, error.status ?? 0, error.retryAfterMs)) throw verdict === 'rest' ? error : noKey(model)
       const moved = new UpstreamError('http_status', error.message, { status: error.status, retryAfterMs: 0, googleError: error.googleError, retryable: true, cause: error })
       failedKeys.set(moved, slot.name)
       throw moved
@@ -128,8 +140,9 @@ export function createKeyPool (keys: readonly PooledKey[], options: KeyPoolOptio
   /** A forwarded call answers any status: one of a key's own is tried again at once on the next key, while there is one. */
   async function forwardOnKeys (call: Parameters<NonNullable<GeminiClient['forward']>>[0], signal: AbortSignal): Promise<ForwardedAnswer> {
     let answer: ForwardedAnswer | undefined
+    const model = /^models\/([^:/]+)/.exec(call.path)?.[1] ?? ''
     for (let tried = 0; tried < slots.length; tried++) {
-      const slot = pick()
+      const slot = pick(model)
       if (slot === undefined) break
       const forward = slot.client.forward
       if (forward === undefined) throw new UpstreamError('invalid_request', 'This Gemini client cannot forward requests')
@@ -137,19 +150,19 @@ export function createKeyPool (keys: readonly PooledKey[], options: KeyPoolOptio
       const body = answer.status >= 400 ? googleErrorOf(answer.body) : undefined
       const verdict = body === undefined && answer.status < 400 ? undefined : keyVerdict(answer.status, body)
       if (verdict === undefined) return answer
-      if (!blame(slot, verdict, answer.status, retryDelayOf(body))) break
+      if (!blame(slot, model, verdict, answer.status, retryDelayOf(body))) break
     }
     if (answer !== undefined) return answer
-    throw noKey()
+    throw noKey(model)
   }
 
   const first = keys[0]!.client
   return {
     states: () => slots.map(({ name, position, state }) => ({ name, position, state })),
-    streamGenerate: async (request, signal) => await onKey(async client => await client.streamGenerate(request, signal)),
-    countTokens: async (model, contents, signal) => await onKey(async client => await client.countTokens(model, contents, signal)),
-    ...(first.listModels === undefined ? {} : { listModels: async (signal: AbortSignal) => await onKey(async client => await client.listModels!(signal)) }),
-    ...(first.getModel === undefined ? {} : { getModel: async (name: string, signal: AbortSignal) => await onKey(async client => await client.getModel!(name, signal)) }),
+    streamGenerate: async (request, signal) => await onKey(modelOf(request.model), async client => await client.streamGenerate(request, signal)),
+    countTokens: async (model, contents, signal) => await onKey(modelOf(model), async client => await client.countTokens(model, contents, signal)),
+    ...(first.listModels === undefined ? {} : { listModels: async (signal: AbortSignal) => await onKey('', async client => await client.listModels!(signal)) }),
+    ...(first.getModel === undefined ? {} : { getModel: async (name: string, signal: AbortSignal) => await onKey('', async client => await client.getModel!(name, signal)) }),
     ...(first.forward === undefined ? {} : { forward: forwardOnKeys })
   }
 }

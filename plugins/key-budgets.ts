@@ -239,6 +239,7 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
         return {
           chunkSent: recorder.chunkSent,
           upstreamError: recorder.upstreamError,
+          fellBack: recorder.fellBack,
           end (outcome, usage) {
             recorder.end(outcome, usage)
             if (ended) return

@@ -67,6 +67,8 @@ export interface StreamRecorder {
   /** A failed upstream call of this stream (a retried one included), by HTTP status or failure kind, and pooled key. */
   upstreamError: (label: string, key?: string | undefined) => void
   end: (outcome: StreamOutcome, usage?: ReportedUsage) => void
+  /** The stream's call moved from one model to its fallback (MODEL_FALLBACKS). */
+  fellBack: (from: string, to: string) => void
 }
 
 export interface GatewayMetrics {
@@ -183,6 +185,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
     return series
   }
   const cost: Counter | undefined = prices === undefined ? undefined : new promClient.Counter({ name: 'amrikyy_cost_usd_total', help: 'US dollars the streams of each key cost, at the price table\'s prices (MODEL_PRICES); a model without a price is not counted', labelNames: ['key', 'model'], registers })
+  const fallbacks: Counter = new promClient.Counter({ name: 'amrikyy_model_fallbacks_total', help: 'Calls moved to a fallback model (MODEL_FALLBACKS) before their first chunk, by the model that failed and the one tried next', labelNames: ['from', 'to'], registers })
   const upstreamKeys = options.upstreamKeys ?? []
   const pooled = upstreamKeys.length > 1
   const upstreamErrors: Counter = new promClient.Counter({ name: 'amrikyy_upstream_errors_total', help: `Failed Gemini calls, by HTTP status or failure kind${pooled ? ', and the pooled key that failed' : ''}`, labelNames: pooled ? ['status', 'key'] : ['status'], registers })
@@ -220,6 +223,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
           }
         },
         upstreamError (label, key) { countUpstreamError(label, key) },
+        fellBack (from, to) { fallbacks.labels(models.value(from), models.value(to)).inc() },
         end (outcome, usage) {
           if (ended) return
           ended = true

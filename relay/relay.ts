@@ -21,6 +21,12 @@ export interface RelayContext {
   lifecycle: GatewayLifecycle
   log: FastifyBaseLogger
   settings: RelaySettings
+  /** Whether the caller may be answered by a model (its key's `models`, the allow-list); default: any. */
+  allowsModel?: ((id: string) => boolean) | undefined
+}
+
+function modelIdOf (name: string): string {
+  return name.startsWith('models/') ? name.slice('models/'.length) : name
 }
 
 type Stop =
@@ -73,7 +79,7 @@ export class StreamRelay {
   constructor (
     private readonly context: RelayContext,
     private readonly reply: FastifyReply,
-    private readonly generation: GenerationRequest,
+    private generation: GenerationRequest,
     private readonly format: WireFormat
   ) {
     this.writer = new ClientWriter(reply, {
@@ -148,6 +154,26 @@ export class StreamRelay {
     this.finishReason = undefined
     this.blockReason = undefined
     this.blockedCategories = undefined
+  }
+
+  /**
+   * Moves the call to its model's fallback (MODEL_FALLBACKS) at once, when nothing reached the client, the failure
+   * is one another model may not share (quota, overload, a server or transport failure; never a request error),
+   * the request did not opt out and the attempts allow one more. A forwarded call stays on the model its caller
+   * named.
+   */
+  private fallBack (error: UpstreamError, attempt: number): boolean {
+    const { settings, log } = this.context
+    const next = settings.fallbacks.get(modelIdOf(this.generation.model))
+    if (next === undefined || this.answerStarted || attempt >= settings.retry.attempts) return false
+    if (this.context.allowsModel?.(next) === false) return false
+    if (this.generation.options?.fallback === false || this.generation.forwarded !== undefined) return false
+    const worthy = error.code === 'network' || error.code === 'timeout' || (error.code === 'http_status' && ((error.status ?? 0) === 429 || (error.status ?? 0) >= 500))
+    if (!worthy) return false
+    log.info({ attempt, from: modelIdOf(this.generation.model), to: next, upstreamStatus: error.status ?? error.code }, 'falling back to another model')
+    this.context.recorder.fellBack(modelIdOf(this.generation.model), next)
+    this.generation = { ...this.generation, model: next }
+    return true
   }
 
   /** Waits before another try when the error and the policy allow one; false when they do not. */
@@ -234,6 +260,12 @@ export class StreamRelay {
         }
         if (caught.code === 'out_of_descriptors') log.error({ err: caught }, 'the process is out of file descriptors: raise its limit or lower MAX_CONNECTIONS')
         else recorder.upstreamError(caught.metricLabel, keyOfFailure(caught))
+        if (this.fallBack(caught, attempt)) {
+          attempt++
+          iterator = undefined
+          this.resetAnswer()
+          continue
+        }
         if (await this.backOff(caught, attempt)) {
           attempt++
           iterator = undefined

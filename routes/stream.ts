@@ -98,7 +98,8 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     const asked = withOutputCap({ model, prompt, system, history, attachments, options: generation }, caller?.policy.maxOutputTokens)
     const admission = await budgets?.admit(request, reply, model, () => ({ promptTokens: promptEstimate(asked), maxOutputTokens: asked.options?.maxOutputTokens }))
     const recorder = metrics.beginStream({ agent, model, key: caller?.id })
-    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings }
+    const allowsModel = (id: string): boolean => (models?.allows(id) ?? true) && (caller?.allowsModel(id) ?? true)
+    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings, allowsModel }
     const format = isConversation(request.body) ? conversationSse : contractSse
     return await new StreamRelay(context, reply, asked, format).run()
   })

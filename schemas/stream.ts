@@ -43,8 +43,9 @@ export const GenerationOptions = Type.Object({
   safetySettings: Type.Optional(Type.Array(Type.Object({
     category: HarmCategory,
     threshold: HarmBlockThreshold
-  }, { additionalProperties: false }), { maxItems: HarmCategory.anyOf.length }))
-}, { additionalProperties: false, description: 'Generation options, passed to Gemini as generationConfig' })
+  }, { additionalProperties: false }), { maxItems: HarmCategory.anyOf.length })),
+  fallback: Type.Optional(Type.Boolean({ description: 'The gateway\'s own, not Gemini\'s: false keeps the request on its model, never on a fallback of MODEL_FALLBACKS' }))
+}, { additionalProperties: false, description: 'Generation options, passed to Gemini as generationConfig (but `fallback`)' })
 
 /**
  * The MIME types Gemini documents for inline data (ai.google.dev/gemini-api/docs: image-understanding

@@ -4,7 +4,7 @@ import { DEFAULT_MODEL } from '../app.js'
 import { DEFAULT_MAX_CONNECTIONS } from '../plugins/connection-limit.js'
 import { createModelPolicy, isModelName, isModelPattern, modelId, type ModelsOptions } from '../plugins/models.js'
 import { DEFAULT_ADMIN_MAX, DEFAULT_MAX, DEFAULT_TIME_WINDOW, parseTimeWindow } from '../plugins/rate-limit.js'
-import { DEFAULT_RELAY_SETTINGS } from '../relay/settings.js'
+import { DEFAULT_RELAY_SETTINGS, fallbackMap } from '../relay/settings.js'
 import { ATTACHMENTS_MAX_BYTES_LIMIT, DEFAULT_ATTACHMENTS_MAX_BYTES } from '../schemas/stream.js'
 import { ConfigError } from './config-error.js'
 import { POLICY_COUNT_MAX, type KeyPolicy } from '../schemas/key-policy.js'
@@ -66,6 +66,8 @@ export const EnvSchema = Type.Object({
   /** Comma-separated agent names that always keep their metric label. */
   METRICS_AGENTS: Type.Optional(Type.String({ minLength: 1 })),
   UPSTREAM_RETRY_ATTEMPTS: Type.Integer({ minimum: 1, default: retry.attempts }),
+  /** Chains of fallback models, `a>b>c`, comma-separated: a call failing before its first chunk moves down its chain. */
+  MODEL_FALLBACKS: Type.Optional(Type.String({ minLength: 1 })),
   /** Characters of one upstream SSE event before the stream is refused as too large. */
   GEMINI_MAX_EVENT_CHARS: Type.Optional(Type.Integer({ minimum: 1 })),
   /** Characters of one whole answer before the stream is refused as too large. */
@@ -134,6 +136,11 @@ export function defaultKeyPolicyOf (env: Pick<Env, 'TOKEN_LIMIT_PER_MINUTE' | 'T
   }
 }
 
+/** MODEL_FALLBACKS's chains: `a>b>c,d>e` → [[a, b, c], [d, e]]. */
+export function fallbackChainsOf (value: string): string[][] {
+  return splitList(value).map(chain => chain.split('>').map(model => modelId(model.trim())))
+}
+
 /** The models plugin's options from ALLOWED_MODELS and MODEL_ALIASES (checked by loadEnv). */
 export function modelsOptionsOf (env: Pick<Env, 'ALLOWED_MODELS' | 'MODEL_ALIASES'>): ModelsOptions {
   return {
@@ -166,6 +173,10 @@ const RULES: Partial<Record<keyof Env, Rule>> = {
   ALLOWED_MODELS: {
     rule: 'must be comma-separated model names or * patterns, such as "gemini-2.5-*,gemini-2.0-flash"',
     accepts: value => accepted(() => allowedModelsOf(value))
+  },
+  MODEL_FALLBACKS: {
+    rule: 'must be comma-separated chains of two or more model ids joined by >, such as "gemini-2.5-pro>gemini-2.5-flash>gemini-2.5-flash-lite", each model with one fallback and no chain coming back to itself',
+    accepts: value => accepted(() => fallbackMap(fallbackChainsOf(value)))
   },
   MODEL_ALIASES: {
     rule: 'must be comma-separated name=target pairs of model names, each name once, such as "gemini-2.0-flash-exp=gemini-2.5-flash"',

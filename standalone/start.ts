@@ -14,7 +14,7 @@ import { createRestGeminiClient } from '../gemini/rest-client.js'
 import type { GeminiClientOptions } from '../gemini/types.js'
 import { UpstreamError } from '../gemini/upstream-error.js'
 import { createModelPolicy, type ModelsOptions } from '../plugins/models.js'
-import { defaultKeyPolicyOf, modelsOptionsOf, splitList, trustProxyOf, type Env } from './env.js'
+import { defaultKeyPolicyOf, fallbackChainsOf, modelsOptionsOf, splitList, trustProxyOf, type Env } from './env.js'
 import { chooseKeys } from './keys.js'
 import { loadPrices } from './prices.js'
 import type { PriceTable } from '../plugins/prices.js'
@@ -115,6 +115,7 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
       heartbeatMs: env.HEARTBEAT_INTERVAL_MS,
       timeouts: { firstChunkMs: env.STREAM_FIRST_CHUNK_TIMEOUT_MS, idleMs: env.STREAM_IDLE_TIMEOUT_MS, totalMs: env.STREAM_TOTAL_TIMEOUT_MS, clientStallMs: env.STREAM_CLIENT_STALL_TIMEOUT_MS },
       retry: { attempts: env.UPSTREAM_RETRY_ATTEMPTS },
+      ...(env.MODEL_FALLBACKS === undefined ? {} : { fallbacks: fallbackChainsOf(env.MODEL_FALLBACKS) }),
       maxAnswerChars: env.STREAM_MAX_ANSWER_CHARS
     },
     defaultKeyPolicy: defaultKeyPolicyOf(env),
