@@ -5,6 +5,7 @@
 import type { ForwardedAnswer, GeminiClient } from './types.js'
 import { retryDelayOf, UpstreamError } from './upstream-error.js'
 import { googleErrorOf, type GoogleErrorBody } from './upstream-text.js'
+import { isCircuitOpen } from './circuit-breaker.js'
 
 export type KeyState = 'serving' | 'resting' | 'out'
 
@@ -121,20 +122,30 @@ export function createKeyPool (keys: readonly PooledKey[], options: KeyPoolOptio
    * stay bounded by the relay's), or, with no key left, the one that says so.
    */
   async function onKey<T> (model: string, call: (client: GeminiClient) => Promise<T>): Promise<T> {
-    const slot = pick(model)
+    let slot = pick(model)
     if (slot === undefined) throw noKey(model)
-    try {
-      return await call(slot.client)
-    } catch (error) {
-      if (!(error instanceof UpstreamError)) throw error
-      failedKeys.set(error, slot.name)
-      const verdict = error.code === 'http_status' ? keyVerdict(error.status ?? 0, error.googleError) : undefined
-      if (verdict === undefined) throw error
-      if (!blame(slot, model, verdict, error.status ?? 0, error.retryAfterMs)) throw verdict === 'rest' ? error : noKey(model)
-      const moved = new UpstreamError('http_status', error.message, { status: error.status, retryAfterMs: 0, googleError: error.googleError, retryable: true, cause: error })
-      failedKeys.set(moved, slot.name)
-      throw moved
+    // A key whose circuit for the model is open answers at once without a call: the next key is asked straight away.
+    for (let tried = 1; ; tried++) {
+      try {
+        return await call(slot.client)
+      } catch (error) {
+        const other = isCircuitOpen(error) && tried < slots.length ? pick(model) : undefined
+        if (other === undefined || other === slot) throw onFailure(slot, model, error)
+        slot = other
+      }
     }
+  }
+
+  /** What a key's failure becomes: the same, or one the relay retries at once on the next key. */
+  function onFailure (slot: Slot, model: string, error: unknown): unknown {
+    if (!(error instanceof UpstreamError)) return error
+    failedKeys.set(error, slot.name)
+    const verdict = error.code === 'http_status' && !isCircuitOpen(error) ? keyVerdict(error.status ?? 0, error.googleError) : undefined
+    if (verdict === undefined) return error
+    if (!blame(slot, model, verdict, error.status ?? 0, error.retryAfterMs)) return verdict === 'rest' ? error : noKey(model)
+    const moved = new UpstreamError('http_status', error.message, { status: error.status, retryAfterMs: 0, googleError: error.googleError, retryable: true, cause: error })
+    failedKeys.set(moved, slot.name)
+    return moved
   }
 
   /** A forwarded call answers any status: one of a key's own is tried again at once on the next key, while there is one. */

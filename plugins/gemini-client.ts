@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { createRestGeminiClient } from '../gemini/rest-client.js'
 import { createKeyPool, type PooledKey } from '../gemini/key-pool.js'
+import { DEFAULT_BREAKER, withCircuitBreaker, type BreakerOptions } from '../gemini/circuit-breaker.js'
 import { provide } from './services.js'
 import type { GeminiClient, GeminiClientOptions } from '../gemini/types.js'
 // The metrics plugin declares the `metrics` service this plugin reports key states to, when it is there.
@@ -17,7 +18,11 @@ export type GeminiKeyOption = string | { name: string, key: string }
  * How the gateway reaches Gemini: options for one of its own clients, or a client of the host's own. With
  * `apiKeys` (two or more), calls are spread over them and a key Gemini refuses or rations is passed over.
  */
-export type GeminiPluginOptions = (GeminiClientOptions & { apiKeys?: readonly GeminiKeyOption[] | undefined }) | { client: GeminiClient }
+export type GeminiPluginOptions = (GeminiClientOptions & {
+  apiKeys?: readonly GeminiKeyOption[] | undefined
+  /** A circuit breaker per model and key; unset: none, every call goes to Gemini as before. */
+  breaker?: Partial<BreakerOptions> | undefined
+}) | { client: GeminiClient }
 
 /** The names of the pooled keys of these options, in order; empty for one key. */
 export function pooledKeyNames (options: GeminiPluginOptions): string[] {
@@ -34,6 +39,14 @@ function pooledClients (app: FastifyInstance, options: GeminiClientOptions & { a
     names.add(name)
     return { name, client: build({ ...options, apiKey: key }) }
   })
+}
+
+function breakerOptions (given: Partial<BreakerOptions>): BreakerOptions {
+  const options = { ...DEFAULT_BREAKER, ...given }
+  for (const name of ['failures', 'windowMs', 'coolDownMs', 'trials'] as const) {
+    if (!Number.isInteger(options[name]) || options[name] < 1) throw new Error(`gemini-client: option "breaker.${name}" must be a positive integer`)
+  }
+  return options
 }
 
 function keyValue (entry: GeminiKeyOption): string {
@@ -83,12 +96,28 @@ export default fp<GeminiPluginOptions>(async function geminiClientPlugin (app, o
     const { createSdkGeminiClient } = await import('../gemini/sdk-client.js')
     build = createSdkGeminiClient
   }
+  const metrics = app.amrikyy?.metrics
+  const breaker = options.breaker === undefined ? undefined : breakerOptions(options.breaker)
+  const unbroken = build
+  if (breaker !== undefined) {
+    // Each key's client gets its own breakers: an upstream is a model on a key.
+    let position = 0
+    build = clientOptions => {
+      position++
+      const key = pool === undefined ? '1' : pooledKeyNames(options)[position - 1] ?? String(position)
+      return withCircuitBreaker(unbroken(clientOptions), breaker, (model, state) => {
+        metrics?.circuitState(key, model, state)
+        const fields = { geminiKey: key, model, circuit: state }
+        if (state === 'open') app.log.warn({ ...fields, coolDownMs: breaker.coolDownMs }, 'circuit opened: Gemini is failing for this model; calls are answered at once')
+        else app.log.info(fields, state === 'half-open' ? 'circuit half-open: trial calls go to Gemini' : 'circuit closed: calls go to Gemini again')
+      })
+    }
+  }
   if (pool === undefined) {
     const only = options.apiKeys?.[0]
     provide(app, 'gemini', build(only === undefined ? options : { ...options, apiKey: keyValue(only) }))
     return
   }
-  const metrics = app.amrikyy?.metrics
   provide(app, 'gemini', createKeyPool(pooledClients(app, { ...options, apiKeys: pool }, build), {
     onStateChange ({ name, position }, state, why) {
       metrics?.upstreamKeyState(name, state)

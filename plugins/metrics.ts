@@ -77,6 +77,8 @@ export interface GatewayMetrics {
   upstreamError: (status: number | string, key?: string | undefined) => void
   /** A pooled Gemini key's state (GEMINI_API_KEYS), by its name or position. */
   upstreamKeyState: (key: string, state: 'serving' | 'resting' | 'out') => void
+  /** A circuit breaker's state, by Gemini key (name or position) and model. */
+  circuitState: (key: string, model: string, state: 'closed' | 'open' | 'half-open') => void
   rateLimited: () => void
   /** A stream of `key` refused by its token budget or concurrency limit (outcome `refused`). */
   keyRefused: (key: string) => void
@@ -192,6 +194,8 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const keyStates: Gauge | undefined = pooled ? new promClient.Gauge({ name: 'amrikyy_upstream_key_state', help: 'Each pooled Gemini key\'s state: 0 serving, 1 resting after a 429, 2 out (401, 403 or an invalid key)', labelNames: ['key'], registers }) : undefined
   for (const name of upstreamKeys) keyStates?.labels(name).set(0)
   const KEY_STATE_VALUES = { serving: 0, resting: 1, out: 2 }
+  const circuits: Gauge = new promClient.Gauge({ name: 'amrikyy_circuit_state', help: 'Each circuit breaker (CIRCUIT_BREAKER_FAILURES) by Gemini key and model: 0 closed, 1 open (calls answered at once), 2 half-open (trial calls)', labelNames: ['key', 'model'], registers })
+  const CIRCUIT_VALUES = { closed: 0, open: 1, 'half-open': 2 }
   const countUpstreamError = (status: string, key: string | undefined): void => {
     if (pooled) upstreamErrors.labels(status, key ?? 'none').inc()
     else upstreamErrors.labels(status).inc()
@@ -248,6 +252,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
     },
     upstreamError (status, key) { countUpstreamError(String(status), key) },
     upstreamKeyState (key, state) { keyStates?.labels(key).set(KEY_STATE_VALUES[state]) },
+    circuitState (key, model, state) { circuits.labels(key, models.value(modelId(model))).set(CIRCUIT_VALUES[state]) },
     rateLimited () { rateLimited.inc() },
     keyRefused (key) { seriesOf(keys.value(key)).requests.refused.inc() },
     geminiCall (method, status) { geminiCalls.labels(method, String(status)).inc() }

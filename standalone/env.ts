@@ -5,6 +5,7 @@ import { DEFAULT_MAX_CONNECTIONS } from '../plugins/connection-limit.js'
 import { createModelPolicy, isModelName, isModelPattern, modelId, type ModelsOptions } from '../plugins/models.js'
 import { DEFAULT_ADMIN_MAX, DEFAULT_MAX, DEFAULT_TIME_WINDOW, parseTimeWindow } from '../plugins/rate-limit.js'
 import { DEFAULT_RELAY_SETTINGS, fallbackMap } from '../relay/settings.js'
+import { DEFAULT_BREAKER } from '../gemini/circuit-breaker.js'
 import { ATTACHMENTS_MAX_BYTES_LIMIT, DEFAULT_ATTACHMENTS_MAX_BYTES } from '../schemas/stream.js'
 import { ConfigError } from './config-error.js'
 import { POLICY_COUNT_MAX, type KeyPolicy } from '../schemas/key-policy.js'
@@ -66,6 +67,11 @@ export const EnvSchema = Type.Object({
   /** Comma-separated agent names that always keep their metric label. */
   METRICS_AGENTS: Type.Optional(Type.String({ minLength: 1 })),
   UPSTREAM_RETRY_ATTEMPTS: Type.Integer({ minimum: 1, default: retry.attempts }),
+  /** Failures of one model on one key within CIRCUIT_BREAKER_WINDOW_MS that open its circuit; unset: no breaker. */
+  CIRCUIT_BREAKER_FAILURES: Type.Optional(Type.Integer({ minimum: 1 })),
+  CIRCUIT_BREAKER_WINDOW_MS: Type.Integer({ minimum: 1, default: DEFAULT_BREAKER.windowMs }),
+  CIRCUIT_BREAKER_COOLDOWN_MS: Type.Integer({ minimum: 1, default: DEFAULT_BREAKER.coolDownMs }),
+  CIRCUIT_BREAKER_TRIALS: Type.Integer({ minimum: 1, default: DEFAULT_BREAKER.trials }),
   /** Chains of fallback models, `a>b>c`, comma-separated: a call failing before its first chunk moves down its chain. */
   MODEL_FALLBACKS: Type.Optional(Type.String({ minLength: 1 })),
   /** Characters of one upstream SSE event before the stream is refused as too large. */

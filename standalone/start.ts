@@ -99,7 +99,14 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
     lifecycle,
     ...await chooseKeys(env),
     ...await pricesOf(env),
-    gemini: { ...upstream.gemini, client: env.GEMINI_CLIENT, maxEventChars: env.GEMINI_MAX_EVENT_CHARS },
+    gemini: {
+      ...upstream.gemini,
+      client: env.GEMINI_CLIENT,
+      maxEventChars: env.GEMINI_MAX_EVENT_CHARS,
+      ...(env.CIRCUIT_BREAKER_FAILURES === undefined
+        ? {}
+        : { breaker: { failures: env.CIRCUIT_BREAKER_FAILURES, windowMs: env.CIRCUIT_BREAKER_WINDOW_MS, coolDownMs: env.CIRCUIT_BREAKER_COOLDOWN_MS, trials: env.CIRCUIT_BREAKER_TRIALS } })
+    },
     defaultModel: env.DEFAULT_MODEL,
     models: modelsOptionsOf(env),
     attachmentsMaxBytes: env.ATTACHMENTS_MAX_BYTES,
