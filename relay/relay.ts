@@ -73,6 +73,12 @@ export class StreamRelay {
   private idleTimer: NodeJS.Timeout | undefined
   private firstChunkTimer: NodeJS.Timeout | undefined
   private waitedMs = 0
+  /** The try under way, from 1; retries, key moves and fallbacks each take one. */
+  private attempt = 1
+  /** Set while an attempt can be given up alone, for its model's fallback (see attemptSignal). */
+  private attemptAbort: AbortController | undefined
+  /** The first-chunk timeout gave up the attempt under way, rather than the stream. */
+  private attemptTimedOut = false
   /** While true the relay waits on the client, not on Gemini: the idle budget is not spent. */
   private awaitingClient = false
 
@@ -117,7 +123,16 @@ export class StreamRelay {
       return timer
     }
     after(totalMs, () => { this.stop({ kind: 'timeout', message: `Gemini did not finish the answer within ${seconds(totalMs)}` }) })
-    this.firstChunkTimer = after(firstChunkMs, () => { this.stop({ kind: 'timeout', message: `Gemini sent no answer within ${seconds(firstChunkMs)}` }) })
+    this.firstChunkTimer = after(firstChunkMs, () => {
+      // With a fallback to go to, only this attempt is given up: the call moves on to the next model.
+      if (this.attemptAbort !== undefined && !this.answerStarted && this.attempt < settings.retry.attempts) {
+        this.attemptTimedOut = true
+        this.attemptAbort.abort()
+        this.firstChunkTimer?.refresh()
+        return
+      }
+      this.stop({ kind: 'timeout', message: `Gemini sent no answer within ${seconds(firstChunkMs)}` })
+    })
     this.idleTimer = after(idleMs, () => {
       // Armed from the start but only meaningful once text or calls flow; before that the first-chunk timer
       // rules, and a thinking model may go quiet between its thought summaries and its answer.
@@ -164,16 +179,21 @@ export class StreamRelay {
    */
   private fallBack (error: UpstreamError, attempt: number): boolean {
     const { settings, log } = this.context
-    const next = settings.fallbacks.get(modelIdOf(this.generation.model))
+    const next = this.nextModel()
     if (next === undefined || this.answerStarted || attempt >= settings.retry.attempts) return false
-    if (this.context.allowsModel?.(next) === false) return false
-    if (this.generation.options?.fallback === false || this.generation.forwarded !== undefined) return false
     const worthy = error.code === 'network' || error.code === 'timeout' || (error.code === 'http_status' && ((error.status ?? 0) === 429 || (error.status ?? 0) >= 500))
     if (!worthy) return false
     log.info({ attempt, from: modelIdOf(this.generation.model), to: next, upstreamStatus: error.status ?? error.code }, 'falling back to another model')
     this.context.recorder.fellBack(modelIdOf(this.generation.model), next)
     this.generation = { ...this.generation, model: next }
     return true
+  }
+
+  /** The model this request's call may fall back to, if any. */
+  private nextModel (): string | undefined {
+    const next = this.context.settings.fallbacks.get(modelIdOf(this.generation.model))
+    if (next === undefined || this.generation.options?.fallback === false || this.generation.forwarded !== undefined) return undefined
+    return this.context.allowsModel?.(next) === false ? undefined : next
   }
 
   /** Waits before another try when the error and the policy allow one; false when they do not. */
@@ -204,14 +224,24 @@ export class StreamRelay {
     }
   }
 
+  /** The signal of one attempt: its own, when its model has a fallback the first-chunk timeout may move it to. */
+  private attemptSignal (): AbortSignal {
+    if (this.nextModel() === undefined) {
+      this.attemptAbort = undefined
+      return this.upstream.signal
+    }
+    this.attemptAbort = new AbortController()
+    return AbortSignal.any([this.upstream.signal, this.attemptAbort.signal])
+  }
+
   private async relay (): Promise<FastifyReply> {
     const { gemini, recorder, log, settings } = this.context
     let iterator: AsyncIterator<GenerationDelta> | undefined
-    let attempt = 1
     for (;;) {
+      const attempt = this.attempt
       try {
         if (iterator === undefined) {
-          const opened = await this.orStop(gemini.streamGenerate(this.generation, this.upstream.signal))
+          const opened = await this.orStop(gemini.streamGenerate(this.generation, this.attemptSignal()))
           if (opened === STOPPED) break
           iterator = opened
         }
@@ -252,8 +282,13 @@ export class StreamRelay {
         const draining = frame === undefined ? undefined : this.send(frame)
         if (draining !== undefined) await draining
         if (this.stopped !== undefined) break
-      } catch (caught) {
+      } catch (thrown) {
         if (this.stopped !== undefined) break
+        let caught = thrown
+        if (this.attemptTimedOut) {
+          this.attemptTimedOut = false
+          caught = new UpstreamError('timeout', `Gemini sent no answer within ${seconds(settings.timeouts.firstChunkMs)}`, { cause: thrown })
+        }
         if (!(caught instanceof UpstreamError)) {
           log.error({ err: caught, chunksSent: this.index }, 'stream failed on an unexpected error')
           return await this.fail({ kind: 'internal', message: refusals.internal().body.error, recoverable: false })
@@ -261,13 +296,13 @@ export class StreamRelay {
         if (caught.code === 'out_of_descriptors') log.error({ err: caught }, 'the process is out of file descriptors: raise its limit or lower MAX_CONNECTIONS')
         else recorder.upstreamError(caught.metricLabel, keyOfFailure(caught))
         if (this.fallBack(caught, attempt)) {
-          attempt++
+          this.attempt++
           iterator = undefined
           this.resetAnswer()
           continue
         }
         if (await this.backOff(caught, attempt)) {
-          attempt++
+          this.attempt++
           iterator = undefined
           this.resetAnswer()
           continue

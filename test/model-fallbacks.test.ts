@@ -3,7 +3,7 @@ import OpenAI from 'openai'
 import { sha256Hex } from '../plugins/auth.js'
 import { fallbackMap } from '../relay/settings.js'
 import { loadEnv } from '../standalone/env.js'
-import { parseEvents, postStream, startEmulator, startGateway, USER_KEY } from './support/gateway.js'
+import { parseEvents, postStream, startEmulator, startGateway, USER_KEY, waitUntil } from './support/gateway.js'
 
 const PACE = { chunkCount: 2, defaultMaxTokens: 6 }
 // A conversation request (it has a system instruction), whose completion event names the model that answered.
@@ -77,6 +77,27 @@ t.test('nothing falls back after a chunk, on a request error, for a request that
   })
   await passthrough.text()
   t.notOk(modelsCalled(emulator).includes('gemini-2.0-flash'), 'the Gemini passthrough stays on the model its caller named')
+})
+
+t.test('a model that sends nothing within the first-chunk timeout falls back; without a fallback the timeout ends the stream as before', async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startGateway(t, emulator, { stream: { fallbacks: [['gemini-2.5-pro', 'gemini-2.5-flash']], timeouts: { firstChunkMs: 300 } } })
+  emulator.addFault({ kind: 'stall-headers', ms: 10_000 }, { match: 'hello', times: 1 })
+  const started = performance.now()
+  const response = await postStream(url, ask('gemini-2.5-pro'))
+  t.equal(response.status, 200)
+  t.match(await lastEvent(response), { complete: true, model: 'gemini-2.5-flash' })
+  t.ok(performance.now() - started < 2000, `answered by the fallback soon after the timeout (${Math.round(performance.now() - started)} ms)`)
+  t.same(modelsCalled(emulator), ['gemini-2.5-pro', 'gemini-2.5-flash'])
+  await waitUntil(() => emulator.openStreams() === 0, 2000, 'the stalled call is aborted')
+  const metrics = await (await fetch(`${url}/api/metrics`)).text()
+  t.match(metrics, 'amrikyy_upstream_errors_total{status="timeout"} 1\n')
+
+  emulator.addFault({ kind: 'stall-headers', ms: 10_000 }, { match: 'hello', times: 1 })
+  const alone = await postStream(url, ask('gemini-2.0-flash'))
+  t.equal(alone.status, 500)
+  t.match(await alone.text(), /Gemini sent no answer within 0.3 s/)
+  t.same(modelsCalled(emulator).slice(2), ['gemini-2.0-flash'], 'a model without a fallback is not tried again')
 })
 
 t.test('retries and fallbacks share one bound on attempts', async t => {
