@@ -1,5 +1,4 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance } from 'fastify'
 import { createRestGeminiClient } from '../gemini/rest-client.js'
 import { createKeyPool, type PooledKey } from '../gemini/key-pool.js'
 import { DEFAULT_BREAKER, withCircuitBreaker, type BreakerOptions } from '../gemini/circuit-breaker.js'
@@ -30,7 +29,7 @@ export function pooledKeyNames (options: GeminiPluginOptions): string[] {
   return options.apiKeys.map((key, index) => typeof key === 'string' ? String(index + 1) : key.name)
 }
 
-function pooledClients (app: FastifyInstance, options: GeminiClientOptions & { apiKeys: readonly GeminiKeyOption[] }, build: (options: GeminiClientOptions) => GeminiClient): PooledKey[] {
+function pooledClients (options: GeminiClientOptions & { apiKeys: readonly GeminiKeyOption[] }, build: (options: GeminiClientOptions) => GeminiClient): PooledKey[] {
   const names = new Set<string>()
   return options.apiKeys.map((entry, index) => {
     const { name, key } = typeof entry === 'string' ? { name: String(index + 1), key: entry } : entry
@@ -118,7 +117,7 @@ export default fp<GeminiPluginOptions>(async function geminiClientPlugin (app, o
     provide(app, 'gemini', build(only === undefined ? options : { ...options, apiKey: keyValue(only) }))
     return
   }
-  provide(app, 'gemini', createKeyPool(pooledClients(app, { ...options, apiKeys: pool }, build), {
+  provide(app, 'gemini', createKeyPool(pooledClients({ ...options, apiKeys: pool }, build), {
     onStateChange ({ name, position }, state, why) {
       metrics?.upstreamKeyState(name, state)
       // The position and name only: a key's value never reaches a log.
