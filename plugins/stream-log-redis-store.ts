@@ -1,0 +1,92 @@
+import type { Redis } from 'ioredis'
+import type { LoggedEvent, StreamLogLimits, StreamLogStore, StreamOwner } from './stream-log-store.js'
+
+/** How long one blocking read waits for the next event before it looks again (and at the reader's signal). */
+const BLOCK_MS = 1000
+/** The field that marks a stream's last event. */
+const LAST = 'last'
+
+/**
+ * The logs in Redis Streams, which every instance reads: one stream key per answer (`{id}:events`, entry ids
+ * `0-<n>`, capped at `maxEvents`) and its owner (`{id}:owner`), both expiring `retentionMs` after the last write.
+ * A reader follows the live stream with XREAD BLOCK on a connection of its own, so that no other command waits.
+ */
+export class RedisStreamLogStore implements StreamLogStore {
+  constructor (
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly limits: StreamLogLimits
+  ) {}
+
+  private keysOf (streamId: string): { events: string, owner: string } {
+    const base = `${this.prefix}{${streamId}}:`
+    return { events: `${base}events`, owner: `${base}owner` }
+  }
+
+  async open (streamId: string, owner: StreamOwner): Promise<void> {
+    const { owner: ownerKey } = this.keysOf(streamId)
+    await this.redis.multi().hset(ownerKey, 'caller', owner.caller, 'requestId', owner.requestId).pexpire(ownerKey, this.limits.retentionMs).exec()
+  }
+
+  async append (streamId: string, event: LoggedEvent, last: boolean): Promise<void> {
+    const { events, owner } = this.keysOf(streamId)
+    const fields = last ? ['frame', event.frame, LAST, '1'] : ['frame', event.frame]
+    await this.redis.multi()
+      .xadd(events, 'MAXLEN', this.limits.maxEvents, `0-${event.n}`, ...fields)
+      .pexpire(events, this.limits.retentionMs)
+      .pexpire(owner, this.limits.retentionMs)
+      .exec()
+  }
+
+  async owner (streamId: string): Promise<StreamOwner | undefined> {
+    const stored = await this.redis.hgetall(this.keysOf(streamId).owner)
+    return typeof stored.caller === 'string' && typeof stored.requestId === 'string' ? { caller: stored.caller, requestId: stored.requestId } : undefined
+  }
+
+  async read (streamId: string, after: number, signal: AbortSignal): Promise<AsyncIterable<LoggedEvent> | undefined> {
+    const { events } = this.keysOf(streamId)
+    if (await this.owner(streamId) === undefined) return undefined
+    const first = await this.redis.xrange(events, '-', '+', 'COUNT', 1)
+    const firstN = first.length === 0 ? 1 : entryNumber(first[0]![0])
+    if (after + 1 < firstN) return undefined
+    const redis = this.redis
+    return {
+      [Symbol.asyncIterator]: async function * () {
+        let last = `0-${after}`
+        let follower: Redis | undefined
+        try {
+          while (!signal.aborted) {
+            // What is stored is read at once; only a reader that waits for live events needs a blocking connection.
+            const stored = await redis.xread('COUNT', 100, 'STREAMS', events, last)
+            follower ??= stored === null ? redis.duplicate() : undefined
+            const read = stored ?? await follower!.xread('COUNT', 100, 'BLOCK', BLOCK_MS, 'STREAMS', events, last)
+            for (const [, entries] of read ?? []) {
+              for (const [id, fields] of entries) {
+                last = id
+                const event = eventOf(id, fields)
+                if (event !== undefined) yield event
+                if (fields.includes(LAST)) return
+              }
+            }
+            // Nothing new: the stream may have ended before the reader came, or expired while followed.
+            if (read === null) {
+              const newest = await redis.xrevrange(events, '+', '-', 'COUNT', 1)
+              if (newest.length === 0 || newest[0]![1].includes(LAST)) return
+            }
+          }
+        } finally {
+          follower?.disconnect()
+        }
+      }
+    }
+  }
+}
+
+function entryNumber (id: string): number {
+  return Number(id.split('-')[1])
+}
+
+function eventOf (id: string, fields: string[]): LoggedEvent | undefined {
+  const at = fields.indexOf('frame')
+  return at === -1 ? undefined : { n: entryNumber(id), frame: fields[at + 1] ?? '' }
+}

@@ -1,0 +1,83 @@
+import t, { type Test } from 'tap'
+import { MemoryStreamLogStore, type LoggedEvent, type StreamLogLimits, type StreamLogStore } from '../plugins/stream-log-store.js'
+import { RedisStreamLogStore } from '../plugins/stream-log-redis-store.js'
+import { REDIS_SKIP, redisNamespace } from './support/redis.js'
+
+// The foundation of issue 19's resumable streams: the log that keeps a stream's events for a reader who comes back.
+const frame = (n: number): string => `data: {"chunk":"word${n} ","index":${n}}\n\n`
+const event = (n: number): LoggedEvent => ({ n, frame: frame(n) })
+const owner = { caller: 'search-team', requestId: 'req-1' }
+
+async function collect (events: AsyncIterable<LoggedEvent>): Promise<number[]> {
+  const seen: number[] = []
+  for await (const { n, frame: text } of events) {
+    if (text !== frame(n)) throw new Error(`event ${n} came back as ${text}`)
+    seen.push(n)
+  }
+  return seen
+}
+
+type Made = (limits: StreamLogLimits) => Promise<StreamLogStore>
+
+async function behavesAsALog (t: Test, make: Made): Promise<void> {
+  const store = await make({ retentionMs: 60_000, maxEvents: 100 })
+  await store.open('s1', owner)
+  t.same(await store.owner('s1'), owner)
+  t.equal(await store.owner('unknown'), undefined)
+  t.equal(await store.read('unknown', 0, new AbortController().signal), undefined, 'an unknown stream has nothing to read')
+  for (let n = 1; n <= 3; n++) await store.append('s1', event(n), false)
+  const reading = store.read('s1', 1, new AbortController().signal).then(async events => await collect(events!))
+  // The reader has the stored events and then waits on the live ones, until the last.
+  await new Promise(resolve => setTimeout(resolve, 50))
+  await store.append('s1', event(4), false)
+  await store.append('s1', event(5), true)
+  t.same(await reading, [2, 3, 4, 5], 'the events after the one given, stored and live, each once, in order')
+  t.same(await collect((await store.read('s1', 5, new AbortController().signal))!), [], 'after the last event, nothing')
+  t.same(await collect((await store.read('s1', 0, new AbortController().signal))!), [1, 2, 3, 4, 5], 'a finished stream replays to its end')
+
+  await store.open('s2', owner)
+  await store.append('s2', event(1), false)
+  const stop = new AbortController()
+  const waiting = store.read('s2', 1, stop.signal).then(async events => await collect(events!))
+  await new Promise(resolve => setTimeout(resolve, 50))
+  stop.abort()
+  t.same(await waiting, [], 'a reader that leaves stops waiting')
+}
+
+t.test('the memory log keeps, replays and follows a stream, within its retention and length', async t => {
+  await behavesAsALog(t, async limits => new MemoryStreamLogStore(limits))
+  const short = new MemoryStreamLogStore({ retentionMs: 100, maxEvents: 3 })
+  await short.open('s', owner)
+  for (let n = 1; n <= 5; n++) await short.append('s', event(n), n === 5)
+  t.equal(await short.read('s', 0, new AbortController().signal), undefined, 'the oldest events are gone past maxEvents, so a resume from before them is refused')
+  t.same(await collect((await short.read('s', 2, new AbortController().signal))!), [3, 4, 5])
+  await new Promise(resolve => setTimeout(resolve, 150))
+  t.equal(await short.owner('s'), undefined, 'gone after the retention')
+})
+
+t.test('the Redis log does the same in Redis Streams, bounded in length and expiring', { skip: REDIS_SKIP }, async t => {
+  const { redis, nameSpace, keys } = await redisNamespace(t, 'stream-log')
+  await behavesAsALog(t, async limits => new RedisStreamLogStore(redis, nameSpace, limits))
+
+  const short = new RedisStreamLogStore(redis, nameSpace, { retentionMs: 300, maxEvents: 3 })
+  await short.open('s', owner)
+  for (let n = 1; n <= 50; n++) await short.append('s', event(n), n === 50)
+  const eventsKey = `${nameSpace}{s}:events`
+  t.equal(await redis.xlen(eventsKey), 3, 'XLEN stays at maxEvents')
+  // Chunks of a kilobyte, as a long answer's are: memory follows what is kept, not what was written.
+  const kilobyte = (n: number): LoggedEvent => ({ n, frame: `data: ${'x'.repeat(1024)}\n\n` })
+  const [capped, whole] = await Promise.all([3, 1000].map(async maxEvents => {
+    const log = new RedisStreamLogStore(redis, nameSpace, { retentionMs: 300, maxEvents })
+    await log.open(`kb-${maxEvents}`, owner)
+    for (let n = 1; n <= 50; n++) await log.append(`kb-${maxEvents}`, kilobyte(n), n === 50)
+    return Number(await redis.memory('USAGE', `${nameSpace}{kb-${maxEvents}}:events`))
+  }))
+  t.ok(capped! < 3 * 1024 + 8192 && whole! > 50 * 1024, `MEMORY USAGE: 50 events of 1 KiB capped at 3 take ${capped} bytes, kept whole ${whole}`)
+  t.equal(await short.read('s', 10, new AbortController().signal), undefined)
+  t.same(await collect((await short.read('s', 47, new AbortController().signal))!), [48, 49, 50])
+  const ttl = await redis.pttl(eventsKey)
+  t.ok(ttl > 0 && ttl <= 300, `the events expire with the retention (${ttl} ms)`)
+  await new Promise(resolve => setTimeout(resolve, 350))
+  t.equal(await short.owner('s'), undefined)
+  t.notOk((await keys()).some(key => key.includes('{s}')), 'nothing of it is left in Redis')
+})
