@@ -226,6 +226,7 @@ export class StreamRelay {
 
   /** The signal of one attempt: its own, when its model has a fallback the first-chunk timeout may move it to. */
   private attemptSignal (): AbortSignal {
+    this.attemptTimedOut = false
     if (this.nextModel() === undefined) {
       this.attemptAbort = undefined
       return this.upstream.signal
