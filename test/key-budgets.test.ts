@@ -232,3 +232,23 @@ t.test('with Redis, concurrency slots are shared, and an instance that dies give
   t.ok(Date.now() - cutAt >= leaseMs / 3, 'and not before the lease could have run out')
   held!.disconnect()
 })
+
+t.test('with Redis unreachable the rate limiter\'s failure policy applies to the budgets: closed answers 503, open streams uncounted', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 2, defaultMaxTokens: 8 })
+  const keyEntries = [entry('team', { tokensPerMinute: 1000 })]
+  // Port 1 refuses every connection at once: a Redis that is down.
+  const down = 'redis://127.0.0.1:1'
+  const closed = await startGateway(t, emulator, { keyEntries, rateLimit: false, budgets: { redis: down, onRedisError: 'closed' } })
+  const refused = await postStream(closed.url, { prompt: 'hello' }, { 'x-api-key': key('team') })
+  t.equal(refused.status, 503)
+  t.equal(await refused.text(), '{"error":"Service Unavailable","message":"Token budgets are unavailable; try again later."}')
+  t.equal(emulator.requests.length, 0, 'failing closed, nothing reaches Gemini')
+  t.match(await (await fetch(`${closed.url}/api/metrics`)).text(), /amrikyy_key_budget_store_errors_total [1-9]/)
+
+  const open = await startGateway(t, emulator, { keyEntries, rateLimit: false, budgets: { redis: down, onRedisError: 'open' } })
+  const served = await postStream(open.url, { prompt: 'hello' }, { 'x-api-key': key('team') })
+  t.equal(served.status, 200, 'failing open, the stream runs uncounted')
+  t.equal(served.headers.get('x-ratelimit-limit-tokens'), null, 'with no books to tell, no budget headers')
+  await served.text()
+  t.equal(emulator.requests.length, 1)
+})
