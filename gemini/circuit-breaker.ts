@@ -5,6 +5,7 @@
 
 import type { GeminiClient } from './types.js'
 import { UpstreamError } from './upstream-error.js'
+import { modelId } from './model-id.js'
 
 export type CircuitState = 'closed' | 'open' | 'half-open'
 
@@ -39,10 +40,6 @@ export function isCircuitOpen (error: unknown): boolean {
 function counts (error: unknown): boolean {
   if (!(error instanceof UpstreamError) || isCircuitOpen(error)) return false
   return error.code === 'network' || error.code === 'timeout' || (error.code === 'http_status' && (error.status ?? 0) >= 500)
-}
-
-function modelOf (name: string): string {
-  return name.startsWith('models/') ? name.slice('models/'.length) : name
 }
 
 /**
@@ -111,7 +108,7 @@ export function withCircuitBreaker (client: GeminiClient, options: BreakerOption
   }
 
   async function through<T> (name: string, call: () => Promise<T>): Promise<T> {
-    const model = modelOf(name)
+    const model = modelId(name)
     const circuit = circuits.get(model)
     const trial = admit(model, circuit)
     try {

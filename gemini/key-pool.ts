@@ -6,6 +6,7 @@ import type { ForwardedAnswer, GeminiClient } from './types.js'
 import { retryDelayOf, UpstreamError } from './upstream-error.js'
 import { googleErrorOf, type GoogleErrorBody } from './upstream-text.js'
 import { isCircuitOpen } from './circuit-breaker.js'
+import { modelId } from './model-id.js'
 
 export type KeyState = 'serving' | 'resting' | 'out'
 
@@ -56,10 +57,6 @@ export function keyOfFailure (error: unknown): string | undefined {
 }
 
 const failedKeys = new WeakMap<UpstreamError, string>()
-
-function modelOf (name: string): string {
-  return name.startsWith('models/') ? name.slice('models/'.length) : name
-}
 
 export function createKeyPool (keys: readonly PooledKey[], options: KeyPoolOptions = {}): KeyPoolClient {
   if (keys.length === 0) throw new Error('key pool: no keys')
@@ -170,8 +167,8 @@ export function createKeyPool (keys: readonly PooledKey[], options: KeyPoolOptio
   const first = keys[0]!.client
   return {
     states: () => slots.map(({ name, position, state }) => ({ name, position, state })),
-    streamGenerate: async (request, signal) => await onKey(modelOf(request.model), async client => await client.streamGenerate(request, signal)),
-    countTokens: async (model, contents, signal) => await onKey(modelOf(model), async client => await client.countTokens(model, contents, signal)),
+    streamGenerate: async (request, signal) => await onKey(modelId(request.model), async client => await client.streamGenerate(request, signal)),
+    countTokens: async (model, contents, signal) => await onKey(modelId(model), async client => await client.countTokens(model, contents, signal)),
     ...(first.listModels === undefined ? {} : { listModels: async (signal: AbortSignal) => await onKey('', async client => await client.listModels!(signal)) }),
     ...(first.getModel === undefined ? {} : { getModel: async (name: string, signal: AbortSignal) => await onKey('', async client => await client.getModel!(name, signal)) }),
     ...(first.forward === undefined ? {} : { forward: forwardOnKeys })

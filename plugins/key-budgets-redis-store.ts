@@ -208,20 +208,23 @@ export class RedisBudgetStore implements BudgetStore {
     const [leases, reserved, minute, day] = this.keysOf(key, window)
     try {
       const now = this.now()
-      const [[, open], [, entries], [, chargedMinute], [, chargedDay], [, chargedCost]] = (await this.redis.multi()
-        .zcount(leases, `(${now}`, '+inf')
+      // Only live leases count: a dead instance's reservations stay in the hash until the next admission clears them.
+      const [[, live], [, entries], [, chargedMinute], [, chargedDay], [, chargedCost]] = (await this.redis.multi()
+        .zrangebyscore(leases, `(${now}`, '+inf')
         .hgetall(reserved)
         .get(minute)
         .get(day)
         .get(this.costKey(key, window))
-        .exec()) as Array<[Error | null, unknown]> as [[null, number], [null, Record<string, string>], [null, string | null], [null, string | null], [null, string | null]]
+        .exec()) as Array<[Error | null, unknown]> as [[null, string[]], [null, Record<string, string>], [null, string | null], [null, string | null], [null, string | null]]
       const books: BudgetBooks = {
         minute: { charged: Number(chargedMinute ?? 0), reserved: 0 },
         day: { charged: Number(chargedDay ?? 0), reserved: 0 },
         cost: { charged: Number(chargedCost ?? 0), reserved: 0 },
-        openStreams: open
+        openStreams: live.length
       }
-      for (const entry of Object.values(entries)) {
+      for (const leaseId of live) {
+        const entry = entries[leaseId]
+        if (entry === undefined) continue
         const [entryMinute, entryDay, tokens, micros] = entry.split(':').map(Number)
         if (entryMinute === window.minute) books.minute.reserved += tokens ?? 0
         if (entryDay === window.day) {

@@ -16,7 +16,7 @@ import { modelId } from './models.js'
 import type { StreamRecorder } from './metrics.js'
 import { need, provide } from './services.js'
 import { throttledWarn, type RedisErrorPolicy } from './rate-limit.js'
-import { connectRedis, isRedisClient } from './rate-limit-redis-store.js'
+import { isRedisOption, redisFor } from './rate-limit-redis-store.js'
 import { DAY_MS, DEFAULT_RETENTION_DAYS, HOUR_MS, MINUTE_MS, MemoryBudgetStore, windowAt, type AdmissionRefusal, type BudgetBooks, type BudgetStore, type BudgetWindow, type HourOfUsage } from './key-budgets-store.js'
 import { RedisBudgetStore } from './key-budgets-redis-store.js'
 import type { Prices } from './prices.js'
@@ -148,12 +148,22 @@ interface TokenBudget {
   resetMs: number
 }
 
+/** What a budget has left once `reserve` more is held. */
+function remainingOf (limit: number, spent: BudgetBooks['minute'], reserve = 0): number {
+  return Math.max(0, limit - spent.charged - spent.reserved - reserve)
+}
+
+/** A key's usdPerDay in the books' unit, millionths of a dollar. */
+function microsPerDayOf (policy: KeyPolicy): number | undefined {
+  return policy.usdPerDay === undefined ? undefined : Math.round(policy.usdPerDay * 1e6)
+}
+
 /** The key's token budgets after `reserve`; the one with the least room first, since it refuses first. */
 function tokenBudgets (policy: KeyPolicy, books: BudgetBooks, reserve: number, window: BudgetWindow, nowMs: number): TokenBudget[] {
   const budgets: TokenBudget[] = []
   const add = (name: TokenBudget['name'], limit: number | undefined, spent: BudgetBooks['minute'], endMs: number): void => {
     if (limit === undefined) return
-    budgets.push({ name, limit, remaining: Math.max(0, limit - spent.charged - spent.reserved - reserve), resetMs: endMs - nowMs })
+    budgets.push({ name, limit, remaining: remainingOf(limit, spent, reserve), resetMs: endMs - nowMs })
   }
   add('tokensPerMinute', policy.tokensPerMinute, books.minute, (window.minute + 1) * MINUTE_MS)
   add('tokensPerDay', policy.tokensPerDay, books.day, (window.day + 1) * DAY_MS)
@@ -163,7 +173,7 @@ function tokenBudgets (policy: KeyPolicy, books: BudgetBooks, reserve: number, w
 /** A budget of millionths of a dollar in dollars. */
 function dollars (micros: BudgetUsage): BudgetUsage {
   const usd = (value: number | null): number | null => value === null ? null : value / 1e6
-  return { ...micros, limit: usd(micros.limit), used: usd(micros.used) ?? 0, reserved: usd(micros.reserved) ?? 0, remaining: usd(micros.remaining) }
+  return { ...micros, limit: usd(micros.limit), used: micros.used / 1e6, reserved: micros.reserved / 1e6, remaining: usd(micros.remaining) }
 }
 
 function tokenHeaders (budget: TokenBudget | undefined): OutgoingHttpHeaders {
@@ -202,15 +212,8 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
   if (options.redis === undefined) {
     store = new MemoryBudgetStore(retentionDays * 24)
   } else {
-    let redis = options.redis
-    if (typeof redis === 'string') {
-      if (!/^rediss?:\/\//.test(redis)) throw new Error('key-budgets: option "redis" must be a redis:// or rediss:// URL or an ioredis client')
-      const owned = await connectRedis(redis, error => { warnFailure(error, `key budgets: Redis is unreachable; ${consequence}`) })
-      app.addHook('onClose', async () => { owned.disconnect() })
-      redis = owned
-    } else if (!isRedisClient(redis)) {
-      throw new Error('key-budgets: option "redis" must be a redis:// or rediss:// URL or an ioredis client')
-    }
+    if (!isRedisOption(options.redis)) throw new Error('key-budgets: option "redis" must be a redis:// or rediss:// URL or an ioredis client')
+    const redis = await redisFor(app, options.redis, error => { warnFailure(error, `key budgets: Redis is unreachable; ${consequence}`) })
     store = new RedisBudgetStore(redis, nameSpace, leaseMs, now, error => {
       storeErrors.inc()
       warnFailure(error, `key budgets: a stream could not be counted in Redis; ${consequence}`)
@@ -226,10 +229,10 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
   refresher.unref()
   app.addHook('onClose', async () => { clearInterval(refresher) })
 
-  /** An admission whose stream's end charges its tokens to `window` and gives up its lease, if it holds one. */
   /** Millionths of a dollar, the unit of the books: whole numbers, which Redis counts exactly. */
   const microsOf = (model: string, usage: Parameters<Prices['costOf']>[1]): number => Math.round((prices?.costOf(model, usage) ?? 0) * 1e6)
 
+  /** An admission whose stream's end charges its tokens to `window` and gives up its lease, if it holds one. */
   function charged (key: string, model: string, leaseId: string | undefined, window: BudgetWindow): Admission {
     const lease = leaseId ?? ''
     if (leaseId !== undefined) open.set(leaseId, key)
@@ -288,7 +291,7 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
         limit: limit ?? null,
         used: spent.charged,
         reserved: spent.reserved,
-        remaining: limit === undefined ? null : Math.max(0, limit - spent.charged - spent.reserved),
+        remaining: limit === undefined ? null : remainingOf(limit, spent),
         resetSeconds: Math.ceil((endMs - nowMs) / 1000)
       })
       return {
@@ -296,7 +299,7 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
         policy,
         tokensPerMinute: budget(policy.tokensPerMinute, books.minute, (window.minute + 1) * MINUTE_MS),
         tokensPerDay: budget(policy.tokensPerDay, books.day, (window.day + 1) * DAY_MS),
-        ...(prices === undefined ? {} : { usdPerDay: dollars(budget(policy.usdPerDay === undefined ? undefined : Math.round(policy.usdPerDay * 1e6), books.cost, (window.day + 1) * DAY_MS)) }),
+        ...(prices === undefined ? {} : { usdPerDay: dollars(budget(microsPerDayOf(policy), books.cost, (window.day + 1) * DAY_MS)) }),
         concurrentStreams: { limit: policy.maxConcurrentStreams ?? null, open: books.openStreams }
       }
     },
@@ -321,7 +324,7 @@ export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, optio
           tokensPerMinute: policy.tokensPerMinute,
           tokensPerDay: policy.tokensPerDay,
           maxConcurrentStreams: policy.maxConcurrentStreams,
-          microsPerDay: policy.usdPerDay === undefined ? undefined : Math.round(policy.usdPerDay * 1e6),
+          microsPerDay: microsPerDayOf(policy),
           reserve,
           reserveMicros: microsOf(model, { promptTokens, completionTokens: output }),
           window

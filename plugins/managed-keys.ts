@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis'
 import type { KeyPolicy } from '../schemas/key-policy.js'
 import { callerOf, keyCaller, sha256Hex, type Caller, type Role } from './auth.js'
 import { need, provide } from './services.js'
-import { connectRedis, isRedisClient } from './rate-limit-redis-store.js'
+import { isRedisOption, redisFor } from './rate-limit-redis-store.js'
 import { throttledWarn } from './rate-limit.js'
 
 export interface ManagedKeysOptions {
@@ -69,16 +69,8 @@ export default fp<ManagedKeysOptions>(async function managedKeysPlugin (app, opt
   const pollMs = options.pollMs ?? DEFAULT_POLL_MS
   if (!Number.isInteger(pollMs) || pollMs < 1) throw new Error('managed-keys: option "pollMs" must be a positive integer')
   const warn = throttledWarn(app.log, 5000)
-  let redis: Redis
-  if (typeof options.redis === 'string') {
-    const owned = await connectRedis(options.redis, error => { warn(error, 'managed keys: Redis is unreachable; the keys last read keep working') })
-    app.addHook('onClose', async () => { owned.disconnect() })
-    redis = owned
-  } else if (isRedisClient(options.redis)) {
-    redis = options.redis
-  } else {
-    throw new Error('managed-keys: option "redis" must be a redis:// or rediss:// URL or an ioredis client')
-  }
+  if (!isRedisOption(options.redis)) throw new Error('managed-keys: option "redis" must be a redis:// or rediss:// URL or an ioredis client')
+  const redis = await redisFor(app, options.redis, error => { warn(error, 'managed keys: Redis is unreachable; the keys last read keep working') })
   const entriesKey = `${nameSpace}entries`
   const versionKey = `${nameSpace}version`
   const lastUsedKey = `${nameSpace}last-used`

@@ -7,6 +7,9 @@ import type { ReportedUsage } from '../schemas/stream.js'
 import { refusals } from '../schemas/refusals.js'
 import { provide } from './services.js'
 import type { Prices } from './prices.js'
+import { modelId } from '../gemini/model-id.js'
+import type { KeyState } from '../gemini/key-pool.js'
+import type { CircuitState } from '../gemini/circuit-breaker.js'
 // The auth plugin declares `request.amrikyy`, which this plugin reads when auth ran.
 import type {} from './auth.js'
 
@@ -76,9 +79,9 @@ export interface GatewayMetrics {
   beginStream: (labels: StreamLabels) => StreamRecorder
   upstreamError: (status: number | string, key?: string | undefined) => void
   /** A pooled Gemini key's state (GEMINI_API_KEYS), by its name or position. */
-  upstreamKeyState: (key: string, state: 'serving' | 'resting' | 'out') => void
+  upstreamKeyState: (key: string, state: KeyState) => void
   /** A circuit breaker's state, by Gemini key (name or position) and model. */
-  circuitState: (key: string, model: string, state: 'closed' | 'open' | 'half-open') => void
+  circuitState: (key: string, model: string, state: CircuitState) => void
   rateLimited: () => void
   /** A stream of `key` refused by its token budget or concurrency limit (outcome `refused`). */
   keyRefused: (key: string) => void
@@ -118,10 +121,6 @@ export class AllowedLabel {
   value (raw: string): string {
     return this.allowed.has(raw) ? raw : 'other'
   }
-}
-
-function modelId (name: string): string {
-  return name.startsWith('models/') ? name.slice('models/'.length) : name
 }
 
 function stringList (name: string, value: readonly string[] | undefined, fallback: readonly string[]): readonly string[] {
@@ -193,9 +192,9 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const upstreamErrors: Counter = new promClient.Counter({ name: 'amrikyy_upstream_errors_total', help: `Failed Gemini calls, by HTTP status or failure kind${pooled ? ', and the pooled key that failed' : ''}`, labelNames: pooled ? ['status', 'key'] : ['status'], registers })
   const keyStates: Gauge | undefined = pooled ? new promClient.Gauge({ name: 'amrikyy_upstream_key_state', help: 'Each pooled Gemini key\'s state: 0 serving, 1 resting after a 429, 2 out (401, 403 or an invalid key)', labelNames: ['key'], registers }) : undefined
   for (const name of upstreamKeys) keyStates?.labels(name).set(0)
-  const KEY_STATE_VALUES = { serving: 0, resting: 1, out: 2 }
+  const KEY_STATE_VALUES: Record<KeyState, number> = { serving: 0, resting: 1, out: 2 }
   const circuits: Gauge = new promClient.Gauge({ name: 'amrikyy_circuit_state', help: 'Each circuit breaker (CIRCUIT_BREAKER_FAILURES) by Gemini key and model: 0 closed, 1 open (calls answered at once), 2 half-open (trial calls)', labelNames: ['key', 'model'], registers })
-  const CIRCUIT_VALUES = { closed: 0, open: 1, 'half-open': 2 }
+  const CIRCUIT_VALUES: Record<CircuitState, number> = { closed: 0, open: 1, 'half-open': 2 }
   const countUpstreamError = (status: string, key: string | undefined): void => {
     if (pooled) upstreamErrors.labels(status, key ?? 'none').inc()
     else upstreamErrors.labels(status).inc()

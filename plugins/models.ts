@@ -4,6 +4,7 @@
 import fp from 'fastify-plugin'
 import type { GeminiClient, ModelInfo } from '../gemini/types.js'
 import { UpstreamError } from '../gemini/upstream-error.js'
+import { modelId } from '../gemini/model-id.js'
 import { refusals, type Refusal } from '../schemas/refusals.js'
 import type { ListedModel } from '../schemas/models.js'
 import { need, provide } from './services.js'
@@ -41,6 +42,8 @@ export interface ModelPolicy {
 export interface GatewayModels extends ModelPolicy {
   /** As `resolve`, then the caller's own `models` policy, which can only narrow what the gateway allows. */
   resolveFor: (requested: string, caller: Caller | null) => ModelChoice
+  /** Whether a model id is on the allow-list and, for a caller, within its key's `models`. */
+  allowsFor: (caller: Caller | null) => (id: string) => boolean
   /** Gemini's models the caller may use, then the aliases; Gemini is asked at most once per TTL. */
   list: (signal: AbortSignal, caller?: Caller | null) => Promise<ListedModel[]>
 }
@@ -58,9 +61,7 @@ const LIST_FETCH_TIMEOUT_MS = 30_000
 const NAME_RE = /^(models\/)?[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$/
 const PATTERN_RE = /^(models\/)?[a-zA-Z0-9*][a-zA-Z0-9.*_-]{0,127}$/
 
-export function modelId (name: string): string {
-  return name.startsWith('models/') ? name.slice('models/'.length) : name
-}
+export { modelId }
 
 export function isModelName (name: string): boolean {
   return NAME_RE.test(name) && !name.includes('..')
@@ -186,6 +187,9 @@ export default fp<ModelsOptions>(async function modelsPlugin (app, options) {
   const fetchList = cachedModelList(need(app, 'gemini', 'amrikyy-gemini-client'), ttlMs, closing.signal)
   provide(app, 'models', {
     ...policy,
+    allowsFor (caller) {
+      return caller === null ? policy.allows : id => policy.allows(id) && caller.allowsModel(id)
+    },
     resolveFor (requested, caller) {
       const choice = policy.resolve(requested)
       if (choice.refusal !== undefined || caller === null || caller.allowsModel(modelId(choice.model))) return choice

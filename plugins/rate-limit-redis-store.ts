@@ -1,4 +1,5 @@
 import { once } from 'node:events'
+import type { FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
 
 export type RedisStoreCallback = (error: Error | null, result?: { current: number, ttl: number }) => void
@@ -53,6 +54,19 @@ export class RedisStore {
 /** Whether `value` can serve as the store's client: an ioredis client, which can define the increment command. */
 export function isRedisClient (value: unknown): value is Redis {
   return typeof value === 'object' && value !== null && typeof (value as Partial<Redis>).defineCommand === 'function'
+}
+
+/** Whether `value` is what the plugins take as their `redis` option: a redis:// or rediss:// URL, or an ioredis client. */
+export function isRedisOption (value: unknown): value is string | Redis {
+  return (typeof value === 'string' && /^rediss?:\/\//.test(value)) || isRedisClient(value)
+}
+
+/** A plugin's Redis client: the host's own, or one connected for a URL that the plugin owns and closes with the app. */
+export async function redisFor (app: FastifyInstance, redis: string | Redis, onError: (error: unknown) => void): Promise<Redis> {
+  if (typeof redis !== 'string') return redis
+  const owned = await connectRedis(redis, onError)
+  app.addHook('onClose', async () => { owned.disconnect() })
+  return owned
 }
 
 const CONNECT_TIMEOUT_MS = 2000

@@ -8,7 +8,7 @@ import { refusals } from '../schemas/refusals.js'
 import { callerOf } from './auth.js'
 import { need, provide } from './services.js'
 import { DEFAULT_MAX_ADDRESSES, MemoryStore } from './rate-limit-memory-store.js'
-import { RedisStore, connectRedis, isRedisClient } from './rate-limit-redis-store.js'
+import { RedisStore, isRedisOption, redisFor } from './rate-limit-redis-store.js'
 
 export type RedisErrorPolicy = 'open' | 'closed'
 
@@ -79,10 +79,7 @@ interface ResolvedOptions {
 
 function resolveOptions (options: RateLimitOptions): ResolvedOptions {
   const { redis, onRedisError = 'open', nameSpace = DEFAULT_NAMESPACE, now = Date.now } = options
-  if (redis !== undefined) {
-    const isUrl = typeof redis === 'string' && /^rediss?:\/\//.test(redis)
-    if (!isUrl && !isRedisClient(redis)) throw new Error('rate-limit: option "redis" must be a redis:// or rediss:// URL or an ioredis client')
-  }
+  if (redis !== undefined && !isRedisOption(redis)) throw new Error('rate-limit: option "redis" must be a redis:// or rediss:// URL or an ioredis client')
   if (onRedisError !== 'open' && onRedisError !== 'closed') throw new Error('rate-limit: option "onRedisError" must be "open" or "closed"')
   if (typeof nameSpace !== 'string' || nameSpace === '') throw new Error('rate-limit: option "nameSpace" must be a non-empty string')
   if (typeof now !== 'function') throw new Error('rate-limit: option "now" must be a function returning milliseconds')
@@ -156,13 +153,7 @@ export default fp<RateLimitOptions>(async function rateLimitPlugin (app, options
       constructor () { super(maxAddresses, () => { evictions.inc() }, now) }
     }
   } else {
-    let redis = settings.redis
-    if (typeof redis === 'string') {
-      const owned = await connectRedis(redis, error => { warnUnreachable(error, `rate limit: Redis is unreachable; ${consequence}`) })
-      app.addHook('onClose', async () => { owned.disconnect() })
-      redis = owned
-    }
-    const shared: Redis = redis
+    const shared = await redisFor(app, settings.redis, error => { warnUnreachable(error, `rate limit: Redis is unreachable; ${consequence}`) })
     const { nameSpace, onRedisError } = settings
     const failure = (error: unknown): Error => {
       storeErrors.inc()

@@ -4,6 +4,7 @@ import { tooLarge, UpstreamError } from '../gemini/upstream-error.js'
 import type { FunctionCall, GeminiClient, GenerationDelta, GenerationRequest } from '../gemini/types.js'
 import { countedContentsOf } from '../gemini/generation-config.js'
 import { keyOfFailure } from '../gemini/key-pool.js'
+import { modelId } from '../gemini/model-id.js'
 import type { GatewayLifecycle } from '../plugins/lifecycle.js'
 import type { StreamRecorder } from '../plugins/metrics.js'
 import type { ReportedUsage } from '../schemas/stream.js'
@@ -23,10 +24,6 @@ export interface RelayContext {
   settings: RelaySettings
   /** Whether the caller may be answered by a model (its key's `models`, the allow-list); default: any. */
   allowsModel?: ((id: string) => boolean) | undefined
-}
-
-function modelIdOf (name: string): string {
-  return name.startsWith('models/') ? name.slice('models/'.length) : name
 }
 
 type Stop =
@@ -183,15 +180,15 @@ export class StreamRelay {
     if (next === undefined || this.answerStarted || attempt >= settings.retry.attempts) return false
     const worthy = error.code === 'network' || error.code === 'timeout' || (error.code === 'http_status' && ((error.status ?? 0) === 429 || (error.status ?? 0) >= 500))
     if (!worthy) return false
-    log.info({ attempt, from: modelIdOf(this.generation.model), to: next, upstreamStatus: error.status ?? error.code }, 'falling back to another model')
-    this.context.recorder.fellBack(modelIdOf(this.generation.model), next)
+    log.info({ attempt, from: modelId(this.generation.model), to: next, upstreamStatus: error.status ?? error.code }, 'falling back to another model')
+    this.context.recorder.fellBack(modelId(this.generation.model), next)
     this.generation = { ...this.generation, model: next }
     return true
   }
 
   /** The model this request's call may fall back to, if any. */
   private nextModel (): string | undefined {
-    const next = this.context.settings.fallbacks.get(modelIdOf(this.generation.model))
+    const next = this.context.settings.fallbacks.get(modelId(this.generation.model))
     if (next === undefined || this.generation.options?.fallback === false || this.generation.forwarded !== undefined) return undefined
     return this.context.allowsModel?.(next) === false ? undefined : next
   }
@@ -239,7 +236,6 @@ export class StreamRelay {
     const { gemini, recorder, log, settings } = this.context
     let iterator: AsyncIterator<GenerationDelta> | undefined
     for (;;) {
-      const attempt = this.attempt
       try {
         if (iterator === undefined) {
           const opened = await this.orStop(gemini.streamGenerate(this.generation, this.attemptSignal()))
@@ -296,6 +292,7 @@ export class StreamRelay {
         }
         if (caught.code === 'out_of_descriptors') log.error({ err: caught }, 'the process is out of file descriptors: raise its limit or lower MAX_CONNECTIONS')
         else recorder.upstreamError(caught.metricLabel, keyOfFailure(caught))
+        const attempt = this.attempt
         if (this.fallBack(caught, attempt)) {
           this.attempt++
           iterator = undefined

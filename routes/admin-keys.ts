@@ -8,7 +8,7 @@ import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { POLICY_FIELDS, policyView, readPolicy, type KeyPolicy } from '../schemas/key-policy.js'
 import { refusals } from '../schemas/refusals.js'
-import type { Caller, Role } from '../plugins/auth.js'
+import { keyCaller, type Caller, type Role } from '../plugins/auth.js'
 import type { ManagedEntry } from '../plugins/managed-keys.js'
 import { DAY_MS, HOUR_MS } from '../plugins/key-budgets-store.js'
 import { need } from '../plugins/services.js'
@@ -142,7 +142,7 @@ const adminKeysRoute: FastifyPluginAsyncTypebox<AdminKeysOptions> = async (app, 
     refuseConfigured(name)
     const created = await store().create(name, role, policy)
     if (created === undefined) throw refusals.keyNameTaken(name)
-    const caller = { id: name, role, policy, allowsModel: () => true }
+    const caller = keyCaller(name, role, policy, auth.defaultPolicy)
     return await reply.code(201).send({ ...await viewOf(caller, created.entry, new Map()), key: created.key })
   })
 
@@ -150,7 +150,7 @@ const adminKeysRoute: FastifyPluginAsyncTypebox<AdminKeysOptions> = async (app, 
     const entries = managed === undefined ? [] : await managed.list()
     const lastUsed = managed === undefined ? new Map<string, number>() : await managed.lastUsed()
     const configured = [...auth.configured.values()].map(async caller => await viewOf(caller, undefined, lastUsed))
-    const own = entries.map(async entry => await viewOf({ id: entry.name, role: entry.role, policy: { ...auth.defaultPolicy, ...entry.policy }, allowsModel: () => true }, entry, lastUsed))
+    const own = entries.map(async entry => await viewOf(keyCaller(entry.name, entry.role, entry.policy, auth.defaultPolicy), entry, lastUsed))
     return { keys: await Promise.all([...configured, ...own]) }
   })
 
@@ -167,7 +167,7 @@ const adminKeysRoute: FastifyPluginAsyncTypebox<AdminKeysOptions> = async (app, 
     const updated = await store().update(name, { role: body.role as Role | undefined, policy })
     if (updated === undefined) throw refusals.keyNotFound(name)
     const lastUsed = await store().lastUsed()
-    return await viewOf({ id: name, role: updated.role, policy: { ...auth.defaultPolicy, ...updated.policy }, allowsModel: () => true }, updated, lastUsed)
+    return await viewOf(keyCaller(name, updated.role, updated.policy, auth.defaultPolicy), updated, lastUsed)
   })
 
   app.get('/admin/usage', {

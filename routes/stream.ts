@@ -98,8 +98,7 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     const asked = withOutputCap({ model, prompt, system, history, attachments, options: generation }, caller?.policy.maxOutputTokens)
     const admission = await budgets?.admit(request, reply, model, () => ({ promptTokens: promptEstimate(asked), maxOutputTokens: asked.options?.maxOutputTokens }))
     const recorder = metrics.beginStream({ agent, model, key: caller?.id })
-    const allowsModel = (id: string): boolean => (models?.allows(id) ?? true) && (caller?.allowsModel(id) ?? true)
-    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings, allowsModel }
+    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings, allowsModel: models?.allowsFor(caller) }
     const format = isConversation(request.body) ? conversationSse : contractSse
     return await new StreamRelay(context, reply, asked, format).run()
   })

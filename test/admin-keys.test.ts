@@ -55,6 +55,7 @@ t.test('the management API creates, lists, changes and revokes keys, and every i
     usage: { tokensThisMinute: 0, tokensToday: 0, openStreams: 0 },
     key: undefined
   })
+  t.ok(Math.abs(Date.parse(String(entry.created)) - Date.now()) < 60_000, `created is the time of creation (${String(entry.created)})`)
   const stored = JSON.stringify(await shared.redis.hgetall(`${shared.nameSpace}keys:entries`))
   t.notOk(stored.includes(entry.key), 'Redis holds only the key\'s hash')
   t.ok(stored.includes(sha256Hex(entry.key)))

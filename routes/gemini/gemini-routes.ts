@@ -240,7 +240,7 @@ async function geminiRoutes (app: FastifyInstance, options: GeminiRoutesOptions)
     const answer = await forwardWithin({ apiVersion, method: 'GET', path, query }, reply, label => { metrics.upstreamError(label) })
     const caller = callerOf(request)
     const narrowed = caller !== null && caller.policy.models !== undefined
-    const shown = path === 'models' && (models.configured || narrowed) ? listAllowed(answer, id => models.allows(id) && (caller?.allowsModel(id) ?? true)) : answer
+    const shown = path === 'models' && (models.configured || narrowed) ? listAllowed(answer, models.allowsFor(caller)) : answer
     return await reply.code(shown.status).header('content-type', shown.contentType ?? 'application/json; charset=UTF-8').send(shown.body)
   }
 

@@ -73,8 +73,7 @@ const openAIRoutes: FastifyPluginAsyncTypebox<OpenAIRoutesOptions> = async (app,
     const identity = newCompletionIdentity(model)
     const format = chat.stream ? chatCompletionSse(identity, chat.includeUsage) : chatCompletionWhole(identity)
     const recorder = metrics.beginStream({ api: 'openai', agent: chat.agent, model, key: caller?.id })
-    const allowsModel = (id: string): boolean => models.allows(id) && (caller?.allowsModel(id) ?? true)
-    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings, allowsModel }
+    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings, allowsModel: models.allowsFor(caller) }
     return await new StreamRelay(context, reply, generation, format).run()
   })
 
