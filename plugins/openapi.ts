@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import fastifySwagger from '@fastify/swagger'
 
 /** The public API: the stream, the models a caller may name in it, its usage, the OpenAI-compatible routes, the management API. */
-const PUBLIC_PATHS = ['/api/stream', '/api/models', '/api/usage', '/v1/chat/completions', '/v1/models', '/v1/models/:model', '/admin/keys', '/admin/keys/:name', '/admin/usage']
+const PUBLIC_PATHS = ['/api/stream', '/api/stream/:streamId', '/api/models', '/api/usage', '/v1/chat/completions', '/v1/models', '/v1/models/:model', '/admin/keys', '/admin/keys/:name', '/admin/usage']
 
 export interface OpenApiOptions {
   /** Where the JSON document is served. Default `/api/docs/json`. */

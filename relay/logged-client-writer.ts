@@ -77,9 +77,16 @@ export class LoggedClientWriter extends ClientWriter {
     this.watch = undefined
   }
 
+  /**
+   * Numbers a frame and keeps it. A frame of several events (OpenAI's role and first content, its finish and
+   * [DONE]) gets its id on its last event: a client cut inside the frame then resumes from the frame's start and
+   * sees its first events twice, rather than never seeing the rest.
+   */
   private keep (frame: string, last: boolean): string {
     this.n++
-    const numbered = `id: ${this.stream.streamId}:${this.n}\n${frame}`
+    const id = `id: ${this.stream.streamId}:${this.n}\n`
+    const lastEvent = frame.lastIndexOf('\n\n', frame.length - 3) + 2
+    const numbered = lastEvent === 1 ? id + frame : frame.slice(0, lastEvent) + id + frame.slice(lastEvent)
     // Not awaited: appends go out in order on one connection, and the client is never held up by the log.
     this.stream.store.append(this.stream.streamId, { n: this.n, frame: numbered }, last).catch(this.logged.onLogError)
     return numbered

@@ -5,7 +5,9 @@
 import { once } from 'node:events'
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import { Type } from 'typebox'
 import { refusals } from '../schemas/refusals.js'
+import { StreamResumeResponses } from '../schemas/stream.js'
 import { need } from '../plugins/services.js'
 import { callerOf } from '../plugins/auth.js'
 import type { StreamApi } from '../plugins/metrics.js'
@@ -56,7 +58,10 @@ const streamResumeRoute: FastifyPluginAsync<StreamResumeRouteOptions> = async (a
   app.get<{ Params: { streamId: string } }>('/api/stream/:streamId', {
     schema: {
       summary: 'Read on a resumable stream after a dropped connection, from the event after Last-Event-ID (or ?after=<n>)',
-      security: [{ apiKey: [] }]
+      security: [{ apiKey: [] }, { bearer: [] }],
+      params: Type.Object({ streamId: Type.String({ description: 'The X-Stream-Id of the stream\'s answer' }) }),
+      querystring: Type.Object({ after: Type.Optional(Type.String({ description: 'Read after this event number (Last-Event-ID wins when both are sent)' })) }),
+      response: StreamResumeResponses
     },
     config: { disableMetrics: true },
     // Bearer too: a stream started on the OpenAI-compatible route resumes here with the same key.

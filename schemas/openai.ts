@@ -77,7 +77,9 @@ export const ChatCompletionRequest = Type.Object({
   service_tier: Type.Optional(Nullable(Type.String())),
   prompt_cache_key: Type.Optional(Nullable(Type.String())),
   safety_identifier: Type.Optional(Nullable(Type.String())),
-  verbosity: Type.Optional(Nullable(Type.String()))
+  verbosity: Type.Optional(Nullable(Type.String())),
+  // The gateway's own: keep a streamed answer's events for a resume after a dropped connection (GET /api/stream/{id}).
+  resumable: Type.Optional(Nullable(Type.Boolean()))
 }, { additionalProperties: false })
 export type ChatCompletionRequest = Static<typeof ChatCompletionRequest>
 

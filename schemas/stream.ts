@@ -178,3 +178,17 @@ export const StreamResponses = {
   }, { description: 'Gemini failed before the first chunk, or refused the prompt', examples: [refusals.streamFailed('Resource has been exhausted (e.g. check quota).').body] }),
   503: refusalSchema('The gateway is draining for shutdown, or rate limiting is unavailable', refusals.shuttingDown())
 }
+
+export const StreamResumeResponses = {
+  200: {
+    description: 'The stream\'s events after the resume point, each after its `id: <streamId>:<n>` line, then the live ones until its completion or error event. Lines starting with `:` are heartbeats.',
+    content: { 'text/event-stream': { schema: Type.String() } }
+  },
+  400: refusalSchema('Last-Event-ID is not `<streamId>:<n>` of this stream, or `after` not a whole number', refusals.invalidResumePoint()),
+  401: refusalSchema('No X-API-Key header (or Bearer key)', refusals.missingKey()),
+  403: refusalSchema('Unknown API key', refusals.invalidKey()),
+  404: refusalSchema('No resumable stream with this id for this key: unknown, expired, or another key\'s', refusals.streamNotFound()),
+  410: refusalSchema('The events after the resume point are no longer kept (past RESUME_MAX_EVENTS)', refusals.streamEventsGone(0)),
+  429: refusalSchema('Rate limit exceeded; see Retry-After', refusals.tooManyRequests()),
+  503: refusalSchema('The gateway is draining for shutdown', refusals.shuttingDown())
+}

@@ -22,7 +22,7 @@ t.test('the OpenAPI document describes the request, the SSE answer and every err
   t.equal(response.statusCode, 200)
   const document = response.json<OpenApiDocument>()
   t.equal(document.openapi, '3.0.3')
-  t.same(Object.keys(document.paths).sort(), ['/api/models', '/api/stream', '/api/usage', '/v1/chat/completions', '/v1/models', '/v1/models/{model}'], 'only the public API; metrics and probes stay out')
+  t.same(Object.keys(document.paths).sort(), ['/api/models', '/api/stream', '/api/stream/{streamId}', '/api/usage', '/v1/chat/completions', '/v1/models', '/v1/models/{model}'], 'only the public API; metrics and probes stay out')
   const chat = document.paths['/v1/chat/completions']?.post
   t.same(chat?.security, [{ bearer: [] }, { apiKey: [] }], 'the OpenAI routes take a Bearer key or X-API-Key')
   t.same(Object.keys(chat?.responses ?? {}), ['200', '400', '401', '403', '404', '413', '415', '429', '500', '502', '503', '504'])
@@ -33,13 +33,17 @@ t.test('the OpenAPI document describes the request, the SSE answer and every err
   t.same(listing?.security, [{ apiKey: [] }])
   t.same(Object.keys(listing?.responses ?? {}), ['200', '401', '403', '429', '502', '503'])
   t.same(listing?.responses['502']?.content?.['application/json']?.example, { error: 'Failed to list models', message: 'Gemini answered with status 503' })
+  const resuming = document.paths['/api/stream/{streamId}']?.get
+  t.same(resuming?.security, [{ apiKey: [] }, { bearer: [] }])
+  t.same(Object.keys(resuming?.responses ?? {}), ['200', '400', '401', '403', '404', '410', '429', '503'])
+  t.same(resuming?.responses['404']?.content?.['application/json']?.example, { error: 'Not Found: no resumable stream with this id.' })
   const operation = document.paths['/api/stream']?.post
   t.same(operation?.security, [{ apiKey: [] }])
   t.same(document.components.securitySchemes.apiKey, { type: 'apiKey', in: 'header', name: 'X-API-Key' })
 
   const body = operation?.requestBody?.content['application/json']?.schema
   t.same(body?.required, ['prompt'])
-  t.same(Object.keys(body?.properties ?? {}).sort(), ['agent', 'attachments', 'history', 'model', 'options', 'prompt', 'system'])
+  t.same(Object.keys(body?.properties ?? {}).sort(), ['agent', 'attachments', 'history', 'model', 'options', 'prompt', 'resumable', 'system'])
   t.equal(body?.additionalProperties, false)
 
   const stream = operation?.responses['200']?.content?.['text/event-stream']?.schema

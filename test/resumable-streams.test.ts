@@ -1,8 +1,10 @@
 import t, { type Test } from 'tap'
+import { request as httpRequest } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
+import OpenAI from 'openai'
 import { Exposition } from '../scripts/shared/prometheus-text.js'
-import { ADMIN_KEY, USER_KEY, openStream, postStream, startEmulator, startGateway, within, type RunningGateway } from './support/gateway.js'
-import { REDIS_SKIP, redisNamespace } from './support/redis.js'
+import { ADMIN_KEY, USER_KEY, openStream, parseEvents, postStream, startEmulator, startGateway, within, type RunningGateway } from './support/gateway.js'
+import { REDIS_SKIP, redisNamespace, type RedisNamespace } from './support/redis.js'
 import { streamMetrics } from './support/prometheus.js'
 import type { GatewayOptions } from '../app.js'
 import type { GeminiEmulator } from '../emulator/server.js'
@@ -112,17 +114,17 @@ t.test('a finished stream replays from any event to its end; Last-Event-ID wins 
 })
 
 /** Two gateways on the same Redis namespace: what two instances behind a load balancer share. */
-async function twoInstances (t: Test, emulator: GeminiEmulator, resumable: GatewayOptions['resumable'] = {}): Promise<[RunningGateway, RunningGateway]> {
-  const { url, nameSpace } = await redisNamespace(t, 'resume')
-  const options = { resumable: { redis: url, nameSpace, ...resumable } }
-  return [await startGateway(t, emulator, options), await startGateway(t, emulator, options)]
+async function twoInstances (t: Test, emulator: GeminiEmulator, resumable: GatewayOptions['resumable'] = {}): Promise<[RunningGateway, RunningGateway, RedisNamespace]> {
+  const namespace = await redisNamespace(t, 'resume')
+  const options = { resumable: { redis: namespace.url, nameSpace: namespace.nameSpace, ...resumable } }
+  return [await startGateway(t, emulator, options), await startGateway(t, emulator, options), namespace]
 }
 
 t.test('a stream cut after three events resumes on the other instance: the joined bytes are the uninterrupted ones, generated once', { skip: REDIS_SKIP }, async t => {
   const emulator = await startEmulator(t, { chunkCount: 12, chunkDelayMs: 40 })
   const uninterrupted = await (await postStream((await startGateway(t, emulator)).url, { prompt })).text()
   emulator.requests.length = 0
-  const [first, second] = await twoInstances(t, emulator)
+  const [first, second, { redis, nameSpace, keys }] = await twoInstances(t, emulator)
 
   const stream = await openStream(first.url, { prompt, resumable: true })
   const streamId = String(stream.response.headers['x-stream-id'])
@@ -144,6 +146,15 @@ t.test('a stream cut after three events resumes on the other instance: the joine
 
   t.same(streamMetrics(await scrape(first)), { completed: 1, active: 0, upstreamErrors: {} }, 'the resumed stream counts as completed, once, and not cancelled')
   t.equal(resumesOf(await scrape(second)), 1)
+
+  // What a stream costs Redis for its retention: its events, about the bytes sent, and a small owner hash.
+  t.same(await keys(), [`${nameSpace}{${streamId}}:events`, `${nameSpace}{${streamId}}:owner`], 'one stream key and one owner hash; no reader left present')
+  const eventsBytes = Number(await redis.memory('USAGE', `${nameSpace}{${streamId}}:events`))
+  const ownerBytes = Number(await redis.memory('USAGE', `${nameSpace}{${streamId}}:owner`))
+  const sentBytes = Buffer.byteLength(joined)
+  t.ok(eventsBytes < sentBytes * 1.5 + 2048, `MEMORY USAGE: ${eventsBytes} bytes of events for ${sentBytes} bytes sent (${idsOf(joined).length} events), ${ownerBytes} for the owner`)
+  const ttl = await redis.pttl(`${nameSpace}{${streamId}}:events`)
+  t.ok(ttl > 0 && ttl <= 5 * 60_000, `kept for the retention (${ttl} ms left)`)
 })
 
 t.test('abandoned past the grace time: the upstream call is aborted and the stream counted cancelled; a late reader learns it', { skip: REDIS_SKIP }, async t => {
@@ -205,4 +216,48 @@ t.test('in memory (no Redis), a stream resumes on its own instance', async t => 
   const rest = await within(10_000, (await resume(gateway, streamId, { 'last-event-id': idsOf(stream.received()).at(-1)! })).text(), 'the resumed stream')
   t.equal(withoutIds(stream.received() + rest), uninterrupted)
   t.equal(emulator.requests.length, 2, 'one request for each stream, none for the resume')
+})
+
+t.test('the OpenAI-compatible route takes the same opt-in: the openai package streams as ever, and the stream resumes by id', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 10, chunkDelayMs: 20 })
+  const gateway = await startGateway(t, emulator)
+  const client = new OpenAI({ baseURL: `${gateway.url}/v1`, apiKey: USER_KEY, maxRetries: 0 })
+  // `resumable` is the gateway's own field; the openai package passes unknown body fields through.
+  const { data: stream, response } = await client.chat.completions.create({ model: 'gemini-2.5-flash', messages: [{ role: 'user', content: prompt }], stream: true, resumable: true } as OpenAI.ChatCompletionCreateParamsStreaming).withResponse()
+  const streamId = response.headers.get('x-stream-id') ?? ''
+  t.match(streamId, STREAM_ID)
+  let text = ''
+  for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ''
+  t.ok(text.length > 0)
+
+  const replay = await fetch(`${gateway.url}/api/stream/${streamId}`, { headers: { authorization: `Bearer ${USER_KEY}` } })
+  t.equal(replay.status, 200, 'a Bearer key resumes its own stream')
+  const body = await replay.text()
+  t.ok(body.endsWith('data: [DONE]\n\n'))
+  const replayed = parseEvents(withoutIds(body).replace('data: [DONE]\n\n', '')) as Array<{ choices: Array<{ delta: { content?: string } }> }>
+  t.equal(replayed.map(event => event.choices[0]?.delta.content ?? '').join(''), text, 'the replay holds the answer the openai package read')
+  t.equal(resumesOf(await scrape(gateway), 'openai'), 1, 'counted under api="openai"')
+
+  // Cut inside the stream, then read on: the bytes seen and the bytes resumed make the stream's whole replay.
+  const cut = await new Promise<{ seen: string, streamId: string }>((resolve, reject) => {
+    const payload = JSON.stringify({ model: 'gemini-2.5-flash', messages: [{ role: 'user', content: prompt }], stream: true, resumable: true })
+    const req = httpRequest(`${gateway.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${USER_KEY}` } }, res => {
+      let seen = ''
+      res.setEncoding('utf8')
+      res.on('data', (piece: string) => {
+        seen += piece
+        if ((seen.match(/"content":"[^"]/g) ?? []).length >= 3) {
+          req.destroy()
+          resolve({ seen, streamId: String(res.headers['x-stream-id']) })
+        }
+      })
+      res.on('error', () => {})
+    })
+    req.on('error', reject)
+    req.end(payload)
+  })
+  const rest = await within(10_000, (await fetch(`${gateway.url}/api/stream/${cut.streamId}`, { headers: { authorization: `Bearer ${USER_KEY}`, 'last-event-id': idsOf(cut.seen).at(-1)! } })).text(), 'the resumed OpenAI stream')
+  const whole = await (await fetch(`${gateway.url}/api/stream/${cut.streamId}`, { headers: { authorization: `Bearer ${USER_KEY}` } })).text()
+  t.equal(cut.seen + rest, whole, 'nothing missed or repeated')
+  t.ok(whole.startsWith('data: {"id":"chatcmpl-'), 'the first frame\'s id sits on its last event (role, then content)')
 })

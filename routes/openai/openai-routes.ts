@@ -20,6 +20,7 @@ import { BODY_LIMIT } from '../stream.js'
 import { chatConversationOf, generationOf } from './chat-request.js'
 import { chatCompletionSse, chatCompletionWhole, newCompletionIdentity } from './chat-format.js'
 import { modelNotFound, OpenAIError, openAIErrorHandler } from './errors.js'
+import type {} from '../../plugins/resumable-streams.js'
 
 export interface OpenAIRoutesOptions extends RelayOptions {
   defaultModel: string
@@ -45,6 +46,7 @@ const openAIRoutes: FastifyPluginAsyncTypebox<OpenAIRoutesOptions> = async (app,
   })
   const { auth: { identifyBearerCaller, refuseUnidentified }, gemini, metrics, lifecycle, models, budgets, rateLimitHooks, refuseWhileDraining } = apiServices(app, 'amrikyy-openai-routes')
 
+  const resumableStreams = app.amrikyy?.resumable
   const hooks = [identifyBearerCaller, ...rateLimitHooks, refuseUnidentified]
   const security: Array<Record<string, string[]>> = [{ bearer: [] }, { apiKey: [] }]
 
@@ -72,8 +74,10 @@ const openAIRoutes: FastifyPluginAsyncTypebox<OpenAIRoutesOptions> = async (app,
     const admission = await budgets?.admit(request, reply, model, () => ({ promptTokens: promptEstimate(generation), maxOutputTokens: generation.options?.maxOutputTokens }))
     const identity = newCompletionIdentity(model)
     const format = chat.stream ? chatCompletionSse(identity, chat.includeUsage) : chatCompletionWhole(identity)
+    // Only a streamed answer can be picked up again; a whole one is a single JSON body.
+    const resumable = chat.stream && caller !== null && resumableStreams?.wanted(request, request.body.resumable ?? undefined) === true ? await resumableStreams.begin(request, caller, 'openai') : undefined
     const recorder = metrics.beginStream({ api: 'openai', agent: chat.agent, model, key: caller?.id })
-    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings, allowsModel: models.allowsFor(caller) }
+    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings, allowsModel: models.allowsFor(caller), resumable }
     return await new StreamRelay(context, reply, generation, format).run()
   })
 
