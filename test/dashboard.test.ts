@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import t from 'tap'
 import { parse as parseYaml } from 'yaml'
-import { openStream, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
+import { USER_KEY, openStream, postStream, startEmulator, startGateway, waitUntil, within } from './support/gateway.js'
 import { Exposition } from './support/prometheus.js'
 import { Value } from 'typebox/value'
 import { EnvSchema, type Env } from '../standalone/env.js'
@@ -20,6 +20,8 @@ const REQUIRED_PANELS = [
   'Upstream errors by status',
   'Rate limited (429)',
   'Auth failures by reason',
+  // Issue 19.
+  'Resumed streams',
   // Issue 17: a row of its own, below the stream panels.
   'Spend per key',
   'Tokens per key',
@@ -90,9 +92,9 @@ function selectorsIn (expr: string): Array<{ name: string, matchers: string[] }>
     })))
 }
 
-/** The gateway's per-stream metrics, which carry the `api`, `agent` and `model` labels. */
+/** The gateway's per-stream metrics, which carry the `api`, `agent` and `model` labels (resumes carry `api` only). */
 function isStreamMetric (name: string): boolean {
-  return name.startsWith('amrikyy_stream_') || name === 'amrikyy_active_streams'
+  return (name.startsWith('amrikyy_stream_') && name !== 'amrikyy_stream_resumes_total') || name === 'amrikyy_active_streams'
 }
 
 /** The per-key metrics, which carry the `key` label and none of the stream labels. */
@@ -128,12 +130,16 @@ t.test('selectorsIn finds each selector of a metric and its matchers', async t =
 t.test('every metric the dashboard queries exists in a real scrape of the gateway', async t => {
   const dashboard = JSON.parse(await readText(DASHBOARD_FILE)) as Dashboard
   const emulator = await startEmulator(t, { chunkCount: 4, defaultMaxTokens: 12 })
-  // A budget of three: the fourth keyed request is refused, so the 429 panel has data too.
+  // A budget of five (a resume is a request too): the sixth keyed request is refused, so the 429 panel has data too.
   // A price table, so that the cost panel has data as a deployment with prices would.
-  const { url } = await startGateway(t, emulator, { rateLimit: { max: 3 }, prices: { 'gemini-*': { prompt: 0.3, completion: 2.5 } } })
+  const { url } = await startGateway(t, emulator, { rateLimit: { max: 5 }, prices: { 'gemini-*': { prompt: 0.3, completion: 2.5 } } })
 
   // One stream of each outcome, one refused key and one 429, so every family the dashboard reads has samples.
   t.match(await (await postStream(url, { prompt: 'completes', agent: 'dash' })).text(), /"complete":true/)
+  // A resumable stream read again: the resumes panel has data (its stream completes too).
+  const resumable = await postStream(url, { prompt: 'completes and is resumed', agent: 'dash', resumable: true })
+  t.match(await resumable.text(), /"complete":true/)
+  t.equal((await fetch(`${url}/api/stream/${resumable.headers.get('x-stream-id') ?? ''}`, { headers: { 'x-api-key': USER_KEY } })).status, 200)
   // Every attempt fails, however many times the gateway retries a 503.
   emulator.addFault({ kind: 'http-error', status: 503 }, { match: 'fails before the first chunk', times: Infinity })
   t.equal((await postStream(url, { prompt: 'fails before the first chunk', agent: 'dash' })).status, 500)
@@ -149,14 +155,15 @@ t.test('every metric the dashboard queries exists in a real scrape of the gatewa
   const scrape = await fetch(`${url}/api/metrics`)
   t.equal(scrape.status, 200)
   const exposition = new Exposition(await scrape.text())
-  t.equal(exposition.value('amrikyy_stream_sessions_completed_total'), 1)
+  t.equal(exposition.value('amrikyy_stream_sessions_completed_total'), 2)
+  t.equal(exposition.value('amrikyy_stream_resumes_total'), 1)
   t.equal(exposition.value('amrikyy_stream_sessions_failed_total'), 1)
   t.equal(exposition.value('amrikyy_stream_sessions_cancelled_total'), 1)
   t.equal(exposition.value('amrikyy_auth_failures_total'), 1)
   t.equal(exposition.value('amrikyy_rate_limited_total'), 1)
   t.equal(exposition.value('amrikyy_active_streams'), 0)
   // The keyed streams above, by the key's name: the per-key panels have data too.
-  for (const outcome of ['completed', 'failed', 'cancelled']) t.equal(exposition.value('amrikyy_key_requests_total', { outcome }), 1, `one ${outcome} stream per key`)
+  for (const [outcome, streams] of [['completed', 2], ['failed', 1], ['cancelled', 1]] as const) t.equal(exposition.value('amrikyy_key_requests_total', { outcome }), streams, `${streams} ${outcome} per key`)
 
   const queries = [
     ...dashboard.panels.flatMap(panel => (panel.targets ?? []).map(target => ({ where: `panel "${panel.title}"`, expr: target.expr ?? '' }))),
@@ -177,7 +184,7 @@ t.test('every metric the dashboard queries exists in a real scrape of the gatewa
       t.ok(exposition.samples.some(sample => sample.name === name && sample.labels[label] !== undefined), `variable $${variable.name}: ${name} has a ${label} label in the scrape`)
     }
   }
-  t.equal(exposition.value('amrikyy_stream_sessions_completed_total', { api: 'stream' }), 1, '/api/stream is the api the filter offers as "stream"')
+  t.equal(exposition.value('amrikyy_stream_sessions_completed_total', { api: 'stream' }), 2, '/api/stream is the api the filter offers as "stream"')
 })
 
 t.test('every stream query is filtered by the API, agent and model variables', async t => {
