@@ -16,6 +16,8 @@ import modelsPlugin, { createModelPolicy, labelledModels, type ModelsOptions } f
 import modelsRoute from './routes/models.js'
 import usageRoute from './routes/usage.js'
 import streamRoute from './routes/stream.js'
+import streamResumeRoute from './routes/stream-resume.js'
+import resumableStreamsPlugin, { type ResumableStreamsOptions } from './plugins/resumable-streams.js'
 import openAIRoutes from './routes/openai/openai-routes.js'
 import geminiRoutes from './routes/gemini/gemini-routes.js'
 import type { RelayOptions } from './relay/settings.js'
@@ -62,6 +64,11 @@ export interface GatewayOptions {
   attachmentsMaxBytes?: number
   /** Timeouts, heartbeats and upstream retries of each stream. */
   stream?: RelayOptions
+  /**
+   * Where the events of resumable streams (`"resumable": true`) are kept (`redis`, else process memory), for how long,
+   * and how long a stream whose client left waits for a reader; `byDefault` makes every stream resumable.
+   */
+  resumable?: ResumableStreamsOptions
   /** Pass one to drain the gateway's streams on shutdown (`lifecycle.drain(deadlineMs)`). */
   lifecycle?: GatewayLifecycle
 }
@@ -104,7 +111,9 @@ async function streamGateway (app: FastifyInstance, options: GatewayOptions): Pr
   await app.register(modelsPlugin, options.models ?? {})
   await app.register(modelsRoute)
   await app.register(usageRoute)
+  await app.register(resumableStreamsPlugin, options.resumable ?? {})
   await app.register(streamRoute, { ...options.stream, defaultModel, attachmentsMaxBytes: options.attachmentsMaxBytes })
+  await app.register(streamResumeRoute, { heartbeatMs: options.stream?.heartbeatMs })
   await app.register(openAIRoutes, { ...options.stream, defaultModel, attachmentsMaxBytes: options.attachmentsMaxBytes })
   await app.register(geminiRoutes, { ...options.stream, attachmentsMaxBytes: options.attachmentsMaxBytes })
 }

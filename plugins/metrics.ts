@@ -87,6 +87,8 @@ export interface GatewayMetrics {
   keyRefused: (key: string) => void
   /** One call of the Gemini passthrough, by method and the HTTP status it was answered with. */
   geminiCall: (method: GeminiMethod, status: number) => void
+  /** A reader picked up a resumable stream of `api` after a dropped connection. */
+  resumed: (api: StreamApi) => void
 }
 
 /** The Gemini passthrough's methods, each its own `method` label of amrikyy_gemini_calls_total. */
@@ -201,6 +203,7 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   }
   const rateLimited: Counter = new promClient.Counter({ name: 'amrikyy_rate_limited_total', help: 'Requests refused with 429', registers })
   const geminiCalls: Counter = new promClient.Counter({ name: 'amrikyy_gemini_calls_total', help: 'Calls of the Gemini passthrough (/gemini), by method and answer status; its streams are also counted by the stream metrics with api="gemini"', labelNames: ['method', 'status'], registers })
+  const resumes: Counter = new promClient.Counter({ name: 'amrikyy_stream_resumes_total', help: 'Resumable streams picked up again after a dropped connection (GET /api/stream/{streamId}), by the API that started them', labelNames: ['api'], registers })
   const authFailures: Counter = new promClient.Counter({ name: 'amrikyy_auth_failures_total', help: 'Requests refused for a missing, invalid, expired or disabled API key', labelNames: ['reason'], registers })
 
   const metrics: GatewayMetrics = {
@@ -254,7 +257,8 @@ export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
     circuitState (key, model, state) { circuits.labels(key, models.value(modelId(model))).set(CIRCUIT_VALUES[state]) },
     rateLimited () { rateLimited.inc() },
     keyRefused (key) { seriesOf(keys.value(key)).requests.refused.inc() },
-    geminiCall (method, status) { geminiCalls.labels(method, String(status)).inc() }
+    geminiCall (method, status) { geminiCalls.labels(method, String(status)).inc() },
+    resumed (api) { resumes.labels(api).inc() }
   }
   provide(app, 'metrics', metrics)
 

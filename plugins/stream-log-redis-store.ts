@@ -1,5 +1,6 @@
+import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
-import type { LoggedEvent, StreamLogLimits, StreamLogStore, StreamOwner } from './stream-log-store.js'
+import { PRESENCE_MS, PRESENCE_RENEW_MS, type LoggedEvent, type StreamLogLimits, type StreamLogStore, type StreamOwner } from './stream-log-store.js'
 
 /** How long one blocking read waits for the next event before it looks again (and at the reader's signal). */
 const BLOCK_MS = 1000
@@ -9,7 +10,8 @@ const LAST = 'last'
 /**
  * The logs in Redis Streams, which every instance reads: one stream key per answer (`{id}:events`, entry ids
  * `0-<n>`, capped at `maxEvents`) and its owner (`{id}:owner`), both expiring `retentionMs` after the last write.
- * A reader follows the live stream with XREAD BLOCK on a connection of its own, so that no other command waits.
+ * A reader follows the live stream with XREAD BLOCK on a connection of its own, so that no other command waits,
+ * and shows it is there with a field of its own in `{id}:readers`, a hash that expires unless some reader renews it.
  */
 export class RedisStreamLogStore implements StreamLogStore {
   constructor (
@@ -18,14 +20,14 @@ export class RedisStreamLogStore implements StreamLogStore {
     private readonly limits: StreamLogLimits
   ) {}
 
-  private keysOf (streamId: string): { events: string, owner: string } {
+  private keysOf (streamId: string): { events: string, owner: string, readers: string } {
     const base = `${this.prefix}{${streamId}}:`
-    return { events: `${base}events`, owner: `${base}owner` }
+    return { events: `${base}events`, owner: `${base}owner`, readers: `${base}readers` }
   }
 
   async open (streamId: string, owner: StreamOwner): Promise<void> {
     const { owner: ownerKey } = this.keysOf(streamId)
-    await this.redis.multi().hset(ownerKey, 'caller', owner.caller, 'requestId', owner.requestId).pexpire(ownerKey, this.limits.retentionMs).exec()
+    await this.redis.multi().hset(ownerKey, 'caller', owner.caller, 'requestId', owner.requestId, 'api', owner.api).pexpire(ownerKey, this.limits.retentionMs).exec()
   }
 
   async append (streamId: string, event: LoggedEvent, last: boolean): Promise<void> {
@@ -40,7 +42,27 @@ export class RedisStreamLogStore implements StreamLogStore {
 
   async owner (streamId: string): Promise<StreamOwner | undefined> {
     const stored = await this.redis.hgetall(this.keysOf(streamId).owner)
-    return typeof stored.caller === 'string' && typeof stored.requestId === 'string' ? { caller: stored.caller, requestId: stored.requestId } : undefined
+    return typeof stored.caller === 'string' && typeof stored.requestId === 'string'
+      ? { caller: stored.caller, requestId: stored.requestId, api: stored.api ?? 'stream' }
+      : undefined
+  }
+
+  attend (streamId: string): () => void {
+    const { readers } = this.keysOf(streamId)
+    const reader = randomUUID()
+    // A failed renewal is only a shorter presence: the producer's grace time covers it.
+    const renew = (): void => { this.redis.multi().hset(readers, reader, '1').pexpire(readers, PRESENCE_MS).exec().catch(() => {}) }
+    renew()
+    const renewing = setInterval(renew, PRESENCE_RENEW_MS)
+    renewing.unref()
+    return () => {
+      clearInterval(renewing)
+      this.redis.hdel(readers, reader).catch(() => {})
+    }
+  }
+
+  async attended (streamId: string): Promise<boolean> {
+    return await this.redis.exists(this.keysOf(streamId).readers) === 1
   }
 
   async read (streamId: string, after: number, signal: AbortSignal): Promise<AsyncIterable<LoggedEvent> | undefined> {
@@ -54,12 +76,18 @@ export class RedisStreamLogStore implements StreamLogStore {
       [Symbol.asyncIterator]: async function * () {
         let last = `0-${after}`
         let follower: Redis | undefined
+        // A reader that leaves must not wait out a blocking read: closing its connection ends the read at once.
+        const leave = (): void => { follower?.disconnect() }
+        signal.addEventListener('abort', leave, { once: true })
         try {
           while (!signal.aborted) {
             // What is stored is read at once; only a reader that waits for live events needs a blocking connection.
             const stored = await redis.xread('COUNT', 100, 'STREAMS', events, last)
-            follower ??= stored === null ? redis.duplicate() : undefined
-            const read = stored ?? await follower!.xread('COUNT', 100, 'BLOCK', BLOCK_MS, 'STREAMS', events, last)
+            follower ??= stored === null ? followerOf(redis) : undefined
+            const read = stored ?? await follower!.xread('COUNT', 100, 'BLOCK', BLOCK_MS, 'STREAMS', events, last).catch((error: unknown) => {
+              if (signal.aborted) return null
+              throw error
+            })
             for (const [, entries] of read ?? []) {
               for (const [id, fields] of entries) {
                 last = id
@@ -75,11 +103,23 @@ export class RedisStreamLogStore implements StreamLogStore {
             }
           }
         } finally {
+          signal.removeEventListener('abort', leave)
           follower?.disconnect()
         }
       }
     }
   }
+}
+
+/**
+ * A connection for blocking reads: it may queue its first command while it connects (the gateway's clients fail at
+ * once while disconnected), and its command timeout leaves room for the block itself.
+ */
+function followerOf (redis: Redis): Redis {
+  const follower = redis.duplicate({ enableOfflineQueue: true, commandTimeout: BLOCK_MS + 2000 })
+  // Its failures reach the read that was waiting; ioredis would otherwise print each to stderr.
+  follower.on('error', () => {})
+  return follower
 }
 
 function entryNumber (id: string): number {

@@ -14,6 +14,8 @@ export interface StreamOwner {
   caller: string
   /** The request id of the request that started it, for the `resumed` log line. */
   requestId: string
+  /** The API that started it (`stream`, `openai`), for the metrics' `api` label. */
+  api: string
 }
 
 export interface StreamLogLimits {
@@ -22,6 +24,11 @@ export interface StreamLogLimits {
   /** Events kept per stream; past it the oldest go, and a resume from before them is refused. */
   maxEvents: number
 }
+
+/** How long a reader's presence lasts without being renewed: a reader that died stops counting within it. */
+export const PRESENCE_MS = 3000
+/** How often a reader renews its presence. */
+export const PRESENCE_RENEW_MS = 1000
 
 export interface StreamLogStore {
   /** Starts a stream's log. */
@@ -35,32 +42,52 @@ export interface StreamLogStore {
    * aborts. Undefined when the stream is unknown, expired, or no longer holds the event after `after`.
    */
   read: (streamId: string, after: number, signal: AbortSignal) => Promise<AsyncIterable<LoggedEvent> | undefined>
+  /** Marks a reader present on the stream (on any instance) until the returned function is called. */
+  attend: (streamId: string) => () => void
+  /** Whether a reader is present on the stream: the producer of a stream whose client left waits for one. */
+  attended: (streamId: string) => Promise<boolean>
 }
 
 interface MemoryLog {
   owner: StreamOwner
   events: LoggedEvent[]
+  /** Characters of the events kept. */
+  chars: number
+  readers: number
   ended: boolean
   expires: NodeJS.Timeout
   /** Readers waiting for the next event. */
   wake: Set<() => void>
 }
 
-/** The logs in this process's memory: one instance only; each log is dropped `retentionMs` after its last event. */
+/** Characters all the memory logs of a process hold together unless told otherwise: 64 Mi (about 128 MiB of strings). */
+export const DEFAULT_MEMORY_LOG_CHARS = 64 * 1024 * 1024
+
+/**
+ * The logs in this process's memory: one instance only. Each log is dropped `retentionMs` after its last event, and
+ * past `maxChars` for all of them together the oldest logs go first, so a burst of long answers cannot grow the heap
+ * without bound.
+ */
 export class MemoryStreamLogStore implements StreamLogStore {
   private readonly logs = new Map<string, MemoryLog>()
+  private chars = 0
 
-  constructor (private readonly limits: StreamLogLimits) {}
+  constructor (private readonly limits: StreamLogLimits, private readonly maxChars = DEFAULT_MEMORY_LOG_CHARS) {}
 
   async open (streamId: string, owner: StreamOwner): Promise<void> {
-    this.logs.set(streamId, { owner, events: [], ended: false, expires: this.expiry(streamId), wake: new Set() })
+    this.logs.set(streamId, { owner, events: [], chars: 0, readers: 0, ended: false, expires: this.expiry(streamId), wake: new Set() })
   }
 
   async append (streamId: string, event: LoggedEvent, last: boolean): Promise<void> {
     const log = this.logs.get(streamId)
     if (log === undefined) return
     log.events.push(event)
-    if (log.events.length > this.limits.maxEvents) log.events.shift()
+    this.grow(log, event.frame.length)
+    if (log.events.length > this.limits.maxEvents) this.grow(log, -log.events.shift()!.frame.length)
+    for (const [oldest, kept] of this.logs) {
+      if (this.chars <= this.maxChars || kept === log) break
+      this.drop(oldest)
+    }
     log.ended ||= last
     log.expires.refresh()
     for (const wake of log.wake) wake()
@@ -69,6 +96,38 @@ export class MemoryStreamLogStore implements StreamLogStore {
 
   async owner (streamId: string): Promise<StreamOwner | undefined> {
     return this.logs.get(streamId)?.owner
+  }
+
+  attend (streamId: string): () => void {
+    const log = this.logs.get(streamId)
+    if (log === undefined) return () => {}
+    log.readers++
+    let present = true
+    return () => {
+      if (present) log.readers--
+      present = false
+    }
+  }
+
+  async attended (streamId: string): Promise<boolean> {
+    return (this.logs.get(streamId)?.readers ?? 0) > 0
+  }
+
+  private grow (log: MemoryLog, chars: number): void {
+    log.chars += chars
+    this.chars += chars
+  }
+
+  private drop (streamId: string): void {
+    const log = this.logs.get(streamId)
+    if (log === undefined) return
+    clearTimeout(log.expires)
+    this.chars -= log.chars
+    this.logs.delete(streamId)
+    // A reader waiting on a dropped log finds it ended rather than waiting for ever.
+    log.ended = true
+    for (const wake of log.wake) wake()
+    log.wake.clear()
   }
 
   async read (streamId: string, after: number, signal: AbortSignal): Promise<AsyncIterable<LoggedEvent> | undefined> {
@@ -90,9 +149,14 @@ export class MemoryStreamLogStore implements StreamLogStore {
           }
           if (log.ended) return
           await new Promise<void>(resolve => {
-            const stop = (): void => { log.wake.delete(resolve); resolve() }
-            log.wake.add(resolve)
-            signal.addEventListener('abort', stop, { once: true })
+            // One listener per wait, removed with it: a long stream must not pile them up on the signal.
+            const woken = (): void => {
+              log.wake.delete(woken)
+              signal.removeEventListener('abort', woken)
+              resolve()
+            }
+            log.wake.add(woken)
+            signal.addEventListener('abort', woken)
           })
         }
       }
@@ -100,7 +164,7 @@ export class MemoryStreamLogStore implements StreamLogStore {
   }
 
   private expiry (streamId: string): NodeJS.Timeout {
-    const timer = setTimeout(() => { this.logs.delete(streamId) }, this.limits.retentionMs)
+    const timer = setTimeout(() => { this.drop(streamId) }, this.limits.retentionMs)
     timer.unref()
     return timer
   }

@@ -8,7 +8,9 @@ import { modelId } from '../gemini/model-id.js'
 import type { GatewayLifecycle } from '../plugins/lifecycle.js'
 import type { StreamRecorder } from '../plugins/metrics.js'
 import type { ReportedUsage } from '../schemas/stream.js'
-import { ClientWriter } from './client-writer.js'
+import { ClientWriter, type ClientWriterOptions } from './client-writer.js'
+import { LoggedClientWriter } from './logged-client-writer.js'
+import type { ResumableStream } from '../plugins/resumable-streams.js'
 import { refusals } from '../schemas/refusals.js'
 import { retryDelay } from './retry.js'
 import { seconds, type RelaySettings } from './settings.js'
@@ -24,10 +26,14 @@ export interface RelayContext {
   settings: RelaySettings
   /** Whether the caller may be answered by a model (its key's `models`, the allow-list); default: any. */
   allowsModel?: ((id: string) => boolean) | undefined
+  /** Set for a resumable stream: its events are kept for a reader, and it outlives its client within a grace time. */
+  resumable?: ResumableStream | undefined
 }
 
 type Stop =
   | { kind: 'client-gone' }
+  /** A resumable stream's client left and no reader came within the grace time. */
+  | { kind: 'abandoned', message: string }
   | { kind: 'client-stalled', message: string }
   | { kind: 'timeout', message: string }
   | { kind: 'shutdown', message: string }
@@ -39,6 +45,15 @@ const COMPLETE_FINISH_REASONS = new Set(['STOP', 'MAX_TOKENS'])
 
 /** A model name as Gemini reports one; anything else an upstream puts in `modelVersion` is not passed on. */
 const MODEL_VERSION = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$/
+
+function onceOnly<A extends unknown[]> (call: (...args: A) => void): (...args: A) => void {
+  let called = false
+  return (...args) => {
+    if (called) return
+    called = true
+    call(...args)
+  }
+}
 
 function upstreamFailure (error: UpstreamError): StreamFailure {
   return { kind: error.code === 'out_of_descriptors' ? 'unavailable' : 'upstream', message: error.message, recoverable: error.recoverable, upstream: error }
@@ -53,7 +68,7 @@ export class StreamRelay {
   private readonly upstream = new AbortController()
   private stopped: Stop | undefined
   private readonly stopSignal = Promise.withResolvers<typeof STOPPED>()
-  private readonly writer: ClientWriter
+  private readonly writer: ClientWriter | LoggedClientWriter
   private index = 0
   private fullText = ''
   private readonly functionCalls: FunctionCall[] = []
@@ -85,16 +100,39 @@ export class StreamRelay {
     private generation: GenerationRequest,
     private readonly format: WireFormat
   ) {
-    this.writer = new ClientWriter(reply, {
+    const writing: ClientWriterOptions = {
       stallMs: context.settings.timeouts.clientStallMs,
       signal: this.upstream.signal,
-      onStall: message => { this.stop({ kind: 'client-stalled', message }) },
+      // A resumable stream's stalled client is cut like a gone one: the answer goes on for a reader that resumes.
+      onStall: message => {
+        if (context.resumable === undefined) this.stop({ kind: 'client-stalled', message })
+        else reply.raw.destroy()
+      },
       onAwaitingClient: waiting => {
         this.awaitingClient = waiting
         // Gemini's idle budget starts again from the moment the relay asks it for more.
         if (!waiting) this.idleTimer?.refresh()
       }
-    })
+    }
+    const warnLogError = (error: unknown): void => { context.log.warn({ reason: error instanceof Error ? error.message : String(error) }, 'an event could not be kept for resuming') }
+    this.writer = context.resumable === undefined
+      ? new ClientWriter(reply, writing)
+      : new LoggedClientWriter(reply, { ...writing, onLogError: onceOnly(warnLogError) }, context.resumable)
+  }
+
+  /**
+   * The client's connection closed before the end. A plain stream stops; a resumable one whose client got its
+   * stream id goes on for a reader, and stops only once none came within the grace time.
+   */
+  private clientLeft (): void {
+    const { writer } = this
+    if (!(writer instanceof LoggedClientWriter) || !writer.headersSent || this.stopped !== undefined) {
+      this.stop({ kind: 'client-gone' })
+      return
+    }
+    const { graceMs } = this.context.resumable!
+    this.context.log.info({ chunksSent: this.index, streamId: writer.streamId, graceMs }, 'client disconnected; the stream goes on for a resume')
+    writer.detach(() => { this.stop({ kind: 'abandoned', message: `No client resumed the stream within ${seconds(graceMs)}` }) })
   }
 
   private stop (reason: Stop): void {
@@ -210,13 +248,14 @@ export class StreamRelay {
 
   async run (): Promise<FastifyReply> {
     const raw = this.reply.raw
-    raw.once('close', () => { if (!raw.writableFinished) this.stop({ kind: 'client-gone' }) })
+    raw.once('close', () => { if (!raw.writableFinished) this.clientLeft() })
     const untrack = this.context.lifecycle.track({ interrupt: message => { this.stop({ kind: 'shutdown', message }) } })
     this.armTimers()
     try {
       return await this.relay()
     } finally {
       for (const timer of this.timers) clearTimeout(timer)
+      if (this.writer instanceof LoggedClientWriter) this.writer.dispose()
       untrack()
     }
   }
@@ -431,6 +470,12 @@ export class StreamRelay {
         if (!this.writer.headersSent) this.reply.hijack()
         recorder.end('cancelled', this.usage)
         log.info({ chunksSent: this.index }, 'client disconnected; upstream call aborted')
+        return this.reply
+      case 'abandoned':
+        recorder.end('cancelled', this.usage)
+        // A reader that comes back before the log expires learns the answer was given up rather than waiting.
+        this.writer.end(this.format.error({ kind: 'timeout', message: stop.message, recoverable: true, usage: this.usage, fullText: this.fullText }))
+        log.info({ chunksSent: this.index, reason: stop.message }, 'no client came back; upstream call aborted')
         return this.reply
       case 'client-stalled':
         // Its buffer is full, so a last frame would never be read: cut the connection instead.

@@ -16,6 +16,7 @@ import type {} from '../plugins/lifecycle.js'
 import type {} from '../plugins/metrics.js'
 import type {} from '../plugins/models.js'
 import type {} from '../plugins/rate-limit.js'
+import type {} from '../plugins/resumable-streams.js'
 
 export interface StreamRouteOptions extends RelayOptions {
   defaultModel: string
@@ -62,6 +63,7 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
   const rateLimit = app.amrikyy?.rateLimit
   const models = app.amrikyy?.models
   const budgets = app.amrikyy?.budgets
+  const resumableStreams = app.amrikyy?.resumable
   const rateLimitHooks = rateLimit === undefined ? [] : [rateLimit]
 
   async function refuseWhileDraining (): Promise<void> {
@@ -97,8 +99,9 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     const model = choice.model
     const asked = withOutputCap({ model, prompt, system, history, attachments, options: generation }, caller?.policy.maxOutputTokens)
     const admission = await budgets?.admit(request, reply, model, () => ({ promptTokens: promptEstimate(asked), maxOutputTokens: asked.options?.maxOutputTokens }))
+    const resumable = caller !== null && resumableStreams?.wanted(request, request.body.resumable) === true ? await resumableStreams.begin(request, caller, 'stream') : undefined
     const recorder = metrics.beginStream({ agent, model, key: caller?.id })
-    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings, allowsModel: models?.allowsFor(caller) }
+    const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings, allowsModel: models?.allowsFor(caller), resumable }
     const format = isConversation(request.body) ? conversationSse : contractSse
     return await new StreamRelay(context, reply, asked, format).run()
   })

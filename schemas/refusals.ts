@@ -104,6 +104,11 @@ export const refusals = {
   managementTokenInvalid: () => new Refusal('AMRIKYY_MANAGEMENT_TOKEN_INVALID', 403, { error: 'Forbidden: Invalid management token.' }),
   /** Keys can be created, changed and revoked only where every instance reads them. */
   managementNeedsRedis: () => new Refusal('AMRIKYY_MANAGEMENT_NEEDS_REDIS', 503, { error: 'Service Unavailable', message: 'Managed keys need the shared store: set REDIS_URL.' }),
+  /** An unknown or expired stream id, or another key's stream: the same answer, so that none can be told apart. */
+  streamNotFound: () => new Refusal('AMRIKYY_STREAM_NOT_FOUND', 404, { error: 'Not Found: no resumable stream with this id.' }),
+  /** The stream is known, but its log no longer holds the event after the one to resume from (RESUME_MAX_EVENTS). */
+  streamEventsGone: (after: number) => new Refusal('AMRIKYY_STREAM_EVENTS_GONE', 410, { error: `Gone: the events after event ${after} are no longer kept.` }),
+  invalidResumePoint: () => new Refusal('AMRIKYY_INVALID_RESUME_POINT', 400, { error: 'Last-Event-ID must be <streamId>:<n> of this stream, and after a whole number' }),
   keyNotFound: (name: string) => new Refusal('AMRIKYY_KEY_NOT_FOUND', 404, { error: `No managed key named ${name}` }),
   keyNameTaken: (name: string) => new Refusal('AMRIKYY_KEY_NAME_TAKEN', 409, { error: `A key named ${name} already exists` }),
   /** Keys of the keys file and the environment change only where they are written. */

@@ -109,6 +109,9 @@ export const StreamRequest = Type.Object({
   agent: Type.Optional(Type.String({
     pattern: '^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$',
     description: 'Caller-chosen identifier used as a metrics label'
+  })),
+  resumable: Type.Optional(Type.Boolean({
+    description: 'Keep the events for a resume after a dropped connection: the answer carries X-Stream-Id and an SSE id on every event (GET /api/stream/{streamId} reads on)'
   }))
 }, { additionalProperties: false })
 export type StreamRequest = Static<typeof StreamRequest>

@@ -10,6 +10,7 @@ import { ATTACHMENTS_MAX_BYTES_LIMIT, DEFAULT_ATTACHMENTS_MAX_BYTES } from '../s
 import { ConfigError } from './config-error.js'
 import { POLICY_COUNT_MAX, type KeyPolicy } from '../schemas/key-policy.js'
 import { DEFAULT_RETENTION_DAYS } from '../plugins/key-budgets-store.js'
+import { DEFAULT_GRACE_MS, DEFAULT_MAX_EVENTS, DEFAULT_RETENTION_MS } from '../plugins/resumable-streams.js'
 
 // Each default the gateway's parts also apply lives with the part that applies it; the ones written here are the
 // standalone server's own.
@@ -99,6 +100,14 @@ export const EnvSchema = Type.Object({
   TOKEN_LIMIT_PER_MINUTE: Type.Optional(Type.Integer({ minimum: 1, maximum: POLICY_COUNT_MAX })),
   TOKEN_LIMIT_PER_DAY: Type.Optional(Type.Integer({ minimum: 1, maximum: POLICY_COUNT_MAX })),
   MAX_CONCURRENT_STREAMS_PER_KEY: Type.Optional(Type.Integer({ minimum: 1, maximum: POLICY_COUNT_MAX })),
+  /** Every stream is resumable unless its request says `"resumable": false`. */
+  RESUMABLE_STREAMS: Type.Boolean({ default: false }),
+  /** How long a resumable stream's events are kept after its last one (in Redis with REDIS_URL, else in memory). */
+  RESUME_RETENTION_MS: Type.Integer({ minimum: 1, default: DEFAULT_RETENTION_MS }),
+  /** How long a resumable stream whose client left goes on waiting for a reader before it is aborted. */
+  RESUME_GRACE_MS: Type.Integer({ minimum: 1, default: DEFAULT_GRACE_MS }),
+  /** Events kept per resumable stream; a resume from before the oldest kept one gets 410. */
+  RESUME_MAX_EVENTS: Type.Integer({ minimum: 1, default: DEFAULT_MAX_EVENTS }),
   /** Serves the browser playground at /playground. Unset: on unless NODE_ENV=production. */
   PLAYGROUND: Type.Optional(Type.Boolean())
 })

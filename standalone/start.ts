@@ -128,6 +128,7 @@ export async function startServer (env: Env): Promise<FastifyInstance> {
     defaultKeyPolicy: defaultKeyPolicyOf(env),
     budgets: { redis: env.REDIS_URL, onRedisError: env.RATE_LIMIT_ON_REDIS_ERROR, retentionDays: env.USAGE_RETENTION_DAYS },
     ...(env.REDIS_URL === undefined ? {} : { managedKeys: { redis: env.REDIS_URL } }),
+    resumable: { redis: env.REDIS_URL, byDefault: env.RESUMABLE_STREAMS, retentionMs: env.RESUME_RETENTION_MS, graceMs: env.RESUME_GRACE_MS, maxEvents: env.RESUME_MAX_EVENTS },
     ...(env.MANAGEMENT_API_KEY === undefined ? {} : { management: { token: env.MANAGEMENT_API_KEY } }),
     rateLimit: {
       max: env.RATE_LIMIT_MAX,

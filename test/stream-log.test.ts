@@ -6,7 +6,7 @@ import { REDIS_SKIP, redisNamespace } from './support/redis.js'
 // The foundation of issue 19's resumable streams: the log that keeps a stream's events for a reader who comes back.
 const frame = (n: number): string => `data: {"chunk":"word${n} ","index":${n}}\n\n`
 const event = (n: number): LoggedEvent => ({ n, frame: frame(n) })
-const owner = { caller: 'search-team', requestId: 'req-1' }
+const owner = { caller: 'search-team', requestId: 'req-1', api: 'stream' }
 
 async function collect (events: AsyncIterable<LoggedEvent>): Promise<number[]> {
   const seen: number[] = []

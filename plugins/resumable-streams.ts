@@ -1,0 +1,106 @@
+// Resumable streams (issue 19): a request that opts in gets a stream id, every event of its answer is kept in a log
+// (Redis Streams when the gateway has Redis, so any instance can replay it; process memory otherwise), and a client
+// whose connection dropped reads on from the last event it saw. This plugin owns the log and the opt-in rule; the
+// relay writes the events, routes/stream-resume.ts reads them.
+
+import { randomUUID } from 'node:crypto'
+import fp from 'fastify-plugin'
+import type { Redis } from 'ioredis'
+import type { FastifyRequest } from 'fastify'
+import type { Caller } from './auth.js'
+import { provide } from './services.js'
+import { throttledWarn } from './rate-limit.js'
+import { isRedisOption, redisFor } from './rate-limit-redis-store.js'
+import { DEFAULT_MEMORY_LOG_CHARS, MemoryStreamLogStore, type StreamLogStore } from './stream-log-store.js'
+import { RedisStreamLogStore } from './stream-log-redis-store.js'
+
+export interface ResumableStreamsOptions {
+  /** A `redis://` URL (the plugin owns that client) or an ioredis client owned by the caller; unset: process memory. */
+  redis?: string | Redis | undefined
+  /** Prefix of the Redis keys. Default `amrikyy-stream:`. */
+  nameSpace?: string | undefined
+  /** How long a stream's events are kept after its last one (RESUME_RETENTION_MS). Default 5 minutes. */
+  retentionMs?: number | undefined
+  /** Events kept per stream; a resume from before the oldest kept is refused with 410. Default 10000. */
+  maxEvents?: number | undefined
+  /** How long a stream whose client left goes on waiting for a reader (RESUME_GRACE_MS). Default 30 s. */
+  graceMs?: number | undefined
+  /** Every stream is resumable unless its request says `"resumable": false` (RESUMABLE_STREAMS). Default false. */
+  byDefault?: boolean | undefined
+  /** Characters the memory logs hold together before the oldest go. Default 64 Mi. */
+  maxMemoryChars?: number | undefined
+}
+
+export const DEFAULT_RESUME_NAMESPACE = 'amrikyy-stream:'
+export const DEFAULT_RETENTION_MS = 5 * 60_000
+export const DEFAULT_MAX_EVENTS = 10_000
+export const DEFAULT_GRACE_MS = 30_000
+
+/** What the relay needs to keep one stream resumable. */
+export interface ResumableStream {
+  streamId: string
+  store: StreamLogStore
+  graceMs: number
+}
+
+export interface ResumableStreams {
+  store: StreamLogStore
+  /** Whether a request is to be resumable: its body's `resumable`, else its `X-Resumable` header, else the default. */
+  wanted: (request: FastifyRequest, asked: boolean | undefined) => boolean
+  /**
+   * Opens the log of a new resumable stream of `caller`. Undefined when the log cannot be opened (Redis down): the
+   * stream then runs as a plain one, without a stream id, rather than not at all.
+   */
+  begin: (request: FastifyRequest, caller: Caller, api: string) => Promise<ResumableStream | undefined>
+}
+
+declare module './services.js' {
+  interface GatewayServices {
+    resumable?: ResumableStreams
+  }
+}
+
+function positiveInteger (name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isInteger(value) || value < 1) throw new Error(`resumable streams: option "${name}" must be a positive integer`)
+  return value
+}
+
+export default fp<ResumableStreamsOptions>(async function resumableStreams (app, options) {
+  const limits = {
+    retentionMs: positiveInteger('retentionMs', options.retentionMs, DEFAULT_RETENTION_MS),
+    maxEvents: positiveInteger('maxEvents', options.maxEvents, DEFAULT_MAX_EVENTS)
+  }
+  const graceMs = positiveInteger('graceMs', options.graceMs, DEFAULT_GRACE_MS)
+  const byDefault = options.byDefault ?? false
+  const warnFailure = throttledWarn(app.log, 5000)
+  let store: StreamLogStore
+  if (options.redis === undefined) {
+    store = new MemoryStreamLogStore(limits, positiveInteger('maxMemoryChars', options.maxMemoryChars, DEFAULT_MEMORY_LOG_CHARS))
+  } else {
+    if (!isRedisOption(options.redis)) throw new Error('resumable streams: option "redis" must be a redis:// or rediss:// URL or an ioredis client')
+    const redis = await redisFor(app, options.redis, error => { warnFailure(error, 'resumable streams: Redis is unreachable; streams run without resuming until it answers') })
+    store = new RedisStreamLogStore(redis, options.nameSpace ?? DEFAULT_RESUME_NAMESPACE, limits)
+  }
+
+  provide(app, 'resumable', {
+    store,
+    wanted (request, asked) {
+      if (asked !== undefined) return asked
+      const header = request.headers['x-resumable']
+      if (header === 'true') return true
+      if (header === 'false') return false
+      return byDefault
+    },
+    async begin (request, caller, api) {
+      const streamId = randomUUID()
+      try {
+        await store.open(streamId, { caller: caller.id, requestId: request.id, api })
+      } catch (error) {
+        warnFailure(error, 'resumable streams: a stream\'s log could not be opened; it runs without resuming')
+        return undefined
+      }
+      return { streamId, store, graceMs }
+    }
+  })
+}, { name: 'amrikyy-resumable-streams', fastify: '5.x' })

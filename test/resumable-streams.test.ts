@@ -1,0 +1,208 @@
+import t, { type Test } from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Exposition } from '../scripts/shared/prometheus-text.js'
+import { ADMIN_KEY, USER_KEY, openStream, postStream, startEmulator, startGateway, within, type RunningGateway } from './support/gateway.js'
+import { REDIS_SKIP, redisNamespace } from './support/redis.js'
+import { streamMetrics } from './support/prometheus.js'
+import type { GatewayOptions } from '../app.js'
+import type { GeminiEmulator } from '../emulator/server.js'
+
+// Issue 19: a resumable stream's events carry ids and are kept, so that a client whose connection dropped reads on
+// from the last event it saw, on any instance, while the answer is generated once.
+
+const STREAM_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+/** The body without its `id:` lines: what the same stream sends without the opt-in. */
+function withoutIds (body: string): string {
+  return body.replace(/^id: [^\n]*\n/gm, '')
+}
+
+/** The ids of a body's events, in order: `<streamId>:<n>`. */
+function idsOf (body: string): string[] {
+  return [...body.matchAll(/^id: ([^\n]*)\n/gm)].map(match => match[1]!)
+}
+
+async function resume (gateway: RunningGateway, streamId: string, headers: Record<string, string> = {}, query = ''): Promise<Response> {
+  return await fetch(`${gateway.url}/api/stream/${streamId}${query}`, { headers: { 'x-api-key': USER_KEY, ...headers } })
+}
+
+async function scrape (gateway: RunningGateway): Promise<Exposition> {
+  return new Exposition(await (await fetch(`${gateway.url}/api/metrics`)).text())
+}
+
+function resumesOf (scrape: Exposition, api = 'stream'): number | undefined {
+  return scrape.sample('amrikyy_stream_resumes_total', { api })
+}
+
+const prompt = 'Tell me about resumable streams'
+
+t.test('without the opt-in nothing changes: no stream id, no id lines, and GET on a stream id finds nothing', async t => {
+  const emulator = await startEmulator(t)
+  const gateway = await startGateway(t, emulator)
+  const response = await postStream(gateway.url, { prompt })
+  t.equal(response.headers.get('x-stream-id'), null)
+  const body = await response.text()
+  t.same(idsOf(body), [])
+  t.ok(body.startsWith('data: {"chunk":'), 'the seed\'s bytes')
+  const lost = await resume(gateway, '00000000-0000-4000-8000-000000000000')
+  t.equal(lost.status, 404)
+  t.same(await lost.json(), { error: 'Not Found: no resumable stream with this id.' })
+})
+
+t.test('opting in (body, header, or the default) adds a stream id and an id per event; the data lines stay byte for byte', async t => {
+  const emulator = await startEmulator(t)
+  const gateway = await startGateway(t, emulator)
+  const plain = await (await postStream(gateway.url, { prompt })).text()
+
+  const byBody = await postStream(gateway.url, { prompt, resumable: true })
+  const streamId = byBody.headers.get('x-stream-id') ?? ''
+  t.match(streamId, STREAM_ID)
+  const body = await byBody.text()
+  t.equal(withoutIds(body), plain, 'the data lines are those of the plain stream')
+  const events = plain.split('\n\n').filter(block => block !== '').length
+  t.same(idsOf(body), Array.from({ length: events }, (_, i) => `${streamId}:${i + 1}`), 'every event, the completion included, numbered from 1')
+  t.ok(body.startsWith(`id: ${streamId}:1\ndata: {"chunk":`), 'the id line comes before its data line')
+
+  const byHeader = await postStream(gateway.url, { prompt }, { 'x-api-key': USER_KEY, 'x-resumable': 'true' })
+  t.match(byHeader.headers.get('x-stream-id'), STREAM_ID)
+  t.equal(withoutIds(await byHeader.text()), plain)
+
+  const byDefault = await startGateway(t, emulator, { resumable: { byDefault: true } })
+  const defaulted = await postStream(byDefault.url, { prompt })
+  t.match(defaulted.headers.get('x-stream-id'), STREAM_ID, 'RESUMABLE_STREAMS makes every stream resumable')
+  t.equal(withoutIds(await defaulted.text()), plain)
+  const optedOut = await postStream(byDefault.url, { prompt, resumable: false })
+  t.equal(optedOut.headers.get('x-stream-id'), null, 'a request may still opt out')
+  t.equal(await optedOut.text(), plain)
+
+  const invalid = await postStream(gateway.url, { prompt, resumable: 'yes' })
+  t.equal(invalid.status, 400)
+})
+
+t.test('a finished stream replays from any event to its end; Last-Event-ID wins over ?after', async t => {
+  const emulator = await startEmulator(t)
+  const gateway = await startGateway(t, emulator)
+  const started = await postStream(gateway.url, { prompt, resumable: true })
+  const streamId = started.headers.get('x-stream-id')!
+  const whole = await started.text()
+  const blocks = whole.split('\n\n').filter(block => block !== '').map(block => `${block}\n\n`)
+
+  const fromStart = await resume(gateway, streamId)
+  t.equal(fromStart.status, 200)
+  t.equal(fromStart.headers.get('content-type'), 'text/event-stream')
+  t.equal(fromStart.headers.get('x-stream-id'), streamId)
+  t.equal(await fromStart.text(), whole, 'with no resume point, the whole stream')
+  t.equal(await (await resume(gateway, streamId, { 'last-event-id': `${streamId}:3` }, '?after=1')).text(), blocks.slice(3).join(''), 'the events after event 3')
+  t.equal(await (await resume(gateway, streamId, {}, '?after=5')).text(), blocks.slice(5).join(''))
+  t.equal(await (await resume(gateway, streamId, {}, `?after=${blocks.length}`)).text(), '', 'after the last event, nothing')
+  t.equal(emulator.requests.length, 1, 'the emulator was asked once')
+
+  for (const [headers, query] of [[{ 'last-event-id': 'other-stream:3' }, ''], [{ 'last-event-id': `${streamId}:x` }, ''], [{}, '?after=-1']] as const) {
+    const refused = await resume(gateway, streamId, headers, query)
+    t.equal(refused.status, 400)
+    t.same(await refused.json(), { error: 'Last-Event-ID must be <streamId>:<n> of this stream, and after a whole number' })
+  }
+  const noKey = await fetch(`${gateway.url}/api/stream/${streamId}`)
+  t.equal(noKey.status, 401)
+  t.same(await noKey.json(), { error: 'Unauthorized: API key is missing.' })
+  const otherKey = await resume(gateway, streamId, { 'x-api-key': ADMIN_KEY })
+  t.equal(otherKey.status, 404, 'another key\'s stream is not found, exactly like an unknown one')
+  t.same(await otherKey.json(), { error: 'Not Found: no resumable stream with this id.' })
+  t.equal(resumesOf(await scrape(gateway)), 4, 'each successful resume counted once')
+})
+
+/** Two gateways on the same Redis namespace: what two instances behind a load balancer share. */
+async function twoInstances (t: Test, emulator: GeminiEmulator, resumable: GatewayOptions['resumable'] = {}): Promise<[RunningGateway, RunningGateway]> {
+  const { url, nameSpace } = await redisNamespace(t, 'resume')
+  const options = { resumable: { redis: url, nameSpace, ...resumable } }
+  return [await startGateway(t, emulator, options), await startGateway(t, emulator, options)]
+}
+
+t.test('a stream cut after three events resumes on the other instance: the joined bytes are the uninterrupted ones, generated once', { skip: REDIS_SKIP }, async t => {
+  const emulator = await startEmulator(t, { chunkCount: 12, chunkDelayMs: 40 })
+  const uninterrupted = await (await postStream((await startGateway(t, emulator)).url, { prompt })).text()
+  emulator.requests.length = 0
+  const [first, second] = await twoInstances(t, emulator)
+
+  const stream = await openStream(first.url, { prompt, resumable: true })
+  const streamId = String(stream.response.headers['x-stream-id'])
+  t.match(streamId, STREAM_ID)
+  await stream.waitFor('"index":3}')
+  stream.disconnect()
+  const seen = stream.received()
+  const lastId = idsOf(seen).at(-1)!
+  t.equal(lastId, `${streamId}:3`)
+
+  const resumed = await resume(second, streamId, { 'last-event-id': lastId })
+  t.equal(resumed.status, 200)
+  const rest = await within(10_000, resumed.text(), 'the resumed stream to end')
+  const joined = seen + rest
+  t.equal(withoutIds(joined), uninterrupted, 'no event missed or repeated: the bytes of the stream that was never cut')
+  t.same(idsOf(joined), Array.from({ length: idsOf(joined).length }, (_, i) => `${streamId}:${i + 1}`))
+  t.equal(emulator.requests.length, 1, 'the emulator saw exactly one upstream request')
+  t.equal(emulator.requests[0]!.finished, true, 'and it ran to its end')
+
+  t.same(streamMetrics(await scrape(first)), { completed: 1, active: 0, upstreamErrors: {} }, 'the resumed stream counts as completed, once, and not cancelled')
+  t.equal(resumesOf(await scrape(second)), 1)
+})
+
+t.test('abandoned past the grace time: the upstream call is aborted and the stream counted cancelled; a late reader learns it', { skip: REDIS_SKIP }, async t => {
+  const emulator = await startEmulator(t, { chunkCount: 200, chunkDelayMs: 30 })
+  const [first, second] = await twoInstances(t, emulator, { graceMs: 300 })
+  const stream = await openStream(first.url, { prompt, resumable: true })
+  const streamId = String(stream.response.headers['x-stream-id'])
+  await stream.waitFor('"index":2}')
+  stream.disconnect()
+
+  await sleep(150)
+  t.equal(emulator.openStreams(), 1, 'within the grace time the answer goes on')
+  await within(5000, emulator.requests[0]!.closed, 'the upstream call to be aborted')
+  t.equal(emulator.requests[0]!.clientClosedEarly, true, 'the gateway hung up on Gemini')
+  t.same(streamMetrics(await scrape(first)), { cancelled: 1, active: 0, upstreamErrors: {} }, 'counted cancelled; no stream left open')
+
+  const late = await within(5000, (await resume(second, streamId, {}, '?after=0')).text(), 'a late reader')
+  t.match(late.split('\n\n').filter(Boolean).at(-1), /^id: [^\n]+\ndata: \{"error":"No client resumed the stream within 0\.3 s","recoverable":true\}$/, 'the log ends with the error event')
+})
+
+t.test('a reader that comes within the grace time keeps the answer going past it', { skip: REDIS_SKIP }, async t => {
+  const emulator = await startEmulator(t, { chunkCount: 30, chunkDelayMs: 40 })
+  const [first, second] = await twoInstances(t, emulator, { graceMs: 300 })
+  const stream = await openStream(first.url, { prompt, resumable: true })
+  const streamId = String(stream.response.headers['x-stream-id'])
+  await stream.waitFor('"index":2}')
+  stream.disconnect()
+  await sleep(100)
+  const rest = await within(10_000, (await resume(second, streamId, { 'last-event-id': idsOf(stream.received()).at(-1)! })).text(), 'the resumed stream')
+  t.match(rest, /"complete":true,"totalChunks":30,/, 'the stream ran to its completion, over 1 s after the client left')
+  t.same(streamMetrics(await scrape(first)), { completed: 1, active: 0, upstreamErrors: {} })
+})
+
+t.test('expired, and trimmed: 404 once the retention passed, 410 for events no longer kept', { skip: REDIS_SKIP }, async t => {
+  const emulator = await startEmulator(t, { chunkCount: 8 })
+  const [gateway] = await twoInstances(t, emulator, { retentionMs: 300, maxEvents: 3 })
+  const started = await postStream(gateway.url, { prompt, resumable: true })
+  const streamId = started.headers.get('x-stream-id')!
+  const whole = await started.text()
+  const gone = await resume(gateway, streamId, {}, '?after=2')
+  t.equal(gone.status, 410)
+  t.same(await gone.json(), { error: 'Gone: the events after event 2 are no longer kept.' })
+  const kept = await resume(gateway, streamId, { 'last-event-id': `${streamId}:6` })
+  t.equal(await kept.text(), whole.split('\n\n').filter(Boolean).slice(6).map(block => `${block}\n\n`).join(''), 'the last three events are kept')
+  await sleep(400)
+  const expired = await resume(gateway, streamId)
+  t.equal(expired.status, 404)
+  t.same(await expired.json(), { error: 'Not Found: no resumable stream with this id.' })
+})
+
+t.test('in memory (no Redis), a stream resumes on its own instance', async t => {
+  const emulator = await startEmulator(t, { chunkCount: 12, chunkDelayMs: 30 })
+  const gateway = await startGateway(t, emulator)
+  const uninterrupted = await (await postStream(gateway.url, { prompt })).text()
+  const stream = await openStream(gateway.url, { prompt, resumable: true })
+  const streamId = String(stream.response.headers['x-stream-id'])
+  await stream.waitFor('"index":4}')
+  stream.disconnect()
+  const rest = await within(10_000, (await resume(gateway, streamId, { 'last-event-id': idsOf(stream.received()).at(-1)! })).text(), 'the resumed stream')
+  t.equal(withoutIds(stream.received() + rest), uninterrupted)
+  t.equal(emulator.requests.length, 2, 'one request for each stream, none for the resume')
+})
