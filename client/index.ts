@@ -425,6 +425,8 @@ export function streamPrompt (request: StreamPromptOptions): PromptStream {
       const outcome = await consume(stream, aborted)
       if (!('truncated' in outcome)) return outcome
       if (streamId === undefined || policy === undefined) throw outcome.truncated
+      // Events without ids give no point to resume from: a replay from the start would repeat them.
+      if (eventsRead > 0 && lastEventId === '') throw outcome.truncated
       stream = await reconnect(streamId, policy, outcome.truncated, aborted)
     }
   }

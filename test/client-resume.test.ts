@@ -6,6 +6,7 @@ import t, { type Test } from 'tap'
 import { answerFor, type GeminiEmulator } from '../emulator/server.js'
 import { StreamError, streamPrompt, type ChunkEvent, type PromptStream } from '../client/index.js'
 import { USER_KEY, startEmulator, startGateway, within } from './support/gateway.js'
+import { REDIS_SKIP, redisNamespace } from './support/redis.js'
 import { closedPortUrl } from '../scripts/shared/ports.js'
 
 // Slow enough that a cut after a few chunks lands mid-answer, with more than enough chunks left.
@@ -168,6 +169,25 @@ t.test('a stream cut mid-answer by a proxy resumes: one uninterrupted stream of 
   t.equal(headerOf(resumed?.request ?? '', 'last-event-id'), `${streamId}:3`, 'the resume asked for the events after the third, the last one whole')
 })
 
+t.test('with the events in Redis, the resume lands on another instance and the answer is still whole', { skip: REDIS_SKIP }, async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url: redisUrl, nameSpace } = await redisNamespace(t, 'client-resume')
+  const shared = { resumable: { redis: redisUrl, nameSpace } }
+  const { url: first } = await startGateway(t, emulator, shared)
+  const { url: second } = await startGateway(t, emulator, shared)
+  const prompt = 'move me to another instance'
+  const answer = answerFor(prompt, undefined, PACE)
+  // As a load balancer would after the first instance went away: the resume goes to the other one.
+  const proxy = await startCuttingProxy(t, connection => connection === 0 ? { target: first, cutAfterChunks: 3 } : { target: second })
+
+  const stream = streamPrompt({ baseUrl: proxy.url, apiKey: USER_KEY, prompt, resumable: true, resume: QUICK })
+  const chunks = await within(10_000, collect(stream), 'the stream resumed on the second instance')
+  t.same(chunks, answer.deltas.map((chunk, i) => ({ chunk, index: i + 1 })))
+  t.equal((await stream.completion).fullText, answer.deltas.join(''))
+  t.equal(proxy.requestLines().length, 2)
+  t.equal(generateCalls(emulator, prompt), 1, 'generated once, by the first instance')
+})
+
 t.test('each resume that brings events earns a fresh set of tries: a stream cut again and again still completes', async t => {
   const emulator = await startEmulator(t, PACE)
   const { url } = await startGateway(t, emulator)
@@ -201,6 +221,37 @@ t.test('a resume refused with 404 (the gateway came back without the stream) fai
   t.match((error as StreamError).message, /^The connection to the gateway broke and the stream could not be resumed: HTTP 404/)
   await t.rejects(stream.completion, error as StreamError, 'completion rejects with the same error')
   t.equal(proxy.requestLines().length, 2, 'a 404 is not tried again')
+})
+
+t.test('a gateway that makes every stream resumable is resumed without the client asking', async t => {
+  const emulator = await startEmulator(t, PACE)
+  const { url } = await startGateway(t, emulator, { resumable: { byDefault: true } })
+  const prompt = 'resumable by default'
+  const answer = answerFor(prompt, undefined, PACE)
+  const proxy = await startCuttingProxy(t, connection => ({ target: url, cutAfterChunks: connection === 0 ? 3 : undefined }))
+
+  const stream = streamPrompt({ baseUrl: proxy.url, apiKey: USER_KEY, prompt, resume: QUICK })
+  t.same((await within(10_000, collect(stream), 'the resumed stream')).map(chunk => chunk.chunk), answer.deltas)
+  t.ok(proxy.connections[0]?.request.endsWith(`{"prompt":${JSON.stringify(prompt)}}`), 'the client did not ask')
+  t.match(stream.streamId, /^[0-9a-f-]{36}$/)
+  t.equal(proxy.requestLines().length, 2)
+  t.equal(generateCalls(emulator, prompt), 1)
+})
+
+t.test('a resume from before the events the gateway still keeps is refused with 410, and the error says so', async t => {
+  const emulator = await startEmulator(t, PACE)
+  // Two events kept: by the time the client comes back, the one after its last is long gone.
+  const { url } = await startGateway(t, emulator, { resumable: { maxEvents: 2 } })
+  const proxy = await startCuttingProxy(t, connection => ({ target: url, cutAfterChunks: connection === 0 ? 3 : undefined }))
+
+  const stream = streamPrompt({ baseUrl: proxy.url, apiKey: USER_KEY, prompt: 'too late', resumable: true, resume: { baseDelayMs: 300 } })
+  const { chunks, error } = await within(10_000, collectUntilError(stream), 'the refused resume')
+  t.equal(chunks.length, 3)
+  t.ok(error instanceof StreamError, String(error))
+  t.equal((error as StreamError).kind, 'truncated')
+  t.equal((error as StreamError).status, 410)
+  t.match((error as StreamError).message, /^The connection to the gateway broke and the stream could not be resumed: HTTP 410/)
+  t.equal(proxy.requestLines().length, 2, 'a 410 is not tried again')
 })
 
 t.test('resume: false fails at the cut exactly as without resuming, with no second request', async t => {
