@@ -40,6 +40,9 @@ Options:
   --thoughts              ask for the model's thought summaries and print them to stderr,
                           between "Thinking..." and "...done thinking.", before the answer
   --json                  print each raw event as one JSON line instead of the text
+  --resumable             ask the gateway to keep the stream, so that a dropped connection picks up
+                          where it left off (Last-Event-ID) rather than failing; gives up after 3
+                          reconnections in a row that bring nothing
   -h, --help              show this help
 
 Environment:
@@ -68,6 +71,7 @@ interface Invocation {
   options: GenerationOptions | undefined
   thoughts: boolean
   json: boolean
+  resumable: boolean
 }
 
 function numberOption (name: string, raw: string | undefined): number | undefined {
@@ -99,6 +103,7 @@ async function parseInvocation (argv: string[]): Promise<Invocation | 'help'> {
       'thinking-budget': { type: 'string' },
       thoughts: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
+      resumable: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false }
     }
   })
@@ -128,7 +133,8 @@ async function parseInvocation (argv: string[]): Promise<Invocation | 'help'> {
     // Typed loosely here on purpose: the gateway checks ranges and integers and names the field.
     options: entries.length === 0 ? undefined : Object.fromEntries(entries) as GenerationOptions,
     thoughts: values.thoughts,
-    json: values.json
+    json: values.json,
+    resumable: values.resumable
   }
 }
 

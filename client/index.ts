@@ -46,6 +46,16 @@ export interface StreamPromptOptions {
   options?: GenerationOptions | undefined
   agent?: StreamRequest['agent'] | undefined
   /**
+   * Asks the gateway to keep the stream's events so that a dropped connection can pick up where it
+   * left off (sent as `"resumable": true`). A gateway may make every stream resumable without it.
+   */
+  resumable?: boolean | undefined
+  /**
+   * How a resumable stream (one whose answer carried `X-Stream-Id`) reconnects after its connection
+   * drops; `false` never does, and a cut then fails the stream as for any other.
+   */
+  resume?: ResumePolicy | false | undefined
+  /**
    * Called with each thought summary delta as it arrives (asked for with
    * `options.thinking.includeThoughts`); thoughts never reach the chunks. If it throws, the stream
    * is closed and fails with that error.
@@ -54,6 +64,18 @@ export interface StreamPromptOptions {
   /** Aborting it closes the connection; iteration and `completion` then reject with its reason. */
   signal?: AbortSignal | undefined
 }
+
+/** Reconnection after a dropped connection: tries in a row without an event, with doubling waits between them. */
+export interface ResumePolicy {
+  /** Reconnections in a row that bring no event before the stream fails. Default 3. */
+  attempts?: number | undefined
+  /** The wait before the first reconnection; each failed one doubles it. Default 250 ms. */
+  baseDelayMs?: number | undefined
+  /** The longest wait between reconnections. Default 4000 ms. */
+  maxDelayMs?: number | undefined
+}
+
+const DEFAULT_RESUME = { attempts: 3, baseDelayMs: 250, maxDelayMs: 4000 }
 
 /** One text delta: `data: {"chunk":"...","index":N}`, N from 1. */
 export type ChunkEvent = Static<typeof ChunkEventSchema>
@@ -79,12 +101,20 @@ export interface PromptStream extends AsyncIterable<ChunkEvent> {
   readonly completion: Promise<CompletionEvent>
   /** Closes the connection; iteration and `completion` reject with `reason`. */
   abort: (reason?: unknown) => void
+  /** The gateway's `X-Stream-Id` once the answer has started, when the stream is resumable; undefined otherwise. */
+  readonly streamId: string | undefined
 }
 
 type Settled = { ok: true } | { ok: false, error: unknown }
 
+type EventStreamResponse = Response & { body: ReadableStream<Uint8Array> }
+
 function streamUrl (baseUrl: string): string {
   return `${baseUrl.replace(/\/+$/, '')}/api/stream`
+}
+
+function resumeUrl (baseUrl: string, streamId: string): string {
+  return `${streamUrl(baseUrl)}/${encodeURIComponent(streamId)}`
 }
 
 function abortReason (signal: AbortSignal): unknown {
@@ -99,6 +129,25 @@ function whenAborted (signal: AbortSignal): Promise<never> {
   })
   aborted.catch(() => {})
   return aborted
+}
+
+/** Waits `ms`, or rejects at once with the abort reason: a user who stops must not wait out a backoff. */
+async function pause (ms: number, signal: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    if (signal.aborted) {
+      reject(abortReason(signal))
+      return
+    }
+    const onAbort = (): void => {
+      clearTimeout(timer)
+      reject(abortReason(signal))
+    }
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
 }
 
 /**
@@ -201,14 +250,38 @@ function classify (payload: unknown): ContractEvent {
 }
 
 /** The body's fields, in the contract's order; a field left undefined is not sent. */
-const BODY_FIELDS = ['prompt', 'model', 'system', 'history', 'attachments', 'options', 'agent'] as const
+const BODY_FIELDS = ['prompt', 'model', 'system', 'history', 'attachments', 'options', 'agent', 'resumable'] as const
 
 function requestBody (request: StreamPromptOptions): Record<string, unknown> {
   const body: Record<string, unknown> = {}
   for (const field of BODY_FIELDS) {
     if (request[field] !== undefined) body[field] = request[field]
   }
+  // `resumable: false` is what the gateway does anyway; leaving it out keeps the seed's body.
+  if (body.resumable !== true) delete body.resumable
   return body
+}
+
+/** The event's number n from its id `<streamId>:<n>`; undefined for an event without such an id. */
+function eventNumber (lastEventId: string): number | undefined {
+  const colon = lastEventId.lastIndexOf(':')
+  if (colon === -1) return undefined
+  const n = Number(lastEventId.slice(colon + 1))
+  return Number.isInteger(n) && n > 0 ? n : undefined
+}
+
+/** A body that broke or ended before its completion or error event: the one failure a resume can mend. */
+interface Truncation {
+  truncated: StreamError
+}
+
+function resumePolicy (resume: StreamPromptOptions['resume']): Required<ResumePolicy> | undefined {
+  if (resume === false) return undefined
+  return {
+    attempts: resume?.attempts ?? DEFAULT_RESUME.attempts,
+    baseDelayMs: resume?.baseDelayMs ?? DEFAULT_RESUME.baseDelayMs,
+    maxDelayMs: resume?.maxDelayMs ?? DEFAULT_RESUME.maxDelayMs
+  }
 }
 
 /** Streams one prompt through the gateway. The request starts at once; chunks are buffered until read. */
@@ -228,40 +301,20 @@ export function streamPrompt (request: StreamPromptOptions): PromptStream {
     resolve?.()
   }
 
-  async function run (): Promise<CompletionEvent> {
+  let streamId: string | undefined
+  /** The last event id read, sent as Last-Event-ID on a resume; '' until the first one. */
+  let lastEventId = ''
+  let lastEventNumber = 0
+  /** Events read so far, whatever their kind: a resume that brings any has made progress. */
+  let eventsRead = 0
+  let eventsAtLastResume = 0
+  let failedTries = 0
+
+  /** Reads one response's events into the chunk queue, until the completion event or a truncation. */
+  async function consume (response: EventStreamResponse, aborted: Promise<never>): Promise<CompletionEvent | Truncation> {
     const signal = controller.signal
-    const aborted = whenAborted(signal)
-    const url = streamUrl(request.baseUrl)
-    const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'text/event-stream' }
-    if (request.apiKey !== undefined) headers['x-api-key'] = request.apiKey
-    const body = JSON.stringify(requestBody(request))
-
-    let response: Response
-    try {
-      response = await raceAbort(fetch(url, { method: 'POST', headers, body, signal }), aborted)
-    } catch (error) {
-      if (signal.aborted) throw abortReason(signal)
-      throw new ConnectionError(`Could not reach the gateway at ${url}: ${failureDetail(error)}`, { cause: error })
-    }
-
-    if (!response.ok) {
-      let text = ''
-      try {
-        text = await raceAbort(response.text(), aborted)
-      } catch {
-        if (signal.aborted) throw abortReason(signal)
-      }
-      throw errorForResponse(response.status, response.headers, text)
-    }
-    const contentType = response.headers.get('content-type') ?? ''
-    if (!contentType.startsWith('text/event-stream') || response.body === null) {
-      await response.body?.cancel().catch(() => {})
-      throw new GatewayError(`Expected an event stream, got HTTP ${response.status} ${contentType === '' ? 'without a content type' : contentType}`, { status: response.status })
-    }
-
     const reader = response.body.getReader()
     const parser = new SseParser()
-    const release = (): void => { reader.cancel().catch(() => {}) }
     try {
       for (;;) {
         let read: Awaited<ReturnType<typeof reader.read>>
@@ -269,10 +322,18 @@ export function streamPrompt (request: StreamPromptOptions): PromptStream {
           read = await raceAbort(reader.read(), aborted)
         } catch (error) {
           if (signal.aborted) throw abortReason(signal)
-          throw new StreamError('The connection to the gateway broke before the stream completed', { kind: 'truncated', recoverable: true, status: response.status, cause: error })
+          return { truncated: new StreamError('The connection to the gateway broke before the stream completed', { kind: 'truncated', recoverable: true, status: response.status, cause: error }) }
         }
         const events = read.done ? parser.end() : parser.feed(read.value)
         for (const event of events) {
+          const n = eventNumber(event.lastEventId)
+          if (n !== undefined) {
+            // A replay that overlaps what was already read must not repeat a chunk.
+            if (n <= lastEventNumber) continue
+            lastEventNumber = n
+            lastEventId = event.lastEventId
+          }
+          eventsRead++
           if (event.event !== 'message') continue
           const outcome = classify(parseEventData(event))
           if (outcome.type === 'chunk') {
@@ -287,9 +348,110 @@ export function streamPrompt (request: StreamPromptOptions): PromptStream {
         if (read.done) break
       }
     } finally {
-      release()
+      reader.cancel().catch(() => {})
     }
-    throw new StreamError('The stream ended before the completion event', { kind: 'truncated', recoverable: true, status: response.status })
+    return { truncated: new StreamError('The stream ended before the completion event', { kind: 'truncated', recoverable: true, status: response.status }) }
+  }
+
+  function headersFor (extra: Record<string, string>): Record<string, string> {
+    const headers: Record<string, string> = { accept: 'text/event-stream', ...extra }
+    if (request.apiKey !== undefined) headers['x-api-key'] = request.apiKey
+    return headers
+  }
+
+  async function readErrorText (response: Response, aborted: Promise<never>): Promise<string> {
+    try {
+      return await raceAbort(response.text(), aborted)
+    } catch {
+      if (controller.signal.aborted) throw abortReason(controller.signal)
+      return ''
+    }
+  }
+
+  function isEventStream (response: Response): response is EventStreamResponse {
+    return (response.headers.get('content-type') ?? '').startsWith('text/event-stream') && response.body !== null
+  }
+
+  /**
+   * One resume request: the event stream to read on, or why this try failed (`retry` when another
+   * try may do better). A refusal with a 4xx is final: the gateway no longer has the stream for us.
+   */
+  async function resumeOnce (id: string, aborted: Promise<never>): Promise<{ response: EventStreamResponse } | { failure: string, retry: boolean, status?: number, body?: unknown, cause?: unknown }> {
+    const signal = controller.signal
+    const url = resumeUrl(request.baseUrl, id)
+    let response: Response
+    try {
+      response = await raceAbort(fetch(url, { method: 'GET', headers: headersFor(lastEventId === '' ? {} : { 'last-event-id': lastEventId }), signal }), aborted)
+    } catch (error) {
+      if (signal.aborted) throw abortReason(signal)
+      return { failure: `could not reach the gateway at ${url}: ${failureDetail(error)}`, retry: true, cause: error }
+    }
+    if (!response.ok) {
+      const refusal = errorForResponse(response.status, response.headers, await readErrorText(response, aborted))
+      return { failure: `HTTP ${response.status}${refusal.message === `HTTP ${response.status}` ? '' : `: ${refusal.message}`}`, retry: response.status >= 500, status: response.status, body: refusal.body }
+    }
+    if (!isEventStream(response)) {
+      await response.body?.cancel().catch(() => {})
+      return { failure: `expected an event stream, got HTTP ${response.status} ${response.headers.get('content-type') ?? 'without a content type'}`, retry: true, status: response.status }
+    }
+    return { response }
+  }
+
+  async function run (): Promise<CompletionEvent> {
+    const signal = controller.signal
+    const aborted = whenAborted(signal)
+    const url = streamUrl(request.baseUrl)
+    const body = JSON.stringify(requestBody(request))
+
+    let response: Response
+    try {
+      response = await raceAbort(fetch(url, { method: 'POST', headers: headersFor({ 'content-type': 'application/json' }), body, signal }), aborted)
+    } catch (error) {
+      if (signal.aborted) throw abortReason(signal)
+      throw new ConnectionError(`Could not reach the gateway at ${url}: ${failureDetail(error)}`, { cause: error })
+    }
+
+    if (!response.ok) throw errorForResponse(response.status, response.headers, await readErrorText(response, aborted))
+    if (!isEventStream(response)) {
+      const contentType = response.headers.get('content-type') ?? ''
+      await response.body?.cancel().catch(() => {})
+      throw new GatewayError(`Expected an event stream, got HTTP ${response.status} ${contentType === '' ? 'without a content type' : contentType}`, { status: response.status })
+    }
+    streamId = response.headers.get('x-stream-id') ?? undefined
+    const policy = resumePolicy(request.resume)
+
+    let stream = response
+    for (;;) {
+      const outcome = await consume(stream, aborted)
+      if (!('truncated' in outcome)) return outcome
+      if (streamId === undefined || policy === undefined) throw outcome.truncated
+      // Events without ids give no point to resume from: a replay from the start would repeat them.
+      if (eventsRead > 0 && lastEventId === '') throw outcome.truncated
+      stream = await reconnect(streamId, policy, outcome.truncated, aborted)
+    }
+  }
+
+  /** Resumes after a cut, trying again while tries in a row bring no event; the next stream to read on. */
+  async function reconnect (id: string, policy: Required<ResumePolicy>, cut: StreamError, aborted: Promise<never>): Promise<EventStreamResponse> {
+    // Tries only count in a row: a resume that brought events before it broke earned a fresh set.
+    if (eventsRead !== eventsAtLastResume) failedTries = 0
+    let last: { failure: string, status?: number, body?: unknown, cause?: unknown } = { failure: cut.message, cause: cut }
+    while (failedTries < policy.attempts) {
+      await pause(Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** failedTries), controller.signal)
+      failedTries++
+      eventsAtLastResume = eventsRead
+      const attempt = await resumeOnce(id, aborted)
+      if ('response' in attempt) return attempt.response
+      last = attempt
+      if (!attempt.retry) break
+    }
+    throw new StreamError(`The connection to the gateway broke and the stream could not be resumed: ${last.failure}`, {
+      kind: 'truncated',
+      recoverable: true,
+      ...(last.status === undefined ? {} : { status: last.status }),
+      ...(last.body === undefined ? {} : { body: last.body }),
+      cause: last.cause ?? cut
+    })
   }
 
   const completion = run().then(
@@ -341,6 +503,7 @@ export function streamPrompt (request: StreamPromptOptions): PromptStream {
   return {
     completion,
     abort: (reason?: unknown) => { controller.abort(reason) },
+    get streamId () { return streamId },
     [Symbol.asyncIterator] () {
       if (iterating) throw new TypeError('A PromptStream can be iterated only once')
       iterating = true

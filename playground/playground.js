@@ -81,6 +81,7 @@ async function send () {
     system: system.trim() === '' ? undefined : system,
     agent: field('agent').value.trim() || undefined,
     options: generationOptions(),
+    resumable: field('resumable').checked,
     // Thoughts go to their own box, never into the answer.
     onThought: ({ thought }) => {
       thoughtsPanel.hidden = false
