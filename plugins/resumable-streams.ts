@@ -8,6 +8,7 @@ import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import type { FastifyRequest } from 'fastify'
 import type { Caller } from './auth.js'
+import type { WireFormat } from '../relay/wire-format.js'
 import { provide } from './services.js'
 import { throttledWarn } from './rate-limit.js'
 import { isRedisOption, redisFor } from './rate-limit-redis-store.js'
@@ -35,6 +36,8 @@ export const DEFAULT_RESUME_NAMESPACE = 'amrikyy-stream:'
 export const DEFAULT_RETENTION_MS = 5 * 60_000
 export const DEFAULT_MAX_EVENTS = 10_000
 export const DEFAULT_GRACE_MS = 30_000
+/** What a reader is told when the instance producing the stream died before its end (its log ends with it). */
+export const LOST_PRODUCER_MESSAGE = 'The gateway instance generating this answer stopped before its end; send the request again'
 
 /** What the relay needs to keep one stream resumable. */
 export interface ResumableStream {
@@ -48,10 +51,10 @@ export interface ResumableStreams {
   /** Whether a request is to be resumable: its body's `resumable`, else its `X-Resumable` header, else the default. */
   wanted: (request: FastifyRequest, asked: boolean | undefined) => boolean
   /**
-   * Opens the log of a new resumable stream of `caller`. Undefined when the log cannot be opened (Redis down): the
-   * stream then runs as a plain one, without a stream id, rather than not at all.
+   * Opens the log of a new resumable stream of `caller`, in the wire format `format`. Undefined when the log cannot
+   * be opened (Redis down): the stream then runs as a plain one, without a stream id, rather than not at all.
    */
-  begin: (request: FastifyRequest, caller: Caller, api: string) => Promise<ResumableStream | undefined>
+  begin: (request: FastifyRequest, caller: Caller, api: string, format: WireFormat) => Promise<ResumableStream | undefined>
 }
 
 declare module './services.js' {
@@ -92,10 +95,11 @@ export default fp<ResumableStreamsOptions>(async function resumableStreams (app,
       if (header === 'false') return false
       return byDefault
     },
-    async begin (request, caller, api) {
+    async begin (request, caller, api, format) {
       const streamId = randomUUID()
+      const lostFrame = format.error({ kind: 'unavailable', message: LOST_PRODUCER_MESSAGE, recoverable: true })
       try {
-        await store.open(streamId, { caller: caller.id, requestId: request.id, api })
+        await store.open(streamId, { caller: caller.id, requestId: request.id, api }, lostFrame)
       } catch (error) {
         warnFailure(error, 'resumable streams: a stream\'s log could not be opened; it runs without resuming')
         return undefined

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
-import { PRESENCE_MS, PRESENCE_RENEW_MS, type LoggedEvent, type StreamLogLimits, type StreamLogStore, type StreamOwner } from './stream-log-store.js'
+import { PRESENCE_MS, PRESENCE_RENEW_MS, PRODUCER_MS, withEventId, type LoggedEvent, type StreamLogLimits, type StreamLogStore, type StreamOwner } from './stream-log-store.js'
 
 /** How long one blocking read waits for the next event before it looks again (and at the reader's signal). */
 const BLOCK_MS = 1000
@@ -12,6 +12,9 @@ const LAST = 'last'
  * `0-<n>`, capped at `maxEvents`) and its owner (`{id}:owner`), both expiring `retentionMs` after the last write.
  * A reader follows the live stream with XREAD BLOCK on a connection of its own, so that no other command waits,
  * and shows it is there with a field of its own in `{id}:readers`, a hash that expires unless some reader renews it.
+ * The producing instance keeps `{id}:producer` alive (one pipeline a second for all its streams); a reader that finds
+ * it gone before the stream's last event ends the log with the stream's lost-producer event, so that no reader waits
+ * out the retention for an instance that died.
  */
 export class RedisStreamLogStore implements StreamLogStore {
   constructor (
@@ -20,14 +23,45 @@ export class RedisStreamLogStore implements StreamLogStore {
     private readonly limits: StreamLogLimits
   ) {}
 
-  private keysOf (streamId: string): { events: string, owner: string, readers: string } {
+  /** The streams produced here, whose producer keys are renewed together. */
+  private readonly producing = new Set<string>()
+  private renewing: NodeJS.Timeout | undefined
+
+  private keysOf (streamId: string): { events: string, owner: string, readers: string, producer: string } {
     const base = `${this.prefix}{${streamId}}:`
-    return { events: `${base}events`, owner: `${base}owner`, readers: `${base}readers` }
+    return { events: `${base}events`, owner: `${base}owner`, readers: `${base}readers`, producer: `${base}producer` }
   }
 
-  async open (streamId: string, owner: StreamOwner): Promise<void> {
+  async open (streamId: string, owner: StreamOwner, lostFrame: string): Promise<void> {
     const { owner: ownerKey } = this.keysOf(streamId)
-    await this.redis.multi().hset(ownerKey, 'caller', owner.caller, 'requestId', owner.requestId, 'api', owner.api).pexpire(ownerKey, this.limits.retentionMs).exec()
+    await this.redis.multi()
+      .hset(ownerKey, 'caller', owner.caller, 'requestId', owner.requestId, 'api', owner.api, 'lost', lostFrame)
+      .pexpire(ownerKey, this.limits.retentionMs)
+      .exec()
+  }
+
+  produce (streamId: string): () => void {
+    this.producing.add(streamId)
+    this.renewProducers([streamId])
+    if (this.renewing === undefined) {
+      this.renewing = setInterval(() => { this.renewProducers([...this.producing]) }, PRESENCE_RENEW_MS)
+      this.renewing.unref()
+    }
+    return () => {
+      this.producing.delete(streamId)
+      // Sent after the stream's last event on the same connection, so no reader can see the end of one without the other.
+      this.redis.del(this.keysOf(streamId).producer).catch(() => {})
+      if (this.producing.size > 0) return
+      clearInterval(this.renewing)
+      this.renewing = undefined
+    }
+  }
+
+  private renewProducers (streamIds: string[]): void {
+    const pipeline = this.redis.pipeline()
+    for (const streamId of streamIds) pipeline.set(this.keysOf(streamId).producer, '1', 'PX', PRODUCER_MS)
+    // A missed renewal is covered by the next ones: the key outlives several.
+    pipeline.exec().catch(() => {})
   }
 
   async append (streamId: string, event: LoggedEvent, last: boolean): Promise<void> {
@@ -66,12 +100,13 @@ export class RedisStreamLogStore implements StreamLogStore {
   }
 
   async read (streamId: string, after: number, signal: AbortSignal): Promise<AsyncIterable<LoggedEvent> | undefined> {
-    const { events } = this.keysOf(streamId)
+    const { events, owner, producer } = this.keysOf(streamId)
     if (await this.owner(streamId) === undefined) return undefined
     const first = await this.redis.xrange(events, '-', '+', 'COUNT', 1)
     const firstN = first.length === 0 ? 1 : entryNumber(first[0]![0])
     if (after + 1 < firstN) return undefined
     const redis = this.redis
+    const limits = this.limits
     return {
       [Symbol.asyncIterator]: async function * () {
         let last = `0-${after}`
@@ -96,10 +131,11 @@ export class RedisStreamLogStore implements StreamLogStore {
                 if (fields.includes(LAST)) return
               }
             }
-            // Nothing new: the stream may have ended before the reader came, or expired while followed.
+            // Nothing new: the stream may have ended before the reader came, expired while followed, or lost its producer.
             if (read === null) {
-              const newest = await redis.xrevrange(events, '+', '-', 'COUNT', 1)
-              if (newest.length === 0 || newest[0]![1].includes(LAST)) return
+              const [newest, kept, produced] = await Promise.all([redis.xrevrange(events, '+', '-', 'COUNT', 1), redis.exists(owner), redis.exists(producer)])
+              if (newest[0]?.[1].includes(LAST) === true || kept === 0) return
+              if (produced === 0) await endLost(redis, { events, owner }, streamId, newest[0] === undefined ? 0 : entryNumber(newest[0][0]), limits)
             }
           }
         } finally {
@@ -109,6 +145,22 @@ export class RedisStreamLogStore implements StreamLogStore {
       }
     }
   }
+}
+
+/**
+ * Ends the log of a stream whose producer died with its lost-producer event, as event `newest + 1`, which the reader
+ * then reads like any other. Refused by Redis (an id not above the newest) when the producer wrote meanwhile after
+ * all: the reader then reads on what it wrote.
+ */
+async function endLost (redis: Redis, keys: { events: string, owner: string }, streamId: string, newest: number, limits: StreamLogLimits): Promise<void> {
+  const lostFrame = await redis.hget(keys.owner, 'lost')
+  if (lostFrame === null) return
+  const n = newest + 1
+  await redis.multi()
+    .xadd(keys.events, 'MAXLEN', limits.maxEvents, `0-${n}`, 'frame', withEventId(lostFrame, streamId, n), LAST, '1')
+    .pexpire(keys.events, limits.retentionMs)
+    .exec()
+    .catch(() => {})
 }
 
 /**

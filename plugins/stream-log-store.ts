@@ -27,12 +27,28 @@ export interface StreamLogLimits {
 
 /** How long a reader's presence lasts without being renewed: a reader that died stops counting within it. */
 export const PRESENCE_MS = 3000
-/** How often a reader renews its presence. */
+/** How often a reader renews its presence, and a producer its own. */
 export const PRESENCE_RENEW_MS = 1000
+/** How long a producer's presence lasts without being renewed: past it, its readers take it for dead. */
+export const PRODUCER_MS = 5000
+
+/**
+ * A frame with its SSE id `<streamId>:<n>`. A frame of several events (OpenAI's role and first content, its finish
+ * and [DONE]) gets the id on its last event: a client cut inside the frame then resumes from the frame's start and
+ * sees its first events twice, rather than never seeing the rest.
+ */
+export function withEventId (frame: string, streamId: string, n: number): string {
+  const id = `id: ${streamId}:${n}\n`
+  const lastEvent = frame.lastIndexOf('\n\n', frame.length - 3) + 2
+  return lastEvent === 1 ? id + frame : frame.slice(0, lastEvent) + id + frame.slice(lastEvent)
+}
 
 export interface StreamLogStore {
-  /** Starts a stream's log. */
-  open: (streamId: string, owner: StreamOwner) => Promise<void>
+  /**
+   * Starts a stream's log. `lostFrame` is the event (without its id) a reader ends with when the instance producing
+   * the stream died before its end, so that the reader learns it rather than waiting out the retention.
+   */
+  open: (streamId: string, owner: StreamOwner, lostFrame: string) => Promise<void>
   /** Adds the next event; `last` marks the stream's end (its completion or error event). */
   append: (streamId: string, event: LoggedEvent, last: boolean) => Promise<void>
   /** The stream's owner, or undefined when it is unknown or expired. */
@@ -46,6 +62,8 @@ export interface StreamLogStore {
   attend: (streamId: string) => () => void
   /** Whether a reader is present on the stream: the producer of a stream whose client left waits for one. */
   attended: (streamId: string) => Promise<boolean>
+  /** Marks the stream's producer alive until the returned function is called (or its process dies). */
+  produce: (streamId: string) => () => void
 }
 
 interface MemoryLog {
@@ -74,7 +92,8 @@ export class MemoryStreamLogStore implements StreamLogStore {
 
   constructor (private readonly limits: StreamLogLimits, private readonly maxChars = DEFAULT_MEMORY_LOG_CHARS) {}
 
-  async open (streamId: string, owner: StreamOwner): Promise<void> {
+  // A producer in this process dies with the logs: there is no lost producer to tell a reader about.
+  async open (streamId: string, owner: StreamOwner, _lostFrame: string): Promise<void> {
     this.logs.set(streamId, { owner, events: [], chars: 0, readers: 0, ended: false, expires: this.expiry(streamId), wake: new Set() })
   }
 
@@ -111,6 +130,10 @@ export class MemoryStreamLogStore implements StreamLogStore {
 
   async attended (streamId: string): Promise<boolean> {
     return (this.logs.get(streamId)?.readers ?? 0) > 0
+  }
+
+  produce (_streamId: string): () => void {
+    return () => {}
   }
 
   private grow (log: MemoryLog, chars: number): void {

@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from 'node:http'
 import type { FastifyReply } from 'fastify'
 import type { ResumableStream } from '../plugins/resumable-streams.js'
+import { withEventId } from '../plugins/stream-log-store.js'
 import { ClientWriter, type ClientWriterOptions } from './client-writer.js'
 
 export interface LoggedClientWriterOptions extends ClientWriterOptions {
@@ -19,12 +20,14 @@ export class LoggedClientWriter extends ClientWriter {
   private attached = true
   private readonly detachment: AbortController
   private watch: NodeJS.Timeout | undefined
+  private readonly stopProducing: () => void
 
   constructor (reply: FastifyReply, private readonly logged: LoggedClientWriterOptions, private readonly stream: ResumableStream) {
     // A wait for the client's socket to drain ends when the client leaves, not only when the stream stops.
     const detachment = new AbortController()
     super(reply, { ...logged, signal: AbortSignal.any([logged.signal, detachment.signal]) })
     this.detachment = detachment
+    this.stopProducing = stream.store.produce(stream.streamId)
   }
 
   get streamId (): string {
@@ -71,22 +74,17 @@ export class LoggedClientWriter extends ClientWriter {
     this.watch = setTimeout(look, Math.min(graceMs, 1000))
   }
 
-  /** Stops watching for a reader: the stream has ended. */
+  /** Stops watching for a reader and showing the producer alive: the stream has ended. */
   dispose (): void {
     clearTimeout(this.watch)
     this.watch = undefined
+    this.stopProducing()
   }
 
-  /**
-   * Numbers a frame and keeps it. A frame of several events (OpenAI's role and first content, its finish and
-   * [DONE]) gets its id on its last event: a client cut inside the frame then resumes from the frame's start and
-   * sees its first events twice, rather than never seeing the rest.
-   */
+  /** Numbers a frame and keeps it. */
   private keep (frame: string, last: boolean): string {
     this.n++
-    const id = `id: ${this.stream.streamId}:${this.n}\n`
-    const lastEvent = frame.lastIndexOf('\n\n', frame.length - 3) + 2
-    const numbered = lastEvent === 1 ? id + frame : frame.slice(0, lastEvent) + id + frame.slice(lastEvent)
+    const numbered = withEventId(frame, this.stream.streamId, this.n)
     // Not awaited: appends go out in order on one connection, and the client is never held up by the log.
     this.stream.store.append(this.stream.streamId, { n: this.n, frame: numbered }, last).catch(this.logged.onLogError)
     return numbered

@@ -285,3 +285,24 @@ t.test('the standalone server reads RESUMABLE_STREAMS and RESUME_* and logs each
     t.match(refused.stderr, name!, 'naming the variable')
   }
 })
+
+t.test('the instance producing a stream dies: its reader on another instance gets the events kept, then the lost-producer error, and ends', { skip: REDIS_SKIP }, async t => {
+  const emulator = await startEmulator(t, { chunkCount: 400, chunkDelayMs: 30 })
+  const doomed = await startServerProcess(t, { GEMINI_BASE_URL: emulator.url, REDIS_URL: testRedisUrl(), RESUMABLE_STREAMS: 'true' })
+  // The standalone server's key prefix, on the same database: what a second replica would read.
+  const survivor = await startGateway(t, emulator, { resumable: { redis: testRedisUrl() } })
+  const stream = await openStream(doomed.url, { prompt })
+  const streamId = String(stream.response.headers['x-stream-id'])
+  await stream.waitFor('"index":3}')
+  doomed.child.kill('SIGKILL')
+  await doomed.exited
+  const started = performance.now()
+  const resumed = await resume(survivor, streamId, { 'last-event-id': `${streamId}:2` })
+  t.equal(resumed.status, 200)
+  const rest = await within(15_000, resumed.text(), 'the reader to be told and let go')
+  const events = rest.split('\n\n').filter(Boolean)
+  t.match(events[0], new RegExp(`^id: ${streamId}:3\\ndata: \\{"chunk":`), 'the events kept after the resume point first')
+  t.match(events.at(-1), new RegExp(`^id: ${streamId}:\\d+\\ndata: \\{"error":"The gateway instance generating this answer stopped before its end; send the request again","recoverable":true\\}$`))
+  t.ok(performance.now() - started < 10_000, `told within ${Math.round(performance.now() - started)} ms, not the retention`)
+  t.same(emulator.requests.filter(request => request.rpc === 'streamGenerateContent').map(request => request.clientClosedEarly), [true], 'one generation, cut with its instance')
+})

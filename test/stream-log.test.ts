@@ -7,6 +7,7 @@ import { REDIS_SKIP, redisNamespace } from './support/redis.js'
 const frame = (n: number): string => `data: {"chunk":"word${n} ","index":${n}}\n\n`
 const event = (n: number): LoggedEvent => ({ n, frame: frame(n) })
 const owner = { caller: 'search-team', requestId: 'req-1', api: 'stream' }
+const LOST = 'data: {"error":"lost","recoverable":true}\n\n'
 
 async function collect (events: AsyncIterable<LoggedEvent>): Promise<number[]> {
   const seen: number[] = []
@@ -21,7 +22,7 @@ type Made = (limits: StreamLogLimits) => Promise<StreamLogStore>
 
 async function behavesAsALog (t: Test, make: Made): Promise<void> {
   const store = await make({ retentionMs: 60_000, maxEvents: 100 })
-  await store.open('s1', owner)
+  await store.open('s1', owner, LOST)
   t.same(await store.owner('s1'), owner)
   t.equal(await store.owner('unknown'), undefined)
   t.equal(await store.read('unknown', 0, new AbortController().signal), undefined, 'an unknown stream has nothing to read')
@@ -35,7 +36,7 @@ async function behavesAsALog (t: Test, make: Made): Promise<void> {
   t.same(await collect((await store.read('s1', 5, new AbortController().signal))!), [], 'after the last event, nothing')
   t.same(await collect((await store.read('s1', 0, new AbortController().signal))!), [1, 2, 3, 4, 5], 'a finished stream replays to its end')
 
-  await store.open('s2', owner)
+  await store.open('s2', owner, LOST)
   await store.append('s2', event(1), false)
   const stop = new AbortController()
   const waiting = store.read('s2', 1, stop.signal).then(async events => await collect(events!))
@@ -47,7 +48,7 @@ async function behavesAsALog (t: Test, make: Made): Promise<void> {
 t.test('the memory log keeps, replays and follows a stream, within its retention and length', async t => {
   await behavesAsALog(t, async limits => new MemoryStreamLogStore(limits))
   const short = new MemoryStreamLogStore({ retentionMs: 100, maxEvents: 3 })
-  await short.open('s', owner)
+  await short.open('s', owner, LOST)
   for (let n = 1; n <= 5; n++) await short.append('s', event(n), n === 5)
   t.equal(await short.read('s', 0, new AbortController().signal), undefined, 'the oldest events are gone past maxEvents, so a resume from before them is refused')
   t.same(await collect((await short.read('s', 2, new AbortController().signal))!), [3, 4, 5])
@@ -60,7 +61,7 @@ t.test('the Redis log does the same in Redis Streams, bounded in length and expi
   await behavesAsALog(t, async limits => new RedisStreamLogStore(redis, nameSpace, limits))
 
   const short = new RedisStreamLogStore(redis, nameSpace, { retentionMs: 300, maxEvents: 3 })
-  await short.open('s', owner)
+  await short.open('s', owner, LOST)
   for (let n = 1; n <= 50; n++) await short.append('s', event(n), n === 50)
   const eventsKey = `${nameSpace}{s}:events`
   t.equal(await redis.xlen(eventsKey), 3, 'XLEN stays at maxEvents')
@@ -68,7 +69,7 @@ t.test('the Redis log does the same in Redis Streams, bounded in length and expi
   const kilobyte = (n: number): LoggedEvent => ({ n, frame: `data: ${'x'.repeat(1024)}\n\n` })
   const [capped, whole] = await Promise.all([3, 1000].map(async maxEvents => {
     const log = new RedisStreamLogStore(redis, nameSpace, { retentionMs: 300, maxEvents })
-    await log.open(`kb-${maxEvents}`, owner)
+    await log.open(`kb-${maxEvents}`, owner, LOST)
     for (let n = 1; n <= 50; n++) await log.append(`kb-${maxEvents}`, kilobyte(n), n === 50)
     return Number(await redis.memory('USAGE', `${nameSpace}{kb-${maxEvents}}:events`))
   }))
@@ -81,3 +82,32 @@ t.test('the Redis log does the same in Redis Streams, bounded in length and expi
   t.equal(await short.owner('s'), undefined)
   t.notOk((await keys()).some(key => key.includes('{s}')), 'nothing of it is left in Redis')
 })
+
+t.test('a Redis reader whose stream lost its producer ends the log with the lost-producer event instead of waiting out the retention', { skip: REDIS_SKIP }, async t => {
+  const { redis, nameSpace } = await redisNamespace(t, 'stream-log-lost')
+  const store = new RedisStreamLogStore(redis, nameSpace, { retentionMs: 60_000, maxEvents: 100 })
+  await store.open('alive', owner, LOST)
+  const stopProducing = store.produce('alive')
+  await store.append('alive', event(1), false)
+  const reading = store.read('alive', 0, new AbortController().signal).then(async events => await collectAll(events!))
+  // Past a whole blocking read, a live producer keeps its reader waiting.
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  await store.append('alive', event(2), true)
+  t.same((await reading).map(read => read.n), [1, 2], 'the producer\'s events, to its last')
+  stopProducing()
+
+  // A producer that never showed itself alive (its instance died before its first renewal, or long ago).
+  await store.open('orphan', owner, LOST)
+  await store.append('orphan', event(1), false)
+  const started = performance.now()
+  const seen = await collectAll((await store.read('orphan', 0, new AbortController().signal))!)
+  t.same(seen, [event(1), { n: 2, frame: `id: orphan:2\n${LOST}` }], 'the lost-producer event, numbered after the last one kept')
+  t.ok(performance.now() - started < 5000, 'after one blocking read, not the retention')
+  t.same(await collectAll((await store.read('orphan', 1, new AbortController().signal))!), [{ n: 2, frame: `id: orphan:2\n${LOST}` }], 'kept in the log for every later reader')
+})
+
+async function collectAll (events: AsyncIterable<LoggedEvent>): Promise<LoggedEvent[]> {
+  const seen: LoggedEvent[] = []
+  for await (const read of events) seen.push(read)
+  return seen
+}
