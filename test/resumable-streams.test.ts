@@ -1,13 +1,17 @@
 import t, { type Test } from 'tap'
+import { once } from 'node:events'
 import { request as httpRequest } from 'node:http'
+import { connect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import OpenAI from 'openai'
 import { Exposition } from '../scripts/shared/prometheus-text.js'
-import { ADMIN_KEY, USER_KEY, openStream, parseEvents, postStream, startEmulator, startGateway, waitUntil, within, type RunningGateway } from './support/gateway.js'
+import { ADMIN_KEY, USER_KEY, buildGateway, listenOnLoopback, openStream, parseEvents, postStream, startEmulator, startGateway, waitUntil, within, type RunningGateway } from './support/gateway.js'
 import { REDIS_SKIP, redisNamespace, testRedisUrl, type RedisNamespace } from './support/redis.js'
 import { runUntilExit, startServerProcess } from './support/server-process.js'
+import { startScriptedServer } from './support/scripted-server.js'
 import { streamMetrics } from './support/prometheus.js'
 import type { GatewayOptions } from '../app.js'
+import { GatewayLifecycle } from '../plugins/lifecycle.js'
 import type { GeminiEmulator } from '../emulator/server.js'
 
 // Issue 19: a resumable stream's events carry ids and are kept, so that a client whose connection dropped reads on
@@ -305,4 +309,77 @@ t.test('the instance producing a stream dies: its reader on another instance get
   t.match(events.at(-1), new RegExp(`^id: ${streamId}:\\d+\\ndata: \\{"error":"The gateway instance generating this answer stopped before its end; send the request again","recoverable":true\\}$`))
   t.ok(performance.now() - started < 10_000, `told within ${Math.round(performance.now() - started)} ms, not the retention`)
   t.same(emulator.requests.filter(request => request.rpc === 'streamGenerateContent').map(request => request.clientClosedEarly), [true], 'one generation, cut with its instance')
+})
+
+t.test('a resumable stream\'s client that stops reading is cut after the stall time, and the answer goes on for its resume', async t => {
+  const text = 'x'.repeat(64 * 1024)
+  const events = 300
+  // Far more than loopback socket buffers hold: a client that stops reading stalls the relay.
+  const upstream = await startScriptedServer(t, async (_request, response) => {
+    response.writeHead(200, { 'content-type': 'text/event-stream' })
+    for (let i = 0; i < events && !response.destroyed; i++) {
+      if (!response.write(`data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text }], role: 'model' }, index: 0 }] })}\r\n\r\n`)) await once(response, 'drain')
+    }
+    response.end(`data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: '' }], role: 'model' }, finishReason: 'STOP', index: 0 }], usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 9, totalTokenCount: 12 } })}\r\n\r\n`)
+  })
+  const app = await buildGateway(t, upstream, { stream: { timeouts: { clientStallMs: 300 }, heartbeatMs: 0, maxAnswerChars: 64 * 1024 * 1024 } })
+  const url = await listenOnLoopback(app)
+  const { port } = new URL(url)
+  const body = JSON.stringify({ prompt: 'a long answer', resumable: true })
+  const socket = connect(Number(port), '127.0.0.1')
+  socket.on('error', () => {})
+  socket.write(`POST /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-API-Key: ${USER_KEY}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+  const head = await new Promise<string>(resolve => {
+    let seen = ''
+    const onData = (data: Buffer): void => {
+      seen += data.toString('latin1')
+      if (!seen.includes('data: {"chunk"')) return
+      socket.off('data', onData)
+      socket.pause()
+      resolve(seen)
+    }
+    socket.on('data', onData)
+  })
+  const streamId = /x-stream-id: ([^\r]+)\r\n/i.exec(head)?.[1] ?? ''
+  t.match(streamId, STREAM_ID)
+  // Past the stall time the gateway cuts the connection: reading again gets what was buffered, then the end.
+  await sleep(1500)
+  let rest = ''
+  socket.on('data', (data: Buffer) => { rest += data.toString('latin1') })
+  socket.resume()
+  await within(10_000, once(socket, 'close'), 'the stalled client to be cut')
+  t.notMatch(head + rest, /"complete":true/, 'the cut client never got the completion')
+
+  const resumed = await within(20_000, (await resume({ app, url }, streamId)).text(), 'the whole answer from the log')
+  t.match(resumed, new RegExp(`id: ${streamId}:${events + 1}\\ndata: \\{"complete":true,"totalChunks":${events},`), 'every chunk and the completion, kept while nobody read')
+  t.same(streamMetrics(await scrape({ app, url })), { completed: 1, active: 0, upstreamErrors: {} }, 'completed, not cancelled')
+})
+
+t.test('a reader on an instance that shuts down is let go, and reads on from another instance', { skip: REDIS_SKIP }, async t => {
+  const emulator = await startEmulator(t, { chunkCount: 40, chunkDelayMs: 40 })
+  const uninterrupted = await (await postStream((await startGateway(t, emulator)).url, { prompt })).text()
+  emulator.requests.length = 0
+  const { url: redisUrl, nameSpace } = await redisNamespace(t, 'resume-drain')
+  const lifecycle = new GatewayLifecycle()
+  const producer = await startGateway(t, emulator, { resumable: { redis: redisUrl, nameSpace } })
+  const draining = await startGateway(t, emulator, { resumable: { redis: redisUrl, nameSpace }, lifecycle })
+
+  const stream = await openStream(producer.url, { prompt, resumable: true })
+  const streamId = String(stream.response.headers['x-stream-id'])
+  await stream.waitFor('"index":2}')
+  stream.disconnect()
+  const first = stream.received()
+  const reading = await resume(draining, streamId, { 'last-event-id': idsOf(first).at(-1)! })
+  const reader = reading.body!.getReader()
+  let second = ''
+  const decoder = new TextDecoder()
+  while (!second.includes('"index":6}')) second += decoder.decode((await reader.read()).value, { stream: true })
+  const drained = await lifecycle.drain(100)
+  t.same(drained, { finished: 0, interrupted: 1 }, 'the reader was the one stream to interrupt')
+  for (let read = await reader.read(); !read.done; read = await reader.read()) second += decoder.decode(read.value, { stream: true })
+  t.notMatch(second, /"complete":true/, 'the reader was let go before the end')
+  const third = await within(10_000, (await resume(producer, streamId, { 'last-event-id': idsOf(second).at(-1)! })).text(), 'the rest from the other instance')
+  t.equal(withoutIds(first + second + third), uninterrupted, 'three connections, one stream: nothing missed or repeated')
+  t.equal(emulator.requests.length, 1)
+  t.same(streamMetrics(await scrape(producer)), { completed: 1, active: 0, upstreamErrors: {} })
 })
