@@ -78,7 +78,7 @@ interface MemoryLog {
   wake: Set<() => void>
 }
 
-/** Characters all the memory logs of a process hold together unless told otherwise: 64 Mi (about 128 MiB of strings). */
+/** Characters all the memory logs of a process hold together unless told otherwise: 64 Mi (64 to 128 MiB of strings). */
 export const DEFAULT_MEMORY_LOG_CHARS = 64 * 1024 * 1024
 
 /**

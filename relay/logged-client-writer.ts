@@ -5,7 +5,7 @@ import { withEventId } from '../plugins/stream-log-store.js'
 import { ClientWriter, type ClientWriterOptions } from './client-writer.js'
 
 export interface LoggedClientWriterOptions extends ClientWriterOptions {
-  /** A log append failed: the stream goes on, but a resume may miss events. */
+  /** The first failed log append of the stream: the stream goes on, but a resume may miss events. */
   onLogError: (error: unknown) => void
 }
 
@@ -21,6 +21,7 @@ export class LoggedClientWriter extends ClientWriter {
   private readonly detachment: AbortController
   private watch: NodeJS.Timeout | undefined
   private readonly stopProducing: () => void
+  private logFailed = false
 
   constructor (reply: FastifyReply, private readonly logged: LoggedClientWriterOptions, private readonly stream: ResumableStream) {
     // A wait for the client's socket to drain ends when the client leaves, not only when the stream stops.
@@ -86,7 +87,11 @@ export class LoggedClientWriter extends ClientWriter {
     this.n++
     const numbered = withEventId(frame, this.stream.streamId, this.n)
     // Not awaited: appends go out in order on one connection, and the client is never held up by the log.
-    this.stream.store.append(this.stream.streamId, { n: this.n, frame: numbered }, last).catch(this.logged.onLogError)
+    this.stream.store.append(this.stream.streamId, { n: this.n, frame: numbered }, last).catch((error: unknown) => {
+      if (this.logFailed) return
+      this.logFailed = true
+      this.logged.onLogError(error)
+    })
     return numbered
   }
 }

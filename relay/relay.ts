@@ -46,15 +46,6 @@ const COMPLETE_FINISH_REASONS = new Set(['STOP', 'MAX_TOKENS'])
 /** A model name as Gemini reports one; anything else an upstream puts in `modelVersion` is not passed on. */
 const MODEL_VERSION = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$/
 
-function onceOnly<A extends unknown[]> (call: (...args: A) => void): (...args: A) => void {
-  let called = false
-  return (...args) => {
-    if (called) return
-    called = true
-    call(...args)
-  }
-}
-
 function upstreamFailure (error: UpstreamError): StreamFailure {
   return { kind: error.code === 'out_of_descriptors' ? 'unavailable' : 'upstream', message: error.message, recoverable: error.recoverable, upstream: error }
 }
@@ -117,7 +108,7 @@ export class StreamRelay {
     const warnLogError = (error: unknown): void => { context.log.warn({ reason: error instanceof Error ? error.message : String(error) }, 'an event could not be kept for resuming') }
     this.writer = context.resumable === undefined
       ? new ClientWriter(reply, writing)
-      : new LoggedClientWriter(reply, { ...writing, onLogError: onceOnly(warnLogError) }, context.resumable)
+      : new LoggedClientWriter(reply, { ...writing, onLogError: warnLogError }, context.resumable)
   }
 
   /**
