@@ -38,6 +38,27 @@ export function gatewayBodyProblem (body: string, expected: ExpectedStream): str
   return `gateway body differs from the expected one at character ${at} of ${want.length} (got ${body.length} characters)`
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+/**
+ * Why a resumable stream's body (POST /api/stream with `"resumable": true`) is wrong, or undefined when it is right:
+ * with its `id:` lines taken out it is byte for byte the gateway's body, and every event has had one id line,
+ * `<streamId>:<n>` with the answer's X-Stream-Id (a UUID) and n = 1, 2, ... in order.
+ */
+export function resumableBodyProblem (body: string, streamId: string | undefined, expected: ExpectedStream): string | undefined {
+  if (streamId === undefined || !UUID.test(streamId)) return `resumable answer has no UUID X-Stream-Id (got ${String(streamId)})`
+  const plain = gatewayBodyProblem(body.replace(/^id: [^\n]*\n/gm, ''), expected)
+  if (plain !== undefined) return `resumable body without its id lines: ${plain}`
+  const events = body.split('\n\n')
+  if (events.pop() !== '') return 'resumable body does not end with an event delimiter'
+  for (const [i, event] of events.entries()) {
+    const want = `id: ${streamId}:${i + 1}\n`
+    if (!event.startsWith(want)) return `resumable event ${i + 1} does not start with ${JSON.stringify(want)} (got ${JSON.stringify(event.slice(0, want.length))})`
+    if (event.indexOf('\nid: ') >= 0) return `resumable event ${i + 1} has more than one id line`
+  }
+  return undefined
+}
+
 interface UpstreamEvent {
   candidates?: Array<{ content?: { parts?: Array<{ text?: string }> }, finishReason?: string }>
   usageMetadata?: { promptTokenCount?: number, candidatesTokenCount?: number, totalTokenCount?: number }

@@ -1,5 +1,5 @@
 // The benchmark: paths to the same emulator (direct, bare proxy, the gateway's POST /api/stream and,
-// on the same gateway process, its POST /v1/chat/completions), and one more when another build is
+// on the same gateway process, its POST /v1/chat/completions and its resumable POST /api/stream), and one more when another build is
 // given as a baseline, driven at several concurrencies with the paths interleaved run by run, every
 // stream's bytes checked.
 
@@ -8,20 +8,21 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { AnswerPace } from '../emulator/answer.js'
 import { machineFacts as sharedMachineFacts, type MachineFacts as SharedMachineFacts } from '../scripts/shared/machine.js'
 import { distFile, GATEWAY_CLIENT_KEY, startEmulatorProcess, type GatewayProcessOptions, startGatewayProcess, startProxyProcess, type Child } from './children.js'
-import { expectedStream, gatewayBodyProblem, openAIBodyProblem, upstreamBodyProblem, type ExpectedStream } from './expect.js'
+import { expectedStream, gatewayBodyProblem, openAIBodyProblem, resumableBodyProblem, upstreamBodyProblem, type ExpectedStream } from './expect.js'
 import { keepAliveAgent, percentile, runLoad, type StreamSample, type StreamTarget } from './load.js'
 import { cpuMs, sampleRss, ticksPerSecond } from '../scripts/shared/procfs.js'
-import { baselineRatiosFor, openAIRatiosFor, ratiosFor, type BaselineRatioReport, type OpenAIRatioReport, type RatioReport } from './ratios.js'
+import { baselineRatiosFor, openAIRatiosFor, ratiosFor, resumableRatiosFor, type BaselineRatioReport, type OpenAIRatioReport, type RatioReport, type ResumableRatioReport } from './ratios.js'
 
-export type { BaselineRatioReport, OpenAIRatioReport, RatioReport } from './ratios.js'
+export type { BaselineRatioReport, OpenAIRatioReport, RatioReport, ResumableRatioReport } from './ratios.js'
 
 /**
- * `gateway` is POST /api/stream and `openai` POST /v1/chat/completions (streamed), both on the same
- * gateway process; `baseline` is another build of the gateway, measured only when the bench is given one.
+ * `gateway` is POST /api/stream, `openai` POST /v1/chat/completions (streamed) and `resumable` POST /api/stream
+ * with `"resumable": true` (issue 19), all on the same gateway process; `baseline` is another build of the
+ * gateway, measured only when the bench is given one.
  */
-export type PathName = 'direct' | 'proxy' | 'gateway' | 'openai' | 'baseline'
+export type PathName = 'direct' | 'proxy' | 'gateway' | 'openai' | 'resumable' | 'baseline'
 /** The paths every run measures unless told otherwise. */
-export const PATHS: readonly PathName[] = ['direct', 'proxy', 'gateway', 'openai']
+export const PATHS: readonly PathName[] = ['direct', 'proxy', 'gateway', 'openai', 'resumable']
 /** The paths that take turns at the head of a run; the others are measured right beside the gateway. */
 const ROTATED: readonly PathName[] = ['direct', 'proxy', 'gateway']
 
@@ -58,6 +59,8 @@ export interface BenchConfig {
   baseline?: GatewayProcessOptions
   /** Measure POST /v1/chat/completions as the `openai` path. Default true; false for a build without it. */
   openai?: boolean
+  /** Measure POST /api/stream with `"resumable": true` as the `resumable` path. Default true; false for a build without it. */
+  resumable?: boolean
   log?: (line: string) => void
 }
 
@@ -100,6 +103,8 @@ export interface ScenarioReport {
   ratios: RatioReport[]
   /** Only when the openai path was measured. */
   openaiRatios?: OpenAIRatioReport[]
+  /** Only when the resumable path was measured. */
+  resumableRatios?: ResumableRatioReport[]
   /** Only when a baseline build was measured. */
   baselineRatios?: BaselineRatioReport[]
   checks: CheckReport
@@ -114,6 +119,8 @@ export interface BenchReport {
   machine: MachineFacts
   /** The two builds compared, as absolute script paths; only when a baseline was measured. */
   builds?: { gateway: string, baseline: string }
+  /** Whether the gateway process had REDIS_URL (resumable logs, rate-limit counters and budgets in Redis). */
+  gatewayRedis?: boolean
   scenarios: ScenarioReport[]
 }
 
@@ -130,31 +137,44 @@ export function upstreamRequestBody (prompt: string): string {
   return JSON.stringify({ contents: [{ parts: [{ text: prompt }], role: 'user' }], generationConfig: {} })
 }
 
-/** The paths a run measures: direct, proxy, gateway, openai unless turned off, and `baseline` when there is one. */
+/** The paths a run measures: direct, proxy, gateway, openai and resumable unless turned off, and `baseline` when there is one. */
 export function pathsFor (config: BenchConfig): PathName[] {
-  const paths = config.openai === false ? PATHS.filter(path => path !== 'openai') : [...PATHS]
+  const off = new Set<PathName>([...(config.openai === false ? ['openai'] as const : []), ...(config.resumable === false ? ['resumable'] as const : [])])
+  const paths = PATHS.filter(path => !off.has(path))
   return config.baseline === undefined ? paths : [...paths, 'baseline']
 }
 
 /**
- * The order of the paths in one cell: direct, proxy and gateway rotate by run. The openai path and
- * the baseline are each measured right beside the gateway (so that what is compared with it meets
- * the same machine noise), on either side of it, swapping sides by turns so that neither always goes
- * first. That matters most for openai, which shares the gateway's process: whichever runs second may
- * pay for garbage the first left behind.
+ * The order of the paths in one cell: direct, proxy and gateway rotate by run. The openai path, the
+ * resumable path and the baseline are each measured beside the gateway (so that what is compared with
+ * it meets the same machine noise), on either side of it, swapping sides by turns so that none always
+ * goes first. That matters most for openai and resumable, which share the gateway's process: whichever
+ * runs second may pay for garbage the first left behind. openai's side is one, the baseline's the
+ * other; resumable takes the baseline's side when there is no baseline, else it sits on openai's side
+ * between openai and the gateway (so the gateway's two neighbours are resumable and the baseline, and
+ * openai is one further off).
  */
 export function pathOrder (paths: readonly PathName[], run: number, cellIndex: number): PathName[] {
   const rotated = ROTATED.map((_, i) => ROTATED[(i + run) % ROTATED.length]!)
+  const present = (path: PathName): PathName[] => paths.includes(path) ? [path] : []
+  const baseline = paths.includes('baseline')
+  // Outermost first on openai's side; nearest to the gateway first on the baseline's side.
+  const openaiSide = [...present('openai'), ...(baseline ? present('resumable') : [])]
+  const baselineSide = [...(baseline ? [] : present('resumable')), ...present('baseline')]
   // Alternates along the concurrencies of a run and, for each concurrency, from run to run.
-  const [left, right]: [PathName, PathName] = (run + cellIndex) % 2 === 0 ? ['openai', 'baseline'] : ['baseline', 'openai']
-  const beside = (path: PathName): PathName[] => paths.includes(path) ? [path] : []
+  const [left, right] = (run + cellIndex) % 2 === 0
+    ? [openaiSide, baselineSide]
+    : [[...baselineSide].reverse(), [...openaiSide].reverse()]
   const at = rotated.indexOf('gateway')
-  return [...rotated.slice(0, at), ...beside(left), 'gateway', ...beside(right), ...rotated.slice(at + 1)]
+  return [...rotated.slice(0, at), ...left, 'gateway', ...right, ...rotated.slice(at + 1)]
 }
 
 export function targetFor (path: PathName, url: string): StreamTarget {
   if (path === 'gateway' || path === 'baseline') {
     return { url: `${url}/api/stream`, headers: { 'x-api-key': GATEWAY_CLIENT_KEY }, body: prompt => JSON.stringify({ prompt }) }
+  }
+  if (path === 'resumable') {
+    return { url: `${url}/api/stream`, headers: { 'x-api-key': GATEWAY_CLIENT_KEY }, body: prompt => JSON.stringify({ prompt, resumable: true }) }
   }
   if (path === 'openai') {
     return {
@@ -177,6 +197,7 @@ export function sampleProblem (path: PathName, sample: StreamSample, expected: E
   // The baseline speaks the same contract as the gateway, so the same bytes are expected of it.
   if (path === 'gateway' || path === 'baseline') return gatewayBodyProblem(sample.body, expected)
   if (path === 'openai') return openAIBodyProblem(sample.body, expected, MODEL)
+  if (path === 'resumable') return resumableBodyProblem(sample.body, sample.streamId, expected)
   return upstreamBodyProblem(sample.body, expected)
 }
 
@@ -222,8 +243,8 @@ interface Servers {
 }
 
 function serverFor (servers: Servers, path: PathName): Child {
-  // The openai path is the gateway process's other route, so its CPU and RSS are read from that process.
-  const server = path === 'direct' ? servers.emulator : path === 'openai' ? servers.gateway : servers[path]
+  // The openai and resumable paths are served by the gateway process, so their CPU and RSS are read from that process.
+  const server = path === 'direct' ? servers.emulator : path === 'openai' || path === 'resumable' ? servers.gateway : servers[path]
   if (server === undefined) throw new Error(`bench: no ${path} server was started`)
   return server
 }
@@ -320,6 +341,7 @@ export async function runScenario (scenario: ScenarioConfig, config: BenchConfig
       cells,
       ratios: ratiosFor(cells, scenario.concurrencies),
       ...(paths.includes('openai') ? { openaiRatios: openAIRatiosFor(cells, scenario.concurrencies) } : {}),
+      ...(paths.includes('resumable') ? { resumableRatios: resumableRatiosFor(cells, scenario.concurrencies) } : {}),
       ...(servers.baseline === undefined ? {} : { baselineRatios: baselineRatiosFor(cells, scenario.concurrencies) }),
       checks: checker.report
     }
@@ -334,6 +356,7 @@ export async function runBench (config: BenchConfig): Promise<BenchReport> {
     startedAt: new Date().toISOString(),
     machine: machineFacts(),
     ...(config.baseline === undefined ? {} : { builds: { gateway: script(config.gateway), baseline: script(config.baseline) } }),
+    ...(config.gateway?.env?.REDIS_URL === undefined ? {} : { gatewayRedis: true }),
     scenarios: []
   }
   for (const scenario of config.scenarios) report.scenarios.push(await runScenario(scenario, config))

@@ -20,6 +20,8 @@ export interface StreamSample {
   /** ms from sending the request to the end of the body. */
   totalMs: number
   body: string
+  /** The X-Stream-Id header of a resumable stream's answer, when it has one. */
+  streamId?: string | undefined
   /** Set when the request failed at the transport level. */
   error?: string | undefined
 }
@@ -53,8 +55,16 @@ export async function runStream (agent: Agent, target: StreamTarget, prompt: str
         if (firstChunkMs < 0) firstChunkMs = performance.now() - started
         pieces.push(piece)
       })
+      const streamId = response.headers['x-stream-id']
       response.on('end', () => {
-        resolve({ prompt, status: response.statusCode ?? 0, firstChunkMs, totalMs: performance.now() - started, body: Buffer.concat(pieces).toString('utf8') })
+        resolve({
+          prompt,
+          status: response.statusCode ?? 0,
+          firstChunkMs,
+          totalMs: performance.now() - started,
+          body: Buffer.concat(pieces).toString('utf8'),
+          ...(typeof streamId === 'string' ? { streamId } : {})
+        })
       })
       response.on('error', error => fail(error, response.statusCode ?? 0))
     })

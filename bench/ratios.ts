@@ -1,5 +1,5 @@
 // The comparisons the bench draws from its medians: the gateway against the floor (bare proxy,
-// direct upstream), its OpenAI route against its own stream route and, when a baseline build was
+// direct upstream), its OpenAI route and its resumable streams against its own stream route and, when a baseline build was
 // measured in the same run, the gateway against that build.
 
 import type { CellReport, MeasureName, PathName } from './harness.js'
@@ -80,5 +80,29 @@ export function openAIRatiosFor (cells: CellReport[], concurrencies: number[]): 
     throughputOpenAIOverGateway: median('openai', c, 'streamsPerSecond') / median('gateway', c, 'streamsPerSecond'),
     ttfcP50OpenAIMinusGatewayMs: median('openai', c, 'ttfcP50Ms') - median('gateway', c, 'ttfcP50Ms'),
     totalP50OpenAIMinusGatewayMs: median('openai', c, 'totalP50Ms') - median('gateway', c, 'totalP50Ms')
+  }))
+}
+
+/** POST /api/stream with `"resumable": true` against the plain POST /api/stream, on the same gateway process. */
+export interface ResumableRatioReport {
+  concurrency: number
+  /** resumable CPU per stream / gateway CPU per stream (medians). */
+  cpuPerStreamResumableOverGateway: number
+  /** resumable streams/s / gateway streams/s (medians). */
+  throughputResumableOverGateway: number
+  /** Median TTFC p50, resumable minus gateway, in ms. */
+  ttfcP50ResumableMinusGatewayMs: number
+  /** Median whole-stream p50, resumable minus gateway, in ms. */
+  totalP50ResumableMinusGatewayMs: number
+}
+
+export function resumableRatiosFor (cells: CellReport[], concurrencies: number[]): ResumableRatioReport[] {
+  const median = medianOf(cells)
+  return concurrencies.map(c => ({
+    concurrency: c,
+    cpuPerStreamResumableOverGateway: median('resumable', c, 'cpuMsPerStream') / median('gateway', c, 'cpuMsPerStream'),
+    throughputResumableOverGateway: median('resumable', c, 'streamsPerSecond') / median('gateway', c, 'streamsPerSecond'),
+    ttfcP50ResumableMinusGatewayMs: median('resumable', c, 'ttfcP50Ms') - median('gateway', c, 'ttfcP50Ms'),
+    totalP50ResumableMinusGatewayMs: median('resumable', c, 'totalP50Ms') - median('gateway', c, 'totalP50Ms')
   }))
 }

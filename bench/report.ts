@@ -1,5 +1,5 @@
-// Renders a bench report as Markdown: one table per scenario, then the ratios (the OpenAI route against
-// the stream route and, with a baseline build, the gateway against that build) and the byte checks.
+// Renders a bench report as Markdown: one table per scenario, then the ratios (the OpenAI route and the
+// resumable streams against the stream route and, with a baseline build, the gateway against that build) and the byte checks.
 
 import type { BenchReport, Spread } from './harness.js'
 import type { MemoryReport } from './memory.js'
@@ -33,6 +33,15 @@ export function renderMarkdown (report: BenchReport, memory?: MemoryReport[]): s
       'gateway process (so the same CPU and RSS counters), measured right beside the gateway path, taking turns at going first. ' +
       `Issue 15 wants openai's CPU per stream at most ${OPENAI_CPU_TARGET.toFixed(1)}× the gateway's.`, '')
   }
+  if (report.scenarios.some(scenario => scenario.resumableRatios !== undefined)) {
+    lines.push('resumable = `POST /api/stream` with `"resumable": true` (issue 19: an `id:` line before every event, every event appended ' +
+      `to the stream's log in ${report.gatewayRedis === true ? 'Redis Streams' : 'process memory'}), the same prompts on the same gateway process, ` +
+      'measured right beside the gateway path, taking turns at going first. Its bodies must be the gateway\'s byte for byte once the `id:` lines ' +
+      'are taken out, with one id `<X-Stream-Id>:<n>` per event, n = 1, 2, ... in order.', '')
+  }
+  if (report.gatewayRedis === true) {
+    lines.push('The gateway process ran with REDIS_URL: besides the resumable logs, its rate-limit counters (and budgets, were any set) are kept in Redis, for every path it serves, the plain gateway path too.', '')
+  }
   if (report.builds !== undefined) {
     lines.push(`Two builds side by side: gateway = \`${report.builds.gateway}\`, baseline = \`${report.builds.baseline}\`, ` +
       'started the same way and measured in the same runs, next to each other, taking turns at going first.', '')
@@ -60,6 +69,14 @@ export function renderMarkdown (report: BenchReport, memory?: MemoryReport[]): s
         const over = r.cpuPerStreamOpenAIOverGateway > OPENAI_CPU_TARGET ? ` (over ${OPENAI_CPU_TARGET.toFixed(1)}×)` : ''
         lines.push(`| ${r.concurrency} | ${fixed(r.cpuPerStreamOpenAIOverGateway, 2)}×${over} | ${fixed(r.throughputOpenAIOverGateway, 2)}× | ` +
           `${fixed(r.ttfcP50OpenAIMinusGatewayMs, 2)} | ${fixed(r.totalP50OpenAIMinusGatewayMs, 2)} |`)
+      }
+    }
+    if (scenario.resumableRatios !== undefined) {
+      lines.push('', '| conc. | CPU/stream resumable÷gateway | streams/s resumable÷gateway | TTFC p50 resumable−gateway ms | stream p50 resumable−gateway ms |')
+      lines.push('|---:|---:|---:|---:|---:|')
+      for (const r of scenario.resumableRatios) {
+        lines.push(`| ${r.concurrency} | ${fixed(r.cpuPerStreamResumableOverGateway, 2)}× | ${fixed(r.throughputResumableOverGateway, 2)}× | ` +
+          `${fixed(r.ttfcP50ResumableMinusGatewayMs, 2)} | ${fixed(r.totalP50ResumableMinusGatewayMs, 2)} |`)
       }
     }
     if (scenario.baselineRatios !== undefined) {

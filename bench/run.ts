@@ -4,9 +4,15 @@
 //   --no-memory    skip the idle-open-streams scenario
 //   --no-paced     skip the realistic-pace scenario
 //   --no-openai    skip the openai path (POST /v1/chat/completions), for a gateway build that has no such route
+//   --no-resumable skip the resumable path (POST /api/stream with "resumable": true), for a gateway build without
+//                  resumable streams (issue 19); the baseline path never asks for them, so it needs no flag
+//   --resume-redis start the gateway (and a baseline) with REDIS_URL (the shell's, else redis://127.0.0.1:6379),
+//                  so the resumable logs go to Redis Streams; its rate-limit counters then go to Redis too
 //   --gateway-script PATH   measure another build's server.js (e.g. an older commit's) instead of dist/server.js
 //   --baseline-script PATH  also measure another build's server.js as one more path, `baseline`, in the same
 //                  runs as the gateway, and report gateway÷baseline ratios
+//   --out NAME     write bench/results/NAME.md and NAME.json instead of the default names (quick, latest,
+//                  instructions), so a comparison can be kept without replacing those; refuses an existing file
 //   --gemini-client sdk|rest   the gateway's GEMINI_CLIENT (default: the gateway's own default)
 //   --profile      instead of the bench: CPU-profile the gateway under load, write bench/results/profile.md
 //   --profile-path gateway|openai   the route --profile loads (default gateway); openai writes profile-openai.md
@@ -85,7 +91,17 @@ async function profileGateway (resultsDir: string, gatewayOptions: GatewayProces
   process.stdout.write(markdown)
 }
 
-async function countInstructions (resultsDir: string, gateway: GatewayProcessOptions, baseline: GatewayProcessOptions | undefined, warmFlag: string, streamsFlag: string): Promise<void> {
+/** The results' base name: `--out NAME` (which must be a plain name and must not replace a file), else the default. */
+function resultsName (resultsDir: string, out: string | undefined, fallback: string): string {
+  if (out === undefined) return fallback
+  if (!/^[\w.-]+$/.test(out) || out.startsWith('.')) throw new Error(`--out must be a plain file name without an extension, got "${out}"`)
+  for (const ext of ['md', 'json']) {
+    if (existsSync(join(resultsDir, `${out}.${ext}`))) throw new Error(`--out: bench/results/${out}.${ext} exists; pick another name`)
+  }
+  return out
+}
+
+async function countInstructions (resultsDir: string, name: string, gateway: GatewayProcessOptions, baseline: GatewayProcessOptions | undefined, warmFlag: string, streamsFlag: string): Promise<void> {
   const warm = Number(warmFlag)
   const streams = Number(streamsFlag)
   if (!Number.isInteger(warm) || warm < 0) throw new Error(`--warm must be a whole number, got "${warmFlag}"`)
@@ -95,8 +111,8 @@ async function countInstructions (resultsDir: string, gateway: GatewayProcessOpt
   try {
     const report = await measureInstructions({ upstreamUrl: emulator.url, pace: CHEAP, gateway, baseline, warm, streams, log })
     const markdown = renderInstructions(report)
-    writeFileSync(join(resultsDir, 'instructions.md'), markdown)
-    writeFileSync(join(resultsDir, 'instructions.json'), `${JSON.stringify(report, null, 2)}\n`)
+    writeFileSync(join(resultsDir, `${name}.md`), markdown)
+    writeFileSync(join(resultsDir, `${name}.json`), `${JSON.stringify(report, null, 2)}\n`)
     process.stdout.write(markdown)
   } finally {
     await emulator.stop()
@@ -111,6 +127,8 @@ async function main (): Promise<void> {
       'no-memory': { type: 'boolean', default: false },
       'no-paced': { type: 'boolean', default: false },
       'no-openai': { type: 'boolean', default: false },
+      'no-resumable': { type: 'boolean', default: false },
+      'resume-redis': { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       'profile-path': { type: 'string', default: 'gateway' },
       instructions: { type: 'boolean', default: false },
@@ -118,16 +136,21 @@ async function main (): Promise<void> {
       streams: { type: 'string', default: String(DEFAULT_STREAMS) },
       'gateway-script': { type: 'string' },
       'baseline-script': { type: 'string' },
-      'gemini-client': { type: 'string' }
+      'gemini-client': { type: 'string' },
+      out: { type: 'string' }
     }
   })
   const resultsDir = join(projectRoot(), 'bench', 'results')
   mkdirSync(resultsDir, { recursive: true })
   const geminiClient = values['gemini-client']
   if (geminiClient !== undefined && geminiClient !== 'sdk' && geminiClient !== 'rest') throw new Error(`--gemini-client must be sdk or rest, got "${geminiClient}"`)
+  const env: Record<string, string> = {
+    ...(geminiClient === undefined ? {} : { GEMINI_CLIENT: geminiClient }),
+    ...(values['resume-redis'] ? { REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' } : {})
+  }
   const gateway: GatewayProcessOptions = {
     ...(values['gateway-script'] === undefined ? {} : { script: values['gateway-script'] }),
-    ...(geminiClient === undefined ? {} : { env: { GEMINI_CLIENT: geminiClient } })
+    ...(Object.keys(env).length === 0 ? {} : { env })
   }
   const baselineScript = values['baseline-script']
   if (baselineScript !== undefined && !existsSync(baselineScript)) throw new Error(`--baseline-script: ${baselineScript} does not exist; build that worktree first`)
@@ -136,12 +159,14 @@ async function main (): Promise<void> {
   const profilePath = values['profile-path']
   if (profilePath !== 'gateway' && profilePath !== 'openai') throw new Error(`--profile-path must be gateway or openai, got "${profilePath}"`)
   if (values.profile) return await profileGateway(resultsDir, gateway, profilePath)
-  if (values.instructions) return await countInstructions(resultsDir, gateway, baseline, values.warm, values.streams)
+  if (values.instructions) return await countInstructions(resultsDir, resultsName(resultsDir, values.out, 'instructions'), gateway, baseline, values.warm, values.streams)
 
+  const name = resultsName(resultsDir, values.out, values.quick ? 'quick' : 'latest')
   const runs = Number(values.runs)
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got "${values.runs}"`)
   const openai = !values['no-openai']
-  const config: BenchConfig = { scenarios: scenarios(values.quick, runs, !values['no-paced']), gateway, ...(baseline === undefined ? {} : { baseline }), openai, log }
+  const resumable = !values['no-resumable']
+  const config: BenchConfig = { scenarios: scenarios(values.quick, runs, !values['no-paced']), gateway, ...(baseline === undefined ? {} : { baseline }), openai, resumable, log }
   const report = await runBench(config)
 
   const memory: MemoryReport[] = []
@@ -156,7 +181,6 @@ async function main (): Promise<void> {
   }
 
   const markdown = renderMarkdown(report, memory)
-  const name = values.quick ? 'quick' : 'latest'
   writeFileSync(join(resultsDir, `${name}.md`), markdown)
   writeFileSync(join(resultsDir, `${name}.json`), `${JSON.stringify({ ...report, memory }, null, 2)}\n`)
   process.stdout.write(markdown)

@@ -1,13 +1,13 @@
 // The benchmark harness on a tiny configuration: it starts the real processes (emulator, bare
 // proxy, gateway from dist/, and a baseline build when given one), reports every path (the gateway's
-// /api/stream and /v1/chat/completions among them) and concurrency, and its byte checks reject
+// /api/stream, resumable /api/stream and /v1/chat/completions among them) and concurrency, and its byte checks reject
 // streams that are not exactly what each path must send.
 // No timing is asserted; the ratio maths is checked on made-up medians.
 
 import t from 'tap'
-import { expectedGatewayBody, expectedStream, gatewayBodyProblem, openAIBodyProblem, upstreamBodyProblem, type ExpectedStream } from '../bench/expect.js'
+import { expectedGatewayBody, expectedStream, gatewayBodyProblem, openAIBodyProblem, resumableBodyProblem, upstreamBodyProblem, type ExpectedStream } from '../bench/expect.js'
 import { MODEL, PATHS, pathOrder, pathsFor, runBench, type BenchReport, type CellReport, type MeasureName, type PathName, type ScenarioConfig, type Spread } from '../bench/harness.js'
-import { baselineRatiosFor, openAIRatiosFor, ratiosFor } from '../bench/ratios.js'
+import { baselineRatiosFor, openAIRatiosFor, ratiosFor, resumableRatiosFor } from '../bench/ratios.js'
 import { renderMarkdown } from '../bench/report.js'
 import { attribute, nameMapEntry, parseCallgrind, PerfMap } from '../bench/callgrind.js'
 
@@ -22,7 +22,8 @@ t.test('reports every path at every concurrency, with every stream checked and r
   const [scenario] = report.scenarios
   t.ok(scenario)
   if (scenario === undefined) return
-  t.same(scenario.cells.map(c => `${c.path}@${c.concurrency}`), ['direct@1', 'proxy@1', 'gateway@1', 'openai@1', 'direct@2', 'proxy@2', 'gateway@2', 'openai@2'])
+  t.same(scenario.cells.map(c => `${c.path}@${c.concurrency}`),
+    ['direct@1', 'proxy@1', 'gateway@1', 'openai@1', 'resumable@1', 'direct@2', 'proxy@2', 'gateway@2', 'openai@2', 'resumable@2'])
   for (const cell of scenario.cells) {
     t.equal(cell.runs.length, 1)
     t.same(Object.keys(cell.summary).sort(), [...MEASURES].sort(), `${cell.path}@${cell.concurrency} has every measure`)
@@ -36,6 +37,7 @@ t.test('reports every path at every concurrency, with every stream checked and r
   }
   t.same(scenario.ratios.map(r => r.concurrency), [1, 2])
   t.same(scenario.openaiRatios?.map(r => r.concurrency), [1, 2])
+  t.same(scenario.resumableRatios?.map(r => r.concurrency), [1, 2])
   // Warm-up (4 per path), per-cell warm-up (c streams) and the timed streams, all checked.
   t.equal(scenario.checks.streamsChecked, PATHS.length * 4 + PATHS.length * (1 + 3 + 2 + 3))
   t.equal(scenario.checks.wrongStreams, 0, scenario.checks.problems.join('; '))
@@ -46,17 +48,24 @@ t.test('reports every path at every concurrency, with every stream checked and r
   t.notMatch(markdown, /baseline/)
   t.match(markdown, '| conc. | CPU/stream openai÷gateway | streams/s openai÷gateway | TTFC p50 openai−gateway ms | stream p50 openai−gateway ms |')
   t.match(markdown, /\| openai \| 2 \| 3 \|/)
+  t.match(markdown, '| conc. | CPU/stream resumable÷gateway | streams/s resumable÷gateway | TTFC p50 resumable−gateway ms | stream p50 resumable−gateway ms |')
+  t.match(markdown, /\| resumable \| 2 \| 3 \|/)
+  t.match(markdown, 'in process memory')
+  t.notOk('gatewayRedis' in report)
 })
 
-t.test('without the openai path (a build that has no such route), nothing of it is measured or reported', async t => {
-  t.same(pathsFor({ scenarios: [], openai: false }), ['direct', 'proxy', 'gateway'])
-  t.same(pathsFor({ scenarios: [], openai: false, baseline: {} }), ['direct', 'proxy', 'gateway', 'baseline'])
-  const report = await runBench({ scenarios: [{ ...TINY, concurrencies: [1] }], warmupStreams: 1, promptVariety: 2, openai: false })
+t.test('without the openai and resumable paths (a build that has no such route or opt-in), nothing of them is measured or reported', async t => {
+  t.same(pathsFor({ scenarios: [], openai: false }), ['direct', 'proxy', 'gateway', 'resumable'])
+  t.same(pathsFor({ scenarios: [], resumable: false }), ['direct', 'proxy', 'gateway', 'openai'])
+  t.same(pathsFor({ scenarios: [], openai: false, resumable: false }), ['direct', 'proxy', 'gateway'])
+  t.same(pathsFor({ scenarios: [], openai: false, resumable: false, baseline: {} }), ['direct', 'proxy', 'gateway', 'baseline'])
+  const report = await runBench({ scenarios: [{ ...TINY, concurrencies: [1] }], warmupStreams: 1, promptVariety: 2, openai: false, resumable: false })
   const [scenario] = report.scenarios
   if (scenario === undefined) return t.fail('no scenario')
   t.same(scenario.cells.map(c => c.path), ['direct', 'proxy', 'gateway'])
   t.notOk('openaiRatios' in scenario)
-  t.notMatch(renderMarkdown(report), /openai/)
+  t.notOk('resumableRatios' in scenario)
+  t.notMatch(renderMarkdown(report), /openai|resumable/)
 })
 
 t.test('with a baseline build, measures it as one more path with the gateway\'s byte checks and reports gateway against baseline', async t => {
@@ -65,8 +74,8 @@ t.test('with a baseline build, measures it as one more path with the gateway\'s 
   const [scenario] = report.scenarios
   if (scenario === undefined) return t.fail('no scenario')
   t.same(scenario.cells.map(c => `${c.path}@${c.concurrency}`),
-    ['direct@1', 'proxy@1', 'gateway@1', 'openai@1', 'baseline@1', 'direct@2', 'proxy@2', 'gateway@2', 'openai@2', 'baseline@2'])
-  t.equal(scenario.checks.streamsChecked, 5 * 4 + 5 * (1 + 3 + 2 + 3))
+    ['direct@1', 'proxy@1', 'gateway@1', 'openai@1', 'resumable@1', 'baseline@1', 'direct@2', 'proxy@2', 'gateway@2', 'openai@2', 'resumable@2', 'baseline@2'])
+  t.equal(scenario.checks.streamsChecked, 6 * 4 + 6 * (1 + 3 + 2 + 3))
   t.equal(scenario.checks.wrongStreams, 0, scenario.checks.problems.join('; '))
   t.same(scenario.baselineRatios?.map(r => r.concurrency), [1, 2])
   t.ok(report.builds?.gateway.endsWith('/dist/server.js'))
@@ -76,19 +85,33 @@ t.test('with a baseline build, measures it as one more path with the gateway\'s 
   t.match(markdown, /\| baseline \| 2 \| 3 \|/)
 })
 
-t.test('openai and the baseline are each measured right beside the gateway, and take turns at going first', async t => {
+t.test('openai, resumable and the baseline are each measured beside the gateway, and take turns at going first', async t => {
   const three: PathName[] = ['direct', 'proxy', 'gateway']
   t.same(pathOrder(three, 0, 0), ['direct', 'proxy', 'gateway'])
   t.same(pathOrder(three, 1, 0), ['proxy', 'gateway', 'direct'])
   t.same(pathOrder(three, 2, 1), ['gateway', 'direct', 'proxy'])
-  t.same(pathOrder(PATHS, 0, 0), ['direct', 'proxy', 'openai', 'gateway'])
-  t.same(pathOrder(PATHS, 0, 1), ['direct', 'proxy', 'gateway', 'openai'])
-  t.same(pathOrder(PATHS, 1, 0), ['proxy', 'gateway', 'openai', 'direct'])
-  t.same(pathOrder(PATHS, 2, 0), ['openai', 'gateway', 'direct', 'proxy'])
-  // With both, the gateway sits between them, so each comparison is between neighbours.
-  const five: PathName[] = [...PATHS, 'baseline']
+  const withOpenAI: PathName[] = [...three, 'openai']
+  t.same(pathOrder(withOpenAI, 0, 0), ['direct', 'proxy', 'openai', 'gateway'])
+  t.same(pathOrder(withOpenAI, 0, 1), ['direct', 'proxy', 'gateway', 'openai'])
+  t.same(pathOrder(withOpenAI, 1, 0), ['proxy', 'gateway', 'openai', 'direct'])
+  t.same(pathOrder(withOpenAI, 2, 0), ['openai', 'gateway', 'direct', 'proxy'])
+  // openai and resumable (the default paths): the gateway sits between them.
+  t.same(pathOrder(PATHS, 0, 0), ['direct', 'proxy', 'openai', 'gateway', 'resumable'])
+  t.same(pathOrder(PATHS, 0, 1), ['direct', 'proxy', 'resumable', 'gateway', 'openai'])
+  t.same(pathOrder(PATHS, 1, 0), ['proxy', 'resumable', 'gateway', 'openai', 'direct'])
+  t.same(pathOrder(PATHS, 2, 0), ['openai', 'gateway', 'resumable', 'direct', 'proxy'])
+  // With openai and the baseline, the gateway sits between them, so each comparison is between neighbours.
+  const five: PathName[] = [...withOpenAI, 'baseline']
   t.same(pathOrder(five, 0, 0), ['direct', 'proxy', 'openai', 'gateway', 'baseline'])
   t.same(pathOrder(five, 0, 1), ['direct', 'proxy', 'baseline', 'gateway', 'openai'])
+  // With all three, the gateway's neighbours are resumable and the baseline; openai is next to resumable.
+  const six: PathName[] = [...PATHS, 'baseline']
+  t.same(pathOrder(six, 0, 0), ['direct', 'proxy', 'openai', 'resumable', 'gateway', 'baseline'])
+  t.same(pathOrder(six, 0, 1), ['direct', 'proxy', 'baseline', 'gateway', 'resumable', 'openai'])
+  // resumable without openai, with the baseline: resumable on one side, the baseline on the other.
+  const resumableAndBaseline: PathName[] = [...three, 'resumable', 'baseline']
+  t.same(pathOrder(resumableAndBaseline, 0, 0), ['direct', 'proxy', 'resumable', 'gateway', 'baseline'])
+  t.same(pathOrder(resumableAndBaseline, 1, 0), ['proxy', 'baseline', 'gateway', 'resumable', 'direct'])
   const four: PathName[] = [...three, 'baseline']
   t.same(pathOrder(four, 0, 0), ['direct', 'proxy', 'gateway', 'baseline'])
   t.same(pathOrder(four, 0, 1), ['direct', 'proxy', 'baseline', 'gateway'])
@@ -113,7 +136,9 @@ t.test('ratios are taken between the medians of the paths at the same concurrenc
     made('direct', 1, 0.5, 400, 0.5, 3),
     made('baseline', 1, 4, 50, 1.25, 6),
     made('openai', 50, 1.1, 450, 3.5, 21.5),
-    made('openai', 1, 3, 80, 1.5, 5.25)
+    made('openai', 1, 3, 80, 1.5, 5.25),
+    made('resumable', 50, 1.25, 400, 3.25, 22),
+    made('resumable', 1, 2.5, 50, 2.5, 4.5)
   ]
   t.same(ratiosFor(cells, [1, 50]), [
     { concurrency: 1, cpuPerStreamGatewayOverProxy: 2, throughputGatewayOverProxy: 0.5, ttfcP50GatewayMinusDirectMs: 1.5, ttfcP50GatewayMinusProxyMs: 1, ttfcP50ProxyMinusDirectMs: 0.5, totalP50GatewayMinusDirectMs: 2 },
@@ -131,6 +156,11 @@ t.test('ratios are taken between the medians of the paths at the same concurrenc
   t.equal(openai[1]!.throughputOpenAIOverGateway, 0.9)
   t.throws(() => baselineRatiosFor(cells.filter(c => c.path !== 'baseline'), [1]), /no baseline cell at concurrency 1/)
   t.throws(() => openAIRatiosFor(cells.filter(c => c.path !== 'openai'), [50]), /no openai cell at concurrency 50/)
+  t.same(resumableRatiosFor(cells, [1, 50]), [
+    { concurrency: 1, cpuPerStreamResumableOverGateway: 1.25, throughputResumableOverGateway: 0.5, ttfcP50ResumableMinusGatewayMs: 0.5, totalP50ResumableMinusGatewayMs: -0.5 },
+    { concurrency: 50, cpuPerStreamResumableOverGateway: 1.25, throughputResumableOverGateway: 0.8, ttfcP50ResumableMinusGatewayMs: 0.25, totalP50ResumableMinusGatewayMs: 2 }
+  ])
+  t.throws(() => resumableRatiosFor(cells.filter(c => c.path !== 'resumable'), [1]), /no resumable cell at concurrency 1/)
 })
 
 t.test('flags every stream as wrong when the answers differ from what the checker expects', async t => {
@@ -145,7 +175,7 @@ t.test('flags every stream as wrong when the answers differ from what the checke
 t.test('flags the baseline\'s streams as wrong too, against the gateway\'s expected bytes', async t => {
   const report = await runBench({ scenarios: [{ ...TINY, concurrencies: [1] }], warmupStreams: 1, promptVariety: 2, checkPace: { chunkCount: 4, defaultMaxTokens: 20 }, baseline: {} })
   const checks = report.scenarios[0]!.checks
-  t.equal(checks.streamsChecked, 5 * (1 + 1 + 3))
+  t.equal(checks.streamsChecked, 6 * (1 + 1 + 3))
   t.equal(checks.wrongStreams, checks.streamsChecked)
   t.ok(checks.problems.some(p => p.startsWith('baseline c=10: gateway body differs')), checks.problems.join('; '))
 })
@@ -237,4 +267,31 @@ t.test('the openai byte checks catch a wrong or truncated chat completion stream
   t.match(problem('data: [DONE]\n\n'), 'has 0 chunks before [DONE]')
   const joined = `{"index":0,"delta":{"content":${JSON.stringify(expected.deltas.join(''))}},"logprobs":null,"finish_reason":null}`
   t.match(problem(openAIBody(expected, [choices[0]!, joined, ...choices.slice(2)])), 'openai event 2 carries the wrong text', 'the right text, chunked otherwise')
+})
+
+t.test('the resumable byte checks want the gateway\'s bytes under one id line <X-Stream-Id>:<n> per event, n in order', async t => {
+  const expected = expectedStream('a resumable stream', PACE)
+  const streamId = '0f8c2b1e-3d4a-4b5c-9d6e-7f8091a2b3c4'
+  const events = expectedGatewayBody(expected).split('\n\n').slice(0, -1).map(event => `${event}\n\n`)
+  const numbered = (ids: Array<string | undefined>): string => events.map((event, i) => ids[i] === undefined ? event : `id: ${ids[i]}\n${event}`).join('')
+  const right = events.map((_, i) => `${streamId}:${i + 1}`)
+  const body = numbered(right)
+  t.equal(resumableBodyProblem(body, streamId, expected), undefined)
+  const problem = (wrong: string, id: string | undefined = streamId): string | undefined => resumableBodyProblem(wrong, id, expected)
+
+  t.match(resumableBodyProblem(body, undefined, expected), 'no UUID X-Stream-Id', 'no header')
+  t.match(problem(body, 'not-a-uuid'), 'no UUID X-Stream-Id')
+  t.match(problem(expectedGatewayBody(expected)), 'resumable event 1 does not start with "id: ', 'the plain body, no ids at all')
+  t.match(problem(body, streamId.replace('0f8c', '1f8c')), 'resumable event 1 does not start with', 'ids of another stream')
+  t.match(problem(numbered(right.map((id, i) => i === 2 ? `${streamId}:4` : id))), 'resumable event 3 does not start with', 'a number skipped')
+  t.match(problem(numbered([right[0], right[2], right[1], ...right.slice(3)])), 'resumable event 2 does not start with', 'out of order')
+  t.match(problem(numbered(right.map((id, i) => i === 4 ? undefined : id))), 'resumable event 5 does not start with', 'one event without an id')
+  const twice = events.map((event, i) => `id: ${right[i]}\n${i === 1 ? `id: ${right[i]}\n` : ''}${event}`).join('')
+  t.match(problem(twice), 'resumable event 2 has more than one id line')
+  const after = events.map((event, i) => i === 0 ? event.replace('\n\n', `\nid: ${right[i]}\n\n`) : `id: ${right[i]}\n${event}`).join('')
+  t.match(problem(after), 'resumable event 1 does not start with', 'the id line after the data line')
+  const at = body.indexOf('"index":3') + 8
+  t.match(problem(body.slice(0, at) + '4' + body.slice(at + 1)), 'resumable body without its id lines: gateway body differs', 'one altered byte of the data')
+  t.match(problem(body.slice(0, -1)), 'resumable body without its id lines: gateway body differs', 'one byte short')
+  t.match(problem(numbered(right).replace('\n\n', '\n\nid: x\n\n')), 'gateway body differs', 'an extra id-only event')
 })
