@@ -6,6 +6,22 @@ import { PRESENCE_MS, PRESENCE_RENEW_MS, PRODUCER_MS, withEventId, type LoggedEv
 const BLOCK_MS = 1000
 /** The field that marks a stream's last event. */
 const LAST = 'last'
+/** How often a live stream's keys have their expiry pushed back. */
+const EXPIRY_PUSH_MS = 1000
+
+/** The events of one write of a stream's log. */
+interface Batch {
+  events: LoggedEvent[]
+  last: boolean
+  written: PromiseWithResolvers<void>
+}
+
+interface StreamWriting {
+  /** The events gathering for the next write. */
+  next: Batch | undefined
+  /** A write of this stream is out. */
+  busy: boolean
+}
 
 /**
  * The logs in Redis Streams, which every instance reads: one stream key per answer (`{id}:events`, entry ids
@@ -26,6 +42,10 @@ export class RedisStreamLogStore implements StreamLogStore {
   /** The streams produced here, whose producer keys are renewed together. */
   private readonly producing = new Set<string>()
   private renewing: NodeJS.Timeout | undefined
+  /** Each stream's events waiting for their write, and whether one is out. */
+  private readonly writing = new Map<string, StreamWriting>()
+  /** When each live stream's keys last had their expiry pushed back. */
+  private readonly expiryPushedAt = new Map<string, number>()
 
   private keysOf (streamId: string): { events: string, owner: string, readers: string, producer: string } {
     const base = `${this.prefix}{${streamId}}:`
@@ -49,6 +69,7 @@ export class RedisStreamLogStore implements StreamLogStore {
     }
     return () => {
       this.producing.delete(streamId)
+      this.expiryPushedAt.delete(streamId)
       // Sent after the stream's last event on the same connection, so no reader can see the end of one without the other.
       this.redis.del(this.keysOf(streamId).producer).catch(() => {})
       if (this.producing.size > 0) return
@@ -64,14 +85,56 @@ export class RedisStreamLogStore implements StreamLogStore {
     pipeline.exec().catch(() => {})
   }
 
+  /**
+   * Queues the event for the stream's next write. The events of one turn of the event loop (an upstream read's
+   * worth) go to Redis in one pipeline, and while one write is out the next ones gather: a slow Redis gets fewer,
+   * larger writes instead of a growing queue of small ones.
+   */
   async append (streamId: string, event: LoggedEvent, last: boolean): Promise<void> {
+    let writing = this.writing.get(streamId)
+    if (writing === undefined) {
+      writing = { next: undefined, busy: false }
+      this.writing.set(streamId, writing)
+    }
+    let batch = writing.next
+    if (batch === undefined) {
+      batch = { events: [], last: false, written: Promise.withResolvers() }
+      writing.next = batch
+      if (!writing.busy) setImmediate(() => { this.write(streamId, writing) })
+    }
+    batch.events.push(event)
+    batch.last ||= last
+    await batch.written.promise
+  }
+
+  private write (streamId: string, writing: StreamWriting): void {
+    const batch = writing.next
+    if (batch === undefined) return
+    writing.next = undefined
+    writing.busy = true
     const { events, owner } = this.keysOf(streamId)
-    const fields = last ? ['frame', event.frame, LAST, '1'] : ['frame', event.frame]
-    await this.redis.multi()
-      .xadd(events, 'MAXLEN', this.limits.maxEvents, `0-${event.n}`, ...fields)
-      .pexpire(events, this.limits.retentionMs)
-      .pexpire(owner, this.limits.retentionMs)
-      .exec()
+    const pipeline = this.redis.pipeline()
+    const final = batch.events.length - 1
+    batch.events.forEach((event, i) => {
+      if (batch.last && i === final) pipeline.xadd(events, 'MAXLEN', this.limits.maxEvents, `0-${event.n}`, 'frame', event.frame, LAST, '1')
+      else pipeline.xadd(events, 'MAXLEN', this.limits.maxEvents, `0-${event.n}`, 'frame', event.frame)
+    })
+    // The retention runs from the last event; pushing it back once a second (and at the end) is as good as every time.
+    const now = performance.now()
+    if (batch.last || now - (this.expiryPushedAt.get(streamId) ?? -Infinity) >= EXPIRY_PUSH_MS) {
+      pipeline.pexpire(events, this.limits.retentionMs).pexpire(owner, this.limits.retentionMs)
+      if (batch.last) this.expiryPushedAt.delete(streamId)
+      else this.expiryPushedAt.set(streamId, now)
+    }
+    pipeline.exec().then(results => {
+      const failed = results?.find(([error]) => error !== null)?.[0]
+      if (failed == null) batch.written.resolve()
+      else batch.written.reject(failed)
+    }, (error: unknown) => { batch.written.reject(error) }).finally(() => {
+      writing.busy = false
+      if (writing.next !== undefined) this.write(streamId, writing)
+      else this.writing.delete(streamId)
+    })
   }
 
   async owner (streamId: string): Promise<StreamOwner | undefined> {
