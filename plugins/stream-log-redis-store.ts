@@ -24,10 +24,11 @@ interface StreamWriting {
 }
 
 /**
- * The logs in Redis Streams, which every instance reads: one stream key per answer (`{id}:events`, entry ids
- * `0-<n>`, capped at `maxEvents`) and its owner (`{id}:owner`), both expiring `retentionMs` after the last write.
- * A reader follows the live stream with XREAD BLOCK on a connection of its own, so that no other command waits,
- * and shows it is there with a field of its own in `{id}:readers`, a hash that expires unless some reader renews it.
+ * The logs in Redis Streams, which every instance reads: one stream key per answer (`{id}:events`, an entry a
+ * write, whose id is its last event's `0-<n>`, at least the newest `maxEvents` events kept) and its owner
+ * (`{id}:owner`), both expiring `retentionMs` after the last write. A reader follows the live stream with XREAD
+ * BLOCK on a connection of its own, so that no other command waits, and shows it is there with a field of its own in
+ * `{id}:readers`, a hash that expires unless some reader renews it.
  * The producing instance keeps `{id}:producer` alive (one pipeline a second for all its streams); a reader that finds
  * it gone before the stream's last event ends the log with the stream's lost-producer event, so that no reader waits
  * out the retention for an instance that died.
@@ -90,7 +91,7 @@ export class RedisStreamLogStore implements StreamLogStore {
    * worth) go to Redis in one pipeline, and while one write is out the next ones gather: a slow Redis gets fewer,
    * larger writes instead of a growing queue of small ones.
    */
-  async append (streamId: string, event: LoggedEvent, last: boolean): Promise<void> {
+  append (streamId: string, event: LoggedEvent, last: boolean): Promise<void> {
     let writing = this.writing.get(streamId)
     if (writing === undefined) {
       writing = { next: undefined, busy: false }
@@ -104,7 +105,7 @@ export class RedisStreamLogStore implements StreamLogStore {
     }
     batch.events.push(event)
     batch.last ||= last
-    await batch.written.promise
+    return batch.written.promise
   }
 
   private write (streamId: string, writing: StreamWriting): void {
@@ -114,11 +115,7 @@ export class RedisStreamLogStore implements StreamLogStore {
     writing.busy = true
     const { events, owner } = this.keysOf(streamId)
     const pipeline = this.redis.pipeline()
-    const final = batch.events.length - 1
-    batch.events.forEach((event, i) => {
-      if (batch.last && i === final) pipeline.xadd(events, 'MAXLEN', this.limits.maxEvents, `0-${event.n}`, 'frame', event.frame, LAST, '1')
-      else pipeline.xadd(events, 'MAXLEN', this.limits.maxEvents, `0-${event.n}`, 'frame', event.frame)
-    })
+    pipeline.xadd(events, ...entryOf(batch.events, batch.last, this.limits.maxEvents))
     // The retention runs from the last event; pushing it back once a second (and at the end) is as good as every time.
     const now = performance.now()
     if (batch.last || now - (this.expiryPushedAt.get(streamId) ?? -Infinity) >= EXPIRY_PUSH_MS) {
@@ -166,7 +163,7 @@ export class RedisStreamLogStore implements StreamLogStore {
     const { events, owner, producer } = this.keysOf(streamId)
     if (await this.owner(streamId) === undefined) return undefined
     const first = await this.redis.xrange(events, '-', '+', 'COUNT', 1)
-    const firstN = first.length === 0 ? 1 : entryNumber(first[0]![0])
+    const firstN = first[0] === undefined ? 1 : Number(first[0][1][0])
     if (after + 1 < firstN) return undefined
     const redis = this.redis
     const limits = this.limits
@@ -189,16 +186,20 @@ export class RedisStreamLogStore implements StreamLogStore {
             for (const [, entries] of read ?? []) {
               for (const [id, fields] of entries) {
                 last = id
-                const event = eventOf(id, fields)
-                if (event !== undefined) yield event
-                if (fields.includes(LAST)) return
+                // An entry holds one write's events: those up to `after` were read before.
+                for (let i = 0; i + 1 < fields.length; i += 2) {
+                  if (fields[i] === LAST) return
+                  const n = Number(fields[i])
+                  if (n > after) yield { n, frame: fields[i + 1]! }
+                }
               }
             }
             // Nothing new: the stream may have ended before the reader came, expired while followed, or lost its producer.
             if (read === null) {
               const [newest, kept, produced] = await Promise.all([redis.xrevrange(events, '+', '-', 'COUNT', 1), redis.exists(owner), redis.exists(producer)])
               if (newest[0]?.[1].includes(LAST) === true || kept === 0) return
-              if (produced === 0) await endLost(redis, { events, owner }, streamId, newest[0] === undefined ? 0 : entryNumber(newest[0][0]), limits)
+              // A reader may be ahead of the log (the client got an event its dying producer never kept): its number then.
+              if (produced === 0) await endLost(redis, { events, owner }, streamId, Math.max(after, newest[0] === undefined ? 0 : entryNumber(newest[0][0])), limits)
             }
           }
         } finally {
@@ -211,8 +212,8 @@ export class RedisStreamLogStore implements StreamLogStore {
 }
 
 /**
- * Ends the log of a stream whose producer died with its lost-producer event, as event `newest + 1`, which the reader
- * then reads like any other. Refused by Redis (an id not above the newest) when the producer wrote meanwhile after
+ * Ends the log of a stream whose producer died with its lost-producer event, as event `newest + 1` (`newest`: the
+ * log's newest event, or the reader's if it is ahead), which the reader then reads like any other. Refused by Redis (an id not above the newest) when the producer wrote meanwhile after
  * all: the reader then reads on what it wrote.
  */
 async function endLost (redis: Redis, keys: { events: string, owner: string }, streamId: string, newest: number, limits: StreamLogLimits): Promise<void> {
@@ -220,7 +221,7 @@ async function endLost (redis: Redis, keys: { events: string, owner: string }, s
   if (lostFrame === null) return
   const n = newest + 1
   await redis.multi()
-    .xadd(keys.events, 'MAXLEN', limits.maxEvents, `0-${n}`, 'frame', withEventId(lostFrame, streamId, n), LAST, '1')
+    .xadd(keys.events, ...entryOf([{ n, frame: withEventId(lostFrame, streamId, n) }], true, limits.maxEvents))
     .pexpire(keys.events, limits.retentionMs)
     .exec()
     .catch(() => {})
@@ -241,7 +242,15 @@ function entryNumber (id: string): number {
   return Number(id.split('-')[1])
 }
 
-function eventOf (id: string, fields: string[]): LoggedEvent | undefined {
-  const at = fields.indexOf('frame')
-  return at === -1 ? undefined : { n: entryNumber(id), frame: fields[at + 1] ?? '' }
+/**
+ * The XADD arguments of one write: an entry `0-<its last n>` whose fields are `<n> <frame>` for each event (and
+ * `last 1` after the stream's last), trimming the entries whose events all come before the newest `maxEvents`.
+ * One entry a write keeps a fast answer's dozens of events to one command.
+ */
+function entryOf (events: readonly LoggedEvent[], last: boolean, maxEvents: number): [string, string, string, ...string[]] {
+  const newest = events[events.length - 1]!.n
+  const fields: string[] = []
+  for (const event of events) fields.push(String(event.n), event.frame)
+  if (last) fields.push(LAST, '1')
+  return ['MINID', `0-${Math.max(0, newest - maxEvents + 1)}`, `0-${newest}`, ...fields]
 }

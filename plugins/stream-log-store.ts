@@ -49,7 +49,10 @@ export interface StreamLogStore {
    * the stream died before its end, so that the reader learns it rather than waiting out the retention.
    */
   open: (streamId: string, owner: StreamOwner, lostFrame: string) => Promise<void>
-  /** Adds the next event; `last` marks the stream's end (its completion or error event). */
+  /**
+   * Adds the next event; `last` marks the stream's end (its completion or error event). Settles when the event is
+   * kept; events kept together may share one promise.
+   */
   append: (streamId: string, event: LoggedEvent, last: boolean) => Promise<void>
   /** The stream's owner, or undefined when it is unknown or expired. */
   owner: (streamId: string) => Promise<StreamOwner | undefined>
@@ -78,6 +81,8 @@ interface MemoryLog {
   wake: Set<() => void>
 }
 
+const KEPT = Promise.resolve()
+
 /** Characters all the memory logs of a process hold together unless told otherwise: 64 Mi (64 to 128 MiB of strings). */
 export const DEFAULT_MEMORY_LOG_CHARS = 64 * 1024 * 1024
 
@@ -97,20 +102,21 @@ export class MemoryStreamLogStore implements StreamLogStore {
     this.logs.set(streamId, { owner, events: [], chars: 0, readers: 0, ended: false, expires: this.expiry(streamId), wake: new Set() })
   }
 
-  async append (streamId: string, event: LoggedEvent, last: boolean): Promise<void> {
+  /** Kept at once: every append answers with the same settled promise, so the per-event path allocates none. */
+  append (streamId: string, event: LoggedEvent, last: boolean): Promise<void> {
     const log = this.logs.get(streamId)
-    if (log === undefined) return
+    if (log === undefined) return KEPT
     log.events.push(event)
     this.grow(log, event.frame.length)
     if (log.events.length > this.limits.maxEvents) this.grow(log, -log.events.shift()!.frame.length)
-    for (const [oldest, kept] of this.logs) {
-      if (this.chars <= this.maxChars || kept === log) break
-      this.drop(oldest)
-    }
+    if (this.chars > this.maxChars) this.dropOldest(log)
     log.ended ||= last
     log.expires.refresh()
-    for (const wake of log.wake) wake()
-    log.wake.clear()
+    if (log.wake.size > 0) {
+      for (const wake of log.wake) wake()
+      log.wake.clear()
+    }
+    return KEPT
   }
 
   async owner (streamId: string): Promise<StreamOwner | undefined> {
@@ -139,6 +145,14 @@ export class MemoryStreamLogStore implements StreamLogStore {
   private grow (log: MemoryLog, chars: number): void {
     log.chars += chars
     this.chars += chars
+  }
+
+  /** Drops the oldest logs until all of them fit in `maxChars` again; `growing`, the one being written, stays. */
+  private dropOldest (growing: MemoryLog): void {
+    for (const [oldest, kept] of this.logs) {
+      if (this.chars <= this.maxChars || kept === growing) return
+      this.drop(oldest)
+    }
   }
 
   private drop (streamId: string): void {

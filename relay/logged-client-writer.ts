@@ -22,6 +22,8 @@ export class LoggedClientWriter extends ClientWriter {
   private watch: NodeJS.Timeout | undefined
   private readonly stopProducing: () => void
   private logFailed = false
+  /** The last append's promise: events kept together share one, which needs its failure handled only once. */
+  private appended: Promise<void> | undefined
 
   constructor (reply: FastifyReply, private readonly logged: LoggedClientWriterOptions, private readonly stream: ResumableStream) {
     // A wait for the client's socket to drain ends when the client leaves, not only when the stream stops.
@@ -87,11 +89,17 @@ export class LoggedClientWriter extends ClientWriter {
     this.n++
     const numbered = withEventId(frame, this.stream.streamId, this.n)
     // Not awaited: appends go out in order on one connection, and the client is never held up by the log.
-    this.stream.store.append(this.stream.streamId, { n: this.n, frame: numbered }, last).catch((error: unknown) => {
-      if (this.logFailed) return
-      this.logFailed = true
-      this.logged.onLogError(error)
-    })
+    const appended = this.stream.store.append(this.stream.streamId, { n: this.n, frame: numbered }, last)
+    if (appended !== this.appended) {
+      this.appended = appended
+      appended.catch(this.appendFailed)
+    }
     return numbered
+  }
+
+  private readonly appendFailed = (error: unknown): void => {
+    if (this.logFailed) return
+    this.logFailed = true
+    this.logged.onLogError(error)
   }
 }

@@ -195,7 +195,8 @@ t.test('a reader that comes within the grace time keeps the answer going past it
 })
 
 t.test('expired, and trimmed: 404 once the retention passed, 410 for events no longer kept', { skip: REDIS_SKIP }, async t => {
-  const emulator = await startEmulator(t, { chunkCount: 8 })
+  // Paced, so that each event is a write of its own: the cap keeps at least the newest 3 events, and whole writes.
+  const emulator = await startEmulator(t, { chunkCount: 8, chunkDelayMs: 20 })
   const [gateway] = await twoInstances(t, emulator, { retentionMs: 300, maxEvents: 3 })
   const started = await postStream(gateway.url, { prompt, resumable: true })
   const streamId = started.headers.get('x-stream-id')!
@@ -298,6 +299,8 @@ t.test('the instance producing a stream dies: its reader on another instance get
   const stream = await openStream(doomed.url, { prompt })
   const streamId = String(stream.response.headers['x-stream-id'])
   await stream.waitFor('"index":3}')
+  // The log follows the socket within a write (a turn of the event loop and a Redis round trip).
+  await stream.waitFor('"index":5}')
   doomed.child.kill('SIGKILL')
   await doomed.exited
   const started = performance.now()
