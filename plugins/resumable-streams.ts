@@ -52,9 +52,9 @@ export interface ResumableStreams {
   wanted: (request: FastifyRequest, asked: boolean | undefined) => boolean
   /**
    * Opens the log of a new resumable stream of `caller`, in the wire format `format`. Undefined when the log cannot
-   * be opened (Redis down): the stream then runs as a plain one, without a stream id, rather than not at all.
+   * be kept (Redis not connected): the stream then runs as a plain one, without a stream id, rather than not at all.
    */
-  begin: (request: FastifyRequest, caller: Caller, api: string, format: WireFormat) => Promise<ResumableStream | undefined>
+  begin: (request: FastifyRequest, caller: Caller, api: string, format: WireFormat) => ResumableStream | undefined
 }
 
 declare module './services.js' {
@@ -95,15 +95,17 @@ export default fp<ResumableStreamsOptions>(async function resumableStreams (app,
       if (header === 'false') return false
       return byDefault
     },
-    async begin (request, caller, api, format) {
-      const streamId = randomUUID()
-      const lostFrame = format.error({ kind: 'unavailable', message: LOST_PRODUCER_MESSAGE, recoverable: true })
-      try {
-        await store.open(streamId, { caller: caller.id, requestId: request.id, api }, lostFrame)
-      } catch (error) {
-        warnFailure(error, 'resumable streams: a stream\'s log could not be opened; it runs without resuming')
+    begin (request, caller, api, format) {
+      if (!store.ready()) {
+        warnFailure(new Error('Redis is not connected'), 'resumable streams: a stream started without resuming')
         return undefined
       }
+      const streamId = randomUUID()
+      const lostFrame = format.error({ kind: 'unavailable', message: LOST_PRODUCER_MESSAGE, recoverable: true })
+      // Not awaited: the log's first write follows on the same connection, and the first chunk waits on neither.
+      store.open(streamId, { caller: caller.id, requestId: request.id, api }, lostFrame).catch((error: unknown) => {
+        warnFailure(error, 'resumable streams: a stream\'s log could not be opened; it cannot be resumed')
+      })
       return { streamId, store, graceMs }
     }
   })

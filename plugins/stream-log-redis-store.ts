@@ -53,26 +53,33 @@ export class RedisStreamLogStore implements StreamLogStore {
     return { events: `${base}events`, owner: `${base}owner`, readers: `${base}readers`, producer: `${base}producer` }
   }
 
+  ready (): boolean {
+    return this.redis.status === 'ready'
+  }
+
+  /** One pipeline: the owner, and the producer's first sign of life, so that produce() need not send one. */
   async open (streamId: string, owner: StreamOwner, lostFrame: string): Promise<void> {
-    const { owner: ownerKey } = this.keysOf(streamId)
-    await this.redis.multi()
+    const { owner: ownerKey, producer } = this.keysOf(streamId)
+    const results = await this.redis.pipeline()
       .hset(ownerKey, 'caller', owner.caller, 'requestId', owner.requestId, 'api', owner.api, 'lost', lostFrame)
       .pexpire(ownerKey, this.limits.retentionMs)
+      .set(producer, '1', 'PX', PRODUCER_MS)
       .exec()
+    const failed = results?.find(([error]) => error !== null)?.[0]
+    if (failed != null) throw failed
   }
 
   produce (streamId: string): () => void {
     this.producing.add(streamId)
-    this.renewProducers([streamId])
     if (this.renewing === undefined) {
       this.renewing = setInterval(() => { this.renewProducers([...this.producing]) }, PRESENCE_RENEW_MS)
       this.renewing.unref()
     }
+    // The key goes with the stream's last write; a stream that ends without one (its client left before the first
+    // byte, so nobody can read it) lets it expire.
     return () => {
       this.producing.delete(streamId)
       this.expiryPushedAt.delete(streamId)
-      // Sent after the stream's last event on the same connection, so no reader can see the end of one without the other.
-      this.redis.del(this.keysOf(streamId).producer).catch(() => {})
       if (this.producing.size > 0) return
       clearInterval(this.renewing)
       this.renewing = undefined
@@ -113,9 +120,11 @@ export class RedisStreamLogStore implements StreamLogStore {
     if (batch === undefined) return
     writing.next = undefined
     writing.busy = true
-    const { events, owner } = this.keysOf(streamId)
+    const { events, owner, producer } = this.keysOf(streamId)
     const pipeline = this.redis.pipeline()
     pipeline.xadd(events, ...entryOf(batch.events, batch.last, this.limits.maxEvents))
+    // After the last event on the same connection: no reader can see the producer gone without the stream's end.
+    if (batch.last) pipeline.del(producer)
     // The retention runs from the last event; pushing it back once a second (and at the end) is as good as every time.
     const now = performance.now()
     if (batch.last || now - (this.expiryPushedAt.get(streamId) ?? -Infinity) >= EXPIRY_PUSH_MS) {

@@ -44,9 +44,12 @@ export function withEventId (frame: string, streamId: string, n: number): string
 }
 
 export interface StreamLogStore {
+  /** Whether a new stream's log can be kept now (Redis connected): a stream that starts otherwise is not resumable. */
+  ready: () => boolean
   /**
-   * Starts a stream's log. `lostFrame` is the event (without its id) a reader ends with when the instance producing
-   * the stream died before its end, so that the reader learns it rather than waiting out the retention.
+   * Starts a stream's log and shows its producer alive (produce() keeps it so). `lostFrame` is the event (without its
+   * id) a reader ends with when the instance producing the stream died before its end, so that the reader learns it
+   * rather than waiting out the retention.
    */
   open: (streamId: string, owner: StreamOwner, lostFrame: string) => Promise<void>
   /**
@@ -100,6 +103,10 @@ export class MemoryStreamLogStore implements StreamLogStore {
   // A producer in this process dies with the logs: there is no lost producer to tell a reader about.
   async open (streamId: string, owner: StreamOwner, _lostFrame: string): Promise<void> {
     this.logs.set(streamId, { owner, events: [], chars: 0, readers: 0, ended: false, expires: this.expiry(streamId), wake: new Set() })
+  }
+
+  ready (): boolean {
+    return true
   }
 
   /** Kept at once: every append answers with the same settled promise, so the per-event path allocates none. */

@@ -386,3 +386,13 @@ t.test('a reader on an instance that shuts down is let go, and reads on from ano
   t.equal(emulator.requests.length, 1)
   t.same(streamMetrics(await scrape(producer)), { completed: 1, active: 0, upstreamErrors: {} })
 })
+
+t.test('with Redis unreachable a resumable request is served as a plain stream, without a stream id', async t => {
+  const emulator = await startEmulator(t)
+  const gateway = await startGateway(t, emulator, { resumable: { redis: 'redis://127.0.0.1:1' } })
+  const plain = await (await postStream(gateway.url, { prompt })).text()
+  const asked = await postStream(gateway.url, { prompt, resumable: true })
+  t.equal(asked.status, 200)
+  t.equal(asked.headers.get('x-stream-id'), null, 'no stream id that could not be resumed')
+  t.equal(await asked.text(), plain, 'the plain stream\'s bytes')
+})

@@ -96,8 +96,9 @@ t.test('a Redis reader whose stream lost its producer ends the log with the lost
   t.same((await reading).map(read => read.n), [1, 2], 'the producer\'s events, to its last')
   stopProducing()
 
-  // A producer that never showed itself alive (its instance died before its first renewal, or long ago).
+  // A producer gone before the stream's end (its key expired: its instance died).
   await store.open('orphan', owner, LOST)
+  await redis.del(`${nameSpace}{orphan}:producer`)
   await store.append('orphan', event(1), false)
   const started = performance.now()
   const seen = await collectAll((await store.read('orphan', 0, new AbortController().signal))!)
@@ -131,6 +132,7 @@ t.test('a Redis reader ahead of a log that lost its producer still gets the lost
   const { redis, nameSpace } = await redisNamespace(t, 'stream-log-ahead')
   const store = new RedisStreamLogStore(redis, nameSpace, { retentionMs: 60_000, maxEvents: 100 })
   await store.open('ahead', owner, LOST)
+  await redis.del(`${nameSpace}{ahead}:producer`)
   await store.append('ahead', event(1), false)
   // The client read event 3 from the socket; its producer died before events 2 and 3 were kept.
   t.same(await collectAll((await store.read('ahead', 3, new AbortController().signal))!), [{ n: 4, frame: `id: ahead:4\n${LOST}` }])
