@@ -396,3 +396,15 @@ t.test('with Redis unreachable a resumable request is served as a plain stream, 
   t.equal(asked.headers.get('x-stream-id'), null, 'no stream id that could not be resumed')
   t.equal(await asked.text(), plain, 'the plain stream\'s bytes')
 })
+
+t.test('the plugin\'s options are checked by name', async t => {
+  const emulator = await startEmulator(t)
+  for (const [resumable, message] of [
+    [{ graceMs: 0 }, 'resumable streams: option "graceMs" must be a positive integer'],
+    [{ retentionMs: 1.5 }, 'resumable streams: option "retentionMs" must be a positive integer'],
+    [{ maxEvents: -1 }, 'resumable streams: option "maxEvents" must be a positive integer'],
+    [{ redis: 'http://127.0.0.1:6379' }, 'resumable streams: option "redis" must be a redis:// or rediss:// URL or an ioredis client']
+  ] as const) {
+    await t.rejects(startGateway(t, emulator, { resumable: resumable as GatewayOptions['resumable'] }), { message }, JSON.stringify(resumable))
+  }
+})
