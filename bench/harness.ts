@@ -11,9 +11,9 @@ import { distFile, GATEWAY_CLIENT_KEY, startEmulatorProcess, type GatewayProcess
 import { expectedStream, gatewayBodyProblem, openAIBodyProblem, resumableBodyProblem, upstreamBodyProblem, type ExpectedStream } from './expect.js'
 import { keepAliveAgent, percentile, runLoad, type StreamSample, type StreamTarget } from './load.js'
 import { cpuMs, sampleRss, ticksPerSecond } from '../scripts/shared/procfs.js'
-import { baselineRatiosFor, openAIRatiosFor, ratiosFor, resumableRatiosFor, type BaselineRatioReport, type OpenAIRatioReport, type RatioReport, type ResumableRatioReport } from './ratios.js'
+import { baselineRatiosFor, besideGatewayRatiosFor, ratiosFor, type BaselineRatioReport, type BesideGatewayRatioReport, type RatioReport } from './ratios.js'
 
-export type { BaselineRatioReport, OpenAIRatioReport, RatioReport, ResumableRatioReport } from './ratios.js'
+export type { BaselineRatioReport, BesideGatewayRatioReport, RatioReport } from './ratios.js'
 
 /**
  * `gateway` is POST /api/stream, `openai` POST /v1/chat/completions (streamed) and `resumable` POST /api/stream
@@ -102,9 +102,9 @@ export interface ScenarioReport {
   cells: CellReport[]
   ratios: RatioReport[]
   /** Only when the openai path was measured. */
-  openaiRatios?: OpenAIRatioReport[]
+  openaiRatios?: BesideGatewayRatioReport[]
   /** Only when the resumable path was measured. */
-  resumableRatios?: ResumableRatioReport[]
+  resumableRatios?: BesideGatewayRatioReport[]
   /** Only when a baseline build was measured. */
   baselineRatios?: BaselineRatioReport[]
   checks: CheckReport
@@ -340,8 +340,8 @@ export async function runScenario (scenario: ScenarioConfig, config: BenchConfig
       runs: scenario.runs,
       cells,
       ratios: ratiosFor(cells, scenario.concurrencies),
-      ...(paths.includes('openai') ? { openaiRatios: openAIRatiosFor(cells, scenario.concurrencies) } : {}),
-      ...(paths.includes('resumable') ? { resumableRatios: resumableRatiosFor(cells, scenario.concurrencies) } : {}),
+      ...(paths.includes('openai') ? { openaiRatios: besideGatewayRatiosFor(cells, scenario.concurrencies, 'openai') } : {}),
+      ...(paths.includes('resumable') ? { resumableRatios: besideGatewayRatiosFor(cells, scenario.concurrencies, 'resumable') } : {}),
       ...(servers.baseline === undefined ? {} : { baselineRatios: baselineRatiosFor(cells, scenario.concurrencies) }),
       checks: checker.report
     }

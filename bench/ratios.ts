@@ -29,16 +29,17 @@ export interface BaselineRatioReport {
 }
 
 /** POST /v1/chat/completions against POST /api/stream, on the same gateway process. */
-export interface OpenAIRatioReport {
+/** A path served by the gateway's process (openai, resumable) against the plain POST /api/stream beside it. */
+export interface BesideGatewayRatioReport {
   concurrency: number
-  /** openai CPU per stream / gateway CPU per stream (medians): issue 15 wants at most 1.2. */
-  cpuPerStreamOpenAIOverGateway: number
-  /** openai streams/s / gateway streams/s (medians). */
-  throughputOpenAIOverGateway: number
-  /** Median TTFC p50, openai minus gateway, in ms. */
-  ttfcP50OpenAIMinusGatewayMs: number
-  /** Median whole-stream p50, openai minus gateway, in ms. */
-  totalP50OpenAIMinusGatewayMs: number
+  /** The path's CPU per stream / gateway CPU per stream (medians); issue 15 wants at most 1.2 for openai. */
+  cpuPerStreamOverGateway: number
+  /** The path's streams/s / gateway streams/s (medians). */
+  throughputOverGateway: number
+  /** Median TTFC p50, the path minus gateway, in ms. */
+  ttfcP50MinusGatewayMs: number
+  /** Median whole-stream p50, the path minus gateway, in ms. */
+  totalP50MinusGatewayMs: number
 }
 
 function medianOf (cells: CellReport[]): (path: PathName, concurrency: number, name: MeasureName) => number {
@@ -72,37 +73,13 @@ export function baselineRatiosFor (cells: CellReport[], concurrencies: number[])
   }))
 }
 
-export function openAIRatiosFor (cells: CellReport[], concurrencies: number[]): OpenAIRatioReport[] {
+export function besideGatewayRatiosFor (cells: CellReport[], concurrencies: number[], path: 'openai' | 'resumable'): BesideGatewayRatioReport[] {
   const median = medianOf(cells)
   return concurrencies.map(c => ({
     concurrency: c,
-    cpuPerStreamOpenAIOverGateway: median('openai', c, 'cpuMsPerStream') / median('gateway', c, 'cpuMsPerStream'),
-    throughputOpenAIOverGateway: median('openai', c, 'streamsPerSecond') / median('gateway', c, 'streamsPerSecond'),
-    ttfcP50OpenAIMinusGatewayMs: median('openai', c, 'ttfcP50Ms') - median('gateway', c, 'ttfcP50Ms'),
-    totalP50OpenAIMinusGatewayMs: median('openai', c, 'totalP50Ms') - median('gateway', c, 'totalP50Ms')
-  }))
-}
-
-/** POST /api/stream with `"resumable": true` against the plain POST /api/stream, on the same gateway process. */
-export interface ResumableRatioReport {
-  concurrency: number
-  /** resumable CPU per stream / gateway CPU per stream (medians). */
-  cpuPerStreamResumableOverGateway: number
-  /** resumable streams/s / gateway streams/s (medians). */
-  throughputResumableOverGateway: number
-  /** Median TTFC p50, resumable minus gateway, in ms. */
-  ttfcP50ResumableMinusGatewayMs: number
-  /** Median whole-stream p50, resumable minus gateway, in ms. */
-  totalP50ResumableMinusGatewayMs: number
-}
-
-export function resumableRatiosFor (cells: CellReport[], concurrencies: number[]): ResumableRatioReport[] {
-  const median = medianOf(cells)
-  return concurrencies.map(c => ({
-    concurrency: c,
-    cpuPerStreamResumableOverGateway: median('resumable', c, 'cpuMsPerStream') / median('gateway', c, 'cpuMsPerStream'),
-    throughputResumableOverGateway: median('resumable', c, 'streamsPerSecond') / median('gateway', c, 'streamsPerSecond'),
-    ttfcP50ResumableMinusGatewayMs: median('resumable', c, 'ttfcP50Ms') - median('gateway', c, 'ttfcP50Ms'),
-    totalP50ResumableMinusGatewayMs: median('resumable', c, 'totalP50Ms') - median('gateway', c, 'totalP50Ms')
+    cpuPerStreamOverGateway: median(path, c, 'cpuMsPerStream') / median('gateway', c, 'cpuMsPerStream'),
+    throughputOverGateway: median(path, c, 'streamsPerSecond') / median('gateway', c, 'streamsPerSecond'),
+    ttfcP50MinusGatewayMs: median(path, c, 'ttfcP50Ms') - median('gateway', c, 'ttfcP50Ms'),
+    totalP50MinusGatewayMs: median(path, c, 'totalP50Ms') - median('gateway', c, 'totalP50Ms')
   }))
 }

@@ -1,7 +1,7 @@
 // Renders a bench report as Markdown: one table per scenario, then the ratios (the OpenAI route and the
 // resumable streams against the stream route and, with a baseline build, the gateway against that build) and the byte checks.
 
-import type { BenchReport, Spread } from './harness.js'
+import type { BenchReport, BesideGatewayRatioReport, Spread } from './harness.js'
 import type { MemoryReport } from './memory.js'
 
 /** Issue 15's bound on POST /v1/chat/completions' CPU per stream, as a multiple of POST /api/stream's. */
@@ -14,6 +14,17 @@ function fixed (value: number, digits: number): string {
 function cell (spread: Spread, digits: number): string {
   if (spread.min === spread.max) return fixed(spread.median, digits)
   return `${fixed(spread.median, digits)} (${fixed(spread.min, digits)}–${fixed(spread.max, digits)})`
+}
+
+/** The ratios of a path served beside the gateway's plain route, flagging CPU over `cpuTarget` when there is one. */
+function besideGatewayTable (path: string, ratios: readonly BesideGatewayRatioReport[], cpuTarget?: number): string[] {
+  const lines = ['', `| conc. | CPU/stream ${path}÷gateway | streams/s ${path}÷gateway | TTFC p50 ${path}−gateway ms | stream p50 ${path}−gateway ms |`, '|---:|---:|---:|---:|---:|']
+  for (const r of ratios) {
+    const over = cpuTarget !== undefined && r.cpuPerStreamOverGateway > cpuTarget ? ` (over ${cpuTarget.toFixed(1)}×)` : ''
+    lines.push(`| ${r.concurrency} | ${fixed(r.cpuPerStreamOverGateway, 2)}×${over} | ${fixed(r.throughputOverGateway, 2)}× | ` +
+      `${fixed(r.ttfcP50MinusGatewayMs, 2)} | ${fixed(r.totalP50MinusGatewayMs, 2)} |`)
+  }
+  return lines
 }
 
 export function renderMarkdown (report: BenchReport, memory?: MemoryReport[]): string {
@@ -62,23 +73,8 @@ export function renderMarkdown (report: BenchReport, memory?: MemoryReport[]): s
       lines.push(`| ${r.concurrency} | ${fixed(r.cpuPerStreamGatewayOverProxy, 2)}× | ${fixed(r.throughputGatewayOverProxy, 2)}× | ${fixed(r.ttfcP50GatewayMinusDirectMs, 2)} | ` +
         `${fixed(r.ttfcP50GatewayMinusProxyMs, 2)} | ${fixed(r.ttfcP50ProxyMinusDirectMs, 2)} | ${fixed(r.totalP50GatewayMinusDirectMs, 2)} |`)
     }
-    if (scenario.openaiRatios !== undefined) {
-      lines.push('', '| conc. | CPU/stream openai÷gateway | streams/s openai÷gateway | TTFC p50 openai−gateway ms | stream p50 openai−gateway ms |')
-      lines.push('|---:|---:|---:|---:|---:|')
-      for (const r of scenario.openaiRatios) {
-        const over = r.cpuPerStreamOpenAIOverGateway > OPENAI_CPU_TARGET ? ` (over ${OPENAI_CPU_TARGET.toFixed(1)}×)` : ''
-        lines.push(`| ${r.concurrency} | ${fixed(r.cpuPerStreamOpenAIOverGateway, 2)}×${over} | ${fixed(r.throughputOpenAIOverGateway, 2)}× | ` +
-          `${fixed(r.ttfcP50OpenAIMinusGatewayMs, 2)} | ${fixed(r.totalP50OpenAIMinusGatewayMs, 2)} |`)
-      }
-    }
-    if (scenario.resumableRatios !== undefined) {
-      lines.push('', '| conc. | CPU/stream resumable÷gateway | streams/s resumable÷gateway | TTFC p50 resumable−gateway ms | stream p50 resumable−gateway ms |')
-      lines.push('|---:|---:|---:|---:|---:|')
-      for (const r of scenario.resumableRatios) {
-        lines.push(`| ${r.concurrency} | ${fixed(r.cpuPerStreamResumableOverGateway, 2)}× | ${fixed(r.throughputResumableOverGateway, 2)}× | ` +
-          `${fixed(r.ttfcP50ResumableMinusGatewayMs, 2)} | ${fixed(r.totalP50ResumableMinusGatewayMs, 2)} |`)
-      }
-    }
+    if (scenario.openaiRatios !== undefined) lines.push(...besideGatewayTable('openai', scenario.openaiRatios, OPENAI_CPU_TARGET))
+    if (scenario.resumableRatios !== undefined) lines.push(...besideGatewayTable('resumable', scenario.resumableRatios))
     if (scenario.baselineRatios !== undefined) {
       lines.push('', '| conc. | CPU/stream gateway÷baseline | streams/s gateway÷baseline | TTFC p50 gateway−baseline ms |')
       lines.push('|---:|---:|---:|---:|')

@@ -20,6 +20,7 @@ import { isRedisOption, redisFor } from './rate-limit-redis-store.js'
 import { DAY_MS, DEFAULT_RETENTION_DAYS, HOUR_MS, MINUTE_MS, MemoryBudgetStore, windowAt, type AdmissionRefusal, type BudgetBooks, type BudgetStore, type BudgetWindow, type HourOfUsage } from './key-budgets-store.js'
 import { RedisBudgetStore } from './key-budgets-redis-store.js'
 import type { Prices } from './prices.js'
+import { positiveInteger } from './option-checks.js'
 
 export interface KeyBudgetsOptions {
   /** A `redis://` URL (the plugin owns that client) or an ioredis client owned by the caller; unset: process memory. */
@@ -185,19 +186,13 @@ function tokenHeaders (budget: TokenBudget | undefined): OutgoingHttpHeaders {
   }
 }
 
-function positiveInteger (name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isInteger(value) || value < 1) throw new Error(`key-budgets: option "${name}" must be a positive integer`)
-  return value
-}
-
 export default fp<KeyBudgetsOptions>(async function keyBudgetsPlugin (app, options) {
   const { onRedisError = 'open', nameSpace = DEFAULT_BUDGET_NAMESPACE, now = Date.now } = options
   if (onRedisError !== 'open' && onRedisError !== 'closed') throw new Error('key-budgets: option "onRedisError" must be "open" or "closed"')
   if (typeof nameSpace !== 'string' || nameSpace === '') throw new Error('key-budgets: option "nameSpace" must be a non-empty string')
-  const leaseMs = positiveInteger('leaseMs', options.leaseMs, DEFAULT_LEASE_MS)
+  const leaseMs = positiveInteger('key-budgets', 'leaseMs', options.leaseMs, DEFAULT_LEASE_MS)
   const { prices } = options
-  const retentionDays = positiveInteger('retentionDays', options.retentionDays, DEFAULT_RETENTION_DAYS)
+  const retentionDays = positiveInteger('key-budgets', 'retentionDays', options.retentionDays, DEFAULT_RETENTION_DAYS)
   const retentionMs = retentionDays * DAY_MS
   const metrics = need(app, 'metrics', 'amrikyy-metrics')
   const storeErrors = new promClient.Counter({

@@ -12,6 +12,7 @@ import type { KeyState } from '../gemini/key-pool.js'
 import type { CircuitState } from '../gemini/circuit-breaker.js'
 // The auth plugin declares `request.amrikyy`, which this plugin reads when auth ran.
 import type {} from './auth.js'
+import { positiveInteger } from './option-checks.js'
 
 export type StreamOutcome = 'completed' | 'failed' | 'cancelled'
 
@@ -139,12 +140,6 @@ const fastifyMetrics = fastifyMetricsModule.default
 const DURATION_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600]
 const FIRST_CHUNK_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
-function positiveInteger (name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isInteger(value) || value < 1) throw new Error(`metrics: option "${name}" must be a positive integer`)
-  return value
-}
-
 declare module './services.js' {
   interface GatewayServices {
     metrics?: GatewayMetrics
@@ -153,9 +148,9 @@ declare module './services.js' {
 
 export default fp<MetricsOptions>(async function metricsPlugin (app, options) {
   const registry = options.registry ?? new Registry()
-  const agents = new BoundedLabel(positiveInteger('maxAgents', options.maxAgents, 100), stringList('agents', options.agents, []))
+  const agents = new BoundedLabel(positiveInteger('metrics', 'maxAgents', options.maxAgents, 100), stringList('agents', options.agents, []))
   const models = new AllowedLabel(stringList('models', options.models, GEMINI_MODELS).map(modelId))
-  const keys = new BoundedLabel(positiveInteger('maxKeys', options.maxKeys, 100), stringList('keys', options.keys, []))
+  const keys = new BoundedLabel(positiveInteger('metrics', 'maxKeys', options.maxKeys, 100), stringList('keys', options.keys, []))
   const endpoint = options.endpoint === undefined ? '/api/metrics' : options.endpoint
   const registers = [registry]
   const streamLabels = ['api', 'agent', 'model']

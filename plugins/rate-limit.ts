@@ -9,6 +9,7 @@ import { callerOf } from './auth.js'
 import { need, provide } from './services.js'
 import { DEFAULT_MAX_ADDRESSES, MemoryStore } from './rate-limit-memory-store.js'
 import { RedisStore, isRedisOption, redisFor } from './rate-limit-redis-store.js'
+import { positiveInteger } from './option-checks.js'
 
 export type RedisErrorPolicy = 'open' | 'closed'
 
@@ -60,12 +61,6 @@ export function parseTimeWindow (value: number | string): number {
   return ms
 }
 
-function positiveInteger (name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isInteger(value) || value < 1) throw new Error(`rate-limit: option "${name}" must be a positive integer`)
-  return value
-}
-
 interface ResolvedOptions {
   max: number
   adminMax: number
@@ -84,13 +79,13 @@ function resolveOptions (options: RateLimitOptions): ResolvedOptions {
   if (typeof nameSpace !== 'string' || nameSpace === '') throw new Error('rate-limit: option "nameSpace" must be a non-empty string')
   if (typeof now !== 'function') throw new Error('rate-limit: option "now" must be a function returning milliseconds')
   return {
-    max: positiveInteger('max', options.max, DEFAULT_MAX),
-    adminMax: positiveInteger('adminMax', options.adminMax, DEFAULT_ADMIN_MAX),
+    max: positiveInteger('rate-limit', 'max', options.max, DEFAULT_MAX),
+    adminMax: positiveInteger('rate-limit', 'adminMax', options.adminMax, DEFAULT_ADMIN_MAX),
     timeWindowMs: parseTimeWindow(options.timeWindow ?? DEFAULT_TIME_WINDOW),
     redis,
     onRedisError,
     nameSpace,
-    maxAddresses: positiveInteger('maxAddresses', options.maxAddresses, DEFAULT_MAX_ADDRESSES),
+    maxAddresses: positiveInteger('rate-limit', 'maxAddresses', options.maxAddresses, DEFAULT_MAX_ADDRESSES),
     now
   }
 }

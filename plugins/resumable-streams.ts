@@ -14,6 +14,7 @@ import { throttledWarn } from './rate-limit.js'
 import { isRedisOption, redisFor } from './rate-limit-redis-store.js'
 import { DEFAULT_MEMORY_LOG_CHARS, MemoryStreamLogStore, type StreamLogStore } from './stream-log-store.js'
 import { RedisStreamLogStore } from './stream-log-redis-store.js'
+import { positiveInteger } from './option-checks.js'
 
 export interface ResumableStreamsOptions {
   /** A `redis://` URL (the plugin owns that client) or an ioredis client owned by the caller; unset: process memory. */
@@ -63,23 +64,17 @@ declare module './services.js' {
   }
 }
 
-function positiveInteger (name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isInteger(value) || value < 1) throw new Error(`resumable streams: option "${name}" must be a positive integer`)
-  return value
-}
-
 export default fp<ResumableStreamsOptions>(async function resumableStreams (app, options) {
   const limits = {
-    retentionMs: positiveInteger('retentionMs', options.retentionMs, DEFAULT_RETENTION_MS),
-    maxEvents: positiveInteger('maxEvents', options.maxEvents, DEFAULT_MAX_EVENTS)
+    retentionMs: positiveInteger('resumable streams', 'retentionMs', options.retentionMs, DEFAULT_RETENTION_MS),
+    maxEvents: positiveInteger('resumable streams', 'maxEvents', options.maxEvents, DEFAULT_MAX_EVENTS)
   }
-  const graceMs = positiveInteger('graceMs', options.graceMs, DEFAULT_GRACE_MS)
+  const graceMs = positiveInteger('resumable streams', 'graceMs', options.graceMs, DEFAULT_GRACE_MS)
   const byDefault = options.byDefault ?? false
   const warnFailure = throttledWarn(app.log, 5000)
   let store: StreamLogStore
   if (options.redis === undefined) {
-    store = new MemoryStreamLogStore(limits, positiveInteger('maxMemoryChars', options.maxMemoryChars, DEFAULT_MEMORY_LOG_CHARS))
+    store = new MemoryStreamLogStore(limits, positiveInteger('resumable streams', 'maxMemoryChars', options.maxMemoryChars, DEFAULT_MEMORY_LOG_CHARS))
   } else {
     if (!isRedisOption(options.redis)) throw new Error('resumable streams: option "redis" must be a redis:// or rediss:// URL or an ioredis client')
     const redis = await redisFor(app, options.redis, error => { warnFailure(error, 'resumable streams: Redis is unreachable; streams run without resuming until it answers') })

@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox'
-import { refusals, refusalSchema } from './refusals.js'
+import { keyRefusalSchemas, refusals, refusalSchema } from './refusals.js'
 
 export const ListedModel = Type.Object({
   id: Type.String({ description: 'What a request names in `model`', examples: ['gemini-2.5-flash'] }),
@@ -19,9 +19,7 @@ export type ModelList = Static<typeof ModelList>
 
 export const ModelListResponses = {
   200: ModelList,
-  401: refusalSchema('No X-API-Key header', refusals.missingKey()),
-  403: refusalSchema('Unknown API key', refusals.invalidKey()),
-  429: refusalSchema('Rate limit exceeded', refusals.tooManyRequests()),
+  ...keyRefusalSchemas,
   502: refusalSchema('Gemini\'s model list could not be read', refusals.modelListFailed('Gemini answered with status 503')),
   503: refusalSchema('Rate limiting is unavailable (RATE_LIMIT_ON_REDIS_ERROR=closed)', refusals.rateLimitUnavailable())
 }

@@ -120,3 +120,10 @@ export const refusals = {
 export function refusalSchema (description: string, example: Refusal): ReturnType<typeof Type.Object> {
   return Type.Object({ error: Type.String(), message: Type.Optional(Type.String()) }, { description, examples: [example.body] })
 }
+
+/** The answers of every route behind a key, as the OpenAPI document describes them. */
+export const keyRefusalSchemas = {
+  401: refusalSchema('No X-API-Key header (or, where the route takes one, Bearer key)', refusals.missingKey()),
+  403: refusalSchema('Unknown, expired or disabled API key', refusals.invalidKey()),
+  429: refusalSchema('Rate limit exceeded; see Retry-After', refusals.tooManyRequests())
+}

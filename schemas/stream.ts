@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox'
-import { refusals, refusalSchema } from './refusals.js'
+import { keyRefusalSchemas, refusals, refusalSchema } from './refusals.js'
 
 export const PROMPT_MAX_LENGTH = 32_000
 /** Characters the system instruction and the earlier turns may hold together. */
@@ -166,11 +166,9 @@ export const StreamResponses = {
     content: { 'text/event-stream': { schema: Type.Union([ChunkEvent, ThoughtEvent, CompletionEvent, ErrorEvent]) } }
   },
   400: refusalSchema('Invalid body: a missing prompt, a wrong type, an out-of-range option or an unknown field', refusals.promptRequired()),
-  401: refusalSchema('No X-API-Key header', refusals.missingKey()),
-  403: refusalSchema('Unknown API key', refusals.invalidKey()),
+  ...keyRefusalSchemas,
   413: refusalSchema('Body over 1.9 MiB (room for a maximal prompt, system instruction and history with every character JSON-escaped) plus room for the attachments\' cap in base64, or attachments over that cap', refusals.bodyTooLarge()),
   415: refusalSchema('Body is not application/json, or declares a charset other than UTF-8', refusals.notJson()),
-  429: refusalSchema('Rate limit exceeded; see Retry-After', refusals.tooManyRequests()),
   500: Type.Object({
     ...refusalSchema('', refusals.streamFailed('')).properties,
     blockReason: Type.Optional(Type.String({ description: 'Conversation requests only: why Gemini refused the prompt, e.g. SAFETY' })),
@@ -185,10 +183,8 @@ export const StreamResumeResponses = {
     content: { 'text/event-stream': { schema: Type.String() } }
   },
   400: refusalSchema('Last-Event-ID is not `<streamId>:<n>` of this stream, or `after` not a whole number', refusals.invalidResumePoint()),
-  401: refusalSchema('No X-API-Key header (or Bearer key)', refusals.missingKey()),
-  403: refusalSchema('Unknown API key', refusals.invalidKey()),
+  ...keyRefusalSchemas,
   404: refusalSchema('No resumable stream with this id for this key: unknown, expired, or another key\'s', refusals.streamNotFound()),
   410: refusalSchema('The events after the resume point are no longer kept (past RESUME_MAX_EVENTS)', refusals.streamEventsGone(0)),
-  429: refusalSchema('Rate limit exceeded; see Retry-After', refusals.tooManyRequests()),
   503: refusalSchema('The gateway is draining for shutdown', refusals.shuttingDown())
 }

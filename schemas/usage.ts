@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox'
-import { refusals, refusalSchema } from './refusals.js'
+import { keyRefusalSchemas, refusals, refusalSchema } from './refusals.js'
 
 const Budget = Type.Object({
   limit: Type.Union([Type.Integer(), Type.Null()], { description: 'The key\'s budget in this window; null: none' }),
@@ -44,8 +44,6 @@ export type KeyUsageAnswer = Static<typeof KeyUsageAnswer>
 
 export const KeyUsageResponses = {
   200: KeyUsageAnswer,
-  401: refusalSchema('No X-API-Key header', refusals.missingKey()),
-  403: refusalSchema('Unknown, expired or disabled API key', refusals.invalidKey()),
-  429: refusalSchema('Rate limit exceeded', refusals.tooManyRequests()),
+  ...keyRefusalSchemas,
   503: refusalSchema('The shared store cannot be reached', refusals.budgetsUnavailable())
 }

@@ -7,7 +7,7 @@
 import t from 'tap'
 import { expectedGatewayBody, expectedStream, gatewayBodyProblem, openAIBodyProblem, resumableBodyProblem, upstreamBodyProblem, type ExpectedStream } from '../bench/expect.js'
 import { MODEL, PATHS, pathOrder, pathsFor, runBench, type BenchReport, type CellReport, type MeasureName, type PathName, type ScenarioConfig, type Spread } from '../bench/harness.js'
-import { baselineRatiosFor, openAIRatiosFor, ratiosFor, resumableRatiosFor } from '../bench/ratios.js'
+import { baselineRatiosFor, besideGatewayRatiosFor, ratiosFor } from '../bench/ratios.js'
 import { renderMarkdown } from '../bench/report.js'
 import { attribute, nameMapEntry, parseCallgrind, PerfMap } from '../bench/callgrind.js'
 
@@ -148,19 +148,19 @@ t.test('ratios are taken between the medians of the paths at the same concurrenc
     { concurrency: 1, cpuPerStreamGatewayOverBaseline: 0.5, throughputGatewayOverBaseline: 2, ttfcP50GatewayMinusBaselineMs: 0.75 },
     { concurrency: 50, cpuPerStreamGatewayOverBaseline: 1.25, throughputGatewayOverBaseline: 1.25, ttfcP50GatewayMinusBaselineMs: -1.5 }
   ])
-  const openai = openAIRatiosFor(cells, [1, 50])
-  t.same(openai.map(r => [r.concurrency, r.ttfcP50OpenAIMinusGatewayMs, r.totalP50OpenAIMinusGatewayMs]), [[1, -0.5, 0.25], [50, 0.5, 1.5]])
-  t.equal(openai[0]!.cpuPerStreamOpenAIOverGateway, 1.5)
-  t.equal(openai[0]!.throughputOpenAIOverGateway, 0.8)
-  t.ok(Math.abs(openai[1]!.cpuPerStreamOpenAIOverGateway - 1.1) < 1e-12)
-  t.equal(openai[1]!.throughputOpenAIOverGateway, 0.9)
+  const openai = besideGatewayRatiosFor(cells, [1, 50], 'openai')
+  t.same(openai.map(r => [r.concurrency, r.ttfcP50MinusGatewayMs, r.totalP50MinusGatewayMs]), [[1, -0.5, 0.25], [50, 0.5, 1.5]])
+  t.equal(openai[0]!.cpuPerStreamOverGateway, 1.5)
+  t.equal(openai[0]!.throughputOverGateway, 0.8)
+  t.ok(Math.abs(openai[1]!.cpuPerStreamOverGateway - 1.1) < 1e-12)
+  t.equal(openai[1]!.throughputOverGateway, 0.9)
   t.throws(() => baselineRatiosFor(cells.filter(c => c.path !== 'baseline'), [1]), /no baseline cell at concurrency 1/)
-  t.throws(() => openAIRatiosFor(cells.filter(c => c.path !== 'openai'), [50]), /no openai cell at concurrency 50/)
-  t.same(resumableRatiosFor(cells, [1, 50]), [
-    { concurrency: 1, cpuPerStreamResumableOverGateway: 1.25, throughputResumableOverGateway: 0.5, ttfcP50ResumableMinusGatewayMs: 0.5, totalP50ResumableMinusGatewayMs: -0.5 },
-    { concurrency: 50, cpuPerStreamResumableOverGateway: 1.25, throughputResumableOverGateway: 0.8, ttfcP50ResumableMinusGatewayMs: 0.25, totalP50ResumableMinusGatewayMs: 2 }
+  t.throws(() => besideGatewayRatiosFor(cells.filter(c => c.path !== 'openai'), [50], 'openai'), /no openai cell at concurrency 50/)
+  t.same(besideGatewayRatiosFor(cells, [1, 50], 'resumable'), [
+    { concurrency: 1, cpuPerStreamOverGateway: 1.25, throughputOverGateway: 0.5, ttfcP50MinusGatewayMs: 0.5, totalP50MinusGatewayMs: -0.5 },
+    { concurrency: 50, cpuPerStreamOverGateway: 1.25, throughputOverGateway: 0.8, ttfcP50MinusGatewayMs: 0.25, totalP50MinusGatewayMs: 2 }
   ])
-  t.throws(() => resumableRatiosFor(cells.filter(c => c.path !== 'resumable'), [1]), /no resumable cell at concurrency 1/)
+  t.throws(() => besideGatewayRatiosFor(cells.filter(c => c.path !== 'resumable'), [1], 'resumable'), /no resumable cell at concurrency 1/)
 })
 
 t.test('flags every stream as wrong when the answers differ from what the checker expects', async t => {

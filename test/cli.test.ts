@@ -2,13 +2,13 @@
 // live gateway. `npm test` builds dist/ before tap runs.
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { connect, createServer, type Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { answerFor, type Conversation } from '../emulator/server.js'
 import { USER_KEY, expectedStreamBody, startEmulator, startGateway, within } from './support/gateway.js'
 import { expectedThoughts } from './support/thoughts.js'
 import { closedPortUrl } from '../scripts/shared/ports.js'
+import { startCuttingProxy } from './support/cutting-proxy.js'
 
 const CLI = fileURLToPath(new URL('../dist/client/cli.js', import.meta.url))
 const PACE = { chunkCount: 5, defaultMaxTokens: 20 }
@@ -47,38 +47,6 @@ async function runCli (args: string[], { env = {}, stdin, onStdout }: RunOptions
     child.on('close', (exitCode, exitSignal) => { resolve([exitCode, exitSignal]) })
   }), 'the CLI exiting')
   return { code, signal, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') }
-}
-
-/** A TCP proxy to `target` that cuts its first connection once three chunk events have gone through it. */
-async function startCuttingProxy (t: Test, target: string): Promise<{ url: string, connections: () => number }> {
-  const { hostname, port } = new URL(target)
-  const sockets = new Set<Socket>()
-  let connections = 0
-  const server = createServer(client => {
-    const first = connections++ === 0
-    const upstream = connect(Number(port), hostname)
-    for (const socket of [client, upstream]) {
-      sockets.add(socket)
-      socket.on('error', () => {})
-      socket.on('close', () => { sockets.delete(socket); client.destroy(); upstream.destroy() })
-    }
-    client.pipe(upstream)
-    let passed = ''
-    upstream.on('data', (piece: Buffer) => {
-      client.write(piece)
-      passed += piece.toString('latin1')
-      if (first && passed.split('data: {"chunk"').length > 3) client.destroy()
-    })
-    upstream.on('end', () => { client.end() })
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise(resolve => server.close(resolve))
-  })
-  const address = server.address()
-  if (address === null || typeof address === 'string') throw new Error('the proxy is not listening on TCP')
-  return { url: `http://127.0.0.1:${address.port}`, connections: () => connections }
 }
 
 if (!existsSync(CLI)) {
@@ -172,16 +140,16 @@ if (!existsSync(CLI)) {
     const pace = { chunkCount: 10, chunkDelayMs: 40, defaultMaxTokens: 40 }
     const emulator = await startEmulator(t, pace)
     const { url } = await startGateway(t, emulator)
-    const proxy = await startCuttingProxy(t, url)
+    const proxy = await startCuttingProxy(t, () => ({ target: url, cutAfterChunks: 3 }), { once: true })
     const answer = answerFor('survive the tunnel', undefined, pace)
 
     const run = await runCli(['stream', '--resumable', 'survive the tunnel', '--url', proxy.url], { env: { AMRIKYY_API_KEY: USER_KEY } })
     t.equal(run.code, 0, run.stderr)
     t.equal(run.stdout, answer.deltas.join(''), 'stdout is the answer, nothing missed or repeated')
-    t.equal(proxy.connections(), 2, 'the stream and its resume')
+    t.same(proxy.connections.map(connection => connection.cut), [true, false], 'the stream, cut, and its resume')
     t.equal(emulator.requests.filter(request => request.rpc === 'streamGenerateContent').length, 1)
 
-    const plain = await runCli(['stream', 'survive the tunnel', '--url', (await startCuttingProxy(t, url)).url], { env: { AMRIKYY_API_KEY: USER_KEY } })
+    const plain = await runCli(['stream', 'survive the tunnel', '--url', (await startCuttingProxy(t, () => ({ target: url, cutAfterChunks: 3 }))).url], { env: { AMRIKYY_API_KEY: USER_KEY } })
     t.equal(plain.code, 6, 'without the flag the cut fails the stream, as before')
 
     const help = await runCli(['--help'])

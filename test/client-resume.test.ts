@@ -1,128 +1,19 @@
 // The client module resumes a dropped resumable stream (issue 19, item 5): a real TCP proxy between the
 // client and a real gateway cuts the connection mid-stream, and the caller still sees one whole answer.
-import { connect, createServer, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { answerFor, type GeminiEmulator } from '../emulator/server.js'
-import { StreamError, streamPrompt, type ChunkEvent, type PromptStream } from '../client/index.js'
+import { StreamError, streamPrompt } from '../client/index.js'
 import { USER_KEY, startEmulator, startGateway, within } from './support/gateway.js'
 import { REDIS_SKIP, redisNamespace } from './support/redis.js'
 import { closedPortUrl } from '../scripts/shared/ports.js'
+import { startCuttingProxy } from './support/cutting-proxy.js'
+import { collect, collectUntilError } from './support/prompt-stream.js'
 
 // Slow enough that a cut after a few chunks lands mid-answer, with more than enough chunks left.
 const PACE = { chunkCount: 10, chunkDelayMs: 40, defaultMaxTokens: 40 }
-const CHUNK_MARKER = Buffer.from('data: {"chunk"')
 // Quick reconnections keep the tests short; the defaults are the same code with longer waits.
 const QUICK = { baseDelayMs: 20 }
-
-interface ProxyRoute {
-  /** Where this connection goes: a `http://host:port` URL. */
-  target: string
-  /**
-   * Cut the connection once this many chunk events have passed to the client, in the middle of the
-   * event after them (or at the end of the bytes, when the answer has no more): the half event must
-   * be discarded by the client and come again on the resume. Undefined: never cut.
-   */
-  cutAfterChunks?: number | undefined
-}
-
-interface CuttingProxy {
-  url: string
-  /** What each connection carried, in the order they were opened. */
-  connections: Array<{ request: string, response: string, cut: boolean }>
-  /** The request lines (`POST /api/stream HTTP/1.1`, ...) over every connection, in order. */
-  requestLines: () => string[]
-  /** Resolves once a connection has been cut by the proxy. */
-  whenCut: () => Promise<void>
-}
-
-/** A TCP proxy that forwards every byte and cuts the connections `route` says to cut. */
-async function startCuttingProxy (t: Test, route: (connection: number) => ProxyRoute): Promise<CuttingProxy> {
-  const connections: CuttingProxy['connections'] = []
-  const sockets = new Set<Socket>()
-  let announceCut: (() => void) | undefined
-  const cut = new Promise<void>(resolve => { announceCut = resolve })
-  const server = createServer(client => {
-    const record = { request: '', response: '', cut: false }
-    const { target, cutAfterChunks } = route(connections.length)
-    connections.push(record)
-    const { hostname, port } = new URL(target)
-    const upstream = connect(Number(port), hostname)
-    for (const socket of [client, upstream]) {
-      sockets.add(socket)
-      socket.on('error', () => {})
-      socket.on('close', () => { sockets.delete(socket) })
-    }
-    const cutBoth = (): void => {
-      record.cut = true
-      client.destroy()
-      upstream.destroy()
-      announceCut?.()
-    }
-    client.on('data', (piece: Buffer) => {
-      record.request += piece.toString('latin1')
-      upstream.write(piece)
-    })
-    client.on('end', () => { upstream.end() })
-    let passed = Buffer.alloc(0)
-    upstream.on('data', (piece: Buffer) => {
-      if (record.cut) return
-      const before = passed.length
-      passed = Buffer.concat([passed, piece])
-      const cutAt = cutAfterChunks === undefined ? -1 : cutPosition(passed, cutAfterChunks)
-      const forward = cutAt === -1 ? piece : piece.subarray(0, Math.max(0, cutAt - before))
-      record.response += forward.toString('latin1')
-      client.write(forward)
-      if (cutAt !== -1) cutBoth()
-    })
-    upstream.on('end', () => { client.end() })
-    client.on('close', () => { upstream.destroy() })
-    upstream.on('close', () => { client.destroy() })
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise(resolve => server.close(resolve))
-  })
-  const address = server.address()
-  if (address === null || typeof address === 'string') throw new Error('the proxy is not listening on TCP')
-  return {
-    url: `http://127.0.0.1:${address.port}`,
-    connections,
-    requestLines: () => connections.flatMap(({ request }) => request.match(/^(?:GET|POST) \S+ HTTP\/1\.1$/gm) ?? []),
-    whenCut: async () => { await cut }
-  }
-}
-
-/**
- * Where to cut bytes that passed `chunks` chunk events: a few bytes into the chunk event after them;
- * -1 while that event has not arrived.
- */
-function cutPosition (passed: Buffer, chunks: number): number {
-  let from = 0
-  for (let seen = 0; seen <= chunks; seen++) {
-    const at = passed.indexOf(CHUNK_MARKER, from)
-    if (at === -1) return -1
-    from = at + CHUNK_MARKER.length
-  }
-  return from
-}
-
-async function collect (stream: PromptStream): Promise<ChunkEvent[]> {
-  const chunks: ChunkEvent[] = []
-  for await (const chunk of stream) chunks.push(chunk)
-  return chunks
-}
-
-async function collectUntilError (stream: PromptStream): Promise<{ chunks: ChunkEvent[], error: unknown }> {
-  const chunks: ChunkEvent[] = []
-  try {
-    for await (const chunk of stream) chunks.push(chunk)
-  } catch (error) {
-    return { chunks, error }
-  }
-  throw new Error('the stream ended without an error')
-}
 
 function generateCalls (emulator: GeminiEmulator, prompt: string): number {
   return emulator.requests.filter(request => request.rpc === 'streamGenerateContent' && request.prompt === prompt).length

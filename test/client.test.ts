@@ -15,29 +15,13 @@ import { ADMIN_KEY, USER_KEY, parseEvents, postStream, startEmulator, startGatew
 import { markedBlock } from './support/readme-blocks.js'
 import { startScriptedServer } from './support/scripted-server.js'
 import { expectedThoughts } from './support/thoughts.js'
+import { collect, collectUntilError } from './support/prompt-stream.js'
 import { closedPortUrl } from '../scripts/shared/ports.js'
 
 const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 const PACE = { chunkCount: 5, defaultMaxTokens: 20 }
-
-async function collect (stream: PromptStream): Promise<ChunkEvent[]> {
-  const chunks: ChunkEvent[] = []
-  for await (const chunk of stream) chunks.push(chunk)
-  return chunks
-}
-
-/** Iterates until the stream throws; returns the chunks read before, and the error. */
-async function collectUntilError (stream: PromptStream): Promise<{ chunks: ChunkEvent[], error: unknown }> {
-  const chunks: ChunkEvent[] = []
-  try {
-    for await (const chunk of stream) chunks.push(chunk)
-  } catch (error) {
-    return { chunks, error }
-  }
-  throw new Error('the stream ended without an error')
-}
 
 function indexed (deltas: readonly string[]): ChunkEvent[] {
   return deltas.map((chunk, i) => ({ chunk, index: i + 1 }))

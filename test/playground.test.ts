@@ -1,7 +1,6 @@
 // The playground page: its route, when the standalone server serves it, and the page itself driven
 // in a real headless Chromium against a live gateway.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs'
-import { connect, createServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -15,6 +14,7 @@ import { answerFor, type Conversation, type GeminiEmulator } from '../emulator/s
 import { USER_KEY, startEmulator, within } from './support/gateway.js'
 import { expectedThoughts } from './support/thoughts.js'
 import { SERVER, startServerProcess } from './support/server-process.js'
+import { startCuttingProxy } from './support/cutting-proxy.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -273,48 +273,12 @@ t.test('in headless Chromium: with Show thoughts ticked, the thoughts stream int
   t.same(problems, [], 'no script errors, no CSP violations')
 })
 
-/**
- * A TCP proxy to `target` that cuts, once, the connection whose answer has passed three chunk events: the
- * page and its scripts come through whole, on whichever connections the browser picks.
- */
-async function startCuttingProxy (t: Test, target: string): Promise<{ url: string, cuts: () => number }> {
-  const { hostname, port } = new URL(target)
-  const sockets = new Set<Socket>()
-  let cuts = 0
-  const server = createServer(client => {
-    const upstream = connect(Number(port), hostname)
-    for (const socket of [client, upstream]) {
-      sockets.add(socket)
-      socket.on('error', () => {})
-      socket.on('close', () => { sockets.delete(socket); client.destroy(); upstream.destroy() })
-    }
-    client.pipe(upstream)
-    let passed = ''
-    upstream.on('data', (piece: Buffer) => {
-      client.write(piece)
-      passed += piece.toString('latin1')
-      if (cuts === 0 && passed.split('data: {"chunk"').length > 3) {
-        cuts++
-        client.destroy()
-      }
-    })
-    upstream.on('end', () => { client.end() })
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise(resolve => server.close(resolve))
-  })
-  const address = server.address()
-  if (address === null || typeof address === 'string') throw new Error('the proxy is not listening on TCP')
-  return { url: `http://127.0.0.1:${address.port}`, cuts: () => cuts }
-}
-
 t.test('in headless Chromium: with Resumable ticked, a stream cut by the network picks up where it left off', BROWSER_SKIP, async t => {
   const pace = { chunkCount: 10, chunkDelayMs: 40, defaultMaxTokens: 40 }
   const emulator = await startEmulator(t, pace)
   const { url } = await startPlaygroundGateway(t, emulator)
-  const proxy = await startCuttingProxy(t, url)
+  // Once: the page and its scripts come through whole, on whichever connections the browser picks.
+  const proxy = await startCuttingProxy(t, () => ({ target: url, cutAfterChunks: 3 }), { once: true })
   const { page, problems } = await openPage(t)
   await page.goto(`${proxy.url}/playground`)
 
@@ -327,7 +291,7 @@ t.test('in headless Chromium: with Resumable ticked, a stream cut by the network
   await page.click('#send')
   await page.waitForSelector('#status[data-state="completed"], #status[data-state="error"]', { timeout: 15_000 })
   t.equal(await page.textContent('#status'), 'Completed.')
-  t.equal(proxy.cuts(), 1, 'the proxy did cut the stream')
+  t.equal(proxy.connections.filter(connection => connection.cut).length, 1, 'the proxy did cut the stream')
   t.equal(await answerText(page), answer.deltas.join(''), 'the whole answer, nothing missed or repeated')
   t.equal(await page.textContent('#stat-chunks'), String(answer.deltas.length))
   t.equal(emulator.requests.filter(request => request.prompt === prompt).length, 1, 'generated once')

@@ -1,5 +1,4 @@
 import { once } from 'node:events'
-import { createServer, type Socket } from 'node:net'
 import { Writable } from 'node:stream'
 import t, { type Test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -8,6 +7,7 @@ import streamGateway, { type GatewayOptions } from '../app.js'
 import { answerFor } from '../emulator/server.js'
 import { ADMIN_KEY, USER_KEY, buildGateway, expectedStreamBody, listenOnLoopback, postStream, startEmulator, within } from './support/gateway.js'
 import { REDIS_SKIP, redisNamespace } from './support/redis.js'
+import { startTcpServer } from './support/tcp-server.js'
 import { sha256Hex } from '../plugins/auth.js'
 
 const NO_UPSTREAM = 'http://127.0.0.1:9'
@@ -54,20 +54,7 @@ async function scrape (url: string, name: string): Promise<number | undefined> {
 
 /** A TCP server that accepts connections and never says a word: a Redis that hangs rather than refuses. */
 async function startSilentServer (t: Test): Promise<string> {
-  const sockets = new Set<Socket>()
-  const server = createServer(socket => {
-    sockets.add(socket)
-    socket.on('error', () => {})
-    socket.on('close', () => sockets.delete(socket))
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise(resolve => server.close(resolve))
-  })
-  const address = server.address()
-  if (address === null || typeof address === 'string') throw new Error('silent server is not listening on TCP')
-  return `redis://127.0.0.1:${address.port}`
+  return `redis://127.0.0.1:${await startTcpServer(t, () => {})}`
 }
 
 t.test('two instances sharing one Redis enforce one limit per key, not one each', { skip: REDIS_SKIP }, async t => {

@@ -1,11 +1,10 @@
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import { request as httpRequest } from 'node:http'
-import { connect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import OpenAI from 'openai'
 import { Exposition } from '../scripts/shared/prometheus-text.js'
-import { ADMIN_KEY, USER_KEY, buildGateway, listenOnLoopback, openStream, parseEvents, postStream, startEmulator, startGateway, waitUntil, within, type RunningGateway } from './support/gateway.js'
+import { ADMIN_KEY, USER_KEY, buildGateway, listenOnLoopback, openStream, postThenStopReading, parseEvents, postStream, startEmulator, startGateway, waitUntil, within, type RunningGateway } from './support/gateway.js'
 import { REDIS_SKIP, redisNamespace, testRedisUrl, type RedisNamespace } from './support/redis.js'
 import { runUntilExit, startServerProcess } from './support/server-process.js'
 import { startScriptedServer } from './support/scripted-server.js'
@@ -42,6 +41,15 @@ function resumesOf (scrape: Exposition, api = 'stream'): number | undefined {
 }
 
 const prompt = 'Tell me about resumable streams'
+
+/** Starts a resumable stream and cuts its connection once chunk `index` arrived: its id, what was read, the last id read. */
+async function startAndCut (url: string, index: number): Promise<{ streamId: string, seen: string, lastEventId: string }> {
+  const stream = await openStream(url, { prompt, resumable: true })
+  await stream.waitFor(`"index":${index}}`)
+  stream.disconnect()
+  const seen = stream.received()
+  return { streamId: String(stream.response.headers['x-stream-id']), seen, lastEventId: idsOf(seen).at(-1)! }
+}
 
 t.test('without the opt-in nothing changes: no stream id, no id lines, and GET on a stream id finds nothing', async t => {
   const emulator = await startEmulator(t)
@@ -131,13 +139,8 @@ t.test('a stream cut after three events resumes on the other instance: the joine
   emulator.requests.length = 0
   const [first, second, { redis, nameSpace, keys }] = await twoInstances(t, emulator)
 
-  const stream = await openStream(first.url, { prompt, resumable: true })
-  const streamId = String(stream.response.headers['x-stream-id'])
+  const { streamId, seen, lastEventId: lastId } = await startAndCut(first.url, 3)
   t.match(streamId, STREAM_ID)
-  await stream.waitFor('"index":3}')
-  stream.disconnect()
-  const seen = stream.received()
-  const lastId = idsOf(seen).at(-1)!
   t.equal(lastId, `${streamId}:3`)
 
   const resumed = await resume(second, streamId, { 'last-event-id': lastId })
@@ -165,10 +168,7 @@ t.test('a stream cut after three events resumes on the other instance: the joine
 t.test('abandoned past the grace time: the upstream call is aborted and the stream counted cancelled; a late reader learns it', { skip: REDIS_SKIP }, async t => {
   const emulator = await startEmulator(t, { chunkCount: 200, chunkDelayMs: 30 })
   const [first, second] = await twoInstances(t, emulator, { graceMs: 600 })
-  const stream = await openStream(first.url, { prompt, resumable: true })
-  const streamId = String(stream.response.headers['x-stream-id'])
-  await stream.waitFor('"index":2}')
-  stream.disconnect()
+  const { streamId } = await startAndCut(first.url, 2)
 
   await sleep(100)
   t.equal(emulator.openStreams(), 1, 'within the grace time the answer goes on')
@@ -184,12 +184,9 @@ t.test('a reader that comes within the grace time keeps the answer going past it
   const emulator = await startEmulator(t, { chunkCount: 60, chunkDelayMs: 40 })
   // A grace time well above the reader's way in, however loaded the machine, and well below the answer's 2.4 s.
   const [first, second] = await twoInstances(t, emulator, { graceMs: 800 })
-  const stream = await openStream(first.url, { prompt, resumable: true })
-  const streamId = String(stream.response.headers['x-stream-id'])
-  await stream.waitFor('"index":2}')
-  stream.disconnect()
+  const { streamId, lastEventId } = await startAndCut(first.url, 2)
   await sleep(100)
-  const rest = await within(10_000, (await resume(second, streamId, { 'last-event-id': idsOf(stream.received()).at(-1)! })).text(), 'the resumed stream')
+  const rest = await within(10_000, (await resume(second, streamId, { 'last-event-id': lastEventId })).text(), 'the resumed stream')
   t.match(rest, /"complete":true,"totalChunks":60,/, 'the stream ran to its completion, seconds after the client left')
   t.same(streamMetrics(await scrape(first)), { completed: 1, active: 0, upstreamErrors: {} })
 })
@@ -216,12 +213,9 @@ t.test('in memory (no Redis), a stream resumes on its own instance', async t => 
   const emulator = await startEmulator(t, { chunkCount: 12, chunkDelayMs: 30 })
   const gateway = await startGateway(t, emulator)
   const uninterrupted = await (await postStream(gateway.url, { prompt })).text()
-  const stream = await openStream(gateway.url, { prompt, resumable: true })
-  const streamId = String(stream.response.headers['x-stream-id'])
-  await stream.waitFor('"index":4}')
-  stream.disconnect()
-  const rest = await within(10_000, (await resume(gateway, streamId, { 'last-event-id': idsOf(stream.received()).at(-1)! })).text(), 'the resumed stream')
-  t.equal(withoutIds(stream.received() + rest), uninterrupted)
+  const { streamId, seen, lastEventId } = await startAndCut(gateway.url, 4)
+  const rest = await within(10_000, (await resume(gateway, streamId, { 'last-event-id': lastEventId })).text(), 'the resumed stream')
+  t.equal(withoutIds(seen + rest), uninterrupted)
   t.equal(emulator.requests.length, 2, 'one request for each stream, none for the resume')
 })
 
@@ -327,22 +321,7 @@ t.test('a resumable stream\'s client that stops reading is cut after the stall t
   })
   const app = await buildGateway(t, upstream, { stream: { timeouts: { clientStallMs: 300 }, heartbeatMs: 0, maxAnswerChars: 64 * 1024 * 1024 } })
   const url = await listenOnLoopback(app)
-  const { port } = new URL(url)
-  const body = JSON.stringify({ prompt: 'a long answer', resumable: true })
-  const socket = connect(Number(port), '127.0.0.1')
-  socket.on('error', () => {})
-  socket.write(`POST /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-API-Key: ${USER_KEY}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
-  const head = await new Promise<string>(resolve => {
-    let seen = ''
-    const onData = (data: Buffer): void => {
-      seen += data.toString('latin1')
-      if (!seen.includes('data: {"chunk"')) return
-      socket.off('data', onData)
-      socket.pause()
-      resolve(seen)
-    }
-    socket.on('data', onData)
-  })
+  const { socket, head } = await postThenStopReading(url, { prompt: 'a long answer', resumable: true })
   const streamId = /x-stream-id: ([^\r]+)\r\n/i.exec(head)?.[1] ?? ''
   t.match(streamId, STREAM_ID)
   // Past the stall time the gateway cuts the connection: reading again gets what was buffered, then the end.
@@ -367,12 +346,8 @@ t.test('a reader on an instance that shuts down is let go, and reads on from ano
   const producer = await startGateway(t, emulator, { resumable: { redis: redisUrl, nameSpace } })
   const draining = await startGateway(t, emulator, { resumable: { redis: redisUrl, nameSpace }, lifecycle })
 
-  const stream = await openStream(producer.url, { prompt, resumable: true })
-  const streamId = String(stream.response.headers['x-stream-id'])
-  await stream.waitFor('"index":2}')
-  stream.disconnect()
-  const first = stream.received()
-  const reading = await resume(draining, streamId, { 'last-event-id': idsOf(first).at(-1)! })
+  const { streamId, seen: first, lastEventId } = await startAndCut(producer.url, 2)
+  const reading = await resume(draining, streamId, { 'last-event-id': lastEventId })
   const reader = reading.body!.getReader()
   let second = ''
   const decoder = new TextDecoder()

@@ -1,8 +1,7 @@
-import { connect, type Socket } from 'node:net'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
-import { USER_KEY, buildGateway, listenOnLoopback, startEmulator, within } from './support/gateway.js'
+import { USER_KEY, buildGateway, listenOnLoopback, postThenStopReading, startEmulator, within } from './support/gateway.js'
 import { Exposition } from './support/prometheus.js'
 import { startScriptedServer } from './support/scripted-server.js'
 
@@ -45,32 +44,12 @@ async function startEndlessUpstream (t: Parameters<typeof startScriptedServer>[0
   return { url, closed: closed.promise }
 }
 
-/** Sends a stream request on a raw socket, reads until the first chunk event arrived, then stops reading. */
-async function postThenStopReading (gatewayUrl: string): Promise<Socket> {
-  const { port } = new URL(gatewayUrl)
-  const body = JSON.stringify({ prompt: 'a long answer' })
-  const socket = connect(Number(port), '127.0.0.1')
-  socket.write(`POST /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-API-Key: ${USER_KEY}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
-  await new Promise<void>(resolve => {
-    let seen = ''
-    const onData = (data: Buffer): void => {
-      seen += data.toString('latin1')
-      if (!seen.includes('data: {"chunk"')) return
-      socket.off('data', onData)
-      socket.pause()
-      resolve()
-    }
-    socket.on('data', onData)
-  })
-  return socket
-}
-
 t.test('a client that stops reading is cut by its own limit, never blamed on Gemini', async t => {
   const upstream = await startEndlessUpstream(t)
   // Gemini's idle budget is much shorter than the client's: a relay that spends it while waiting on the client fails here.
   const app = await buildGateway(t, upstream.url, { stream: { timeouts: { idleMs: 150, clientStallMs: 1_500 }, heartbeatMs: 0 } })
   const url = await listenOnLoopback(app)
-  const socket = await postThenStopReading(url)
+  const { socket } = await postThenStopReading(url, { prompt: 'a long answer' })
   t.teardown(() => { socket.destroy() })
 
   const upstreamBytes = await within(10_000, upstream.closed, 'the upstream call to be aborted')
@@ -91,7 +70,7 @@ t.test('a client that reads slowly but steadily gets the whole wait it needs', a
   // Each read drains megabytes of loopback buffers: lift the answer cap out of the way.
   const app = await buildGateway(t, upstream.url, { stream: { timeouts: { idleMs: 100, clientStallMs: 5_000 }, heartbeatMs: 0, maxAnswerChars: 1024 * 1024 * 1024 } })
   const url = await listenOnLoopback(app)
-  const socket = await postThenStopReading(url)
+  const { socket } = await postThenStopReading(url, { prompt: 'a long answer' })
   t.teardown(() => { socket.destroy() })
   for (let i = 0; i < 3; i++) {
     await sleep(300)

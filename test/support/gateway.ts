@@ -1,4 +1,5 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http'
+import { connect, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Test } from 'tap'
@@ -138,4 +139,28 @@ export async function waitUntil (check: () => boolean, ms: number, what: string)
     if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`)
     await sleep(10)
   }
+}
+
+/**
+ * Sends a stream request on a raw socket, reads until the first chunk event arrived, then stops reading: a client
+ * whose socket buffer fills. The socket, and the bytes read (the head and the first events).
+ */
+export async function postThenStopReading (gatewayUrl: string, body: unknown): Promise<{ socket: Socket, head: string }> {
+  const { port } = new URL(gatewayUrl)
+  const payload = JSON.stringify(body)
+  const socket = connect(Number(port), '127.0.0.1')
+  socket.on('error', () => {})
+  socket.write(`POST /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-API-Key: ${USER_KEY}\r\nContent-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`)
+  const head = await new Promise<string>(resolve => {
+    let seen = ''
+    const onData = (data: Buffer): void => {
+      seen += data.toString('latin1')
+      if (!seen.includes('data: {"chunk"')) return
+      socket.off('data', onData)
+      socket.pause()
+      resolve(seen)
+    }
+    socket.on('data', onData)
+  })
+  return { socket, head }
 }
