@@ -8,6 +8,7 @@ import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import type { FastifyRequest } from 'fastify'
 import type { Caller } from './auth.js'
+import type { StreamApi } from './metrics.js'
 import type { WireFormat } from '../relay/wire-format.js'
 import { provide } from './services.js'
 import { throttledWarn } from './rate-limit.js'
@@ -49,13 +50,12 @@ export interface ResumableStream {
 
 export interface ResumableStreams {
   store: StreamLogStore
-  /** Whether a request is to be resumable: its body's `resumable`, else its `X-Resumable` header, else the default. */
-  wanted: (request: FastifyRequest, asked: boolean | undefined) => boolean
   /**
-   * Opens the log of a new resumable stream of `caller`, in the wire format `format`. Undefined when the log cannot
-   * be kept (Redis not connected): the stream then runs as a plain one, without a stream id, rather than not at all.
+   * A new resumable stream of `caller` in the wire format `format`, its log opened, when the request is to be one:
+   * `asked` (its body's `resumable`), else its `X-Resumable` header, else the default. Undefined for a plain stream,
+   * and when the log cannot be kept (Redis not connected): the stream then runs as a plain one rather than not at all.
    */
-  begin: (request: FastifyRequest, caller: Caller, api: string, format: WireFormat) => ResumableStream | undefined
+  streamFor: (request: FastifyRequest, caller: Caller | null, asked: boolean | null | undefined, api: StreamApi, format: WireFormat) => ResumableStream | undefined
 }
 
 declare module './services.js' {
@@ -81,16 +81,18 @@ export default fp<ResumableStreamsOptions>(async function resumableStreams (app,
     store = new RedisStreamLogStore(redis, options.nameSpace ?? DEFAULT_RESUME_NAMESPACE, limits)
   }
 
+  function wanted (request: FastifyRequest, asked: boolean | null | undefined): boolean {
+    if (typeof asked === 'boolean') return asked
+    const header = request.headers['x-resumable']
+    if (header === 'true') return true
+    if (header === 'false') return false
+    return byDefault
+  }
+
   provide(app, 'resumable', {
     store,
-    wanted (request, asked) {
-      if (asked !== undefined) return asked
-      const header = request.headers['x-resumable']
-      if (header === 'true') return true
-      if (header === 'false') return false
-      return byDefault
-    },
-    begin (request, caller, api, format) {
+    streamFor (request, caller, asked, api, format) {
+      if (caller === null || !wanted(request, asked)) return undefined
       if (!store.ready()) {
         warnFailure(new Error('Redis is not connected'), 'resumable streams: a stream started without resuming')
         return undefined

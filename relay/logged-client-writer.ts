@@ -28,7 +28,8 @@ export class LoggedClientWriter extends ClientWriter {
   constructor (reply: FastifyReply, private readonly logged: LoggedClientWriterOptions, private readonly stream: ResumableStream) {
     // A wait for the client's socket to drain ends when the client leaves, not only when the stream stops.
     const detachment = new AbortController()
-    super(reply, { ...logged, signal: AbortSignal.any([logged.signal, detachment.signal]) })
+    // A stalled client is cut like a gone one: the answer goes on for a reader that resumes, rather than stopping.
+    super(reply, { ...logged, signal: AbortSignal.any([logged.signal, detachment.signal]), onStall: () => { reply.raw.destroy() } })
     this.detachment = detachment
     this.stopProducing = stream.store.produce(stream.streamId)
   }

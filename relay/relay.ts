@@ -94,11 +94,7 @@ export class StreamRelay {
     const writing: ClientWriterOptions = {
       stallMs: context.settings.timeouts.clientStallMs,
       signal: this.upstream.signal,
-      // A resumable stream's stalled client is cut like a gone one: the answer goes on for a reader that resumes.
-      onStall: message => {
-        if (context.resumable === undefined) this.stop({ kind: 'client-stalled', message })
-        else reply.raw.destroy()
-      },
+      onStall: message => { this.stop({ kind: 'client-stalled', message }) },
       onAwaitingClient: waiting => {
         this.awaitingClient = waiting
         // Gemini's idle budget starts again from the moment the relay asks it for more.

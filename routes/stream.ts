@@ -100,7 +100,7 @@ const streamRoute: FastifyPluginAsyncTypebox<StreamRouteOptions> = async (app, o
     const asked = withOutputCap({ model, prompt, system, history, attachments, options: generation }, caller?.policy.maxOutputTokens)
     const admission = await budgets?.admit(request, reply, model, () => ({ promptTokens: promptEstimate(asked), maxOutputTokens: asked.options?.maxOutputTokens }))
     const format = isConversation(request.body) ? conversationSse : contractSse
-    const resumable = caller !== null && resumableStreams?.wanted(request, request.body.resumable) === true ? resumableStreams.begin(request, caller, 'stream', format) : undefined
+    const resumable = resumableStreams?.streamFor(request, caller, request.body.resumable, 'stream', format)
     const recorder = metrics.beginStream({ agent, model, key: caller?.id })
     const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings, allowsModel: models?.allowsFor(caller), resumable }
     return await new StreamRelay(context, reply, asked, format).run()

@@ -75,7 +75,7 @@ const openAIRoutes: FastifyPluginAsyncTypebox<OpenAIRoutesOptions> = async (app,
     const identity = newCompletionIdentity(model)
     const format = chat.stream ? chatCompletionSse(identity, chat.includeUsage) : chatCompletionWhole(identity)
     // Only a streamed answer can be picked up again; a whole one is a single JSON body.
-    const resumable = chat.stream && caller !== null && resumableStreams?.wanted(request, request.body.resumable ?? undefined) === true ? resumableStreams.begin(request, caller, 'openai', format) : undefined
+    const resumable = chat.stream ? resumableStreams?.streamFor(request, caller, request.body.resumable, 'openai', format) : undefined
     const recorder = metrics.beginStream({ api: 'openai', agent: chat.agent, model, key: caller?.id })
     const context = { gemini, recorder: admission?.charging(recorder) ?? recorder, lifecycle, log: request.log, settings, allowsModel: models.allowsFor(caller), resumable }
     return await new StreamRelay(context, reply, generation, format).run()
