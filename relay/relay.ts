@@ -319,13 +319,8 @@ export class StreamRelay {
         if (caught.code === 'out_of_descriptors') log.error({ err: caught }, 'the process is out of file descriptors: raise its limit or lower MAX_CONNECTIONS')
         else recorder.upstreamError(caught.metricLabel, keyOfFailure(caught))
         const attempt = this.attempt
-        if (this.fallBack(caught, attempt)) {
-          this.attempt++
-          iterator = undefined
-          this.resetAnswer()
-          continue
-        }
-        if (await this.backOff(caught, attempt)) {
+        // A fallback moves at once; otherwise the same model is tried again after its back-off.
+        if (this.fallBack(caught, attempt) || await this.backOff(caught, attempt)) {
           this.attempt++
           iterator = undefined
           this.resetAnswer()
